@@ -1,0 +1,112 @@
+"""Write any framescope DataArray to a file, block by block, with a progress bar."""
+
+from __future__ import annotations
+
+import importlib
+import os
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from framescope.io._lazy import ReaderArray
+
+__all__ = ["WRITERS", "iter_frame_blocks", "save"]
+
+# format → writer "module:function"; each takes (path, blocks, *, n_frames, frame_shape, dtype,
+# scan, ...) and streams blocks of frames
+WRITERS = {
+    "raw": "framescope.io._write:write_raw",
+    "npy": "framescope.io._write:write_npy",
+    "zarr": "framescope.io._write:write_zarr",
+    "hdf5": "framescope.io._hdf5_write:write_hdf5",
+    "dectris": "framescope.io._hdf5_write:write_dectris",
+    "mib": "framescope.io._mib_write:write_mib",
+}
+
+
+def iter_frame_blocks(
+    arr: xr.DataArray, block_mib: float = 64.0, workers: int = 2
+) -> Iterator[np.ndarray]:
+    """Yield the frames of ``arr`` in scan order as ``(k, det_y, det_x)`` blocks.
+
+    Blocks are produced by a small thread pool a few blocks ahead of the consumer (reading or
+    simulating overlaps writing), and in order; memory stays at about
+    ``(workers + 1) * block_mib``.
+    """
+    ny, nx, h, w = arr.shape
+    n = ny * nx
+    per = max(1, int(block_mib * 2**20 // (h * w * arr.dtype.itemsize)))
+    source = arr.encoding.get("framescope_source")
+    # only use the reader directly while the array is still the one it made
+    direct = isinstance(source, ReaderArray) and source.shape == arr.shape
+    flat = None if direct else arr.data.reshape(n, h, w)
+
+    def load(start: int) -> np.ndarray:
+        stop = min(start + per, n)
+        if direct:
+            return source.read_positions(start, stop)
+        return np.asarray(flat[start:stop].compute(scheduler="sync"))
+
+    with ThreadPoolExecutor(max(1, workers)) as pool:
+        starts = iter(range(0, n, per))
+        pending = [pool.submit(load, s) for _, s in zip(range(workers + 1), starts, strict=False)]
+        while pending:
+            block = pending.pop(0).result()
+            nxt = next(starts, None)
+            if nxt is not None:
+                pending.append(pool.submit(load, nxt))
+            yield block
+
+
+def save(
+    arr: xr.DataArray,
+    path: str | os.PathLike[str],
+    format: str,
+    *,
+    progress: bool = True,
+    overwrite: bool = False,
+    **options: Any,
+) -> Path:
+    """Write ``arr`` (any framescope DataArray) to ``path`` in ``format``.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+        ``(scan_y, scan_x, det_y, det_x)`` frames, lazy or in memory.
+    path : path-like
+        Output file (or directory for Zarr); never overwritten unless ``overwrite``.
+    format : {"raw", "npy", "zarr", "hdf5", "dectris", "mib"}
+        Output format.
+    progress : bool
+        Show a ``tqdm`` progress bar (in notebooks too).
+    **options
+        Passed to the writer (e.g. ``compression="bslz4"`` for hdf5/dectris).
+    """
+    try:
+        target = WRITERS[format]
+    except KeyError:
+        raise ValueError(f"unknown output format {format!r}; expected one of {list(WRITERS)}")\
+            from None
+    module, _, name = target.partition(":")
+    writer = getattr(importlib.import_module(module), name)
+    ny, nx, h, w = arr.shape
+    bar = tqdm(total=arr.nbytes, unit="B", unit_scale=True, desc=f"{format} {Path(path).name}",
+               disable=not progress)
+
+    def blocks() -> Iterator[np.ndarray]:
+        for block in iter_frame_blocks(arr):
+            yield block
+            bar.update(block.nbytes)
+
+    try:
+        return writer(
+            path, blocks(), n_frames=ny * nx, frame_shape=(h, w), dtype=arr.dtype,
+            scan=(ny, nx), overwrite=overwrite, **options,
+        )
+    finally:
+        bar.close()

@@ -1,0 +1,123 @@
+"""``framescope.open`` and ``framescope.from_array``."""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import dask.array as da
+import numpy as np
+import xarray as xr
+
+from framescope.errors import ScanShapeError
+from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, to_dataarray
+from framescope.io._registry import reader_for
+
+__all__ = ["from_array", "open"]
+
+
+def open(
+    path: str | os.PathLike[str],
+    *,
+    format: str | None = None,
+    scan: tuple[int, int] | None = None,
+    sync_offset: int = 0,
+    chunks: Any = None,
+    partition_mib: float = DEFAULT_PARTITION_MIB,
+    **options: Any,
+) -> xr.DataArray:
+    """Open a 4D-STEM dataset lazily as ``(scan_y, scan_x, det_y, det_x)``.
+
+    Only headers are read; the frames stay on disk until computed. The file is opened
+    read-only and never written.
+
+    Parameters
+    ----------
+    path : str or path-like
+        File or directory (Zarr). Formats: raw binary (with ``shape``/``dtype`` or a JSON
+        sidecar), ``.npy``, HDF5, DECTRIS ``*_master.h5``, Zarr, Merlin ``.mib``/``.hdr``,
+        and any registered through the ``framescope.readers`` entry point group.
+    format : str, optional
+        Reader name (see ``framescope.io.available_readers()``); guessed when omitted.
+    scan : (int, int), optional
+        Scan shape for files that hold a flat frame stack (or to override the file's).
+    sync_offset : int
+        Skip this many leading frames (positive) or insert blank ones (negative).
+    chunks : int, dict or tuple, optional
+        Scan rows per partition, or a dask chunk spec. Default: whole scan rows,
+        ``partition_mib`` MiB per partition.
+    partition_mib : float
+        Target partition size in MiB.
+    **options
+        Reader options, e.g. ``shape``, ``dtype``, ``offset`` (raw) or ``dataset`` (HDF5/Zarr).
+
+    Returns
+    -------
+    xarray.DataArray
+        Lazy, dask-backed; attrs hold format, source, dtype and detector metadata.
+
+    Raises
+    ------
+    framescope.errors.FramescopeError
+        Subclasses name the file and what was expected versus found.
+
+    Examples
+    --------
+    >>> arr = framescope.open("scan.mib", scan=(128, 128))  # doctest: +SKIP
+    >>> arr.fs.virtual_image(framescope.masks.ring(cy=128, cx=128, r_in=40, r_out=90))
+    ... # doctest: +SKIP
+    """
+    cls = reader_for(path, format)
+    reader = cls(os.fspath(path), **options)
+    return to_dataarray(
+        reader, scan=scan, sync_offset=sync_offset, chunks=chunks,
+        partition_mib=partition_mib, options=options,
+    )
+
+
+def from_array(
+    data: np.ndarray | da.Array,
+    *,
+    scan: tuple[int, int] | None = None,
+    chunks: Any = None,
+    partition_mib: float = DEFAULT_PARTITION_MIB,
+    attrs: dict[str, Any] | None = None,
+) -> xr.DataArray:
+    """Wrap frames already in memory (numpy) or in a dask array as a framescope DataArray.
+
+    Parameters
+    ----------
+    data : numpy.ndarray or dask.array.Array
+        4D ``(scan_y, scan_x, det_y, det_x)``, or 3D ``(frames, det_y, det_x)`` with ``scan``.
+    scan : (int, int), optional
+        Scan shape for 3D input.
+    chunks : optional
+        Dask chunks; numpy input default is whole rows of ~``partition_mib`` MiB. Dask input
+        keeps its chunks unless given.
+    attrs : dict, optional
+        Extra attributes.
+    """
+    if data.ndim == 3:
+        if scan is None:
+            raise ScanShapeError("<array>", (0, 0), data.shape[0], "3D input needs scan=(ny, nx)")
+        if scan[0] * scan[1] != data.shape[0]:
+            raise ScanShapeError("<array>", tuple(scan), data.shape[0])
+        data = data.reshape(*scan, *data.shape[1:])
+    elif data.ndim != 4:
+        raise ValueError(f"from_array: expected a 3D or 4D array, found shape {data.shape}")
+    if isinstance(data, da.Array):
+        if chunks is not None:
+            data = data.rechunk(chunks)
+    else:
+        _, nx, h, w = data.shape
+        if chunks is None:
+            row = nx * h * w * data.dtype.itemsize
+            chunks = (max(1, int(partition_mib * 2**20 // max(row, 1))), nx, h, w)
+        data = da.from_array(data, chunks=chunks)
+    coords = {
+        dim: xr.Variable(dim, np.arange(n), attrs={"units": "px"})
+        for dim, n in zip(DIMS, data.shape, strict=True)
+    }
+    base = {"format": "array", "source": "<memory>", "dtype": data.dtype.name}
+    return xr.DataArray(data, dims=DIMS, coords=coords, attrs={**base, **(attrs or {})},
+                        name="frames")
