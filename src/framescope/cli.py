@@ -1,0 +1,153 @@
+"""The ``framescope`` command line: thin wrappers over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+__all__ = ["main"]
+
+log = logging.getLogger("framescope")
+
+
+def _shape2(text: str) -> tuple[int, int]:
+    try:
+        a, b = text.lower().split("x")
+        return int(a), int(b)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW such as 128x128, found {text!r}") from None
+
+
+def _shape(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.lower().replace(",", "x").split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected sizes such as 4096x256x256, found {text!r}")\
+            from None
+
+
+def _add_open_options(p: argparse.ArgumentParser) -> None:
+    g = p.add_argument_group("opening options")
+    g.add_argument("--scan", type=_shape2, help="scan shape HxW for frame stacks")
+    g.add_argument("--sync-offset", type=int, default=0,
+                   help="skip (>0) or pad (<0) this many leading frames")
+    g.add_argument("--reader", help="input format/reader name (default: guessed)")
+    g.add_argument("--dataset", help="HDF5/Zarr dataset path")
+    g.add_argument("--shape", type=_shape, help="raw files: frames shape, e.g. 16384x256x256")
+    g.add_argument("--dtype", dest="raw_dtype", help="raw files: pixel dtype, e.g. uint16")
+    g.add_argument("--offset", type=int, help="raw files: bytes before the first frame")
+
+
+def _open(args: argparse.Namespace) -> Any:
+    import framescope
+
+    options = {k: v for k, v in {
+        "dataset": args.dataset, "shape": args.shape, "dtype": args.raw_dtype,
+        "offset": args.offset,
+    }.items() if v is not None}
+    return framescope.open(args.path, format=args.reader, scan=args.scan,
+                           sync_offset=args.sync_offset, **options)
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    arr = _open(args)
+    info = {
+        "path": str(args.path),
+        "format": arr.attrs["format"],
+        "dims": list(arr.dims),
+        "shape": list(arr.shape),
+        "dtype": arr.dtype.name,
+        "bytes": int(arr.nbytes),
+        "chunks": [list(c) for c in arr.data.chunks],
+        "partitions": int(np.prod(arr.data.numblocks)),
+        "attrs": {k: v for k, v in arr.attrs.items() if k not in ("format", "dtype")},
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def _cmd_simulate(args: argparse.Namespace) -> int:
+    from framescope.datasets import synthetic
+    from framescope.io._export import save
+
+    arr = synthetic(scan=args.scan, det=args.det, dtype=args.dtype, seed=args.seed,
+                    **({"dose": args.dose} if args.dose is not None else {}))
+    options = {"compression": args.compression} if args.compression else {}
+    out = save(arr, args.out, args.format, overwrite=args.overwrite,
+               progress=not args.quiet, **options)
+    print(out)
+    return 0
+
+
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from framescope.io._export import save
+
+    arr = _open(args)
+    options = {"compression": args.compression} if args.compression else {}
+    print(save(arr, args.out, args.format, overwrite=args.overwrite, progress=not args.quiet,
+               **options))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from framescope import __version__
+    from framescope.io._export import WRITERS
+
+    parser = argparse.ArgumentParser(
+        prog="framescope", description="Lazy, interactive and live 4D-STEM analysis.")
+    parser.add_argument("--version", action="version", version=f"framescope {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("info", help="print a dataset's shape, dtype, format and chunks as JSON")
+    p.add_argument("path")
+    _add_open_options(p)
+    p.set_defaults(func=_cmd_info)
+
+    p = sub.add_parser("simulate", help="write a synthetic 4D-STEM dataset")
+    p.add_argument("out")
+    p.add_argument("--scan", type=_shape2, default=(64, 64), help="scan shape HxW")
+    p.add_argument("--det", type=_shape2, default=(128, 128), help="detector shape HxW")
+    p.add_argument("--dtype", default="uint16", choices=["uint8", "uint16", "uint32", "float32"])
+    p.add_argument("--format", default="raw", choices=list(WRITERS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dose", type=float, help="mean electrons per frame")
+    p.add_argument("--compression", help="hdf5/dectris: bslz4, lz4 or gzip")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("convert", help="rewrite a dataset in another format, chunk by chunk")
+    p.add_argument("path")
+    p.add_argument("out")
+    p.add_argument("--format", default="zarr", choices=list(WRITERS), help="output format")
+    p.add_argument("--compression", help="hdf5/dectris: bslz4, lz4 or gzip")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_open_options(p)
+    p.set_defaults(func=_cmd_convert)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``framescope`` console script."""
+    from framescope.errors import FramescopeError
+
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.WARNING - 10 * min(args.verbose, 2),
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.func(args)
+    except (FramescopeError, FileExistsError, FileNotFoundError) as e:
+        print(f"framescope {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
