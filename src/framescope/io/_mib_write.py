@@ -17,6 +17,8 @@ from typing import BinaryIO
 
 import numpy as np
 
+from framescope.io._write import check_new
+
 __all__ = ["header_bytes", "write_mib"]
 
 log = logging.getLogger(__name__)
@@ -144,13 +146,14 @@ def write_mib(
     layout: str = "1x1",
     scan: tuple[int, int] | None = None,
     hdr: bool = True,
+    overwrite: bool = False,
 ) -> Path:
     """Write frames as a Merlin ``.mib`` file in counting mode, streaming block by block.
 
     Parameters
     ----------
     path : str or path-like
-        The ``.mib`` file to write (overwritten); the ``.hdr`` goes beside it.
+        The ``.mib`` file to write; the ``.hdr`` goes beside it.
     blocks : iterable of numpy.ndarray
         ``(k, height, width)`` arrays (or single 2D frames) in frame order; values are cast
         to ``dtype``. Only one block is held at a time.
@@ -166,6 +169,8 @@ def write_mib(
         Scan shape; the ``.hdr`` then says ``Frames per Trigger`` = ``scan[1]``.
     hdr : bool
         Also write ``<stem>.hdr``.
+    overwrite : bool
+        Replace an existing file instead of refusing.
 
     Returns
     -------
@@ -174,11 +179,13 @@ def write_mib(
 
     Raises
     ------
+    FileExistsError
+        ``path`` exists and ``overwrite`` is false.
     ValueError
         Unknown dtype or layout, a block of the wrong frame shape, or a frame count that does
         not match ``n_frames`` (the incomplete file is removed).
     """
-    path = Path(path)
+    path = check_new(path, overwrite)
     name = np.dtype(dtype).name
     if name not in _CODES:
         raise ValueError(f"dtype: expected one of {', '.join(_CODES)}, found {dtype!r}")
