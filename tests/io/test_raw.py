@@ -66,7 +66,7 @@ def test_writer_roundtrip_and_sidecar(tmp_path):
     arr = framescope.open(path)
     assert arr.attrs["a"] == 1
     np.testing.assert_array_equal(arr.values, ref)
-    with pytest.raises(FileExistsError, match="w.raw"):
+    with pytest.raises(FileExistsError, match=r"w\.raw"):
         write_raw(path, iter([]), n_frames=0, frame_shape=(5, 5), dtype="uint16")
 
 

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import abc
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-__all__ = ["FrameReader", "frame_runs"]
+__all__ = ["FrameReader", "frame_runs", "jsonable", "row_pieces"]
 
 
 class FrameReader(abc.ABC):
@@ -158,23 +158,25 @@ def jsonable(meta: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
-def row_pieces(start: int, stop: int, nx: int) -> list[tuple[int, int, int, int]]:
-    """Cover flat frames ``start:stop`` of a 4D (ny, nx, …) array with few row-shaped reads.
+def row_pieces(start: int, stop: int, nx: int) -> Iterator[tuple[int, int, int, int, int]]:
+    """Split flat frames ``start:stop`` of a row-major ``(ny, nx)`` scan into boxes.
 
-    Returns ``(y0, y1, x0, x1)`` boxes in order: a partial first row, a block of full rows,
-    a partial last row. Each box is ``rows[y0:y1], cols[x0:x1]`` and the boxes' frames, taken
-    row-major, follow each other in ``start:stop``.
+    Yields ``(pos, y0, y1, x0, x1)``: rows ``y0:y1`` and columns ``x0:x1`` fill
+    ``out[pos:]``. At most three pieces: a partial first row, the full rows, a partial last
+    row, so 4D containers (HDF5, Zarr, Fortran-ordered npy) serve a frame range in few reads.
     """
-    pieces: list[tuple[int, int, int, int]] = []
-    pos = start
-    while pos < stop:
-        y, x = divmod(pos, nx)
-        if x == 0 and stop - pos >= nx:
-            rows = (stop - pos) // nx
-            pieces.append((y, y + rows, 0, nx))
-            pos += rows * nx
-        else:
-            x1 = min(nx, x + stop - pos)
-            pieces.append((y, y + 1, x, x1))
-            pos += x1 - x
-    return pieces
+    pos = 0
+    y0, x0 = divmod(start, nx)
+    y1, x1 = divmod(stop, nx)
+    if y0 == y1:
+        if x1 > x0:
+            yield 0, y0, y0 + 1, x0, x1
+        return
+    if x0:
+        yield 0, y0, y0 + 1, x0, nx
+        pos, y0 = nx - x0, y0 + 1
+    if y1 > y0:
+        yield pos, y0, y1, 0, nx
+        pos += (y1 - y0) * nx
+    if x1:
+        yield pos, y1, y1 + 1, 0, x1

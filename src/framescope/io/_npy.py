@@ -70,8 +70,6 @@ class NpyReader(FrameReader):
         if mm.ndim == 3:
             np.copyto(out, mm[start:stop], casting="unsafe")
             return
-        at = 0
-        for y0, y1, x0, x1 in row_pieces(start, stop, self._shape[1]):
+        for at, y0, y1, x0, x1 in row_pieces(start, stop, self._shape[1]):
             n = (y1 - y0) * (x1 - x0)
             out[at : at + n].reshape(y1 - y0, x1 - x0, *self.frame_shape)[...] = mm[y0:y1, x0:x1]
-            at += n

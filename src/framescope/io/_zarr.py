@@ -111,8 +111,6 @@ class ZarrReader(FrameReader):
         if len(self._shape) == 3:
             out[...] = arr[start:stop]
             return
-        at = 0
-        for y0, y1, x0, x1 in row_pieces(start, stop, self._shape[1]):
+        for at, y0, y1, x0, x1 in row_pieces(start, stop, self._shape[1]):
             n = (y1 - y0) * (x1 - x0)
             out[at : at + n] = arr[y0:y1, x0:x1].reshape(n, *self.frame_shape)
-            at += n
