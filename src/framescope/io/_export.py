@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -13,6 +14,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from framescope.io._base import jsonable
 from framescope.io._lazy import ReaderArray
 
 __all__ = ["WRITERS", "iter_frame_blocks", "save"]
@@ -94,6 +96,10 @@ def save(
             from None
     module, _, name = target.partition(":")
     writer = getattr(importlib.import_module(module), name)
+    if "metadata" in inspect.signature(writer).parameters and "metadata" not in options:
+        # carry what the source knows (detector facts, simulation parameters) into the copy
+        options["metadata"] = jsonable(
+            {k: v for k, v in arr.attrs.items() if k not in ("source", "format", "dtype")})
     ny, nx, h, w = arr.shape
     bar = tqdm(total=arr.nbytes, unit="B", unit_scale=True, desc=f"{format} {Path(path).name}",
                disable=not progress)
