@@ -19,6 +19,9 @@ from framescope.io._lazy import ReaderArray
 
 __all__ = ["WRITERS", "iter_frame_blocks", "save"]
 
+# attrs that describe the opened copy, not the data: never written as metadata
+_NOT_METADATA = frozenset({"source", "format", "dtype", "n_frames", "sync_offset"})
+
 # format → writer "module:function"; each takes (path, blocks, *, n_frames, frame_shape, dtype,
 # scan, ...) and streams blocks of frames
 WRITERS = {
@@ -99,7 +102,7 @@ def save(
     if "metadata" in inspect.signature(writer).parameters and "metadata" not in options:
         # carry what the source knows (detector facts, simulation parameters) into the copy
         options["metadata"] = jsonable(
-            {k: v for k, v in arr.attrs.items() if k not in ("source", "format", "dtype")})
+            {k: v for k, v in arr.attrs.items() if k not in _NOT_METADATA})
     ny, nx, h, w = arr.shape
     bar = tqdm(total=arr.nbytes, unit="B", unit_scale=True, desc=f"{format} {Path(path).name}",
                disable=not progress)
