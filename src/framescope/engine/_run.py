@@ -1,0 +1,200 @@
+"""Run a UDF over a framescope DataArray: plan tasks, merge partial results, publish xarray."""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterator
+from typing import Any
+
+import numpy as np
+import xarray as xr
+from tqdm.auto import tqdm
+
+from framescope.engine._executor import INLINE, get_client
+from framescope.engine._tasks import Partial, run_block, run_source
+from framescope.io._lazy import ReaderArray
+from framescope.udf._base import UDF, Meta
+
+__all__ = ["iter_run", "run"]
+
+
+def _meta(arr: xr.DataArray) -> Meta:
+    ny, nx, h, w = arr.shape
+    return Meta((ny, nx), (h, w), np.dtype(arr.dtype))
+
+
+def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:
+    if roi is None:
+        return None
+    mask = np.asarray(roi)
+    if mask.shape != meta.scan_shape or mask.dtype != bool:
+        raise ValueError(f"roi: expected a bool array of the scan shape {meta.scan_shape}, "
+                         f"found {mask.dtype} {mask.shape}")
+    return np.flatnonzero(mask)
+
+
+def _plan(arr: xr.DataArray, meta: Meta, roi: np.ndarray | None):
+    """Yield (kind, payload, positions) per partition: file source ranges or array blocks."""
+    chunks = arr.data.chunks
+    nx = meta.scan_shape[1]
+    source = arr.encoding.get("framescope_source")
+    direct = isinstance(source, ReaderArray) and source.shape == arr.shape
+    ys = np.cumsum((0, *chunks[0]))
+    xs = np.cumsum((0, *chunks[1]))
+    for iy in range(len(chunks[0])):
+        for ix in range(len(chunks[1])):
+            y0, y1, x0, x1 = ys[iy], ys[iy + 1], xs[ix], xs[ix + 1]
+            pos = (np.arange(y0, y1)[:, None] * nx + np.arange(x0, x1)[None, :]).ravel()
+            if roi is not None:
+                pos = pos[np.isin(pos, roi, assume_unique=True)]
+                if pos.size == 0:
+                    continue
+            if direct:
+                yield "source", source, pos
+            else:
+                yield "block", (iy, ix, (int(y0), int(x0))), pos
+
+
+def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, client: Any):
+    """Start every partition; return an iterator of Partial results as they complete."""
+    plan = list(_plan(arr, meta, roi))
+    if client == INLINE:
+        state = udf.prepare(meta)  # built once for all partitions in this process
+
+        def inline() -> Iterator[Partial]:
+            for kind, payload, pos in plan:
+                if kind == "source":
+                    yield run_source(udf, payload, pos, meta, state)
+                else:
+                    iy, ix, origin = payload
+                    block = arr.data.blocks[iy, ix].compute(scheduler="sync")
+                    yield run_block(udf, block, origin, pos, meta, state)
+
+        return len(plan), inline(), None
+    from distributed import as_completed
+
+    blocks = arr.data.to_delayed() if any(k == "block" for k, _, _ in plan) else None
+    futures = []
+    for kind, payload, pos in plan:
+        if kind == "source":
+            futures.append(client.submit(run_source, udf, payload, pos, meta, pure=False))
+        else:
+            iy, ix, origin = payload
+            block = client.compute(blocks[iy, ix, 0, 0])
+            futures.append(client.submit(run_block, udf, block, origin, pos, meta, pure=False))
+
+    def results() -> Iterator[Partial]:
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    return len(plan), results(), futures
+
+
+def _publish(
+    udf: UDF, bufs: dict[str, np.ndarray], done: np.ndarray, arr: xr.DataArray, meta: Meta,
+) -> xr.Dataset:
+    """Finalize a copy of the merged buffers and label them as an xarray Dataset."""
+    decl = udf.outputs(meta)
+    out = udf.finalize({k: v.copy() for k, v in bufs.items()}, meta)
+    scan_coords = {d: arr.coords[d] for d in ("scan_y", "scan_x")}
+    det_coords = {d: arr.coords[d] for d in ("det_y", "det_x")}
+    data_vars = {}
+    for key, value in out.items():
+        b = decl[key]
+        extra = b.extra_dims or tuple(f"{key}_dim_{i}" for i in range(len(b.extra_shape)))
+        if b.kind == "nav":
+            value = value.reshape(*meta.scan_shape, *b.extra_shape)
+            data_vars[key] = xr.DataArray(value, dims=("scan_y", "scan_x", *extra),
+                                          coords=scan_coords)
+        elif b.kind == "sig":
+            data_vars[key] = xr.DataArray(value, dims=("det_y", "det_x", *extra),
+                                          coords=det_coords)
+        else:
+            data_vars[key] = xr.DataArray(value, dims=extra)
+    data_vars["done"] = xr.DataArray(done.reshape(meta.scan_shape), dims=("scan_y", "scan_x"),
+                                     coords=scan_coords)
+    attrs = {"udf": type(udf).__name__, "source": arr.attrs.get("source", ""),
+             "complete": bool(done.all())}
+    return xr.Dataset(data_vars, attrs=attrs)
+
+
+def _merged(
+    udf: UDF, arr: xr.DataArray, meta: Meta, roi: Any, client: Any, progress: bool
+) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Yield the merged buffers and the ``done`` map after every completed partition."""
+    roi_pos = _roi_positions(roi, meta)
+    bufs = {k: b.allocate(meta) for k, b in udf.buffers(meta).items()}
+    done = np.zeros(meta.n_positions, dtype=bool)
+    n, partials, futures = _submit(udf, arr, meta, roi_pos, get_client(client))
+    bar = tqdm(total=n, desc=type(udf).__name__, unit="part", disable=not progress)
+    merged_any = False
+    try:
+        for part in partials:
+            for key, value in part.nav.items():
+                bufs[key][part.positions] = value
+            if part.acc:
+                if merged_any:
+                    udf.merge({k: bufs[k] for k in part.acc}, part.acc)
+                else:  # the first partial replaces the fill values
+                    for key, value in part.acc.items():
+                        bufs[key][...] = value
+                    merged_any = True
+            done[part.positions] = True
+            bar.update(1)
+            yield bufs, done
+    finally:
+        bar.close()
+        for f in futures or ():
+            f.cancel()  # a closed generator (user break, newer job) stops stale work
+    if n == 0:
+        yield bufs, done
+
+
+def iter_run(
+    udf: UDF,
+    arr: xr.DataArray,
+    *,
+    roi: Any = None,
+    client: Any = None,
+    progress: bool = False,
+) -> Iterator[xr.Dataset]:
+    """Run ``udf`` over ``arr`` and yield the merged result after each partition completes.
+
+    Each yielded Dataset holds the UDF's results so far and a boolean ``done`` map over the
+    scan. Closing the generator early (``break``) cancels the partitions still running.
+
+    Parameters
+    ----------
+    udf : UDF
+        What to compute.
+    arr : xarray.DataArray
+        ``(scan_y, scan_x, det_y, det_x)`` frames from :func:`framescope.open` or
+        :func:`framescope.from_array` (or any such DataArray, persisted or not).
+    roi : array of bool, optional
+        Scan positions to process (scan shape); the others keep the buffers' fill value.
+    client : None, "inline", str or distributed.Client
+        Where to run; see :func:`framescope.engine.get_client`.
+    progress : bool
+        Show a ``tqdm.auto`` progress bar.
+    """
+    meta = _meta(arr)
+    for bufs, done in _merged(udf, arr, meta, roi, client, progress):
+        yield _publish(udf, bufs, done, arr, meta)
+
+
+def run(
+    udf: UDF,
+    arr: xr.DataArray,
+    *,
+    roi: Any = None,
+    client: Any = None,
+    progress: bool = False,
+) -> xr.Dataset:
+    """Run ``udf`` over ``arr`` and return the final result as an ``xarray.Dataset``.
+
+    See :func:`iter_run` for the parameters.
+    """
+    meta = _meta(arr)
+    # buffers are merged in place: only the last state matters
+    ((bufs, done),) = deque(_merged(udf, arr, meta, roi, client, progress), maxlen=1)
+    return _publish(udf, bufs, done, arr, meta)

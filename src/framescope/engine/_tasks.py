@@ -1,0 +1,122 @@
+"""What one task does: read its frames tile by tile, run the UDF, return partial buffers.
+
+Task functions are module-level so dask pickles them by reference; their arguments are the
+UDF, a small picklable frame source (reader + scan layout) or one array block, and the scan
+positions to process. Frames never travel from the client.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from framescope.io._base import frame_runs
+from framescope.io._lazy import ReaderArray
+from framescope.udf._base import UDF, Meta, Tile
+
+__all__ = ["Partial", "run_block", "run_source", "tile_frames"]
+
+TILE_BYTES = 4 * 2**20
+
+
+@dataclass(slots=True)
+class Partial:
+    """A task's result: nav values for ``positions`` and its ``sig``/``single`` accumulators."""
+
+    positions: np.ndarray
+    nav: dict[str, np.ndarray]
+    acc: dict[str, np.ndarray]
+
+
+def tile_frames(meta: Meta, tile_bytes: int = TILE_BYTES) -> int:
+    """Frames per tile: ~``tile_bytes`` of raw frames, so a tile stays in cache."""
+    return max(1, tile_bytes // (meta.n_pixels * meta.dtype.itemsize))
+
+
+def _buffers(udf: UDF, meta: Meta, n: int) -> tuple[dict, dict, dict]:
+    decl = udf.buffers(meta)
+    nav = {k: b.allocate(meta, n) for k, b in decl.items() if b.kind == "nav"}
+    acc = {k: b.allocate(meta) for k, b in decl.items() if b.kind != "nav"}
+    return decl, nav, acc
+
+
+def _check(udf: UDF, decl: dict, results: dict[str, np.ndarray], n: int, meta: Meta) -> None:
+    for key, b in decl.items():
+        got = results[key]
+        want = b.shape(meta, n)
+        if got.shape != want:
+            raise ValueError(
+                f"{type(udf).__name__}: buffer {key!r} ({b.kind}) has shape {got.shape} after "
+                f"process_tile, expected {want}; assign into it in place ([...] = / +=)"
+            )
+
+
+def _run_tiles(
+    udf: UDF, meta: Meta, positions: np.ndarray, read: Any, state: Any = None,
+) -> Partial:
+    """Drive ``udf`` over ``positions``; ``read(first, n, out)`` fills a tile or returns a view."""
+    if state is None:
+        state = udf.prepare(meta)
+    decl, nav, acc = _buffers(udf, meta, positions.size)
+    per = tile_frames(meta)
+    buf = np.empty((per, *meta.frame_shape), dtype=meta.dtype)
+    for at, first, length in frame_runs(positions):
+        for off in range(0, length, per):
+            n = min(per, length - off)
+            data = read(first + off, n, buf[:n])
+            tile = Tile(data, positions[at + off : at + off + n])
+            views = {k: v[at + off : at + off + n] for k, v in nav.items()}
+            views.update(acc)
+            udf.process_tile(tile, views, state)
+            _check(udf, {k: decl[k] for k in views}, views, n, meta)
+    return Partial(positions, nav, acc)
+
+
+def run_source(
+    udf: UDF, source: ReaderArray, positions: np.ndarray, meta: Meta, state: Any = None
+) -> Partial:
+    """Task: read ``positions`` (flat, ascending) from a file-backed source and run ``udf``."""
+    reader = source.reader
+    view = getattr(reader, "view", None)
+    offset = source.layout.sync_offset
+    zero_copy = view is not None and np.dtype(reader.dtype).isnative
+
+    def read(first: int, n: int, out: np.ndarray) -> np.ndarray:
+        lo = first + offset
+        if zero_copy and lo >= 0 and lo + n <= reader.n_frames:
+            v = view(lo, lo + n)  # memory-mapped frames: no copy at all
+            if v is not None and v.dtype == meta.dtype:
+                return v
+        return source.read_positions(first, first + n, out)
+
+    return _run_tiles(udf, meta, positions, read, state)
+
+
+def run_block(
+    udf: UDF,
+    block: np.ndarray,
+    origin: tuple[int, int],
+    positions: np.ndarray,
+    meta: Meta,
+    state: Any = None,
+) -> Partial:
+    """Task: run ``udf`` over an in-memory block ``(ry, rx, det_y, det_x)`` at scan ``origin``.
+
+    ``positions`` are the flat scan positions to process, all inside the block (an ROI may
+    leave some out).
+    """
+    rx = block.shape[1]
+    frames = np.ascontiguousarray(block).reshape(-1, *meta.frame_shape)
+    y0, x0 = origin
+    nx = meta.scan_shape[1]
+
+    def read(first: int, n: int, out: np.ndarray) -> np.ndarray:
+        # consecutive scan positions are consecutive block frames within a row, and across
+        # rows when the block spans whole rows; frame_runs never joins them otherwise
+        y, x = divmod(first, nx)
+        i = (y - y0) * rx + (x - x0)
+        return frames[i : i + n]
+
+    return _run_tiles(udf, meta, positions, read, state)

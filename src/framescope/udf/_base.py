@@ -1,0 +1,163 @@
+"""The UDF protocol: declare result buffers, process tiles of frames, merge partial results.
+
+A UDF never sees files, partitions or executors: the engine hands it tiles (a stack of whole
+frames with their scan positions) and merges what it returns. The same UDF therefore runs on
+files, in-memory arrays and live streams, inline or on a dask cluster.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import numpy as np
+
+__all__ = ["UDF", "Buffer", "Meta", "Tile"]
+
+
+@dataclass(frozen=True, slots=True)
+class Buffer:
+    """Declaration of one result buffer.
+
+    Parameters
+    ----------
+    kind : {"nav", "sig", "single"}
+        ``nav``: one value (of ``extra_shape``) per scan position, filled by placement;
+        ``sig``: one per detector pixel; ``single``: one value (of ``extra_shape``) in all.
+        ``sig`` and ``single`` buffers of different tasks are combined by :meth:`UDF.merge`.
+    dtype : str
+        numpy dtype name.
+    extra_shape : tuple of int
+        Trailing shape per element (e.g. ``(2,)`` for a COM vector, ``(k,)`` for k masks).
+    extra_dims : tuple of str
+        Names of the extra dimensions in the xarray result.
+    fill : float
+        Initial value; nav positions never processed (outside an ROI, missing frames) keep it.
+    """
+
+    kind: Literal["nav", "sig", "single"]
+    dtype: str
+    extra_shape: tuple[int, ...] = ()
+    extra_dims: tuple[str, ...] = ()
+    fill: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.kind not in ("nav", "sig", "single"):
+            raise ValueError(f"Buffer kind: expected 'nav', 'sig' or 'single', found {self.kind!r}")
+        if self.extra_dims and len(self.extra_dims) != len(self.extra_shape):
+            raise ValueError(f"Buffer extra_dims {self.extra_dims} do not match extra_shape "
+                             f"{self.extra_shape}")
+
+    def shape(self, meta: Meta, n_nav: int | None = None) -> tuple[int, ...]:
+        """Array shape for ``n_nav`` scan positions (nav), the frame (sig) or one value."""
+        if self.kind == "nav":
+            return (meta.n_positions if n_nav is None else n_nav, *self.extra_shape)
+        if self.kind == "sig":
+            return (*meta.frame_shape, *self.extra_shape)
+        return self.extra_shape
+
+    def allocate(self, meta: Meta, n_nav: int | None = None) -> np.ndarray:
+        return np.full(self.shape(meta, n_nav), self.fill, dtype=self.dtype)
+
+
+@dataclass(frozen=True, slots=True)
+class Meta:
+    """What a UDF may know about the data: shapes and dtype, never the data source."""
+
+    scan_shape: tuple[int, int]
+    frame_shape: tuple[int, int]
+    dtype: np.dtype
+    backend: Literal["numpy", "cupy"] = "numpy"
+
+    @property
+    def n_positions(self) -> int:
+        return self.scan_shape[0] * self.scan_shape[1]
+
+    @property
+    def n_pixels(self) -> int:
+        return self.frame_shape[0] * self.frame_shape[1]
+
+
+@dataclass(slots=True)
+class Tile:
+    """A stack of whole frames and the flat (row-major) scan positions they belong to.
+
+    ``data`` is a reused buffer: copy anything you keep. ``flat`` is the same memory viewed as
+    ``(frames, pixels)`` for matrix products.
+    """
+
+    data: np.ndarray
+    positions: np.ndarray = field(repr=False)
+
+    @property
+    def flat(self) -> np.ndarray:
+        return self.data.reshape(self.data.shape[0], -1)
+
+    def __len__(self) -> int:
+        return self.data.shape[0]
+
+
+class UDF:
+    """Base class of user-defined functions (map over tiles, merge partial results).
+
+    Subclasses implement :meth:`buffers` and :meth:`process_tile`; optionally :meth:`prepare`
+    (per-task state such as a mask matrix, built once per task and reused for every tile),
+    :meth:`merge` (for ``sig``/``single`` buffers; default: add) and :meth:`finalize`
+    (turn merged sums into the published result, e.g. a mean).
+
+    A UDF instance is small and picklable: it travels to dask workers with each task.
+
+    Examples
+    --------
+    A UDF that records each frame's maximum and the summed frame:
+
+    >>> class MaxAndSum(UDF):
+    ...     def buffers(self, meta):
+    ...         return {"max": Buffer("nav", "float32"), "total": Buffer("sig", "float64")}
+    ...     def process_tile(self, tile, results, state):
+    ...         results["max"][:] = tile.flat.max(axis=1)
+    ...         results["total"] += tile.data.sum(axis=0)
+    """
+
+    #: name used in progress bars and cache keys
+    name: ClassVar[str] = ""
+
+    def buffers(self, meta: Meta) -> dict[str, Buffer]:
+        """Declare the result buffers for data described by ``meta``."""
+        raise NotImplementedError
+
+    def prepare(self, meta: Meta) -> Any:
+        """Build per-task state once (masks as matrices, index arrays …); default None."""
+        return None
+
+    def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
+        """Process one tile; ``nav`` buffers in ``results`` are views for the tile's frames."""
+        raise NotImplementedError
+
+    def merge(self, dest: dict[str, np.ndarray], src: dict[str, np.ndarray]) -> None:
+        """Combine ``src`` partial ``sig``/``single`` buffers into ``dest``; default: add."""
+        for key, value in src.items():
+            dest[key] += value
+
+    def outputs(self, meta: Meta) -> dict[str, Buffer]:
+        """Kinds and dims of what :meth:`finalize` returns; default: :meth:`buffers`."""
+        return self.buffers(meta)
+
+    def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
+        """Turn merged buffers into published results (default: unchanged)."""
+        return results
+
+    def params(self) -> dict[str, Any]:
+        """JSON-able parameters that, with the class, define the result (for cache keys)."""
+        return {}
+
+    @property
+    def key(self) -> str:
+        """Stable hash of the class and :meth:`params` (same across processes and runs)."""
+        blob = json.dumps(
+            [type(self).__module__, type(self).__qualname__, self.params()],
+            sort_keys=True, default=str,
+        )
+        return hashlib.blake2b(blob.encode(), digest_size=16).hexdigest()

@@ -1,0 +1,74 @@
+"""Frame statistics over the scan (or an ROI): sum, mean, variance/std, min, max."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from framescope.udf._base import UDF, Buffer, Meta, Tile
+
+__all__ = ["FrameStats", "SumFrame"]
+
+
+class SumFrame(UDF):
+    """The sum of all processed frames (``sum``, float64) and their count (``n``)."""
+
+    def buffers(self, meta: Meta) -> dict[str, Buffer]:
+        return {"sum": Buffer("sig", "float64"), "n": Buffer("single", "int64")}
+
+    def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
+        results["sum"] += np.add.reduce(tile.data, axis=0, dtype=np.float64)
+        results["n"] += len(tile)
+
+
+class FrameStats(UDF):
+    """Per-pixel mean, variance, std, min and max over the processed frames.
+
+    Variance uses per-tile centred sums combined with Chan et al.'s pairwise update, so it
+    stays accurate for large counts with a large mean (no ``E[x²] - E[x]²`` cancellation).
+    """
+
+    def buffers(self, meta: Meta) -> dict[str, Buffer]:
+        return {
+            "n": Buffer("single", "int64"),
+            "mean": Buffer("sig", "float64"),
+            "m2": Buffer("sig", "float64"),
+            "min": Buffer("sig", "float64", fill=np.inf),
+            "max": Buffer("sig", "float64", fill=-np.inf),
+        }
+
+    def outputs(self, meta: Meta) -> dict[str, Buffer]:
+        sig = Buffer("sig", "float64")
+        return {"n": Buffer("single", "int64"), "mean": sig, "var": sig, "std": sig,
+                "min": sig, "max": sig}
+
+    def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
+        data = tile.data.astype(np.float64)
+        part = {
+            "n": np.asarray(len(tile), dtype=np.int64),
+            "mean": data.mean(axis=0),
+            "min": data.min(axis=0),
+            "max": data.max(axis=0),
+        }
+        part["m2"] = ((data - part["mean"]) ** 2).sum(axis=0)
+        self.merge(results, part)
+
+    def merge(self, dest: dict[str, np.ndarray], src: dict[str, np.ndarray]) -> None:
+        na, nb = int(dest["n"]), int(src["n"])
+        n = na + nb
+        if nb == 0:
+            return
+        delta = src["mean"] - dest["mean"]
+        dest["m2"] += src["m2"] + delta**2 * (na * nb / n)
+        dest["mean"] += delta * (nb / n)
+        np.minimum(dest["min"], src["min"], out=dest["min"])
+        np.maximum(dest["max"], src["max"], out=dest["max"])
+        dest["n"][...] = n
+
+    def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
+        n = int(results["n"])
+        var = results["m2"] / n if n else np.full_like(results["m2"], np.nan)
+        return {"n": results["n"], "mean": results["mean"], "var": var, "std": np.sqrt(var),
+                "min": results["min"], "max": results["max"]}
+

@@ -1,0 +1,140 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import framescope
+from framescope.engine import iter_run, run
+from framescope.udf import UDF, Buffer, FrameStats, SumFrame
+
+
+@pytest.fixture(params=["uint8", "uint16", "uint32", "float32"])
+def dataset(request, tmp_path):
+    """A 13x17 scan of 9x7 frames as a raw file, partitions of 3 rows (edges inside rows)."""
+    rng = np.random.default_rng(5)
+    ref = rng.integers(0, 200, size=(13, 17, 9, 7)).astype(request.param)
+    path = tmp_path / "d.raw"
+    path.write_bytes(ref.tobytes())
+    arr = framescope.open(path, shape=ref.shape, dtype=request.param, chunks=3)
+    return arr, ref
+
+
+def _arrays(arr, ref):
+    """The same data as file source, in-memory blocks and blocks split along scan_x."""
+    yield "file", arr
+    yield "memory", framescope.from_array(ref, chunks=(4, 17, 9, 7))
+    yield "xblocks", framescope.from_array(ref, chunks=(5, 6, 9, 7))
+
+
+@pytest.mark.parametrize("executor", ["inline", "dask"])
+def test_sum_frame_matches_numpy(dataset, executor, client):
+    arr, ref = dataset
+    for label, a in _arrays(arr, ref):
+        res = run(SumFrame(), a, client="inline" if executor == "inline" else client)
+        np.testing.assert_array_equal(res["sum"].values, ref.sum((0, 1), dtype="f8"),
+                                      err_msg=label)
+        assert int(res["n"]) == 13 * 17
+        assert bool(res["done"].all())
+        assert res["sum"].dims == ("det_y", "det_x")
+
+
+def test_frame_stats_match_numpy(dataset, client):
+    arr, ref = dataset
+    flat = ref.reshape(-1, 9, 7).astype("f8")
+    for c in ("inline", client):
+        res = run(FrameStats(), arr, client=c)
+        np.testing.assert_allclose(res["mean"], flat.mean(0), rtol=1e-12)
+        np.testing.assert_allclose(res["var"], flat.var(0), rtol=1e-10)
+        np.testing.assert_allclose(res["std"], flat.std(0), rtol=1e-10)
+        np.testing.assert_array_equal(res["min"], flat.min(0))
+        np.testing.assert_array_equal(res["max"], flat.max(0))
+
+
+def test_variance_is_stable_for_a_large_offset():
+    rng = np.random.default_rng(0)
+    ref = (1e8 + rng.normal(size=(8, 8, 4, 4))).astype("f8")
+    res = run(FrameStats(), framescope.from_array(ref, chunks=(1, 8, 4, 4)), client="inline")
+    np.testing.assert_allclose(res["var"], ref.reshape(-1, 4, 4).var(0), rtol=1e-6)
+
+
+def test_roi_restricts_frames(dataset, client):
+    arr, ref = dataset
+    roi = np.zeros((13, 17), bool)
+    roi[2:9, 3:11] = True
+    roi[12, 16] = True
+    for c in ("inline", client):
+        for label, a in _arrays(arr, ref):
+            res = run(SumFrame(), a, roi=roi, client=c)
+            np.testing.assert_array_equal(res["sum"], ref[roi].sum(0, dtype="f8"), err_msg=label)
+            assert int(res["n"]) == roi.sum()
+            np.testing.assert_array_equal(res["done"], roi)
+
+
+class FrameMax(UDF):
+    """nav buffer: one value per scan position, with a fill outside the ROI."""
+
+    def buffers(self, meta):
+        return {"max": Buffer("nav", "float32", fill=np.nan)}
+
+    def process_tile(self, tile, results, state):
+        results["max"][:] = tile.flat.max(axis=1)
+
+
+def test_nav_buffers_are_placed_by_scan_position(dataset, client):
+    arr, ref = dataset
+    roi = np.zeros((13, 17), bool)
+    roi[::2, 1::3] = True
+    expected = np.where(roi, ref.max((2, 3)), np.nan).astype("f4")
+    for c in ("inline", client):
+        for label, a in _arrays(arr, ref):
+            res = run(FrameMax(), a, roi=roi, client=c)
+            np.testing.assert_array_equal(res["max"].values, expected, err_msg=label)
+            assert res["max"].dims == ("scan_y", "scan_x")
+
+
+def test_iter_run_fills_progressively(dataset):
+    arr, ref = dataset
+    seen = []
+    for partial in iter_run(FrameMax(), arr, client="inline"):
+        done = partial["done"].values
+        seen.append(int(done.sum()))
+        got = partial["max"].values
+        np.testing.assert_array_equal(got[done], ref.max((2, 3))[done])
+        assert np.isnan(got[~done]).all()
+    assert seen == sorted(seen)
+    assert len(seen) == len(arr.data.chunks[0])
+    assert seen[-1] == 13 * 17
+
+
+def test_iter_run_cancel_on_close(dataset, client):
+    arr, _ = dataset
+    gen = iter_run(SumFrame(), arr, client=client)
+    first = next(gen)
+    assert 0 < int(first["done"].sum()) <= 13 * 17
+    gen.close()  # cancels the rest, no error
+
+
+def test_persisted_data_gives_the_same_result(dataset, client):
+    arr, ref = dataset
+    kept = arr.copy(data=client.persist(arr.data))
+    res = run(SumFrame(), kept, client=client)
+    np.testing.assert_array_equal(res["sum"], ref.sum((0, 1), dtype="f8"))
+
+
+class BadShape(UDF):
+    def buffers(self, meta):
+        return {"x": Buffer("nav", "float32")}
+
+    def process_tile(self, tile, results, state):
+        results["x"] = np.zeros(3)  # rebinding instead of writing in place
+
+
+def test_udf_buffer_mismatch_is_a_clear_error(dataset):
+    arr, _ = dataset
+    with pytest.raises(ValueError, match=r"BadShape: buffer 'x' \(nav\) has shape \(3,\)"):
+        run(BadShape(), arr, client="inline")
+
+
+def test_udf_key_is_stable():
+    assert SumFrame().key == SumFrame().key
+    assert SumFrame().key != FrameStats().key
