@@ -2,7 +2,8 @@
 
 from importlib.metadata import PackageNotFoundError, version
 
-from framescope import errors, io
+from framescope import accessor, errors, io
+from framescope.engine import iter_run, run
 from framescope.io import from_array, open
 
 try:
@@ -10,7 +11,7 @@ try:
 except PackageNotFoundError:  # running from a source tree without install
     __version__ = "0+unknown"
 
-__all__ = ["__version__", "errors", "from_array", "io", "open"]
+__all__ = ["__version__", "accessor", "errors", "from_array", "io", "iter_run", "open", "run"]
 
 
 def __getattr__(name: str):  # lazy: keep `import framescope` light

@@ -11,10 +11,12 @@ import os
 __all__ = [
     "CompressionPluginError",
     "DatasetNotFoundError",
+    "DimensionError",
     "FileSizeError",
     "FormatError",
     "FramescopeError",
     "HeaderError",
+    "MaskError",
     "ScanShapeError",
     "UnknownFormatError",
 ]
@@ -76,3 +78,11 @@ class ScanShapeError(FramescopeError, ValueError):
 
 class UnknownFormatError(FramescopeError, ValueError):
     """No reader recognises a file."""
+
+
+class MaskError(FramescopeError, ValueError):
+    """A virtual-detector mask is invalid, or empty or misshapen on a detector."""
+
+
+class DimensionError(FramescopeError, ValueError):
+    """A DataArray lacks the ``(scan_y, scan_x, det_y, det_x)`` dims framescope needs."""
