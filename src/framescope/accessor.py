@@ -4,12 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 import xarray as xr
 
+from framescope._version import __version__
 from framescope.engine import iter_run, run
+from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import DimensionError
 from framescope.io._lazy import DIMS
-from framescope.udf import UDF, FrameStats, SumFrame
+from framescope.masks import MaskSpec, MaskStack
+from framescope.udf import UDF, ApplyMasks, FrameStats, SumFrame
 
 __all__ = ["FsAccessor"]
 
@@ -48,6 +52,63 @@ class FsAccessor:
     def frame_stats(self, **opts: Any) -> xr.Dataset:
         """Per-pixel ``mean``, ``var``, ``std``, ``min``, ``max`` and count ``n``."""
         return run(FrameStats(), self._arr, **opts).drop_vars("done")
+
+    def virtual_image(self, masks: Any, *, roi: Any = None, cache: bool = True,
+                      **opts: Any) -> xr.DataArray:
+        """Virtual images: the sum of every frame times each mask.
+
+        Parameters
+        ----------
+        masks : mask spec, MaskStack, dict/list of specs, or a 2D/3D array
+            The virtual detectors (see :mod:`framescope.masks`).
+        roi : array of bool, optional
+            Scan positions to compute; others are NaN.
+        cache : bool
+            Reuse images computed before for the same data, mask and ROI; only masks not
+            seen yet are computed.
+        **opts
+            ``client=``, ``progress=`` as for :func:`framescope.run`.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(scan_y, scan_x)`` for a single mask spec or 2D array, else
+            ``(scan_y, scan_x, mask)`` with the mask names as coordinate. The mask
+            definitions (JSON) are in ``attrs["masks"]``.
+
+        Examples
+        --------
+        >>> adf = arr.fs.virtual_image(fs.masks.ring(128, 128, 40, 90))  # doctest: +SKIP
+        """
+        stack = MaskStack.from_any(masks)
+        single = len(stack) == 1 and (isinstance(masks, MaskSpec)
+                                      or getattr(masks, "ndim", 0) == 2)
+        base = (data_key(self._arr), roi_key(roi))
+        keys = {name: (*base, spec.key) for name, spec in stack.items()}
+        missing = [n for n in stack.names if not cache or results.get(keys[n]) is None]
+        images: dict[str, np.ndarray] = {}
+        if missing:
+            res = run(ApplyMasks(stack.subset(missing)), self._arr, roi=roi, **opts)["intensity"]
+            for name in missing:
+                img = res.sel(mask=name).values
+                if roi is not None:
+                    img = np.where(np.asarray(roi, bool), img, np.nan).astype(np.float32)
+                images[name] = img
+                if cache:
+                    results.put(keys[name], img)
+        for name in stack.names:
+            if name not in images:
+                images[name] = results.get(keys[name])
+        data = np.stack([images[n] for n in stack.names], axis=-1)
+        out = xr.DataArray(
+            data, dims=("scan_y", "scan_x", "mask"),
+            coords={"scan_y": self._arr.scan_y, "scan_x": self._arr.scan_x,
+                    "mask": list(stack.names)},
+            name="virtual_image",
+            attrs={"masks": stack.to_json(), "framescope_version": __version__,
+                   "source": self._arr.attrs.get("source", "")},
+        )
+        return out.isel(mask=0, drop=True) if single else out
 
     def pick(self, scan_y: int, scan_x: int) -> xr.DataArray:
         """The frame at one scan position (read directly, no job)."""

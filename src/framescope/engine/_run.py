@@ -102,15 +102,16 @@ def _publish(
     for key, value in out.items():
         b = decl[key]
         extra = b.extra_dims or tuple(f"{key}_dim_{i}" for i in range(len(b.extra_shape)))
+        labels = {d: list(c) for d, c in zip(extra, b.extra_coords, strict=False)}
         if b.kind == "nav":
             value = value.reshape(*meta.scan_shape, *b.extra_shape)
             data_vars[key] = xr.DataArray(value, dims=("scan_y", "scan_x", *extra),
-                                          coords=scan_coords)
+                                          coords={**scan_coords, **labels})
         elif b.kind == "sig":
             data_vars[key] = xr.DataArray(value, dims=("det_y", "det_x", *extra),
-                                          coords=det_coords)
+                                          coords={**det_coords, **labels})
         else:
-            data_vars[key] = xr.DataArray(value, dims=extra)
+            data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
     data_vars["done"] = xr.DataArray(done.reshape(meta.scan_shape), dims=("scan_y", "scan_x"),
                                      coords=scan_coords)
     attrs = {"udf": type(udf).__name__, "source": arr.attrs.get("source", ""),

@@ -1,6 +1,7 @@
 """The UDF protocol and the built-in analyses."""
 
 from framescope.udf._base import UDF, Buffer, Meta, Tile
+from framescope.udf._masks import ApplyMasks
 from framescope.udf._stats import FrameStats, SumFrame
 
-__all__ = ["UDF", "Buffer", "FrameStats", "Meta", "SumFrame", "Tile"]
+__all__ = ["UDF", "ApplyMasks", "Buffer", "FrameStats", "Meta", "SumFrame", "Tile"]

@@ -35,6 +35,8 @@ class Buffer:
         Names of the extra dimensions in the xarray result.
     fill : float
         Initial value; nav positions never processed (outside an ROI, missing frames) keep it.
+    extra_coords : tuple of sequences
+        Coordinate labels for each extra dimension (e.g. mask names), or empty.
     """
 
     kind: Literal["nav", "sig", "single"]
@@ -42,6 +44,7 @@ class Buffer:
     extra_shape: tuple[int, ...] = ()
     extra_dims: tuple[str, ...] = ()
     fill: float = 0.0
+    extra_coords: tuple[tuple[Any, ...], ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("nav", "sig", "single"):
