@@ -13,7 +13,7 @@ from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import DimensionError
 from framescope.io._lazy import DIMS
 from framescope.masks import MaskSpec, MaskStack
-from framescope.udf import UDF, ApplyMasks, FrameStats, SumFrame
+from framescope.udf import UDF, ApplyMasks, CenterOfMass, FrameStats, SumFrame
 
 __all__ = ["FsAccessor"]
 
@@ -109,6 +109,21 @@ class FsAccessor:
                    "source": self._arr.attrs.get("source", "")},
         )
         return out.isel(mask=0, drop=True) if single else out
+
+    def com(self, *, cy: float | None = None, cx: float | None = None,
+            radius: float | None = None, rotation: float = 0.0, flip_y: bool = False,
+            roi: Any = None, **opts: Any) -> xr.Dataset:
+        """Centre of mass / DPC: ``com_y``, ``com_x``, ``field_y``, ``field_x``,
+        ``magnitude``, ``divergence`` and ``curl`` over the scan.
+
+        See :class:`framescope.udf.CenterOfMass` for the conventions.
+        """
+        udf = CenterOfMass(cy=cy, cx=cx, radius=radius, rotation=rotation, flip_y=flip_y)
+        res = run(udf, self._arr, roi=roi, **opts)
+        res.attrs.update({f"com_{k}": ("none" if v is None else v)
+                          for k, v in udf.params().items()})
+        res.attrs["framescope_version"] = __version__
+        return res
 
     def pick(self, scan_y: int, scan_x: int) -> xr.DataArray:
         """The frame at one scan position (read directly, no job)."""

@@ -1,7 +1,8 @@
 """The UDF protocol and the built-in analyses."""
 
 from framescope.udf._base import UDF, Buffer, Meta, Tile
+from framescope.udf._com import CenterOfMass
 from framescope.udf._masks import ApplyMasks
 from framescope.udf._stats import FrameStats, SumFrame
 
-__all__ = ["UDF", "ApplyMasks", "Buffer", "FrameStats", "Meta", "SumFrame", "Tile"]
+__all__ = ["UDF", "ApplyMasks", "Buffer", "CenterOfMass", "FrameStats", "Meta", "SumFrame", "Tile"]
