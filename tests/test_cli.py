@@ -65,3 +65,38 @@ def test_version():
     proc = subprocess.run([sys.executable, "-m", "framescope.cli", "--version"],
                           capture_output=True, text=True, check=True)
     assert proc.stdout.strip() == f"framescope {framescope.__version__}"
+
+
+def test_virtual_image_and_com_commands(tmp_path, capsys):
+    import xarray as xr
+
+    import framescope.masks as fm
+
+    src = tmp_path / "s.npy"
+    ref = np.random.default_rng(1).integers(1, 99, (5, 6, 16, 16)).astype("uint16")
+    np.save(src, ref)
+    out = tmp_path / "vi.nc"
+    assert main(["virtual-image", str(src), "--mask", "bf=disk:8,8,3",
+                 "--mask", "ring:8,8,4,7", "--out", str(out), "--scheduler", "inline",
+                 "-q"]) == 0
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    assert list(ds["mask"].values) == ["bf", "m1"]
+    for name, spec in [("bf", fm.disk(8, 8, 3)), ("m1", fm.ring(8, 8, 4, 7))]:
+        expected = np.einsum("ijkl,kl->ij", ref.astype("f8"), spec.rasterize((16, 16)))
+        np.testing.assert_allclose(ds["intensity"].sel(mask=name), expected, rtol=1e-6)
+    assert fm.MaskStack.from_json(ds.attrs["masks"]).names == ("bf", "m1")
+    assert ds.attrs["framescope_version"] == framescope.__version__
+    ds.close()
+    out = tmp_path / "com.h5"
+    assert main(["com", str(src), "--radius", "5", "--out", str(out), "--scheduler", "inline",
+                 "-q"]) == 0
+    com = xr.open_dataset(out, engine="h5netcdf")
+    assert set(com.data_vars) >= {"com_y", "com_x", "divergence", "curl", "magnitude"}
+    assert com.attrs["com_radius"] == 5
+    com.close()
+
+
+def test_bad_mask_argument(capsys):
+    with pytest.raises(SystemExit):
+        main(["virtual-image", "x.npy", "--mask", "ring:1,2", "--out", "o.nc"])
+    assert "ring:cy,cx,r_in,r_out" in capsys.readouterr().err

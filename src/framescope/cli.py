@@ -95,6 +95,63 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+_MASK_ARGS = {"disk": 3, "ring": 4, "box": 4, "point": 2}
+
+
+def _mask(text: str) -> tuple[str | None, Any]:
+    """``[name=]kind:a,b,c`` → (name, mask spec), e.g. ``adf=ring:128,128,40,90``."""
+    import framescope.masks as fm
+
+    name, _, spec = text.rpartition("=")
+    kind, _, values = spec.partition(":")
+    want = _MASK_ARGS.get(kind)
+    try:
+        nums = [float(v) for v in values.split(",")]
+    except ValueError:
+        nums = []
+    if want is None or len(nums) != want:
+        forms = ", ".join(f"{k}:{n} numbers" for k, n in _MASK_ARGS.items())
+        raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected [name=]KIND:NUMBERS with "
+                                         f"{forms} (disk:cy,cx,r ring:cy,cx,r_in,r_out)")
+    return (name or None), getattr(fm, kind)(*nums)
+
+
+def _write_result(ds: Any, out: str) -> None:
+    """NetCDF/HDF5 via xarray; attrs made NetCDF-safe (no bools or None)."""
+    import xarray as xr
+
+    if isinstance(ds, xr.DataArray):
+        ds = ds.to_dataset()
+    for obj in (ds, *ds.variables.values()):
+        obj.attrs = {k: (int(v) if isinstance(v, bool) else "none" if v is None else v)
+                     for k, v in obj.attrs.items()}
+    ds.to_netcdf(out, engine="h5netcdf")
+
+
+def _client(args: argparse.Namespace) -> Any:
+    return None if args.scheduler == "local" else args.scheduler
+
+
+def _cmd_virtual_image(args: argparse.Namespace) -> int:
+    from framescope.masks import MaskStack
+
+    arr = _open(args)
+    stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
+    img = arr.fs.virtual_image(stack, client=_client(args), progress=not args.quiet)
+    _write_result(img.to_dataset(name="intensity").assign_attrs(img.attrs), args.out)
+    print(args.out)
+    return 0
+
+
+def _cmd_com(args: argparse.Namespace) -> int:
+    arr = _open(args)
+    res = arr.fs.com(cy=args.cy, cx=args.cx, radius=args.radius, rotation=args.rotation,
+                     flip_y=args.flip_y, client=_client(args), progress=not args.quiet)
+    _write_result(res, args.out)
+    print(args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from framescope import __version__
     from framescope.io._export import WRITERS
@@ -132,6 +189,31 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_open_options(p)
     p.set_defaults(func=_cmd_convert)
+
+    def analysis(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("path")
+        p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
+        p.add_argument("--scheduler", default="local",
+                       help="'local' (LocalCluster started for the job), 'inline', or a "
+                            "scheduler address tcp://host:8786")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        _add_open_options(p)
+        return p
+
+    p = analysis("virtual-image", "virtual images for one or more masks")
+    p.add_argument("--mask", type=_mask, action="append", required=True,
+                   help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
+                        "point:y,x (repeatable)")
+    p.set_defaults(func=_cmd_virtual_image)
+
+    p = analysis("com", "centre of mass / DPC maps")
+    p.add_argument("--radius", type=float, help="only pixels this close to the centre")
+    p.add_argument("--cy", type=float, help="reference centre y (default det_y // 2)")
+    p.add_argument("--cx", type=float, help="reference centre x (default det_x // 2)")
+    p.add_argument("--rotation", type=float, default=0.0, help="scan rotation, degrees")
+    p.add_argument("--flip-y", action="store_true", help="flip detector y before rotating")
+    p.set_defaults(func=_cmd_com)
     return parser
 
 
