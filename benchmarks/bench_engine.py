@@ -1,0 +1,157 @@
+"""Engine throughput: virtual images, COM and sum frame, beside the read ceiling and LiberTEM.
+
+For a raw uint16 file in the page cache (simulated once under --data-dir), prints GB/s, best
+of --repeat, for:
+
+- ceiling: a plain ``readinto`` pass over the file into a reused 4 MiB buffer;
+- framescope, in-process executor (``client="inline"``);
+- framescope on a 2-process ``LocalCluster`` (one thread each);
+- LiberTEM (peer): the same analyses on ``Context.make_with("dask", cpus=2)``;
+
+and the latency from a new mask to the complete virtual image on a persisted dataset.
+
+    python benchmarks/bench_engine.py --scan 128x128 --det 256x256
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+import framescope as fs
+import framescope.masks as fm
+from framescope.datasets import synthetic
+
+
+def best(fn: Callable[[], object], repeat: int) -> float:
+    out = []
+    for _ in range(repeat):
+        t0 = time.perf_counter()
+        fn()
+        out.append(time.perf_counter() - t0)
+    return min(out)
+
+
+def plain_read(path: Path) -> None:
+    buf = memoryview(bytearray(4 * 2**20))
+    with open(path, "rb", buffering=0) as fh:
+        while fh.readinto(buf):
+            pass
+
+
+def cases(h: int, w: int) -> dict[str, tuple[str, object]]:
+    cy, cx = h // 2, w // 2
+    return {
+        "1 disk": ("masks", fm.disk(cy, cx, h / 8)),
+        "1 ring": ("masks", fm.ring(cy, cx, h * 40 / 256, h * 90 / 256)),
+        "16 masks": ("masks", {f"r{i}": fm.ring(cy, cx, i * h / 40, (i + 1) * h / 40 + 1)
+                               for i in range(16)}),
+        "COM": ("com", None),
+        "sum frame": ("sum", None),
+    }
+
+
+def framescope_run(arr, kind: str, spec, client) -> None:
+    if kind == "masks":
+        arr.fs.virtual_image(spec, client=client, cache=False)
+    elif kind == "com":
+        arr.fs.com(client=client)
+    else:
+        arr.fs.sum_frame(client=client)
+
+
+def libertem_udf(kind: str, spec, h: int, w: int):
+    if kind == "masks":
+        from libertem.udf.masks import ApplyMasksUDF
+
+        stack = fm.MaskStack.from_any(spec)
+        rasters = [stack[n].rasterize((h, w)) for n in stack.names]
+        return ApplyMasksUDF(mask_factories=[lambda m=m: m for m in rasters])
+    if kind == "com":
+        from libertem.udf.com import CoMUDF
+
+        return CoMUDF.with_params(cy=h // 2, cx=w // 2)
+    from libertem.udf.sum import SumUDF
+
+    return SumUDF()
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scan", default="128x128")
+    ap.add_argument("--det", default="256x256")
+    ap.add_argument("--data-dir", default="benchmarks/data")
+    ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--no-libertem", action="store_true")
+    ap.add_argument("--no-cluster", action="store_true")
+    args = ap.parse_args()
+    scan = tuple(int(v) for v in args.scan.split("x"))
+    det = tuple(int(v) for v in args.det.split("x"))
+    path = Path(args.data_dir) / f"{args.scan}_{args.det}" / "data.raw"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        fs.io.save(synthetic(scan=scan, det=det), path, "raw")
+    arr = fs.open(path)
+    nbytes = arr.nbytes
+    plain_read(path)
+    t_ceil = best(lambda: plain_read(path), args.repeat)
+
+    client = ctx = lt_ds = None
+    if not args.no_cluster:
+        from distributed import Client, LocalCluster
+
+        client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                     dashboard_address=":0", host="127.0.0.1"))
+    if not args.no_libertem:
+        try:
+            import libertem.api as lt
+
+            ctx = lt.Context.make_with("dask", cpus=2)
+            lt_ds = ctx.load("raw", path=str(path), nav_shape=scan, sig_shape=det,
+                             dtype="uint16")
+        except ImportError:
+            print("libertem not installed: pip install 'framescope[bench]'")
+
+    print(f"{path}: {nbytes / 2**30:.2f} GiB uint16, ceiling (plain read) "
+          f"{nbytes / t_ceil / 1e9:.2f} GB/s; GB/s = 1e9 bytes/s, best of {args.repeat}")
+    print(f"{'analysis':<11}{'inline':>9}{'cluster':>9}{'libertem':>9}{'ceiling':>9}"
+          f"{'in/ceil':>9}{'cl/in':>7}{'in/LT':>7}")
+    for name, (kind, spec) in cases(*det).items():
+        framescope_run(arr, kind, spec, "inline")  # warm: JIT cache load, masks
+        t_in = best(lambda k=kind, s=spec: framescope_run(arr, k, s, "inline"), args.repeat)
+        t_cl = t_lt = float("nan")
+        if client is not None:
+            framescope_run(arr, kind, spec, client)
+            t_cl = best(lambda k=kind, s=spec: framescope_run(arr, k, s, client), args.repeat)
+        if ctx is not None:
+            udf = libertem_udf(kind, spec, *det)
+            ctx.run_udf(dataset=lt_ds, udf=udf)
+            t_lt = best(lambda u=udf: ctx.run_udf(dataset=lt_ds, udf=u), args.repeat)
+        g = [nbytes / t / 1e9 for t in (t_in, t_cl, t_lt, t_ceil)]
+        print(f"{name:<11}{g[0]:>9.2f}{g[1]:>9.2f}{g[2]:>9.2f}{g[3]:>9.2f}"
+              f"{g[0] / g[3]:>9.2f}{g[1] / g[0]:>7.2f}{g[0] / g[2]:>7.2f}")
+
+    if client is not None:
+        # 64x64 positions (512 MiB for 256x256 frames), 4 partitions held by the workers
+        small = fs.open(path, chunks=16).isel(scan_y=slice(0, 64), scan_x=slice(0, 64))
+        kept = small.fs.persist(client=client)
+        kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, 10), client=client)
+        lat = []
+        for r in np.linspace(5, 60, 12):
+            t0 = time.perf_counter()
+            kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, float(r)), client=client)
+            lat.append(time.perf_counter() - t0)
+        print(f"new mask -> complete image on a persisted {kept.shape} "
+              f"({kept.nbytes / 2**20:.0f} MiB): median {np.median(lat) * 1e3:.0f} ms, "
+              f"min {min(lat) * 1e3:.0f} ms")
+        client.close()
+    if ctx is not None:
+        ctx.close()
+
+
+if __name__ == "__main__":
+    main()
