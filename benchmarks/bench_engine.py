@@ -17,30 +17,14 @@ from __future__ import annotations
 
 import argparse
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
+from _common import best, plain_read
 
 import framescope as fs
 import framescope.masks as fm
 from framescope.datasets import synthetic
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    out = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        out.append(time.perf_counter() - t0)
-    return min(out)
-
-
-def plain_read(path: Path) -> None:
-    buf = memoryview(bytearray(4 * 2**20))
-    with open(path, "rb", buffering=0) as fh:
-        while fh.readinto(buf):
-            pass
 
 
 def cases(h: int, w: int) -> dict[str, tuple[str, object]]:
@@ -97,8 +81,8 @@ def main() -> None:
         fs.io.save(synthetic(scan=scan, det=det), path, "raw")
     arr = fs.open(path)
     nbytes = arr.nbytes
-    plain_read(path)
-    t_ceil = best(lambda: plain_read(path), args.repeat)
+    plain_read([path])
+    t_ceil = best(lambda: plain_read([path]), args.repeat)
 
     client = ctx = lt_ds = None
     if not args.no_cluster:

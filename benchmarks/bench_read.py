@@ -22,12 +22,11 @@ from __future__ import annotations
 
 import argparse
 import os
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 import dask
 import numpy as np
+from _common import best, plain_read
 
 import framescope
 from framescope.datasets import synthetic
@@ -53,24 +52,6 @@ def files_of(path: Path) -> list[Path]:
         prefix = path.name.removesuffix("_master.h5")
         return [path, *sorted(path.parent.glob(f"{prefix}_data_*.h5"))]
     return [path]
-
-
-def best(fn: Callable[[], object], repeat: int) -> float:
-    times = []
-    for _ in range(repeat):
-        t0 = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - t0)
-    return min(times)
-
-
-def plain_read(files: list[Path]) -> None:
-    buf = bytearray(4 * 2**20)
-    view = memoryview(buf)
-    for f in files:
-        with open(f, "rb", buffering=0) as fh:
-            while fh.readinto(view):
-                pass
 
 
 def reader_pass(arr) -> None:
