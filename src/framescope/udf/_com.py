@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from framescope.udf._base import UDF, Buffer, Meta, Tile
+from framescope.udf._kernels import com_sums, fused_view, mask_runs, share_cores
 
 __all__ = ["CenterOfMass"]
 
@@ -18,6 +19,10 @@ class _Plan:
     weight: np.ndarray  # (wy, wx) float32: 1 inside the COM disk, else 0
     ys: np.ndarray  # (wy,) float32 detector y relative to the centre
     xs: np.ndarray  # (wx,)
+    # fused kernel inputs: full-frame coordinates and the disk as pixel runs
+    full_ys: np.ndarray
+    full_xs: np.ndarray
+    runs: tuple[np.ndarray, ...]
 
 
 class CenterOfMass(UDF):
@@ -90,9 +95,19 @@ class CenterOfMass(UDF):
         if not weight.any():
             raise ValueError(f"CenterOfMass: no detector pixel within radius {self.radius} "
                              f"of ({cy}, {cx}) on a {h}x{w} detector")
-        return _Plan((ys, xs), weight, yy.astype(np.float32), xx.astype(np.float32))
+        full = np.zeros((1, h, w), np.float32)
+        full[0, ys, xs] = weight
+        row_index, x0, x1, _ = mask_runs(full)
+        share_cores()  # prepare runs in the thread that runs the tiles
+        return _Plan((ys, xs), weight, yy.astype(np.float32), xx.astype(np.float32),
+                     np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
+                     (row_index, x0, x1))
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
+        data = fused_view(tile.data)
+        if data is not None:
+            com_sums(data, state.full_ys, state.full_xs, *state.runs, results["sums"])
+            return
         ys, xs = state.window
         data = tile.data[:, ys, xs].astype(np.float32) * state.weight
         rows = data.sum(axis=2, dtype=np.float64)  # (n, wy)
