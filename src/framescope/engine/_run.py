@@ -12,7 +12,7 @@ from tqdm.auto import tqdm
 
 from framescope.engine._executor import INLINE, get_client
 from framescope.engine._tasks import Partial, run_block, run_source
-from framescope.io._lazy import ReaderArray
+from framescope.io._lazy import source_of
 from framescope.udf._base import UDF, Meta
 
 __all__ = ["iter_run", "run"]
@@ -37,8 +37,7 @@ def _plan(arr: xr.DataArray, meta: Meta, roi: np.ndarray | None):
     """Yield (kind, payload, positions) per partition: file source ranges or array blocks."""
     chunks = arr.data.chunks
     nx = meta.scan_shape[1]
-    source = arr.encoding.get("framescope_source")
-    direct = isinstance(source, ReaderArray) and source.shape == arr.shape
+    source = source_of(arr)
     ys = np.cumsum((0, *chunks[0]))
     xs = np.cumsum((0, *chunks[1]))
     for iy in range(len(chunks[0])):
@@ -49,7 +48,7 @@ def _plan(arr: xr.DataArray, meta: Meta, roi: np.ndarray | None):
                 pos = pos[np.isin(pos, roi, assume_unique=True)]
                 if pos.size == 0:
                     continue
-            if direct:
+            if source is not None:
                 yield "source", source, pos
             else:
                 yield "block", (iy, ix, (int(y0), int(x0))), pos

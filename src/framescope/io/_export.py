@@ -15,7 +15,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from framescope.io._base import jsonable
-from framescope.io._lazy import ReaderArray
+from framescope.io._lazy import source_of
 
 __all__ = ["WRITERS", "iter_frame_blocks", "save"]
 
@@ -46,14 +46,12 @@ def iter_frame_blocks(
     ny, nx, h, w = arr.shape
     n = ny * nx
     per = max(1, int(block_mib * 2**20 // (h * w * arr.dtype.itemsize)))
-    source = arr.encoding.get("framescope_source")
-    # only use the reader directly while the array is still the one it made
-    direct = isinstance(source, ReaderArray) and source.shape == arr.shape
-    flat = None if direct else arr.data.reshape(n, h, w)
+    source = source_of(arr)
+    flat = None if source is not None else arr.data.reshape(n, h, w)
 
     def load(start: int) -> np.ndarray:
         stop = min(start + per, n)
-        if direct:
+        if source is not None:
             return source.read_positions(start, stop)
         return np.asarray(flat[start:stop].compute(scheduler="sync"))
 

@@ -19,7 +19,7 @@ from dask.base import tokenize
 from framescope.errors import ScanShapeError
 from framescope.io._base import FrameReader, frame_runs, jsonable
 
-__all__ = ["DIMS", "ReaderArray", "ScanLayout", "resolve_scan", "to_dataarray"]
+__all__ = ["DIMS", "ReaderArray", "ScanLayout", "resolve_scan", "source_of", "to_dataarray"]
 
 log = logging.getLogger(__name__)
 
@@ -134,7 +134,19 @@ class ReaderArray:
         return out.squeeze(axis=squeeze) if squeeze else out
 
 
-def _chunks(
+def source_of(arr: xr.DataArray) -> ReaderArray | None:
+    """The file source behind ``arr``, if ``arr`` still shows exactly what it reads.
+
+    Lets tasks read partitions straight from the file (tiles, no dask copy); a sliced or
+    transformed array has another shape or loses the encoding and goes through dask.
+    """
+    source = arr.encoding.get("framescope_source")
+    if isinstance(source, ReaderArray) and source.shape == arr.shape:
+        return source
+    return None
+
+
+def default_chunks(
     shape: tuple[int, int, int, int], itemsize: int, chunks: Any, partition_mib: float
 ) -> tuple[tuple[int, ...], ...] | tuple[int, ...]:
     _, nx, h, w = shape
@@ -182,7 +194,7 @@ def to_dataarray(
     """
     layout = resolve_scan(reader, scan, sync_offset)
     source = ReaderArray(reader, layout)
-    chunk_spec = _chunks(source.shape, reader.dtype.itemsize, chunks, partition_mib)
+    chunk_spec = default_chunks(source.shape, reader.dtype.itemsize, chunks, partition_mib)
     name = "framescope-" + tokenize(reader.token(), layout, chunk_spec, options or {})
     data = da.from_array(
         source, chunks=chunk_spec, name=name, lock=False, asarray=False,

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 
 from framescope.errors import ScanShapeError
-from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, to_dataarray
+from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, default_chunks, to_dataarray
 from framescope.io._registry import reader_for
 
 __all__ = ["from_array", "open"]
@@ -109,10 +109,8 @@ def from_array(
         if chunks is not None:
             data = data.rechunk(chunks)
     else:
-        _, nx, h, w = data.shape
         if chunks is None:
-            row = nx * h * w * data.dtype.itemsize
-            chunks = (max(1, int(partition_mib * 2**20 // max(row, 1))), nx, h, w)
+            chunks = default_chunks(data.shape, data.dtype.itemsize, None, partition_mib)
         data = da.from_array(data, chunks=chunks)
     coords = {
         dim: xr.Variable(dim, np.arange(n), attrs={"units": "px"})
