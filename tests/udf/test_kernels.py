@@ -183,6 +183,8 @@ def test_apply_masks_udf_paths_agree(k):
     masks = fm.MaskStack(MASKS[k])
     udf = ApplyMasks(masks)
     plan = udf.prepare(Meta((1, len(tile)), SHAPE, tile.dtype))
+    # both stacks hold a weighted mask (CHECKER): no segment plan
+    assert plan.segments is None
     assert (plan.runs is not None) == (k <= 8)
     out = np.empty((len(tile), k), np.float32)
     udf.process_tile(Tile(tile, np.arange(len(tile))), {"intensity": out}, plan)

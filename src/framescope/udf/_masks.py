@@ -10,6 +10,7 @@ import numpy as np
 from framescope.masks import MaskStack
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import apply_masks_runs, fused_view, mask_runs, share_cores
+from framescope.udf._segments import Segments, apply_masks_segments, mask_segments
 
 __all__ = ["ApplyMasks"]
 
@@ -28,13 +29,16 @@ class _Plan:
     index: np.ndarray | None  # flat pixel indices (gather) or None (window)
     matrix: np.ndarray  # (pixels used, k) float32
     runs: tuple[np.ndarray, ...] | None = None  # mask_runs() for the fused kernel
+    segments: Segments | None = None  # single-valued masks: segment sums, any k
 
 
 class ApplyMasks(UDF):
     """Virtual images: ``intensity[p, k] = sum(frame_p * mask_k)`` for every scan position.
 
-    Up to 8 masks on uint8/16/32 or float32 frames: a fused numba kernel reads only the
-    pixels some mask covers, straight from the tile (see ``framescope.udf._kernels``).
+    On uint8/16/32 or float32 frames, single-valued masks (disks, rings, boxes, polygons;
+    any number) are summed segment by segment over their union, exactly, straight from the
+    tile (see ``framescope.udf._segments``); up to 8 weighted masks go through a fused
+    kernel that reads only the pixels some mask covers (``framescope.udf._kernels``).
     Otherwise only the masks' bounding window of each frame is used (for very sparse masks
     just their pixels), converted to float32 tile by tile for one GEMM, so no float copy of
     a partition ever exists.
@@ -69,16 +73,24 @@ class ApplyMasks(UDF):
             plan = _Plan(win.slices, flat[used], np.ascontiguousarray(matrix[used]))
         else:
             plan = _Plan(win.slices, None, matrix)
-        if len(self.masks) <= _RUNS_MAX_K:  # the GEMM plan stays for tiles it cannot take
-            plan.runs = mask_runs(dense.T.reshape(-1, *meta.frame_shape))
+        stack = dense.T.reshape(-1, *meta.frame_shape)
+        # the GEMM plan stays for tiles the fused kernels cannot take
+        plan.segments = mask_segments(stack)
+        if plan.segments is None and len(self.masks) <= _RUNS_MAX_K:
+            plan.runs = mask_runs(stack)
+        if plan.segments is not None or plan.runs is not None:
             share_cores()  # prepare runs in the thread that runs the tiles
         return plan
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
         out = results["intensity"]
-        data = fused_view(tile.data) if state.runs is not None else None
+        fused = state.segments is not None or state.runs is not None
+        data = fused_view(tile.data) if fused else None
         if data is not None and out.flags.c_contiguous:
-            apply_masks_runs(data, *state.runs, out)
+            if state.segments is not None:
+                apply_masks_segments(data, *state.segments.args(), out)
+            else:
+                apply_masks_runs(data, *state.runs, out)
             return
         if state.index is not None:
             pixels = tile.flat[:, state.index].astype(np.float32)
