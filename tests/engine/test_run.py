@@ -121,6 +121,51 @@ def test_persisted_data_gives_the_same_result(dataset, client):
     np.testing.assert_array_equal(res["sum"], ref.sum((0, 1), dtype="f8"))
 
 
+class FrameTotals(UDF):
+    """Each frame's total: a nav result that shows which frame landed where."""
+
+    def buffers(self, meta):
+        return {"total": Buffer("nav", "float64")}
+
+    def process_tile(self, tile, results, state):
+        results["total"][:] = tile.flat.sum(axis=1, dtype="f8")
+
+
+@pytest.mark.parametrize("executor", ["inline", "dask"])
+def test_row_strided_blocks_are_read_in_place(dataset, executor, client):
+    """A column slice of in-memory data gives strided blocks (no full copy per job)."""
+    _, ref = dataset
+    arr = framescope.from_array(ref, chunks=(4, 17, 9, 7)).isel(scan_x=slice(2, 15))
+    want = ref[:, 2:15]
+    roi = np.random.default_rng(3).random(want.shape[:2]) < 0.7
+    c = "inline" if executor == "inline" else client
+    res = run(FrameTotals(), arr, client=c, roi=roi)
+    totals = want.reshape(*want.shape[:2], -1).sum(-1, dtype="f8")
+    np.testing.assert_array_equal(res["total"].values[roi], totals[roi])
+    np.testing.assert_array_equal(run(SumFrame(), arr, client=c)["sum"],
+                                  want.sum((0, 1), dtype="f8"))
+
+
+def test_workers_keep_one_open_source_per_file(dataset, client):
+    """Tasks reuse the worker's reader (and its memory map) instead of mapping per task."""
+    from framescope.engine._tasks import local_source
+
+    arr, ref = dataset
+    first = run(SumFrame(), arr, client=client)
+    again = run(SumFrame(), arr, client=client)
+    np.testing.assert_array_equal(again["sum"], first["sum"])
+    np.testing.assert_array_equal(again["sum"], ref.sum((0, 1), dtype="f8"))
+
+    def kept(dask_worker=None) -> int:
+        from framescope.engine import _tasks
+
+        return len(_tasks._SOURCES)
+
+    assert all(n >= 1 for n in client.run(kept).values())
+    src = framescope.io._lazy.source_of(arr)
+    assert local_source(src) is local_source(src)
+
+
 class BadShape(UDF):
     def buffers(self, meta):
         return {"x": Buffer("nav", "float32")}
