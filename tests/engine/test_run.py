@@ -166,6 +166,37 @@ def test_workers_keep_one_open_source_per_file(dataset, client):
     assert local_source(src) is local_source(src)
 
 
+class CountedPrepare(FrameTotals):
+    calls = 0
+    share_state = True
+
+    def __init__(self, scale: float) -> None:
+        self.scale = scale
+
+    def params(self):
+        return {"scale": self.scale}
+
+    def prepare(self, meta):
+        type(self).calls += 1
+        return self.scale
+
+    def process_tile(self, tile, results, state):
+        results["total"][:] = tile.flat.sum(axis=1, dtype="f8") * state
+
+
+def test_shared_state_is_prepared_once_per_process_and_key(dataset):
+    arr, ref = dataset
+    totals = ref.reshape(13, 17, -1).sum(-1, dtype="f8")
+    CountedPrepare.calls = 0
+    for _ in range(2):
+        res = run(CountedPrepare(2.0), arr, client="inline")
+        np.testing.assert_array_equal(res["total"], 2 * totals)
+    assert CountedPrepare.calls == 1
+    res = run(CountedPrepare(3.0), arr, client="inline")  # new params: a new state
+    np.testing.assert_array_equal(res["total"], 3 * totals)
+    assert CountedPrepare.calls == 2
+
+
 class BadShape(UDF):
     def buffers(self, meta):
         return {"x": Buffer("nav", "float32")}

@@ -11,7 +11,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from framescope.engine._executor import INLINE, get_client
-from framescope.engine._tasks import Partial, run_block, run_source
+from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.io._lazy import source_of
 from framescope.udf._base import UDF, Meta
 
@@ -58,7 +58,7 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
     """Start every partition; return an iterator of Partial results as they complete."""
     plan = list(_plan(arr, meta, roi))
     if client == INLINE:
-        state = udf.prepare(meta)  # built once for all partitions in this process
+        state = prepared(udf, meta)  # built once for all partitions in this process
 
         def inline() -> Iterator[Partial]:
             for kind, payload, pos in plan:

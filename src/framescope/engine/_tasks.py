@@ -17,8 +17,9 @@ import numpy as np
 from framescope.io._base import frame_runs
 from framescope.io._lazy import ReaderArray
 from framescope.udf._base import UDF, Meta, Tile
+from framescope.udf._kernels import share_cores
 
-__all__ = ["Partial", "local_source", "run_block", "run_source", "tile_frames"]
+__all__ = ["Partial", "local_source", "prepared", "run_block", "run_source", "tile_frames"]
 
 TILE_BYTES = 4 * 2**20
 
@@ -62,6 +63,28 @@ def tile_frames(meta: Meta, tile_bytes: int = TILE_BYTES) -> int:
     return max(1, tile_bytes // (meta.n_pixels * meta.dtype.itemsize))
 
 
+# prepared UDF states (UDF.share_state) of this process, by UDF class, key and Meta
+_STATES: OrderedDict[tuple[Any, ...], Any] = OrderedDict()
+_STATES_MAX = 16
+
+
+def prepared(udf: UDF, meta: Meta) -> Any:
+    """``udf.prepare(meta)``, built once per process for UDFs that declare ``share_state``."""
+    if not udf.share_state:
+        return udf.prepare(meta)
+    key = (type(udf).__module__, type(udf).__qualname__, udf.key, meta)
+    with _sources_lock:
+        if key in _STATES:
+            _STATES.move_to_end(key)
+            return _STATES[key]
+    state = udf.prepare(meta)  # outside the lock: may take a while, a race only repeats it
+    with _sources_lock:
+        _STATES[key] = state
+        while len(_STATES) > _STATES_MAX:
+            _STATES.popitem(last=False)
+    return state
+
+
 def _buffers(udf: UDF, meta: Meta, n: int) -> tuple[dict, dict, dict]:
     decl = udf.buffers(meta)
     nav = {k: b.allocate(meta, n) for k, b in decl.items() if b.kind == "nav"}
@@ -88,8 +111,9 @@ def _run_tiles(
     ``split`` > 0: tiles never cross a multiple of ``split`` positions (a scan row), so a
     reader of row-strided memory can hand out views.
     """
+    share_cores()  # one kernel thread per task inside a dask worker
     if state is None:
-        state = udf.prepare(meta)
+        state = prepared(udf, meta)
     decl, nav, acc = _buffers(udf, meta, positions.size)
     per = tile_frames(meta)
     buf = np.empty((per, *meta.frame_shape), dtype=meta.dtype)

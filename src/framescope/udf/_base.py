@@ -126,13 +126,21 @@ class UDF:
 
     #: name used in progress bars and cache keys
     name: ClassVar[str] = ""
+    #: True if :meth:`prepare`'s state depends only on :meth:`params` and the Meta and
+    #: :meth:`process_tile` never modifies it: the engine then builds it once per worker
+    #: process and reuses it for every task and job (mask matrices are not rebuilt per task)
+    share_state: ClassVar[bool] = False
 
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
         """Declare the result buffers for data described by ``meta``."""
         raise NotImplementedError
 
     def prepare(self, meta: Meta) -> Any:
-        """Build per-task state once (masks as matrices, index arrays …); default None."""
+        """Build per-task state once (masks as matrices, index arrays …); default None.
+
+        Every tile of a task gets the same state; see :attr:`share_state` to share it
+        between tasks.
+        """
         return None
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:

@@ -53,6 +53,8 @@ class CenterOfMass(UDF):
         Flip the detector y axis before rotating.
     """
 
+    share_state = True  # the plan depends on params() and Meta only
+
     def __init__(self, cy: float | None = None, cx: float | None = None,
                  radius: float | None = None, rotation: float = 0.0,
                  flip_y: bool = False) -> None:

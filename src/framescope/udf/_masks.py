@@ -49,6 +49,8 @@ class ApplyMasks(UDF):
         The virtual detectors.
     """
 
+    share_state = True  # the plan depends on the masks (params) and Meta only
+
     def __init__(self, masks: Any) -> None:
         self.masks = MaskStack.from_any(masks)
 
