@@ -70,21 +70,35 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
                     yield run_block(udf, block, origin, pos, meta, state)
 
         return len(plan), inline(), None
-    from distributed import as_completed
+    from distributed import as_completed, futures_of
 
-    blocks = arr.data.to_delayed() if any(k == "block" for k, _, _ in plan) else None
+    # client.map submits each kind in one message (a submit per task costs a round trip)
     futures = []
-    for kind, payload, pos in plan:
-        if kind == "source":
-            futures.append(client.submit(run_source, udf, payload, pos, meta, pure=False))
-        else:
-            iy, ix, origin = payload
-            block = client.compute(blocks[iy, ix, 0, 0])
-            futures.append(client.submit(run_block, udf, block, origin, pos, meta, pure=False))
+    src = [(payload, pos) for kind, payload, pos in plan if kind == "source"]
+    if src:
+        futures += client.map(run_source, [udf] * len(src), [p for p, _ in src],
+                              [pos for _, pos in src], [meta] * len(src), pure=False)
+    blk = [(payload, pos) for kind, payload, pos in plan if kind == "block"]
+    if blk:
+        # persisted partitions are used where they live; others are computed for the job
+        held = {f.key: f for f in futures_of(arr.data)}
+        keys = arr.data.__dask_keys__()
+        wanted = [keys[iy][ix][0][0] for (iy, ix, _), _ in blk]
+        todo = [i for i, k in enumerate(wanted) if k not in held]
+        if todo:
+            delayed = arr.data.to_delayed()
+            got = client.compute([delayed[blk[i][0][0], blk[i][0][1], 0, 0] for i in todo])
+            held.update({wanted[i]: f for i, f in zip(todo, got, strict=True)})
+        inputs = [held.pop(k) for k in wanted]  # no reference kept: blocks free as they finish
+        futures += client.map(run_block, [udf] * len(blk), inputs,
+                              [origin for (_, _, origin), _ in blk], [pos for _, pos in blk],
+                              [meta] * len(blk), pure=False)
+        del inputs, held
 
     def results() -> Iterator[Partial]:
-        for fut in as_completed(futures):
-            yield fut.result()
+        # with_results fetches in the client's event loop: no blocking round trip per task
+        for _, part in as_completed(futures, with_results=True):
+            yield part
 
     return len(plan), results(), futures
 
@@ -144,8 +158,9 @@ def _merged(
             yield bufs, done
     finally:
         bar.close()
-        for f in futures or ():
-            f.cancel()  # a closed generator (user break, newer job) stops stale work
+        stale = [f for f in futures or () if not f.done()]
+        if stale:  # a closed generator (user break, newer job) stops stale work
+            get_client(client).cancel(stale)
     if n == 0:
         yield bufs, done
 
