@@ -13,14 +13,15 @@ from tqdm.auto import tqdm
 from framescope.engine._executor import INLINE, get_client
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.io._lazy import source_of
+from framescope.udf._backend import resolve_backend
 from framescope.udf._base import UDF, Meta
 
 __all__ = ["iter_run", "run"]
 
 
-def _meta(arr: xr.DataArray) -> Meta:
+def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
     ny, nx, h, w = arr.shape
-    return Meta((ny, nx), (h, w), np.dtype(arr.dtype))
+    return Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data))
 
 
 def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:
@@ -172,6 +173,7 @@ def iter_run(
     roi: Any = None,
     client: Any = None,
     progress: bool = False,
+    backend: str | None = None,
 ) -> Iterator[xr.Dataset]:
     """Run ``udf`` over ``arr`` and yield the merged result after each partition completes.
 
@@ -191,8 +193,12 @@ def iter_run(
         Where to run; see :func:`framescope.engine.get_client`.
     progress : bool
         Show a ``tqdm.auto`` progress bar.
+    backend : {None, "numpy", "cupy"}
+        Array backend of the tiles; None: cupy if ``arr`` holds cupy blocks, else numpy.
+        With "cupy" each tile is copied to the GPU and the UDF runs there (see
+        :mod:`framescope.udf._backend`).
     """
-    meta = _meta(arr)
+    meta = _meta(arr, backend)
     for bufs, done in _merged(udf, arr, meta, roi, client, progress):
         yield _publish(udf, bufs, done, arr, meta)
 
@@ -204,12 +210,13 @@ def run(
     roi: Any = None,
     client: Any = None,
     progress: bool = False,
+    backend: str | None = None,
 ) -> xr.Dataset:
     """Run ``udf`` over ``arr`` and return the final result as an ``xarray.Dataset``.
 
     See :func:`iter_run` for the parameters.
     """
-    meta = _meta(arr)
+    meta = _meta(arr, backend)
     # buffers are merged in place: only the last state matters
     ((bufs, done),) = deque(_merged(udf, arr, meta, roi, client, progress), maxlen=1)
     return _publish(udf, bufs, done, arr, meta)

@@ -16,6 +16,7 @@ import numpy as np
 
 from framescope.io._base import frame_runs
 from framescope.io._lazy import ReaderArray
+from framescope.udf._backend import array_module, to_device, to_host, xp
 from framescope.udf._base import UDF, Meta, Tile
 from framescope.udf._kernels import share_cores
 
@@ -87,8 +88,9 @@ def prepared(udf: UDF, meta: Meta) -> Any:
 
 def _buffers(udf: UDF, meta: Meta, n: int) -> tuple[dict, dict, dict]:
     decl = udf.buffers(meta)
-    nav = {k: b.allocate(meta, n) for k, b in decl.items() if b.kind == "nav"}
-    acc = {k: b.allocate(meta) for k, b in decl.items() if b.kind != "nav"}
+    mod = array_module(meta.backend)
+    nav = {k: b.allocate(meta, n, mod) for k, b in decl.items() if b.kind == "nav"}
+    acc = {k: b.allocate(meta, xp=mod) for k, b in decl.items() if b.kind != "nav"}
     return decl, nav, acc
 
 
@@ -123,14 +125,16 @@ def _run_tiles(
             n = min(per, length - off)
             if split:
                 n = min(n, split - (first + off) % split)
-            data = read(first + off, n, buf[:n])
+            data = to_device(read(first + off, n, buf[:n]), meta.backend)
             tile = Tile(data, positions[at + off : at + off + n])
             views = {k: v[at + off : at + off + n] for k, v in nav.items()}
             views.update(acc)
             udf.process_tile(tile, views, state)
             _check(udf, {k: decl[k] for k in views}, views, n, meta)
             off += n
-    return Partial(positions, nav, acc)
+    # device buffers go home before leaving the task: merging and publishing are host-side
+    return Partial(positions, {k: to_host(v) for k, v in nav.items()},
+                   {k: to_host(v) for k, v in acc.items()})
 
 
 def run_source(
@@ -189,6 +193,8 @@ def run_block(
         view = block[y - y0, x - x0 : x - x0 + n]
         if view.flags.c_contiguous:
             return view
+        if not isinstance(view, np.ndarray):  # a device block: copy on the device
+            return xp(view).ascontiguousarray(view)
         out[...] = view
         return out
 

@@ -61,13 +61,18 @@ class Buffer:
             return (*meta.frame_shape, *self.extra_shape)
         return self.extra_shape
 
-    def allocate(self, meta: Meta, n_nav: int | None = None) -> np.ndarray:
-        return np.full(self.shape(meta, n_nav), self.fill, dtype=self.dtype)
+    def allocate(self, meta: Meta, n_nav: int | None = None, xp: Any = np) -> np.ndarray:
+        """The buffer, filled with :attr:`fill`, from array module ``xp`` (numpy, cupy)."""
+        return xp.full(self.shape(meta, n_nav), self.fill, dtype=self.dtype)
 
 
 @dataclass(frozen=True, slots=True)
 class Meta:
-    """What a UDF may know about the data: shapes and dtype, never the data source."""
+    """What a UDF may know about the data: shapes and dtype, never the data source.
+
+    ``backend`` says where tiles live: ``"numpy"`` (host) or ``"cupy"`` (GPU); a UDF that
+    supports cupy builds its state there in :meth:`UDF.prepare`.
+    """
 
     scan_shape: tuple[int, int]
     frame_shape: tuple[int, int]

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from framescope.udf._backend import to_device
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import com_sums, fused_view, mask_runs, share_cores
 
@@ -17,7 +19,7 @@ __all__ = ["CenterOfMass"]
 class _Plan:
     window: tuple[slice, slice]
     weight: np.ndarray  # (wy, wx) float32: 1 inside the COM disk, else 0
-    ys: np.ndarray  # (wy,) float32 detector y relative to the centre
+    ys: np.ndarray  # (wy,) float64 detector y relative to the centre (on the backend)
     xs: np.ndarray  # (wx,)
     # fused kernel inputs: full-frame coordinates and the disk as pixel runs
     full_ys: np.ndarray
@@ -101,7 +103,8 @@ class CenterOfMass(UDF):
         full[0, ys, xs] = weight
         row_index, x0, x1, _ = mask_runs(full)
         share_cores()  # prepare runs in the thread that runs the tiles
-        return _Plan((ys, xs), weight, yy.astype(np.float32), xx.astype(np.float32),
+        dev = functools.partial(to_device, backend=meta.backend)  # the fallback's operands
+        return _Plan((ys, xs), dev(weight), dev(yy), dev(xx),
                      np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
                      (row_index, x0, x1))
 
@@ -116,8 +119,8 @@ class CenterOfMass(UDF):
         cols = data.sum(axis=1, dtype=np.float64)  # (n, wx)
         out = results["sums"]
         out[:, 0] = rows.sum(axis=1)
-        out[:, 1] = rows @ state.ys.astype(np.float64)
-        out[:, 2] = cols @ state.xs.astype(np.float64)
+        out[:, 1] = rows @ state.ys
+        out[:, 2] = cols @ state.xs
 
     def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
         sums = results["sums"].reshape(*meta.scan_shape, 3)

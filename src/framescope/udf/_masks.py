@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from framescope.masks import MaskStack
+from framescope.udf._backend import to_device, xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import apply_masks_runs, fused_view, mask_runs, share_cores
 from framescope.udf._segments import Segments, apply_masks_segments, mask_segments
@@ -26,8 +27,8 @@ _RUNS_MAX_K = 8
 @dataclass(slots=True)
 class _Plan:
     window: tuple[slice, slice]
-    index: np.ndarray | None  # flat pixel indices (gather) or None (window)
-    matrix: np.ndarray  # (pixels used, k) float32
+    index: np.ndarray | None  # flat pixel indices (gather) or None (window), on the backend
+    matrix: np.ndarray  # (pixels used, k) float32, on the backend
     runs: tuple[np.ndarray, ...] | None = None  # mask_runs() for the fused kernel
     segments: Segments | None = None  # single-valued masks: segment sums, any k
 
@@ -75,6 +76,11 @@ class ApplyMasks(UDF):
             plan = _Plan(win.slices, flat[used], np.ascontiguousarray(matrix[used]))
         else:
             plan = _Plan(win.slices, None, matrix)
+        if meta.backend != "numpy":  # GEMM on the device: no numba kernels there
+            plan.matrix = to_device(plan.matrix, meta.backend)
+            if plan.index is not None:
+                plan.index = to_device(plan.index, meta.backend)
+            return plan
         stack = dense.T.reshape(-1, *meta.frame_shape)
         # the GEMM plan stays for tiles the fused kernels cannot take
         plan.segments = mask_segments(stack)
@@ -99,4 +105,4 @@ class ApplyMasks(UDF):
         else:
             ys, xs = state.window
             pixels = tile.data[:, ys, xs].astype(np.float32).reshape(len(tile), -1)
-        np.matmul(pixels, state.matrix, out=out)
+        xp(pixels).matmul(pixels, state.matrix, out=out)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from framescope.udf._backend import xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import fused_view, share_cores, sum_frames
 
@@ -30,7 +31,7 @@ class SumFrame(UDF):
         if data is not None and results["sum"].flags.c_contiguous:
             sum_frames(data, results["sum"])
         else:
-            results["sum"] += np.add.reduce(tile.data, axis=0, dtype=np.float64)
+            results["sum"] += xp(tile.data).sum(tile.data, axis=0, dtype=np.float64)
         results["n"] += len(tile)
 
 
@@ -74,8 +75,9 @@ class FrameStats(UDF):
         delta = src["mean"] - dest["mean"]
         dest["m2"] += src["m2"] + delta**2 * (na * nb / n)
         dest["mean"] += delta * (nb / n)
-        np.minimum(dest["min"], src["min"], out=dest["min"])
-        np.maximum(dest["max"], src["max"], out=dest["max"])
+        m = xp(dest["min"])
+        m.minimum(dest["min"], src["min"], out=dest["min"])
+        m.maximum(dest["max"], src["max"], out=dest["max"])
         dest["n"][...] = n
 
     def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
