@@ -37,3 +37,48 @@ def test_persist_then_analyse(arr, client):
 def test_accessor_checks_dims():
     with pytest.raises(DimensionError, match=r"found \('a', 'b'\)"):
         xr.DataArray(np.zeros((2, 2)), dims=("a", "b")).fs  # noqa: B018
+
+
+def test_radial_profile_defaults_and_attrs(arr, client):
+    a, ref = arr
+    h, w = ref.shape[2:]
+    yy, xx = np.indices((h, w))
+    b = np.floor(np.hypot(yy - h // 2, xx - w // 2)).astype(int)  # default centre (4, 4)
+    counts = np.bincount(b.ravel())
+    sums = np.stack([np.bincount(b.ravel(), weights=f.ravel()) for f in
+                     ref.reshape(-1, h, w).astype("f8")]).reshape(6, 5, -1)
+    for c in ("inline", client):
+        prof = a.fs.radial_profile(client=c)
+        assert prof.dims == ("scan_y", "scan_x", "radius")
+        assert prof.name == "radial_profile"
+        np.testing.assert_array_equal(prof.radius, np.arange(len(counts)) + 0.5)
+        assert prof.radius.attrs["units"] == "px"
+        np.testing.assert_array_equal(prof.counts, counts)
+        np.testing.assert_allclose(prof, sums / counts, rtol=1e-6)
+    assert {k: prof.attrs[k] for k in ("cy", "cx", "r_min", "bin_width", "n_bins",
+                                       "normalize", "masked_pixels")} == {
+        "cy": 4.0, "cx": 4.0, "r_min": 0.0, "bin_width": 1.0, "n_bins": len(counts),
+        "normalize": "mean", "masked_pixels": 0}
+    assert prof.attrs["r_max"] == len(counts)
+    assert prof.attrs["framescope_version"] == framescope.__version__
+    roi = np.zeros((6, 5), bool)
+    roi[2, 1:4] = True
+    part = a.fs.radial_profile(2.5, 3, r_max=3, normalize="sum", roi=roi, client="inline")
+    assert part.sizes["radius"] == 3
+    assert np.isnan(part.values[~roi]).all()
+    assert np.isfinite(part.values[roi]).all()
+
+
+def test_max_std_var_frames_match_numpy(arr, client):
+    a, ref = arr
+    flat = ref.reshape(-1, 8, 8)
+    for c in ("inline", client):
+        mx = a.fs.max_frame(client=c)
+        assert mx.name == "max_frame"
+        assert mx.dtype == np.uint16
+        np.testing.assert_array_equal(mx, flat.max(0))
+    np.testing.assert_allclose(a.fs.std_frame(client="inline"), flat.astype("f8").std(0))
+    np.testing.assert_allclose(a.fs.var_frame(client="inline"), flat.astype("f8").var(0))
+    roi = np.zeros((6, 5), bool)
+    roi[1:3, 2:4] = True
+    np.testing.assert_array_equal(a.fs.max_frame(roi=roi, client="inline"), ref[roi].max(0))

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -13,7 +13,15 @@ from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import DimensionError
 from framescope.io._lazy import DIMS
 from framescope.masks import MaskSpec, MaskStack
-from framescope.udf import UDF, ApplyMasks, CenterOfMass, FrameStats, SumFrame
+from framescope.udf import (
+    UDF,
+    ApplyMasks,
+    CenterOfMass,
+    FrameStats,
+    MaxFrame,
+    RadialProfile,
+    SumFrame,
+)
 
 __all__ = ["FsAccessor"]
 
@@ -52,6 +60,22 @@ class FsAccessor:
     def frame_stats(self, **opts: Any) -> xr.Dataset:
         """Per-pixel ``mean``, ``var``, ``std``, ``min``, ``max`` and count ``n``."""
         return run(FrameStats(), self._arr, **opts).drop_vars("done")
+
+    def std_frame(self, **opts: Any) -> xr.DataArray:
+        """Per-pixel standard deviation over the frames (of the ROI); see :meth:`frame_stats`."""
+        return run(FrameStats(), self._arr, **opts)["std"].rename("std_frame")
+
+    def var_frame(self, **opts: Any) -> xr.DataArray:
+        """Per-pixel (population) variance over the frames (of the ROI)."""
+        return run(FrameStats(), self._arr, **opts)["var"].rename("var_frame")
+
+    def max_frame(self, **opts: Any) -> xr.DataArray:
+        """Per-pixel maximum over the frames (of the ROI), in the frames' dtype.
+
+        One pass of ``np.maximum`` over the raw values (:class:`framescope.udf.MaxFrame`),
+        much cheaper than :meth:`frame_stats`.
+        """
+        return run(MaxFrame(), self._arr, **opts)["max"].rename("max_frame")
 
     def virtual_image(self, masks: Any, *, roi: Any = None, cache: bool = True,
                       **opts: Any) -> xr.DataArray:
@@ -124,6 +148,78 @@ class FsAccessor:
                           for k, v in udf.params().items()})
         res.attrs["framescope_version"] = __version__
         return res
+
+    def radial_profile(
+        self,
+        cy: float | None = None,
+        cx: float | None = None,
+        *,
+        n_bins: int | None = None,
+        r_max: float | None = None,
+        bin_width: float | None = None,
+        r_min: float = 0.0,
+        mask: Any = None,
+        normalize: Literal["mean", "sum"] = "mean",
+        roi: Any = None,
+        **opts: Any,
+    ) -> xr.DataArray:
+        """Radial profile (azimuthal integration) of every frame around ``(cy, cx)``.
+
+        Distances run from the centre to pixel centres (pixel ``(i, j)`` at ``(y, x) =
+        (i, j)``); bin ``b`` holds ``r_min + b * bin_width <= r < r_min + (b + 1) *
+        bin_width``. See :class:`framescope.udf.RadialProfile` for every parameter.
+
+        Parameters
+        ----------
+        cy, cx : float, optional
+            Centre in detector pixels; default ``(det_y // 2, det_x // 2)``.
+        n_bins, r_max, bin_width, r_min : optional
+            The equal-width bins: two of ``n_bins``, ``r_max``, ``bin_width`` (default
+            ``bin_width`` 1 px, out to the farthest pixel).
+        mask : array of bool, optional
+            Detector pixels to exclude (True), shape ``(det_y, det_x)``.
+        normalize : {"mean", "sum"}
+            Mean intensity per ring pixel, or the ring's summed intensity.
+        roi : array of bool, optional
+            Scan positions to compute; others are NaN.
+        **opts
+            ``client=``, ``progress=`` as for :func:`framescope.run`.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(scan_y, scan_x, radius)`` float32; ``radius`` holds the bin centres (px) and
+            the non-index coordinate ``counts`` the pixels per bin. The resolved bins
+            (``cy``, ``cx``, ``r_min``, ``r_max``, ``bin_width``, ``n_bins``),
+            ``normalize``, the number of ``masked_pixels`` and ``framescope_version`` are
+            in ``attrs``.
+
+        Raises
+        ------
+        ValueError
+            Bad parameters, a centre off the frame, a mask of the wrong shape or dtype,
+            or no pixel in any bin; raised before any frame is read.
+
+        Examples
+        --------
+        >>> prof = arr.fs.radial_profile(r_max=100, mask=hot_pixels)  # doctest: +SKIP
+        >>> prof.mean(("scan_y", "scan_x")).plot()  # doctest: +SKIP
+        """
+        udf = RadialProfile(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
+                            r_min=r_min, mask=mask, normalize=normalize)
+        rings = udf.rings(self._arr.shape[2:])
+        udf.counts(rings.frame_shape)  # raise here, not in a worker after the reads start
+        res = run(udf, self._arr, roi=roi, **opts)
+        out = res["profile"].assign_coords(counts=("radius", res["counts"].values))
+        out.radius.attrs["units"] = "px"
+        out.name = "radial_profile"
+        out.attrs = {
+            "cy": rings.cy, "cx": rings.cx, "r_min": rings.r_min, "r_max": rings.r_max,
+            "bin_width": rings.bin_width, "n_bins": rings.n_bins, "normalize": normalize,
+            "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
+            "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
+        }
+        return out
 
     def pick(self, scan_y: int, scan_x: int) -> xr.DataArray:
         """The frame at one scan position (read directly, no job)."""

@@ -2,7 +2,21 @@
 
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._com import CenterOfMass
+from framescope.udf._extrema import MaxFrame
 from framescope.udf._masks import ApplyMasks
+from framescope.udf._radial import RadialProfile, RingBins
 from framescope.udf._stats import FrameStats, SumFrame
 
-__all__ = ["UDF", "ApplyMasks", "Buffer", "CenterOfMass", "FrameStats", "Meta", "SumFrame", "Tile"]
+__all__ = [
+    "UDF",
+    "ApplyMasks",
+    "Buffer",
+    "CenterOfMass",
+    "FrameStats",
+    "MaxFrame",
+    "Meta",
+    "RadialProfile",
+    "RingBins",
+    "SumFrame",
+    "Tile",
+]
