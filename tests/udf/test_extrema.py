@@ -8,6 +8,7 @@ import pytest
 import framescope
 from framescope.engine import _tasks
 from framescope.udf import MaxFrame, Meta
+from framescope.udf._backend import cupy_available
 
 rng = np.random.default_rng(9)
 SHAPE = (5, 7, 9, 11)
@@ -58,3 +59,13 @@ def test_fill_is_the_identity_of_maximum():
         assert buf.allocate(Meta((1, 1), (2, 2), np.dtype(dtype)))[0, 0] == low
     with pytest.raises(TypeError, match="expected integer, float or bool frames, found complex"):
         MaxFrame().buffers(Meta((1, 1), (2, 2), np.dtype("complex64")))
+
+
+@pytest.mark.skipif(not cupy_available(), reason="cupy with a CUDA device needed")
+@pytest.mark.parametrize("executor", ["inline", "dask"])
+def test_cupy_matches_numpy(executor, client):
+    ref = _frames("float32")
+    arr = framescope.from_array(ref, chunks=(2, 7, 9, 11))
+    c = "inline" if executor == "inline" else client
+    gpu = framescope.run(MaxFrame(), arr, client=c, backend="cupy")["max"].values
+    np.testing.assert_array_equal(gpu, ref.max(axis=(0, 1)))

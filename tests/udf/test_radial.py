@@ -9,6 +9,7 @@ import framescope
 from framescope.engine import _tasks
 from framescope.errors import MaskError
 from framescope.udf import Meta, RadialProfile, Tile
+from framescope.udf._backend import cupy_available
 from framescope.udf._radial_kernels import radial_sums, ring_runs
 
 DTYPES = ["uint8", "uint16", "uint32", "float32"]
@@ -257,3 +258,16 @@ def test_fused_dtypes_run_the_kernel_and_skip_masked_pixels(monkeypatch):
         assert np.isfinite(got.values).all()  # bin 0 (its only pixel masked) sums to 0
         np.testing.assert_allclose(got.values, _reference(ref, 6, 7, 0, 1, 9, HOT, "sum")[0],
                                    rtol=2e-6)
+
+
+@pytest.mark.skipif(not cupy_available(), reason="cupy with a CUDA device needed")
+@pytest.mark.parametrize("executor", ["inline", "dask"])
+def test_cupy_matches_numpy(executor, client):
+    ref = _frames("uint16")
+    arr = framescope.from_array(ref, chunks=(2, 7, *DET))
+    c = "inline" if executor == "inline" else client
+    udf = RadialProfile(6.3, 7.6, bin_width=1.5, mask=HOT)
+    cpu = framescope.run(udf, arr, client=c, backend="numpy")
+    gpu = framescope.run(udf, arr, client=c, backend="cupy")
+    np.testing.assert_allclose(gpu["profile"].values, cpu["profile"].values, rtol=1e-6)
+    np.testing.assert_array_equal(gpu["counts"].values, cpu["counts"].values)

@@ -6,6 +6,7 @@ from typing import Any
 
 import numpy as np
 
+from framescope.udf._backend import xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 
 __all__ = ["MaxFrame"]
@@ -27,8 +28,8 @@ class MaxFrame(UDF):
 
     Much cheaper than :class:`FrameStats` when only the maximum is wanted: one vectorised
     ``np.maximum.reduce`` per tile on the raw values (no float64 copy), tiles and tasks
-    combined with ``np.maximum``. The result keeps the frames' dtype (native byte order),
-    so counts stay exact. NaN propagates, as in ``ndarray.max``.
+    combined with ``np.maximum`` (cupy's on GPU tiles). The result keeps the frames' dtype
+    (native byte order), so counts stay exact. NaN propagates, as in ``ndarray.max``.
 
     Pixels of a run over no frame at all (an empty ROI) keep the dtype's lowest value.
 
@@ -47,7 +48,8 @@ class MaxFrame(UDF):
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
         acc = results["max"]
-        np.maximum(acc, np.maximum.reduce(tile.data, axis=0), out=acc)
+        # ndarray.max is np.maximum.reduce (and exists on cupy tiles too)
+        xp(acc).maximum(acc, tile.data.max(axis=0), out=acc)
 
     def merge(self, dest: dict[str, np.ndarray], src: dict[str, np.ndarray]) -> None:
-        np.maximum(dest["max"], src["max"], out=dest["max"])
+        xp(dest["max"]).maximum(dest["max"], src["max"], out=dest["max"])

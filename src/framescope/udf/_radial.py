@@ -11,6 +11,7 @@ import numpy as np
 from scipy.sparse import csr_matrix
 
 from framescope.errors import MaskError
+from framescope.udf._backend import xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import fused_view, share_cores
 from framescope.udf._radial_kernels import radial_sums, ring_runs
@@ -80,9 +81,11 @@ class RingBins:
 class _Plan:
     runs: tuple[np.ndarray, np.ndarray, np.ndarray]  # ring_runs(): the pixels read
     bins: np.ndarray  # (pixels,) uint32, bin of each run pixel
-    index: np.ndarray  # (pixels,) flat pixel index of each run pixel (fallback gather)
-    matrix: csr_matrix  # (n_bins, pixels) ones: the fallback's sparse GEMM
     scale: np.ndarray  # (n_bins,) float64 factor per bin sum
+    # the sparse GEMM of other tiles, on the tiles' backend (numpy/scipy or cupy/cupyx):
+    index: Any  # (pixels,) flat pixel index of each run pixel, to gather them
+    matrix: Any  # (n_bins, pixels) CSR of ones
+    dev_scale: Any  # scale on the backend
 
 
 class RadialProfile(UDF):
@@ -137,7 +140,8 @@ class RadialProfile(UDF):
     per pixel; a fused numba kernel (:func:`~framescope.udf._radial_kernels.radial_sums`)
     then scatter-adds uint8/16/32 and float32 tiles in place, reading only binned pixels.
     Other dtypes and non-contiguous tiles take a float64 sparse GEMM (scipy CSR
-    ``(bins, pixels)``) of the gathered pixels.
+    ``(bins, pixels)``) of the gathered pixels; tiles on the GPU (``backend="cupy"``) the
+    same GEMM with cupy / cupyx.
 
     Examples
     --------
@@ -276,7 +280,13 @@ class RadialProfile(UDF):
         else:
             scale = np.ones(rings.n_bins)
         share_cores()  # prepare runs in the thread that runs the tiles
-        return _Plan((row_index, x0, x1), bins, index, matrix, scale)
+        if meta.backend == "cupy":  # device tiles: the GEMM runs on the GPU
+            import cupy
+            from cupyx.scipy.sparse import csr_matrix as device_csr
+
+            return _Plan((row_index, x0, x1), bins, scale, cupy.asarray(index),
+                         device_csr(matrix), cupy.asarray(scale))
+        return _Plan((row_index, x0, x1), bins, scale, index, matrix, scale)
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
         out = results["profile"]
@@ -284,9 +294,10 @@ class RadialProfile(UDF):
         if data is not None and out.flags.c_contiguous:
             radial_sums(data, *state.runs, state.bins, state.scale, out)
             return
-        pixels = np.asarray(tile.flat[:, state.index], dtype=np.float64)
+        m = xp(tile.data)
+        pixels = tile.flat[:, state.index].astype(m.float64, copy=False)
         sums = state.matrix @ pixels.T  # (bins, n): sparse @ dense, float64
-        out[...] = (sums.T * state.scale).astype(np.float32)
+        out[...] = (sums.T * state.dev_scale).astype(m.float32)
 
     def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
         return {"profile": results["profile"], "counts": self.counts(meta.frame_shape)}
