@@ -11,6 +11,7 @@ import xarray as xr
 from tqdm.auto import tqdm
 
 from framescope.engine._executor import INLINE, get_client
+from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.io._lazy import source_of
 from framescope.udf._backend import resolve_backend
@@ -104,66 +105,30 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
     return len(plan), results(), futures
 
 
-def _publish(
-    udf: UDF, bufs: dict[str, np.ndarray], done: np.ndarray, arr: xr.DataArray, meta: Meta,
-) -> xr.Dataset:
-    """Finalize a copy of the merged buffers and label them as an xarray Dataset."""
-    decl = udf.outputs(meta)
-    out = udf.finalize({k: v.copy() for k, v in bufs.items()}, meta)
-    scan_coords = {d: arr.coords[d] for d in ("scan_y", "scan_x")}
-    det_coords = {d: arr.coords[d] for d in ("det_y", "det_x")}
-    data_vars = {}
-    for key, value in out.items():
-        b = decl[key]
-        extra = b.extra_dims or tuple(f"{key}_dim_{i}" for i in range(len(b.extra_shape)))
-        labels = {d: list(c) for d, c in zip(extra, b.extra_coords, strict=False)}
-        if b.kind == "nav":
-            value = value.reshape(*meta.scan_shape, *b.extra_shape)
-            data_vars[key] = xr.DataArray(value, dims=("scan_y", "scan_x", *extra),
-                                          coords={**scan_coords, **labels})
-        elif b.kind == "sig":
-            data_vars[key] = xr.DataArray(value, dims=("det_y", "det_x", *extra),
-                                          coords={**det_coords, **labels})
-        else:
-            data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
-    data_vars["done"] = xr.DataArray(done.reshape(meta.scan_shape), dims=("scan_y", "scan_x"),
-                                     coords=scan_coords)
-    attrs = {"udf": type(udf).__name__, "source": arr.attrs.get("source", ""),
-             "complete": bool(done.all())}
-    return xr.Dataset(data_vars, attrs=attrs)
-
-
 def _merged(
     udf: UDF, arr: xr.DataArray, meta: Meta, roi: Any, client: Any, progress: bool
-) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
-    """Yield the merged buffers and the ``done`` map after every completed partition."""
+) -> Iterator[Accumulator]:
+    """Yield the accumulator after every completed partition."""
     roi_pos = _roi_positions(roi, meta)
-    bufs = {k: b.allocate(meta) for k, b in udf.buffers(meta).items()}
-    done = np.zeros(meta.n_positions, dtype=bool)
+    acc = Accumulator(udf, meta)
     n, partials, futures = _submit(udf, arr, meta, roi_pos, get_client(client))
     bar = tqdm(total=n, desc=type(udf).__name__, unit="part", disable=not progress)
-    merged_any = False
     try:
         for part in partials:
-            for key, value in part.nav.items():
-                bufs[key][part.positions] = value
-            if part.acc:
-                if merged_any:
-                    udf.merge({k: bufs[k] for k in part.acc}, part.acc)
-                else:  # the first partial replaces the fill values
-                    for key, value in part.acc.items():
-                        bufs[key][...] = value
-                    merged_any = True
-            done[part.positions] = True
+            acc.add(part)
             bar.update(1)
-            yield bufs, done
+            yield acc
     finally:
         bar.close()
         stale = [f for f in futures or () if not f.done()]
         if stale:  # a closed generator (user break, newer job) stops stale work
             get_client(client).cancel(stale)
     if n == 0:
-        yield bufs, done
+        yield acc
+
+
+def _publish(acc: Accumulator, arr: xr.DataArray) -> xr.Dataset:
+    return acc.publish(arr.coords, {"source": arr.attrs.get("source", "")})
 
 
 def iter_run(
@@ -199,8 +164,8 @@ def iter_run(
         :mod:`framescope.udf._backend`).
     """
     meta = _meta(arr, backend)
-    for bufs, done in _merged(udf, arr, meta, roi, client, progress):
-        yield _publish(udf, bufs, done, arr, meta)
+    for acc in _merged(udf, arr, meta, roi, client, progress):
+        yield _publish(acc, arr)
 
 
 def run(
@@ -218,5 +183,5 @@ def run(
     """
     meta = _meta(arr, backend)
     # buffers are merged in place: only the last state matters
-    ((bufs, done),) = deque(_merged(udf, arr, meta, roi, client, progress), maxlen=1)
-    return _publish(udf, bufs, done, arr, meta)
+    (acc,) = deque(_merged(udf, arr, meta, roi, client, progress), maxlen=1)
+    return _publish(acc, arr)

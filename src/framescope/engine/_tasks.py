@@ -20,7 +20,15 @@ from framescope.udf._backend import array_module, to_device, to_host, xp
 from framescope.udf._base import UDF, Meta, Tile
 from framescope.udf._kernels import share_cores
 
-__all__ = ["Partial", "local_source", "prepared", "run_block", "run_source", "tile_frames"]
+__all__ = [
+    "Partial",
+    "local_source",
+    "prepared",
+    "run_block",
+    "run_frames",
+    "run_source",
+    "tile_frames",
+]
 
 TILE_BYTES = 4 * 2**20
 
@@ -105,6 +113,25 @@ def _check(udf: UDF, decl: dict, results: dict[str, np.ndarray], n: int, meta: M
             )
 
 
+def _process(
+    udf: UDF, meta: Meta, data: Any, positions: np.ndarray, at: int, nav: dict, acc: dict,
+    decl: dict, state: Any,
+) -> None:
+    """One tile: ``data`` holds the frames of ``positions``, whose nav rows start at ``at``."""
+    n = len(positions)
+    tile = Tile(to_device(data, meta.backend), positions)
+    views = {k: v[at : at + n] for k, v in nav.items()}
+    views.update(acc)
+    udf.process_tile(tile, views, state)
+    _check(udf, {k: decl[k] for k in views}, views, n, meta)
+
+
+def _partial(positions: np.ndarray, nav: dict, acc: dict) -> Partial:
+    # device buffers go home before leaving the task: merging and publishing are host-side
+    return Partial(positions, {k: to_host(v) for k, v in nav.items()},
+                   {k: to_host(v) for k, v in acc.items()})
+
+
 def _run_tiles(
     udf: UDF, meta: Meta, positions: np.ndarray, read: Any, state: Any = None, split: int = 0,
 ) -> Partial:
@@ -125,16 +152,44 @@ def _run_tiles(
             n = min(per, length - off)
             if split:
                 n = min(n, split - (first + off) % split)
-            data = to_device(read(first + off, n, buf[:n]), meta.backend)
-            tile = Tile(data, positions[at + off : at + off + n])
-            views = {k: v[at + off : at + off + n] for k, v in nav.items()}
-            views.update(acc)
-            udf.process_tile(tile, views, state)
-            _check(udf, {k: decl[k] for k in views}, views, n, meta)
+            data = read(first + off, n, buf[:n])
+            _process(udf, meta, data, positions[at + off : at + off + n], at + off, nav, acc,
+                     decl, state)
             off += n
-    # device buffers go home before leaving the task: merging and publishing are host-side
-    return Partial(positions, {k: to_host(v) for k, v in nav.items()},
-                   {k: to_host(v) for k, v in acc.items()})
+    return _partial(positions, nav, acc)
+
+
+def run_frames(
+    udf: UDF, frames: np.ndarray, positions: np.ndarray, meta: Meta, state: Any = None
+) -> Partial:
+    """Run ``udf`` over frames already in memory, e.g. a batch received from a stream.
+
+    Parameters
+    ----------
+    udf : UDF
+    frames : ndarray, shape (n, det_y, det_x)
+        The frames, of ``meta.dtype``.
+    positions : ndarray of int, shape (n,)
+        Flat scan position of each frame, unique, in any order (snake scans, out-of-order
+        arrival); merge the returned :class:`Partial` into an
+        :class:`~framescope.engine.Accumulator`.
+    meta : Meta
+    state : optional
+        The UDF's prepared state; default :func:`prepared` (built once per process for
+        ``share_state`` UDFs).
+    """
+    positions = np.asarray(positions, dtype=np.int64)
+    if frames.ndim != 3 or len(frames) != len(positions):
+        raise ValueError(f"run_frames: expected frames (n, h, w) for {len(positions)} "
+                         f"positions, found shape {frames.shape}")
+    if state is None:
+        state = prepared(udf, meta)
+    decl, nav, acc = _buffers(udf, meta, positions.size)
+    per = tile_frames(meta)
+    for at in range(0, len(positions), per):
+        _process(udf, meta, frames[at : at + per], positions[at : at + per], at, nav, acc,
+                 decl, state)
+    return _partial(positions, nav, acc)
 
 
 def run_source(

@@ -1,0 +1,89 @@
+"""Merge partial results into whole-scan buffers and publish them as an xarray Dataset.
+
+The same accumulator serves file jobs (partials arrive as partitions complete) and live
+streams (partials arrive per received batch), so both publish identical results.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from framescope.engine._tasks import Partial
+from framescope.udf._base import UDF, Meta
+
+__all__ = ["Accumulator"]
+
+
+class Accumulator:
+    """Whole-scan result buffers of one UDF, filled by :class:`Partial` results.
+
+    Parameters
+    ----------
+    udf : UDF
+    meta : Meta
+
+    Attributes
+    ----------
+    buffers : dict of ndarray
+        The merged buffers (nav buffers flat over the scan).
+    done : ndarray of bool, shape (n_positions,)
+        Scan positions whose frames have been merged.
+    """
+
+    def __init__(self, udf: UDF, meta: Meta) -> None:
+        self.udf, self.meta = udf, meta
+        self.buffers = {k: b.allocate(meta) for k, b in udf.buffers(meta).items()}
+        self.done = np.zeros(meta.n_positions, dtype=bool)
+        self._merged_any = False
+
+    def add(self, part: Partial) -> None:
+        """Place ``part``'s nav values and merge its sig/single accumulators."""
+        for key, value in part.nav.items():
+            self.buffers[key][part.positions] = value
+        if part.acc:
+            if self._merged_any:
+                self.udf.merge({k: self.buffers[k] for k in part.acc}, part.acc)
+            else:  # the first partial replaces the fill values
+                for key, value in part.acc.items():
+                    self.buffers[key][...] = value
+                self._merged_any = True
+        self.done[part.positions] = True
+
+    def publish(self, coords: Mapping[str, Any], attrs: Mapping[str, Any] | None = None,
+                ) -> xr.Dataset:
+        """Finalize a copy of the buffers as a Dataset with a ``done`` map over the scan.
+
+        Parameters
+        ----------
+        coords : mapping
+            Coordinates ``scan_y``, ``scan_x``, ``det_y``, ``det_x`` (e.g. a DataArray's).
+        attrs : mapping, optional
+            Added to the Dataset's attrs (``udf`` and ``complete`` are always set).
+        """
+        udf, meta = self.udf, self.meta
+        decl = udf.outputs(meta)
+        out = udf.finalize({k: v.copy() for k, v in self.buffers.items()}, meta)
+        scan = {d: coords[d] for d in ("scan_y", "scan_x")}
+        det = {d: coords[d] for d in ("det_y", "det_x")}
+        data_vars = {}
+        for key, value in out.items():
+            b = decl[key]
+            extra = b.extra_dims or tuple(f"{key}_dim_{i}" for i in range(len(b.extra_shape)))
+            labels = {d: list(c) for d, c in zip(extra, b.extra_coords, strict=False)}
+            if b.kind == "nav":
+                value = value.reshape(*meta.scan_shape, *b.extra_shape)
+                data_vars[key] = xr.DataArray(value, dims=("scan_y", "scan_x", *extra),
+                                              coords={**scan, **labels})
+            elif b.kind == "sig":
+                data_vars[key] = xr.DataArray(value, dims=("det_y", "det_x", *extra),
+                                              coords={**det, **labels})
+            else:
+                data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
+        data_vars["done"] = xr.DataArray(self.done.reshape(meta.scan_shape),
+                                         dims=("scan_y", "scan_x"), coords=scan)
+        return xr.Dataset(data_vars, attrs={**(attrs or {}), "udf": type(udf).__name__,
+                                            "complete": bool(self.done.all())})
