@@ -1,0 +1,246 @@
+"""Frame bookkeeping between receiver and analysis: order tracking, batches, spilling.
+
+The receiver copies each accepted frame into a preallocated batch (:class:`Slab`) taken
+from a fixed pool, and hands full batches over; the analysis gives them back. When the pool
+is empty (analysis behind) a frame is dropped (counted) or spilled to an unlinked temp file
+(:class:`Spill`), which the analysis reads back when it has time. Memory is thus bounded by
+the pool; the receiver never waits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import tempfile
+import time
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+
+from framescope.live._scan import Series
+from framescope.live._status import Counters
+
+__all__ = ["Batcher", "End", "FrameTracker", "Policy", "Slab", "Spill", "Start"]
+
+log = logging.getLogger(__name__)
+
+Policy = Literal["drop", "spill"]
+# a batch of ~16 MiB: run_frames tiles it for the cache; larger batches amortise the
+# per-batch cost (hand-over, merge under the lock) at 20 kHz
+SLAB_BYTES = 16 * 2**20
+
+
+@dataclass(frozen=True, slots=True)
+class Start:
+    """Handed to the analysis before a series' first batch."""
+
+    series: Series
+    batcher: Batcher
+
+
+@dataclass(frozen=True, slots=True)
+class End:
+    """Handed to the analysis after a series' last batch; ``ended``: by its end message."""
+
+    series: int
+    ended: bool
+
+
+class FrameTracker:
+    """Which frame numbers of a series arrived: gaps, duplicates, out-of-order arrival."""
+
+    def __init__(self, n_frames: int, counters: Counters) -> None:
+        self.seen = np.zeros(n_frames, dtype=bool)
+        self.highest = -1
+        self.unique = 0
+        self.counters = counters
+
+    def accept(self, index: int) -> str:
+        """"" if frame ``index`` is new and inside the series, else why it is rejected."""
+        if index >= len(self.seen):
+            return f"frame {index} outside the {len(self.seen)} scan positions"
+        if self.seen[index]:
+            self.counters.duplicates += 1
+            return "duplicate"
+        self.seen[index] = True
+        self.unique += 1
+        if index < self.highest:
+            self.counters.out_of_order += 1
+        else:
+            self.highest = index
+        return ""
+
+    def gaps(self, ended: bool = False) -> int:
+        """Missing frame numbers below the highest received (all missing ones if ``ended``)."""
+        top = len(self.seen) if ended else self.highest + 1
+        return max(0, top - self.unique)
+
+
+class Slab:
+    """A batch of frames (``data[:n]``) with their frame numbers, reused from a pool."""
+
+    __slots__ = ("batcher", "data", "index", "n", "series", "t0")
+
+    def __init__(self, capacity: int, frame_shape: tuple[int, int], dtype: np.dtype,
+                 batcher: Batcher) -> None:
+        self.data = np.empty((capacity, *frame_shape), dtype=dtype)
+        self.index = np.empty(capacity, dtype=np.int64)
+        self.n = 0
+        self.t0 = 0.0  # when the first frame went in (for latency)
+        self.series = -1
+        self.batcher = batcher
+
+    def release(self) -> None:
+        """Give the batch back to its pool (analysis thread, when done with it)."""
+        self.batcher.returned += self.n
+        self.n = 0
+        self.batcher.pool.put(self)
+
+
+class Spill:
+    """Frames of one series in an unlinked temp file, read back in arrival order.
+
+    One writer (receiver) appends with ``pwrite``; one reader (analysis) reads completed
+    frames with ``preadv``, so neither waits on the other.
+    """
+
+    def __init__(self, frame_shape: tuple[int, int], dtype: np.dtype,
+                 directory: str | None, limit_bytes: int) -> None:
+        self.frame_bytes = int(np.prod(frame_shape)) * np.dtype(dtype).itemsize
+        self.directory, self.limit = directory, limit_bytes
+        self.indices: list[int] = []
+        self.written = 0  # frames completely written
+        self.read = 0  # frames handed to the analysis
+        self._file = None
+
+    @property
+    def pending(self) -> int:
+        return self.written - self.read
+
+    def write(self, index: int, frame: np.ndarray) -> bool:
+        """Append a frame; False when the spill is full (or cannot be written)."""
+        if (self.written + 1) * self.frame_bytes > self.limit:
+            return False
+        try:
+            if self._file is None:
+                # unlinked at once: nothing left behind, closed in close()
+                self._file = tempfile.TemporaryFile(  # noqa: SIM115
+                    prefix="framescope-spill-", dir=self.directory)
+            os.pwrite(self._file.fileno(), np.ascontiguousarray(frame).data.cast("B"),
+                      self.written * self.frame_bytes)
+        except OSError as exc:
+            log.error("spill file in %s failed (%s); dropping frames",  # noqa: TRY400
+                      self.directory or "the temp dir", exc)
+            self.limit = 0
+            return False
+        self.indices.append(index)
+        self.written += 1  # after the write: the reader only sees whole frames
+        return True
+
+    def read_into(self, out: np.ndarray) -> np.ndarray:
+        """Fill ``out[:n]`` with the next spilled frames; their frame numbers (n ≤ len(out))."""
+        n = min(len(out), self.pending)
+        if n == 0:
+            return np.empty(0, dtype=np.int64)
+        first = self.read
+        got = os.preadv(self._file.fileno(), [out[:n].data.cast("B")],
+                        first * self.frame_bytes)
+        if got != n * self.frame_bytes:
+            raise OSError(f"spill file: read {got} B of {n * self.frame_bytes}")
+        self.read += n
+        return np.asarray(self.indices[first : first + n], dtype=np.int64)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+class Batcher:
+    """Receiver side of one series: fill batches, hand them over, apply the policy.
+
+    Parameters
+    ----------
+    series : Series
+    handoff : queue.SimpleQueue
+        Where full batches (and control items) go, in order.
+    counters : Counters
+    policy : {"drop", "spill"}
+    buffer_bytes : int
+        Bound of the batch pool (frames in memory waiting for analysis).
+    batch_frames : int, optional
+        Frames per batch (default: about 16 MiB of frames).
+    spill_dir, spill_limit_bytes
+        Where, and how much, to spill.
+    """
+
+    def __init__(self, series: Series, handoff: queue.SimpleQueue, counters: Counters, *,
+                 policy: Policy, buffer_bytes: int, batch_frames: int | None, spill_dir: str | None,
+                 spill_limit_bytes: int) -> None:
+        meta = series.meta
+        frame_bytes = meta.n_pixels * meta.dtype.itemsize
+        # a whole series never needs more memory; a small one still gets some slack
+        budget = max(1, min(buffer_bytes // frame_bytes, max(meta.n_positions, 64)))
+        # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
+        per = batch_frames or min(max(1, SLAB_BYTES // frame_bytes), max(1, budget // 8))
+        self.per_slab = per
+        n_slabs = max(2, budget // per)
+        self.capacity = n_slabs * self.per_slab
+        self.pool: queue.SimpleQueue = queue.SimpleQueue()
+        for _ in range(n_slabs):
+            self.pool.put(Slab(self.per_slab, meta.frame_shape, meta.dtype, self))
+        self.queued = 0  # frames handed over (receiver)
+        self.returned = 0  # frames given back (analysis)
+        self.series, self.handoff, self.counters, self.policy = series, handoff, counters, policy
+        self.spill = Spill(meta.frame_shape, meta.dtype, spill_dir, spill_limit_bytes)
+        self.current: Slab | None = None
+        self._warned = False
+
+    def put(self, index: int, frame: np.ndarray) -> None:
+        """Take a frame (copied); never blocks."""
+        slab = self.current
+        if slab is None:
+            try:
+                slab = self.current = self.pool.get_nowait()
+            except queue.Empty:
+                self._overflow(index, frame)
+                return
+            slab.t0 = time.monotonic()
+            slab.series = self.series.series
+        slab.data[slab.n] = frame
+        slab.index[slab.n] = index
+        slab.n += 1
+        if slab.n == len(slab.index):
+            self.flush()
+
+    def _overflow(self, index: int, frame: np.ndarray) -> None:
+        c = self.counters
+        if self.policy == "spill" and self.spill.write(index, frame):
+            c.spilled += 1
+            return
+        c.dropped += 1
+        if not self._warned:
+            self._warned = True
+            why = ("spill file full or failing" if self.policy == "spill"
+                   else "policy 'drop', analysis behind")
+            log.warning("series %d: frame buffer full (%d frames); dropping frames (%s), "
+                        "see status.dropped", self.series.series, self.capacity, why)
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Hand over the current batch (if older than ``older_than`` s)."""
+        slab = self.current
+        if slab is None or slab.n == 0:
+            return
+        if older_than and time.monotonic() - slab.t0 < older_than:
+            return
+        self.current = None
+        self.queued += slab.n
+        self.handoff.put(slab)
+
+    @property
+    def depth(self) -> int:
+        """Frames waiting for analysis (handed over or in the open batch)."""
+        current = self.current
+        return self.queued - self.returned + (current.n if current is not None else 0)

@@ -1,0 +1,197 @@
+"""Frame payload codecs of the DECTRIS streams: raw, LZ4 and bitshuffle+LZ4.
+
+Decompression is done by maintained libraries: ``lz4`` for LZ4 blocks, DECTRIS'
+``dectris-compression`` for bitshuffle+LZ4 when it is installed (about 3x faster here), else
+``bitshuffle`` (the reference implementation, a binary wheel). Only the HDF5-filter framing
+(sizes and block lengths) is parsed here, and it is checked against the buffer before any
+library call: bitshuffle trusts the block lengths and reads past a truncated buffer.
+"""
+
+from __future__ import annotations
+
+import struct
+from typing import Literal
+
+import lz4.block
+import numpy as np
+
+from framescope.live._messages import MessageError
+
+__all__ = ["CODECS", "Codec", "decode", "encode"]
+
+Codec = Literal["raw", "lz4", "lz4-h5", "bslz4"]
+#: ``lz4``: one bare LZ4 block (stream v1 ``lz4<``); ``lz4-h5``: LZ4 blocks in the HDF5 LZ4
+#: filter framing (stream2 ``lz4``); ``bslz4``: bitshuffle+LZ4 in the HDF5 bitshuffle framing
+CODECS: tuple[str, ...] = ("raw", "lz4", "lz4-h5", "bslz4")
+
+_HEADER = struct.Struct(">QI")  # uncompressed bytes, block size in bytes
+_BLOCK = struct.Struct(">I")  # compressed length of the next block
+
+try:  # optional accelerator, built from source (no wheel on PyPI)
+    from dectris.compression import decompress as _dectris_decompress
+except ImportError:  # pragma: no cover - depends on the environment
+    _dectris_decompress = None
+
+
+def _default_block(itemsize: int) -> int:
+    """bitshuffle's automatic block size in elements (~8 KiB, a multiple of 8)."""
+    return max(8, (8192 // itemsize) // 8 * 8)
+
+
+def _bitshuffle_blocks(n: int, block: int) -> list[int]:
+    """Element counts of the LZ4 blocks bitshuffle writes for ``n`` elements."""
+    last = n % block
+    sizes = [block] * (n // block)
+    if last - last % 8:
+        sizes.append(last - last % 8)
+    return sizes
+
+
+def _split_header(blob: memoryview, nbytes: int, itemsize: int,
+                  ) -> tuple[int, memoryview, bool]:
+    """(block size in elements, payload, had header); the 12-byte header is optional.
+
+    A headerless blob starts with a block's 4-byte length (never 0), so a first u64 equal
+    to the frame size, or with four zero high bytes, can only be a header.
+    """
+    if len(blob) >= _HEADER.size and blob[:4] == b"\0\0\0\0":
+        total, block_bytes = _HEADER.unpack_from(blob)
+        if total != nbytes:
+            raise MessageError(f"bslz4: header says {total} uncompressed bytes, expected "
+                               f"{nbytes}")
+        if block_bytes == 0 or block_bytes % (8 * itemsize):
+            raise MessageError(f"bslz4: block size {block_bytes} B is not a positive "
+                               f"multiple of 8 elements of {itemsize} B")
+        return block_bytes // itemsize, blob[_HEADER.size:], True
+    return _default_block(itemsize), blob, False
+
+
+def _check_bitshuffle(payload: memoryview, n: int, itemsize: int, block: int) -> None:
+    pos = 0
+    size = len(payload)
+    for _ in _bitshuffle_blocks(n, block):
+        if pos + _BLOCK.size > size:
+            raise MessageError(f"bslz4: truncated, {size} B end inside block headers")
+        (clen,) = _BLOCK.unpack_from(payload, pos)
+        pos += _BLOCK.size + clen
+    pos += (n % 8) * itemsize  # the last n % 8 elements are stored as they are
+    if pos != size:
+        what = "truncated" if pos > size else "too long"
+        raise MessageError(f"bslz4: {what}: blocks need {pos} B, found {size} B")
+
+
+def _bslz4(blob: memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    itemsize = dtype.itemsize
+    n = int(np.prod(shape))
+    block, payload, had_header = _split_header(blob, n * itemsize, itemsize)
+    _check_bitshuffle(payload, n, itemsize, block)
+    try:
+        if _dectris_decompress is not None:
+            framed = blob if had_header else (
+                _HEADER.pack(n * itemsize, block * itemsize) + payload)
+            raw = _dectris_decompress(framed, "bslz4", elem_size=itemsize)
+            return np.frombuffer(raw, dtype).reshape(shape)
+        import bitshuffle
+
+        return bitshuffle.decompress_lz4(np.frombuffer(payload, np.uint8), shape, dtype, block)
+    except (ValueError, RuntimeError) as exc:
+        raise MessageError(f"bslz4: corrupt data ({exc})") from exc
+
+
+def _lz4_h5(blob: memoryview, nbytes: int) -> bytes:
+    if len(blob) < _HEADER.size:
+        raise MessageError(f"lz4: {len(blob)} B, shorter than the 12-byte header")
+    total, block = _HEADER.unpack_from(blob)
+    if total != nbytes:
+        raise MessageError(f"lz4: header says {total} uncompressed bytes, expected {nbytes}")
+    block = block or nbytes
+    out = bytearray()
+    pos = _HEADER.size
+    while len(out) < nbytes:
+        want = min(block, nbytes - len(out))
+        if pos + _BLOCK.size > len(blob):
+            raise MessageError(f"lz4: truncated, {len(blob)} B end inside block headers")
+        (clen,) = _BLOCK.unpack_from(blob, pos)
+        pos += _BLOCK.size
+        if pos + clen > len(blob):
+            raise MessageError(f"lz4: truncated block, needs {pos + clen} B, found {len(blob)}")
+        chunk = blob[pos : pos + clen]
+        pos += clen
+        # the HDF5 LZ4 filter stores a block as it is when compression did not pay
+        out += chunk if clen == want else _lz4_block(chunk, want)
+    if pos != len(blob):
+        raise MessageError(f"lz4: {len(blob) - pos} B left after the last block")
+    return bytes(out)
+
+
+def _lz4_block(blob: memoryview, nbytes: int) -> bytes:
+    try:
+        raw = lz4.block.decompress(blob, uncompressed_size=nbytes)
+    except lz4.block.LZ4BlockError as exc:
+        raise MessageError(f"lz4: corrupt block ({exc})") from exc
+    if len(raw) != nbytes:
+        raise MessageError(f"lz4: decompressed {len(raw)} B, expected {nbytes}")
+    return raw
+
+
+def decode(blob: memoryview | bytes, codec: str, shape: tuple[int, ...], dtype: np.dtype,
+           ) -> np.ndarray:
+    """Decode one frame payload into an array of ``shape`` and ``dtype``.
+
+    Parameters
+    ----------
+    blob : bytes-like
+        The payload as received (not copied for ``raw``: the result views it).
+    codec : {"raw", "lz4", "lz4-h5", "bslz4"}
+    shape : tuple of int
+    dtype : numpy dtype (little-endian)
+
+    Raises
+    ------
+    MessageError
+        Wrong size, truncated or corrupt payload, unknown codec.
+    """
+    blob = memoryview(blob).cast("B")
+    dtype = np.dtype(dtype)
+    nbytes = int(np.prod(shape)) * dtype.itemsize
+    if codec == "raw":
+        if len(blob) != nbytes:
+            raise MessageError(f"raw frame of {len(blob)} B, expected {nbytes} B for "
+                               f"{dtype.name} {shape}")
+        return np.frombuffer(blob, dtype).reshape(shape)
+    if codec == "bslz4":
+        return _bslz4(blob, shape, dtype)
+    if codec == "lz4":
+        raw = _lz4_block(blob, nbytes)
+    elif codec == "lz4-h5":
+        raw = _lz4_h5(blob, nbytes)
+    else:
+        raise MessageError(f"unknown codec {codec!r}; expected one of {CODECS}")
+    return np.frombuffer(raw, dtype).reshape(shape)
+
+
+def encode(frame: np.ndarray, codec: str) -> bytes | np.ndarray:
+    """Encode a frame as a sender would (simulator, tests); ``raw`` returns the array itself.
+
+    ``bslz4`` and ``lz4-h5`` carry the 12-byte HDF5-filter header.
+    """
+    frame = np.ascontiguousarray(frame)
+    if frame.dtype.byteorder == ">":
+        frame = frame.astype(frame.dtype.newbyteorder("<"))
+    if codec == "raw":
+        return frame
+    data = frame.tobytes() if codec != "bslz4" else b""
+    if codec == "lz4":
+        return lz4.block.compress(data, store_size=False)
+    if codec == "lz4-h5":
+        packed = lz4.block.compress(data, store_size=False)
+        if len(packed) >= len(data):  # stored as it is, like the HDF5 filter
+            packed = data
+        return _HEADER.pack(len(data), len(data)) + _BLOCK.pack(len(packed)) + packed
+    if codec == "bslz4":
+        import bitshuffle
+
+        block = _default_block(frame.itemsize)
+        packed = bitshuffle.compress_lz4(frame, block)
+        return _HEADER.pack(frame.nbytes, block * frame.itemsize) + packed.tobytes()
+    raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")

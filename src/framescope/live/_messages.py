@@ -1,0 +1,121 @@
+"""What a stream decoder produces: series start, frame and series end events.
+
+Every protocol decoder turns one ZeroMQ message into one of these, or raises
+:class:`MessageError`; the receiver never sees protocol details beyond them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from framescope.errors import FramescopeError
+
+__all__ = ["Frame", "MessageError", "ScanOrder", "SeriesEnd", "SeriesStart"]
+
+ScanOrder = Literal["raster", "snake"]
+
+
+class MessageError(FramescopeError, ValueError):
+    """A stream message is malformed, truncated, oversized or of an unknown kind."""
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesStart:
+    """A series header, as decoded (fields the protocol does not carry are None).
+
+    Also the description a sender encodes (:mod:`framescope.live._simulate`).
+
+    Parameters
+    ----------
+    series : int
+        Series id from the protocol.
+    frame_shape : (int, int) or None
+        Detector ``(height, width)``.
+    dtype : numpy dtype or None
+    n_frames : int or None
+        Frames the detector will send.
+    scan_shape : (int, int) or None
+        ``(scan_y, scan_x)`` if the sender says (framescope simulators do, in user data).
+    scan_order : {"raster", "snake"} or None
+    header : dict
+        JSON-able header fields for attrs and recordings (large arrays left out).
+    """
+
+    series: int
+    frame_shape: tuple[int, int] | None = None
+    dtype: np.dtype | None = None
+    n_frames: int | None = None
+    scan_shape: tuple[int, int] | None = None
+    scan_order: ScanOrder | None = None
+    header: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Frame:
+    """One detector frame: ``data`` may view the message buffer, so copy what you keep."""
+
+    series: int
+    index: int
+    data: np.ndarray
+    nbytes: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class SeriesEnd:
+    """End of a series."""
+
+    series: int
+
+
+Event = SeriesStart | Frame | SeriesEnd
+
+
+def check_frame_shape(shape: Any, dtype: Any, max_bytes: int, what: str,
+                      ) -> tuple[tuple[int, int], np.dtype]:
+    """Validate a (height, width) and pixel dtype announced by a message."""
+    try:
+        h, w = (int(v) for v in shape)
+        dt = np.dtype(dtype)
+    except (TypeError, ValueError) as exc:
+        raise MessageError(f"{what}: bad frame shape {shape!r} or dtype {dtype!r}") from exc
+    if dt.kind not in "uif" or dt.byteorder == ">":
+        raise MessageError(f"{what}: unsupported pixel dtype {dt}")
+    if h < 1 or w < 1 or h * w * dt.itemsize > max_bytes:
+        raise MessageError(f"{what}: frame {h}x{w} {dt.name} outside 1 B..{max_bytes} B")
+    return (h, w), dt.newbyteorder("=")
+
+
+def scan_info(user: Any) -> tuple[tuple[int, int] | None, ScanOrder | None]:
+    """Scan shape and order from a ``{"scan_shape": [ny, nx], "scan_order": ...}`` mapping."""
+    if not isinstance(user, Mapping):  # cbor2 6 decodes maps as frozendict
+        return None, None
+    info = user.get("framescope", user)
+    if not isinstance(info, Mapping):
+        return None, None
+    shape = info.get("scan_shape")
+    order = info.get("scan_order")
+    try:
+        ny, nx = (int(v) for v in shape)
+        scan = (ny, nx) if ny > 0 and nx > 0 else None
+    except (TypeError, ValueError):
+        scan = None
+    return scan, order if order in ("raster", "snake") else None
+
+
+def jsonable(value: Any, depth: int = 0) -> Any:
+    """A JSON-able copy of header values: scalars, strings, short lists, nested dicts."""
+    if isinstance(value, bool | int | float | str) or value is None:
+        return value
+    if isinstance(value, bytes | bytearray | memoryview | np.ndarray) or depth > 4:
+        return None
+    if isinstance(value, Mapping):
+        out = {str(k): jsonable(v, depth + 1) for k, v in value.items()}
+        return {k: v for k, v in out.items() if v is not None}
+    if isinstance(value, list | tuple) and len(value) <= 64:
+        items = [jsonable(v, depth + 1) for v in value]
+        return None if any(v is None for v in items) else items
+    return None

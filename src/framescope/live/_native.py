@@ -1,0 +1,128 @@
+"""framescope's native stream: a JSON header part, then the frame bytes (see docs/live.md).
+
+Messages are multipart; the first part is a UTF-8 JSON object whose ``htype`` is
+``framescope-start-1``, ``framescope-frame-1`` or ``framescope-end-1``. A frame message has
+a second part with the pixels, C order, little-endian, optionally LZ4- or bitshuffle+LZ4-
+compressed (HDF5-filter framing, as in DECTRIS streams).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from framescope.live import _codecs
+from framescope.live._messages import (
+    Event,
+    Frame,
+    MessageError,
+    SeriesEnd,
+    SeriesStart,
+    check_frame_shape,
+    jsonable,
+)
+
+__all__ = ["NativeDecoder", "NativeEncoder"]
+
+START, FRAME, END = "framescope-start-1", "framescope-frame-1", "framescope-end-1"
+_CODEC = {"none": "raw", "lz4": "lz4-h5", "bslz4": "bslz4"}
+
+
+def _int(head: dict[str, Any], key: str, what: str) -> int:
+    value = head.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MessageError(f"native {what}: {key!r} should be a non-negative int, "
+                           f"found {value!r}")
+    return value
+
+
+class NativeDecoder:
+    """Decode native framescope stream messages into events.
+
+    Parameters
+    ----------
+    max_frame_bytes : int
+        Larger announced frames are rejected as malformed.
+    """
+
+    name = "native"
+
+    def __init__(self, *, max_frame_bytes: int = 256 * 2**20) -> None:
+        self.max_frame_bytes = max_frame_bytes
+
+    def decode(self, parts: Sequence[Any]) -> Event:
+        """One multipart message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
+        if not parts:
+            raise MessageError("native: empty message")
+        try:
+            head = json.loads(bytes(parts[0]))
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise MessageError(f"native: first part is not JSON ({exc})") from exc
+        if not isinstance(head, dict):
+            raise MessageError("native: first part should be a JSON object")
+        htype = head.get("htype")
+        if htype == FRAME:
+            if len(parts) != 2:
+                raise MessageError(f"native frame: expected 2 parts, found {len(parts)}")
+            shape, dtype = check_frame_shape(head.get("shape", ()), head.get("dtype"),
+                                             self.max_frame_bytes, "native frame")
+            codec = _CODEC.get(head.get("compression", "none"))
+            if codec is None:
+                raise MessageError(f"native frame: unknown compression "
+                                   f"{head.get('compression')!r}; expected {list(_CODEC)}")
+            data = _codecs.decode(parts[1], codec, shape, dtype)
+            return Frame(_int(head, "series", "frame"), _int(head, "frame", "frame"), data,
+                         len(parts[0]) + len(parts[1]))
+        if htype == START:
+            series = _int(head, "series", "start")
+            shape, dtype = check_frame_shape(head.get("frame_shape", ()), head.get("dtype"),
+                                             self.max_frame_bytes, "native start")
+            n = head.get("n_frames")
+            scan = head.get("scan_shape")
+            try:
+                scan = (int(scan[0]), int(scan[1])) if scan else None
+            except (TypeError, ValueError, IndexError):
+                raise MessageError(f"native start: bad scan_shape {scan!r}") from None
+            order = head.get("scan_order")
+            return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
+                               order if order in ("raster", "snake") else None,
+                               jsonable(head.get("metadata") or {}))
+        if htype == END:
+            return SeriesEnd(_int(head, "series", "end"))
+        raise MessageError(f"native: unknown htype {htype!r}")
+
+
+class NativeEncoder:
+    """Build native stream messages.
+
+    Parameters
+    ----------
+    compression : {"none", "lz4", "bslz4"}
+    """
+
+    name = "native"
+
+    def __init__(self, compression: str = "none") -> None:
+        if compression not in _CODEC:
+            raise ValueError(f"compression: expected one of {list(_CODEC)}, found "
+                             f"{compression!r}")
+        self.compression = compression
+
+    def start(self, info: SeriesStart) -> list[bytes]:
+        head = {"htype": START, "series": info.series, "frame_shape": list(info.frame_shape),
+                "dtype": np.dtype(info.dtype).newbyteorder("<").str,
+                "n_frames": info.n_frames,
+                "scan_shape": list(info.scan_shape) if info.scan_shape else None,
+                "scan_order": info.scan_order or "raster", "metadata": info.header}
+        return [json.dumps(head).encode()]
+
+    def frame(self, series: int, index: int, frame: np.ndarray) -> list[Any]:
+        head = {"htype": FRAME, "series": series, "frame": index, "shape": list(frame.shape),
+                "dtype": frame.dtype.newbyteorder("<").str, "compression": self.compression}
+        return [json.dumps(head).encode(), _codecs.encode(frame, _CODEC[self.compression])]
+
+    def end(self, series: int) -> list[bytes]:
+        return [json.dumps({"htype": END, "series": series}).encode()]

@@ -1,0 +1,290 @@
+"""Live analysis: batches from a receiver → ``run_frames`` → the offline ``Accumulator``.
+
+The analysis thread takes the receiver's batches in order, runs every UDF on them with the
+engine's :func:`~framescope.engine.run_frames` and merges the partial results exactly as an
+offline run does, so a finished series equals ``framescope.run`` on the same frames.
+Spilled frames are read back when the queue is empty, and at the latest before the series
+finishes. :meth:`LiveRun.snapshot` may be called from any thread at any moment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import xarray as xr
+
+from framescope.engine import Accumulator, run_frames
+from framescope.engine._tasks import Partial, prepared
+from framescope.live._batch import Batcher, End, Slab, Start
+from framescope.live._scan import Series
+from framescope.live._status import Status
+from framescope.udf._base import UDF
+
+__all__ = ["LiveRun", "publish", "udf_dict"]
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+def udf_dict(udfs: UDF | Sequence[UDF] | Mapping[str, UDF]) -> dict[str, UDF]:
+    """Name the UDFs: a mapping keeps its names (used as variable prefixes), else none."""
+    if isinstance(udfs, UDF):
+        udfs = [udfs]
+    named = dict(udfs) if isinstance(udfs, Mapping) else {f"#{i}": u for i, u in enumerate(udfs)}
+    if not named or not all(isinstance(u, UDF) for u in named.values()):
+        raise TypeError(f"udfs: expected UDF instances (one, a list or a dict), found {udfs!r}")
+    return named
+
+
+def coords_of(series: Series) -> dict[str, np.ndarray]:
+    (ny, nx), (h, w) = series.meta.scan_shape, series.meta.frame_shape
+    return {"scan_y": np.arange(ny), "scan_x": np.arange(nx), "det_y": np.arange(h),
+            "det_x": np.arange(w)}
+
+
+def publish(accs: dict[str, Accumulator], series: Series, attrs: dict[str, Any],
+            ) -> xr.Dataset:
+    """All UDFs' results of a series in one Dataset (names prefixed for named UDFs)."""
+    coords = coords_of(series)
+    parts = []
+    seen: set[str] = set()
+    for name, acc in accs.items():
+        ds = acc.publish(coords)
+        ds.attrs = {}
+        keys = [k for k in ds.data_vars if k != "done"]
+        if not name.startswith("#"):
+            ds = ds.rename({k: f"{name}_{k}" for k in keys})
+        elif seen & set(keys):  # the same outputs twice in a list: number them
+            ds = ds.rename({k: f"{k}{name[1:]}" for k in keys})
+        seen |= set(ds.data_vars)
+        parts.append(ds)
+    out = xr.merge(parts, compat="override", join="exact", combine_attrs="drop")
+    out.attrs = {**attrs, "udfs": [type(a.udf).__name__ for a in accs.values()],
+                 "complete": bool(out["done"].all())}
+    return out
+
+
+@dataclasses.dataclass(slots=True)
+class _Analysed:
+    """Analysis-side counters of the current series (written by the analysis thread)."""
+
+    frames: int = 0
+    latency_s: float = 0.0
+    latency_max_s: float = 0.0
+    state: str = "idle"
+    error: str = ""
+
+
+class LiveRun:
+    """UDFs run on the frames of a :class:`ZMQSource`, results merged as frames arrive.
+
+    Create it with :meth:`ZMQSource.run`. Each new series starts fresh results.
+
+    Parameters
+    ----------
+    source : ZMQSource
+    udfs : UDF, list of UDF or dict of name → UDF
+        A dict prefixes each UDF's result names with its key.
+    record : str, optional
+        HDF5 file to record the analysed frames and headers into (see :func:`replay`).
+    on_series_end : callable, optional
+        Called (in the analysis thread) with the final Dataset of each series.
+    """
+
+    def __init__(self, source: Any, udfs: Any, *, record: str | None = None,
+                 on_series_end: Callable[[xr.Dataset], None] | None = None) -> None:
+        self.source = source
+        self.udfs = udf_dict(udfs)
+        self._handoff: queue.SimpleQueue = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._series: Series | None = None
+        self._batcher: Batcher | None = None
+        self._accs: dict[str, Accumulator] = {}
+        self._states: dict[str, Any] = {}
+        self._a = _Analysed()
+        self._final: xr.Dataset | None = None
+        self._finished = threading.Condition(self._lock)
+        self._finished_count = 0
+        self._thread: threading.Thread | None = None
+        self._spill_buf: np.ndarray | None = None
+        self._on_series_end = on_series_end
+        self._recorder = None
+        if record is not None:
+            from framescope.live._record import Recorder
+
+            self._recorder = Recorder(record, protocol=source.protocol)
+
+    # -- lifecycle -------------------------------------------------------------------------
+
+    def start(self) -> LiveRun:
+        """Start the analysis thread and the source (returns self)."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="framescope-analysis",
+                                            daemon=True)
+            self._thread.start()
+            self.source.attach(self._handoff)
+            self.source.start()
+        return self
+
+    def stop(self) -> None:
+        """Stop the source and the analysis (frames still queued are not analysed)."""
+        self.source.stop()
+        if self._thread is not None:
+            self._handoff.put(_STOP)
+            self._thread.join()
+            self._thread = None
+        if self._recorder is not None:
+            self._recorder.close()
+        if self._a.state not in ("finished",):
+            self._a.state = "stopped"
+
+    def __enter__(self) -> LiveRun:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+    # -- what users read -------------------------------------------------------------------
+
+    @property
+    def status(self) -> Status:
+        """The source's counters plus the analysis' (state, frames processed, latency)."""
+        s = self.source.status
+        a = self._a
+        state = s.state
+        if a.state in ("draining", "finished") and s.state in ("finished", "stopped"):
+            state = a.state
+        return dataclasses.replace(
+            s, state=state, frames_processed=a.frames, latency_s=a.latency_s,
+            latency_max_s=a.latency_max_s, last_error=a.error or s.last_error)
+
+    def snapshot(self) -> xr.Dataset:
+        """Results so far of the current series, with ``done`` and the status in attrs.
+
+        Thread-safe and cheap enough to poll at a few Hz; an empty Dataset before the first
+        series starts.
+        """
+        attrs = self.status.as_dict()
+        with self._lock:
+            if self._series is None:
+                return xr.Dataset(attrs=attrs)
+            return publish(self._accs, self._series, attrs)
+
+    def wait(self, timeout: float | None = None) -> xr.Dataset | None:
+        """Wait until the current (or next) series is finished; its final results or None.
+
+        Returns None on ``timeout``; see :attr:`status` for why (e.g. ``stalled``).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._finished:
+            while self._final is None:
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0:
+                    return None
+                self._finished.wait(0.1 if left is None else min(left, 0.1))
+                if self._thread is None and self._final is None:
+                    return None
+            return self._final
+
+    @property
+    def results(self) -> xr.Dataset | None:
+        """Final results of the last finished series (None before one finished)."""
+        return self._final
+
+    # -- analysis thread -------------------------------------------------------------------
+
+    def _loop(self) -> None:
+        while True:
+            try:
+                item = self._handoff.get(timeout=0.02)
+            except queue.Empty:
+                b = self._batcher
+                if b is not None and b.spill.pending:
+                    self._process_spill(b)
+                continue
+            if item is _STOP:
+                return
+            try:
+                if isinstance(item, Slab):
+                    self._process_slab(item)
+                elif isinstance(item, Start):
+                    self._begin(item)
+                elif isinstance(item, End):
+                    self._finish(item)
+            except Exception as exc:  # a failing UDF must not stop the run silently
+                log.exception("live analysis failed")
+                self._a.error = f"{type(exc).__name__}: {exc}"
+
+    def _begin(self, start: Start) -> None:
+        series = start.series
+        meta = series.meta
+        states = {k: prepared(u, meta) for k, u in self.udfs.items()}
+        accs = {k: Accumulator(u, meta) for k, u in self.udfs.items()}
+        if self._recorder is not None:
+            self._recorder.begin(series)
+        with self._lock:
+            if self._batcher is not None:
+                self._batcher.spill.close()
+            self._series, self._batcher, self._accs, self._states = (
+                series, start.batcher, accs, states)
+            self._a = _Analysed(state="running")
+            self._final = None
+            self._spill_buf = None
+
+    def _analyse(self, frames: np.ndarray, indices: np.ndarray, t0: float) -> None:
+        series = self._series
+        positions = series.positions(indices)
+        if self._recorder is not None:
+            self._recorder.write(series.series, indices, frames)
+        parts: dict[str, Partial] = {
+            k: run_frames(u, frames, positions, series.meta, self._states[k])
+            for k, u in self.udfs.items()}
+        with self._lock:
+            for k, part in parts.items():
+                self._accs[k].add(part)
+        a = self._a
+        a.frames += len(indices)
+        a.latency_s = time.monotonic() - t0
+        a.latency_max_s = max(a.latency_max_s, a.latency_s)
+
+    def _process_slab(self, slab: Slab) -> None:
+        try:
+            if self._series is not None and slab.series == self._series.series:
+                self._analyse(slab.data[: slab.n], slab.index[: slab.n], slab.t0)
+        finally:
+            slab.release()
+
+    def _process_spill(self, batcher: Batcher) -> None:
+        if self._spill_buf is None:
+            self._spill_buf = np.empty((batcher.per_slab, *self._series.meta.frame_shape),
+                                       self._series.meta.dtype)
+        t0 = time.monotonic()
+        indices = batcher.spill.read_into(self._spill_buf)
+        self._analyse(self._spill_buf[: len(indices)], indices, t0)
+
+    def _finish(self, end: End) -> None:
+        if self._series is None or end.series != self._series.series:
+            return
+        b = self._batcher
+        self._a.state = "draining"
+        while b is not None and b.spill.pending:
+            self._process_spill(b)
+        if b is not None:
+            b.spill.close()
+        self._a.state = "finished" if end.ended else "stopped"
+        final = self.snapshot()
+        if self._recorder is not None:
+            self._recorder.end(end.series, final.attrs)
+        with self._finished:
+            self._final = final
+            self._finished.notify_all()
+        if self._on_series_end is not None:
+            self._on_series_end(final)

@@ -1,0 +1,116 @@
+"""Counters of a live source/run and the immutable :class:`Status` snapshot users read.
+
+Each counter has a single writer thread (receiver or analysis), so plain ints suffice under
+the GIL; readers build a :class:`Status` at any moment without locks.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+__all__ = ["Counters", "Status"]
+
+State = Literal["idle", "receiving", "stalled", "draining", "finished", "stopped"]
+
+
+@dataclass(frozen=True, slots=True)
+class Status:
+    """Where a live source or run stands (all counts for the current series).
+
+    Attributes
+    ----------
+    state : {"idle", "receiving", "stalled", "draining", "finished", "stopped"}
+        ``idle``: no series yet; ``stalled``: no message for ``stall_timeout`` s in the
+        middle of a series (sender gone?); ``draining``: the series ended, analysis is
+        catching up (spilled frames); ``finished``: all received frames are in the results.
+    series : int or None
+        Series id from the protocol.
+    frames_expected : int or None
+        Scan positions of the series.
+    frames_received : int
+        Frame messages decoded (duplicates, dropped and spilled ones included).
+    frames_processed : int
+        Frames merged into the results.
+    bytes_received : int
+        Message bytes of the series.
+    rate_hz, mb_per_s : float
+        Receive rate over the last ~0.5 s.
+    dropped : int
+        Frames lost on purpose: ``policy="drop"`` with the buffer full, or the spill file
+        full. Their positions stay not done.
+    spilled, spill_pending : int
+        Frames written to the spill file, and those not yet analysed.
+    malformed : int
+        Messages skipped: undecodable, truncated, oversized, wrong shape, frame number
+        outside the scan, frames of a finished series or without a usable header.
+    gaps : int
+        Frame numbers below the highest one received that have not arrived (at the end of a
+        series: every missing frame).
+    duplicates : int
+        Frames whose number was already received (not analysed again).
+    out_of_order : int
+        Frames that arrived after a higher frame number.
+    queue_depth, queue_capacity : int
+        Frames in memory waiting for analysis, and the bound.
+    latency_s, latency_max_s : float
+        Time from receiving a frame to its result being visible (last batch / maximum).
+    policy : {"drop", "spill"}
+    last_error : str
+        The latest malformed-message reason.
+    """
+
+    state: State = "idle"
+    series: int | None = None
+    frames_expected: int | None = None
+    frames_received: int = 0
+    frames_processed: int = 0
+    bytes_received: int = 0
+    rate_hz: float = 0.0
+    mb_per_s: float = 0.0
+    dropped: int = 0
+    spilled: int = 0
+    spill_pending: int = 0
+    malformed: int = 0
+    gaps: int = 0
+    duplicates: int = 0
+    out_of_order: int = 0
+    queue_depth: int = 0
+    queue_capacity: int = 0
+    latency_s: float = 0.0
+    latency_max_s: float = 0.0
+    policy: str = "drop"
+    last_error: str = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        """The fields as a dict (JSON-able), e.g. for NetCDF attrs."""
+        return asdict(self)
+
+
+class Counters:
+    """Receiver-side counters of the current series; see :class:`Status` for their meaning."""
+
+    __slots__ = (
+        "_rate_bytes", "_rate_frames", "_rate_t", "bytes_received", "dropped", "duplicates",
+        "frames_received", "last_error", "malformed", "mb_per_s", "out_of_order", "rate_hz",
+        "spilled",
+    )
+
+    def __init__(self) -> None:
+        self.reset()
+
+    def reset(self) -> None:
+        for name in self.__slots__:
+            setattr(self, name, "" if name == "last_error" else 0)
+        self._rate_t = time.monotonic()
+
+    def update_rate(self, now: float, every: float = 0.5) -> None:
+        """Refresh ``rate_hz``/``mb_per_s`` when ``every`` seconds have passed (receiver)."""
+        dt = now - self._rate_t
+        if dt < every:
+            return
+        self.rate_hz = (self.frames_received - self._rate_frames) / dt
+        self.mb_per_s = (self.bytes_received - self._rate_bytes) / dt / 1e6
+        self._rate_t, self._rate_frames = now, self.frames_received
+        self._rate_bytes = self.bytes_received

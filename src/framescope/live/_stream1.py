@@ -1,0 +1,197 @@
+"""DECTRIS SIMPLON stream v1 ("legacy"): multipart JSON + binary messages.
+
+A series is ``dheader-1.0`` (+ detector config JSON for ``header_detail`` basic/all, + three
+flat-field/pixel-mask/count-rate (header, blob) pairs for all, + optional appendix), then per
+frame ``dimage-1.0``, ``dimage_d-1.0``, the blob and ``dconfig-1.0``, then
+``dseries_end-1.0``. ``dimage_d`` shapes are ``[width, height]``.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from framescope.live import _codecs
+from framescope.live._messages import (
+    Event,
+    Frame,
+    MessageError,
+    SeriesEnd,
+    SeriesStart,
+    check_frame_shape,
+    jsonable,
+    scan_info,
+)
+
+__all__ = ["Stream1Decoder", "Stream1Encoder"]
+
+_DECODE = {"<": ("raw", 0), "lz4<": ("lz4", 0), "bs8-lz4<": ("bslz4", 1),
+           "bs16-lz4<": ("bslz4", 2), "bs32-lz4<": ("bslz4", 4)}
+
+
+def _json(part: Any, what: str) -> dict[str, Any]:
+    try:
+        value = json.loads(bytes(part))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MessageError(f"stream1 {what}: not JSON ({exc})") from exc
+    if not isinstance(value, dict):
+        raise MessageError(f"stream1 {what}: expected a JSON object, found {type(value).__name__}")
+    return value
+
+
+def _int(header: dict[str, Any], key: str, what: str) -> int:
+    value = header.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MessageError(f"stream1 {what}: {key!r} should be a non-negative int, "
+                           f"found {value!r}")
+    return value
+
+
+def _frames_per_series(config: dict[str, Any]) -> int | None:
+    nimages, ntrigger = config.get("nimages"), config.get("ntrigger", 1)
+    if not isinstance(nimages, int) or not isinstance(ntrigger, int):
+        return None
+    # external/internal enable: one frame per trigger
+    return ntrigger if config.get("trigger_mode") in ("inte", "exte") else nimages * ntrigger
+
+
+class Stream1Decoder:
+    """Decode SIMPLON stream v1 messages (lists of message parts) into events.
+
+    Parameters
+    ----------
+    max_frame_bytes : int
+        Larger announced frames are rejected as malformed.
+    """
+
+    name = "dectris-stream1"
+
+    def __init__(self, *, max_frame_bytes: int = 256 * 2**20) -> None:
+        self.max_frame_bytes = max_frame_bytes
+
+    def decode(self, parts: Sequence[Any]) -> Event:
+        """One multipart message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
+        if not parts:
+            raise MessageError("stream1: empty message")
+        head = _json(parts[0], "first part")
+        htype = head.get("htype", "")
+        if htype.startswith("dimage-"):
+            return self._image(head, parts)
+        if htype.startswith("dheader-"):
+            return self._header(head, parts)
+        if htype.startswith("dseries_end-"):
+            return SeriesEnd(_int(head, "series", htype))
+        raise MessageError(f"stream1: unknown htype {htype!r}")
+
+    def _header(self, head: dict[str, Any], parts: Sequence[Any]) -> SeriesStart:
+        series = _int(head, "series", "dheader")
+        detail = head.get("header_detail", "basic")
+        if detail == "none":
+            return SeriesStart(series, header={"header_detail": "none"})
+        if len(parts) < 2:
+            raise MessageError(f"stream1 dheader ({detail}): detector config part missing")
+        config = _json(parts[1], "detector config")
+        rest = list(parts[2:])
+        if detail == "all":
+            if len(rest) < 6:
+                raise MessageError(f"stream1 dheader (all): expected 3 (header, blob) pairs "
+                                   f"after the config, found {len(rest)} parts")
+            rest = rest[6:]  # flat field, pixel mask, count-rate table: not used here
+        scan, order = None, None
+        for part in rest:  # optional appendix: framescope senders put the scan there
+            try:
+                scan, order = scan_info(json.loads(bytes(part)))
+            except (ValueError, UnicodeDecodeError):
+                continue
+        shape = dtype = None
+        if "x_pixels_in_detector" in config and "y_pixels_in_detector" in config:
+            depth = config.get("bit_depth_image", 16)
+            dtype = "uint8" if depth <= 8 else "uint16" if depth <= 16 else "uint32"
+            shape, dtype = check_frame_shape(
+                (config["y_pixels_in_detector"], config["x_pixels_in_detector"]), dtype,
+                self.max_frame_bytes, "stream1 dheader")
+        return SeriesStart(series, shape, dtype, _frames_per_series(config), scan, order,
+                           {"header_detail": detail, **jsonable(config)})
+
+    def _image(self, head: dict[str, Any], parts: Sequence[Any]) -> Frame:
+        if len(parts) < 4:
+            raise MessageError(f"stream1 dimage: expected >= 4 parts, found {len(parts)}")
+        series = _int(head, "series", "dimage")
+        index = _int(head, "frame", "dimage")
+        desc = _json(parts[1], "dimage_d")
+        blob = parts[2]
+        try:
+            codec, elem = _DECODE[desc.get("encoding")]
+        except KeyError:
+            raise MessageError(f"stream1 dimage_d: unsupported encoding "
+                               f"{desc.get('encoding')!r}; expected one of {list(_DECODE)}")\
+                from None
+        shape = desc.get("shape")
+        if not isinstance(shape, list) or len(shape) != 2:
+            raise MessageError(f"stream1 dimage_d: shape should be [width, height], "
+                               f"found {shape!r}")
+        frame_shape, dtype = check_frame_shape(shape[::-1], desc.get("type"),
+                                               self.max_frame_bytes, "stream1 dimage_d")
+        if elem and elem != dtype.itemsize:
+            raise MessageError(f"stream1 dimage_d: encoding {desc['encoding']} does not fit "
+                               f"{dtype.name} pixels")
+        size = desc.get("size", len(blob))
+        if size != len(blob):
+            raise MessageError(f"stream1 dimage: blob of {len(blob)} B, dimage_d says {size} B")
+        data = _codecs.decode(blob, codec, frame_shape, dtype)
+        return Frame(series, index, data, sum(len(p) for p in parts))
+
+
+class Stream1Encoder:
+    """Build SIMPLON stream v1 messages as a DECTRIS detector would (for the simulator).
+
+    Parameters
+    ----------
+    compression : {"none", "lz4", "bslz4"}
+    """
+
+    name = "dectris-stream1"
+
+    def __init__(self, compression: str = "none") -> None:
+        if compression not in ("none", "lz4", "bslz4"):
+            raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
+        self.compression = compression
+
+    def start(self, info: SeriesStart) -> list[bytes]:
+        h, w = info.frame_shape
+        extra = {k: v for k, v in info.header.items() if k != "header_detail"}
+        config = {  # header fields (e.g. from a recording) never override the series' own
+            **extra, "x_pixels_in_detector": w, "y_pixels_in_detector": h,
+            "nimages": info.n_frames, "ntrigger": 1, "trigger_mode": "ints",
+            "bit_depth_image": 8 * np.dtype(info.dtype).itemsize,
+        }
+        appendix = {"framescope": {"scan_shape": list(info.scan_shape or ()),
+                                   "scan_order": info.scan_order or "raster"}}
+        head = {"htype": "dheader-1.0", "series": info.series, "header_detail": "basic"}
+        return [json.dumps(p).encode() for p in (head, config, appendix)]
+
+    def frame(self, series: int, index: int, frame: np.ndarray) -> list[Any]:
+        dtype = frame.dtype
+        if self.compression == "none":
+            encoding, blob = "<", _codecs.encode(frame, "raw")
+        elif self.compression == "lz4":
+            encoding, blob = "lz4<", _codecs.encode(frame, "lz4")
+        else:
+            encoding, blob = f"bs{8 * dtype.itemsize}-lz4<", _codecs.encode(frame, "bslz4")
+        size = blob.nbytes if isinstance(blob, np.ndarray) else len(blob)
+        h, w = frame.shape
+        return [
+            json.dumps({"htype": "dimage-1.0", "series": series, "frame": index,
+                        "hash": ""}).encode(),
+            json.dumps({"htype": "dimage_d-1.0", "shape": [w, h], "type": dtype.name,
+                        "encoding": encoding, "size": size}).encode(),
+            blob,
+            json.dumps({"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0,
+                        "real_time": 0}).encode(),
+        ]
+
+    def end(self, series: int) -> list[bytes]:
+        return [json.dumps({"htype": "dseries_end-1.0", "series": series}).encode()]

@@ -1,0 +1,228 @@
+"""DECTRIS stream2: one CBOR map per ZeroMQ message (``start``, ``image``, ``end``).
+
+Images hold ``data = {channel: tag 40 [[height, width], typed array]}``; the typed array
+(tag 64/69/70/85: uint8, uint16 LE, uint32 LE, float32 LE) wraps a byte string or the
+DECTRIS compression tag 56500 ``[algorithm, element size, bytes]`` (``bslz4``, ``lz4``,
+both in HDF5-filter framing). cbor2 leaves these tags as :class:`cbor2.CBORTag`, which is
+read here, so no ``tag_hook`` (whose signature changed in cbor2 6) is needed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from fractions import Fraction
+from typing import Any
+
+import cbor2
+import numpy as np
+
+from framescope.live import _codecs
+from framescope.live._messages import (
+    Event,
+    Frame,
+    MessageError,
+    SeriesEnd,
+    SeriesStart,
+    check_frame_shape,
+    jsonable,
+    scan_info,
+)
+
+__all__ = ["Stream2Decoder", "Stream2Encoder"]
+
+SELF_DESCRIBE = 55799
+MD_ARRAY = 40
+COMPRESSED = 56500
+TYPED = {64: "uint8", 69: "<u2", 70: "<u4", 85: "<f4"}
+_TAG_OF = {"uint8": 64, "uint16": 69, "uint32": 70, "float32": 85}
+_CODEC = {"bslz4": "bslz4", "lz4": "lz4-h5"}
+
+
+def _int(msg: Any, key: str, what: str) -> int:
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MessageError(f"stream2 {what}: {key!r} should be a non-negative int, "
+                           f"found {value!r}")
+    return value
+
+
+class Stream2Decoder:
+    """Decode stream2 messages into events.
+
+    Parameters
+    ----------
+    channel : str, optional
+        Channel to analyse (e.g. ``"threshold_1"``); default the first one of the series'
+        ``channels`` (else of each image).
+    max_frame_bytes : int
+        Larger announced frames are rejected as malformed.
+    """
+
+    name = "dectris-stream2"
+
+    def __init__(self, *, channel: str | None = None, max_frame_bytes: int = 256 * 2**20,
+                 ) -> None:
+        self.channel = channel
+        self.max_frame_bytes = max_frame_bytes
+        self._channels: dict[int, str] = {}  # series → channel picked from its start
+
+    def decode(self, parts: Sequence[Any]) -> Event:
+        """One single-part message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
+        if len(parts) != 1:
+            raise MessageError(f"stream2: expected a single-part message, found {len(parts)} "
+                               f"parts")
+        try:
+            msg = cbor2.loads(parts[0])
+        except Exception as exc:  # cbor2 raises several types on bad input
+            raise MessageError(f"stream2: not CBOR ({type(exc).__name__}: {exc})") from exc
+        if isinstance(msg, cbor2.CBORTag) and msg.tag == SELF_DESCRIBE:
+            msg = msg.value
+        if not hasattr(msg, "get"):
+            raise MessageError(f"stream2: expected a CBOR map, found {type(msg).__name__}")
+        kind = msg.get("type")
+        if kind == "image":
+            return self._image(msg, sum(len(p) for p in parts))
+        if kind == "start":
+            return self._start(msg)
+        if kind == "end":
+            series = _int(msg, "series_id", "end")
+            self._channels.pop(series, None)
+            return SeriesEnd(series)
+        raise MessageError(f"stream2: unknown message type {kind!r}")
+
+    def _start(self, msg: Any) -> SeriesStart:
+        series = _int(msg, "series_id", "start")
+        channels = msg.get("channels") or []
+        if self.channel is not None:
+            if channels and self.channel not in channels:
+                raise MessageError(f"stream2 start: channel {self.channel!r} not among "
+                                   f"{list(channels)}")
+            self._channels[series] = self.channel
+        elif channels:
+            self._channels[series] = channels[0]
+        shape = dtype = None
+        if "image_size_x" in msg and "image_size_y" in msg:
+            shape, dtype = check_frame_shape((msg["image_size_y"], msg["image_size_x"]),
+                                             msg.get("image_dtype", "uint16"),
+                                             self.max_frame_bytes, "stream2 start")
+        n = msg.get("number_of_images")
+        scan, order = scan_info(msg.get("user_data"))
+        big = ("pixel_mask", "flatfield", "countrate_correction_lookup_table")
+        header = jsonable({k: v for k, v in msg.items() if k not in big})
+        return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
+                           order, header)
+
+    def _image(self, msg: Any, nbytes: int) -> Frame:
+        series = _int(msg, "series_id", "image")
+        index = _int(msg, "image_id", "image")
+        data = msg.get("data")
+        if not hasattr(data, "get") or not data:
+            raise MessageError("stream2 image: 'data' should map channels to arrays")
+        channel = self._channels.get(series, self.channel)
+        if channel is None:
+            channel = next(iter(data))
+        if channel not in data:
+            raise MessageError(f"stream2 image: channel {channel!r} missing, found "
+                               f"{list(data)}")
+        return Frame(series, index, self._array(data[channel]), nbytes)
+
+    def _array(self, item: Any) -> np.ndarray:
+        if not (isinstance(item, cbor2.CBORTag) and item.tag == MD_ARRAY):
+            raise MessageError("stream2 image: channel data should be a tag-40 array")
+        try:
+            dims, typed = item.value
+        except (TypeError, ValueError):
+            raise MessageError("stream2 image: tag 40 should hold [dims, typed array]")\
+                from None
+        if not isinstance(typed, cbor2.CBORTag) or typed.tag not in TYPED:
+            got = typed.tag if isinstance(typed, cbor2.CBORTag) else type(typed).__name__
+            raise MessageError(f"stream2 image: unsupported typed array {got}; expected tags "
+                               f"{sorted(TYPED)}")
+        if not isinstance(dims, list | tuple) or len(dims) != 2:
+            raise MessageError(f"stream2 image: expected 2 dims [height, width], found {dims!r}")
+        shape, dtype = check_frame_shape(dims, TYPED[typed.tag], self.max_frame_bytes,
+                                         "stream2 image")
+        payload = typed.value
+        codec = "raw"
+        if isinstance(payload, cbor2.CBORTag) and payload.tag == COMPRESSED:
+            try:
+                algorithm, elem, payload = payload.value
+            except (TypeError, ValueError):
+                raise MessageError("stream2 image: tag 56500 should hold [algorithm, "
+                                   "element size, bytes]") from None
+            codec = _CODEC.get(algorithm)
+            if codec is None:
+                raise MessageError(f"stream2 image: unsupported compression {algorithm!r}; "
+                                   f"expected one of {list(_CODEC)}")
+            if codec == "bslz4" and elem != dtype.itemsize:
+                raise MessageError(f"stream2 image: bslz4 element size {elem} does not fit "
+                                   f"{dtype.name} pixels")
+        if not isinstance(payload, bytes | bytearray | memoryview):
+            raise MessageError(f"stream2 image: array payload is {type(payload).__name__}, "
+                               f"not bytes")
+        return _codecs.decode(payload, codec, shape, dtype)
+
+
+def _rational(seconds: float) -> list[int]:
+    f = Fraction(seconds).limit_denominator(10**9)
+    return [f.numerator, f.denominator]
+
+
+class Stream2Encoder:
+    """Build stream2 messages as a DECTRIS detector would (for the simulator).
+
+    Parameters
+    ----------
+    compression : {"none", "lz4", "bslz4"}
+    channels : sequence of str
+        Channel names; every image carries the frame in each (several thresholds).
+    """
+
+    name = "dectris-stream2"
+
+    def __init__(self, compression: str = "none", channels: Sequence[str] = ("threshold_1",),
+                 ) -> None:
+        if compression not in ("none", "lz4", "bslz4"):
+            raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
+        self.compression = compression
+        self.channels = list(channels)
+
+    @staticmethod
+    def _dump(msg: dict[str, Any]) -> bytes:
+        return cbor2.dumps(cbor2.CBORTag(SELF_DESCRIBE, msg))
+
+    def start(self, info: SeriesStart) -> list[bytes]:
+        h, w = info.frame_shape
+        user = {"framescope": {"scan_shape": list(info.scan_shape or ()),
+                               "scan_order": info.scan_order or "raster"}}
+        ours = {"series_id": info.series, "series_unique_id": f"framescope-{info.series}",
+                "channels": self.channels, "image_size_x": w, "image_size_y": h,
+                "image_dtype": np.dtype(info.dtype).name, "number_of_images": info.n_frames,
+                "user_data": user}
+        extra = {k: v for k, v in info.header.items() if k not in ours and k != "type"}
+        # "type" must be the first key; header fields (e.g. from a recording) never
+        # override what this series is
+        return [self._dump({"type": "start", "arm_date": "", **extra, **ours})]
+
+    def frame(self, series: int, index: int, frame: np.ndarray) -> list[bytes]:
+        tag = _TAG_OF.get(frame.dtype.name)
+        if tag is None:
+            raise ValueError(f"stream2 carries {sorted(_TAG_OF)} pixels, not {frame.dtype}")
+        if self.compression == "none":
+            payload: Any = np.ascontiguousarray(frame, frame.dtype.newbyteorder("<")).tobytes()
+        else:
+            codec = "bslz4" if self.compression == "bslz4" else "lz4-h5"
+            elem = frame.dtype.itemsize if codec == "bslz4" else 0
+            payload = cbor2.CBORTag(COMPRESSED, [self.compression, elem,
+                                                 _codecs.encode(frame, codec)])
+        array = cbor2.CBORTag(MD_ARRAY, [list(frame.shape), cbor2.CBORTag(tag, payload)])
+        zero = _rational(0.0)
+        msg = {"type": "image", "series_id": series, "series_unique_id": f"framescope-{series}",
+               "image_id": index, "series_date": "", "start_time": zero, "stop_time": zero,
+               "real_time": zero, "user_data": None,
+               "data": {name: array for name in self.channels}}
+        return [self._dump(msg)]
+
+    def end(self, series: int) -> list[bytes]:
+        return [self._dump({"type": "end", "series_id": series,
+                            "series_unique_id": f"framescope-{series}"})]

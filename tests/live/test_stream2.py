@@ -1,0 +1,118 @@
+"""stream2 messages built with cbor2 tags by hand decode to the frames, any channel."""
+
+from __future__ import annotations
+
+import struct
+
+import bitshuffle
+import cbor2
+import lz4.block
+import numpy as np
+import pytest
+from cbor2 import CBORTag
+
+from framescope.live import Frame, MessageError, SeriesEnd, SeriesStart
+from framescope.live._stream2 import Stream2Decoder, Stream2Encoder
+
+TAGS = {"uint8": 64, "uint16": 69, "uint32": 70, "float32": 85}
+
+
+def msg(obj) -> bytes:
+    return cbor2.dumps(CBORTag(55799, obj))
+
+
+def array(a: np.ndarray, compression: str = "none"):
+    if compression == "none":
+        payload = a.tobytes()
+    elif compression == "bslz4":
+        block = max(8, 8192 // a.itemsize // 8 * 8)
+        data = struct.pack(">QI", a.nbytes, block * a.itemsize) + \
+            bitshuffle.compress_lz4(a, block).tobytes()
+        payload = CBORTag(56500, ["bslz4", a.itemsize, data])
+    else:
+        packed = lz4.block.compress(a.tobytes(), store_size=False)
+        payload = CBORTag(56500, ["lz4", 0, struct.pack(">QII", a.nbytes, a.nbytes,
+                                                          len(packed)) + packed])
+    return CBORTag(40, [list(a.shape), CBORTag(TAGS[a.dtype.name], payload)])
+
+
+def image(series, index, data) -> bytes:
+    return msg({"type": "image", "series_id": series, "series_unique_id": "x",
+                "image_id": index, "start_time": [0, 1], "stop_time": [1, 1000],
+                "real_time": [1, 1000], "data": data})
+
+
+@pytest.mark.parametrize("compression", ["none", "bslz4", "lz4"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "uint32", "float32"])
+def test_images_decode(compression, dtype):
+    if compression == "bslz4" and dtype == "float32":
+        dtype = "uint16"
+    a = np.random.default_rng(2).poisson(4, (20, 33)).astype(dtype)
+    ev = Stream2Decoder().decode([image(7, 3, {"threshold_1": array(a, compression)})])
+    assert isinstance(ev, Frame)
+    assert (ev.series, ev.index) == (7, 3)
+    np.testing.assert_array_equal(ev.data, a)
+
+
+def test_channels_follow_the_start_message():
+    a, b = np.zeros((4, 6), "uint16"), np.ones((4, 6), "uint16")
+    start = msg({"type": "start", "series_id": 1, "channels": ["threshold_1", "threshold_2"],
+                 "image_size_x": 6, "image_size_y": 4, "image_dtype": "uint16",
+                 "number_of_images": 6, "pixel_mask": {"threshold_1": array(a)},
+                 "user_data": {"framescope": {"scan_shape": [2, 3], "scan_order": "snake"}}})
+    frames = image(1, 0, {"threshold_1": array(a), "threshold_2": array(b)})
+    dec = Stream2Decoder()
+    s = dec.decode([start])
+    assert isinstance(s, SeriesStart)
+    assert (s.frame_shape, s.dtype, s.n_frames, s.scan_shape, s.scan_order) == (
+        (4, 6), np.dtype("uint16"), 6, (2, 3), "snake")
+    assert "pixel_mask" not in s.header
+    np.testing.assert_array_equal(dec.decode([frames]).data, a)
+    dec2 = Stream2Decoder(channel="threshold_2")
+    dec2.decode([start])
+    np.testing.assert_array_equal(dec2.decode([frames]).data, b)
+    assert dec.decode([msg({"type": "end", "series_id": 1})]) == SeriesEnd(1)
+    with pytest.raises(MessageError, match="not among"):
+        Stream2Decoder(channel="threshold_9").decode([start])
+
+
+def test_encoder_round_trip():
+    a = np.arange(20, dtype="uint32").reshape(4, 5)
+    for compression in ("none", "lz4", "bslz4"):
+        enc, dec = Stream2Encoder(compression, channels=["t1", "t2"]), Stream2Decoder()
+        raw = enc.start(SeriesStart(3, (4, 5), a.dtype, 4, (2, 2), "raster"))[0]
+        assert raw[:3] == b"\xd9\xd9\xf7"  # self-describe tag
+        assert dec.decode([raw]).scan_shape == (2, 2)
+        np.testing.assert_array_equal(dec.decode(enc.frame(3, 1, a)).data, a)
+
+
+@pytest.mark.parametrize(("parts", "match"), [
+    ([b"\xd9\xd9\xf7\xa1"], "not CBOR"),  # truncated map
+    ([msg([1, 2])], "CBOR map"),
+    ([msg({"type": "nope"})], "unknown message type"),
+    ([b"a", b"b"], "single-part"),
+    ([msg({"type": "image", "series_id": 1, "image_id": 0, "data": {}})], "channels"),
+    ([image(1, 0, {"t": CBORTag(40, [[2, 2], CBORTag(65, b"\0" * 8)])})], "typed array 65"),
+    ([image(1, 0, {"t": CBORTag(40, [[2, 2], CBORTag(69, b"\0" * 7)])})], "raw frame"),
+    ([image(1, 0, {"t": CBORTag(40, [[2, 2], CBORTag(69, CBORTag(56500, ["zstd", 2, b""]))])})],
+     "unsupported compression"),
+    ([image(1, 0, {"t": b"\0" * 8})], "tag-40"),
+    ([image(1, -1, {"t": array(np.zeros((2, 2), "uint8"))})], "non-negative"),
+])
+def test_malformed_messages(parts, match):
+    with pytest.raises(MessageError, match=match):
+        Stream2Decoder().decode(parts)
+
+
+def test_truncated_compressed_image():
+    a = np.random.default_rng(3).poisson(4, (64, 64)).astype("uint16")
+    good = image(1, 0, {"t": array(a, "bslz4")})
+    tag = array(a, "bslz4")
+    algorithm, elem, data = tag.value[1].value.value
+    cut = image(1, 0, {"t": CBORTag(40, [[64, 64], CBORTag(69, CBORTag(
+        56500, [algorithm, elem, data[:-9]]))])})
+    np.testing.assert_array_equal(Stream2Decoder().decode([good]).data, a)
+    with pytest.raises(MessageError, match="truncated"):
+        Stream2Decoder().decode([cut])
+    with pytest.raises(MessageError, match="not CBOR"):
+        Stream2Decoder().decode([good[: len(good) // 2]])
