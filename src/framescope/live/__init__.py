@@ -5,6 +5,7 @@ Needs the ``live`` extra (pyzmq, cbor2, lz4, bitshuffle).
 """
 
 from framescope.live._messages import Frame, MessageError, SeriesEnd, SeriesStart
+from framescope.live._parallel import ParallelRun
 from framescope.live._protocols import PROTOCOLS, make_decoder, make_encoder
 from framescope.live._receiver import ZMQSource
 from framescope.live._record import Recorder, read_recording
@@ -17,6 +18,7 @@ __all__ = [
     "Frame",
     "LiveRun",
     "MessageError",
+    "ParallelRun",
     "Publisher",
     "Recorder",
     "SeriesEnd",

@@ -25,6 +25,7 @@ from framescope.live._scan import Series, resolve_series
 from framescope.live._status import Counters, Status
 
 if TYPE_CHECKING:
+    from framescope.live._parallel import ParallelRun
     from framescope.live._run import LiveRun
 
 __all__ = ["ZMQSource"]
@@ -117,6 +118,12 @@ class ZMQSource:
             raise ValueError(f"policy: expected 'drop' or 'spill', found {policy!r}")
         if order not in (None, "raster", "snake"):
             raise ValueError(f"order: expected 'raster' or 'snake', found {order!r}")
+        # the options again, for receiver processes (ZMQSource.run(processes=N))
+        self._options = {
+            "channel": channel, "policy": policy, "buffer_mib": buffer_mib,
+            "spill_dir": spill_dir, "spill_limit_gib": spill_limit_gib,
+            "stall_timeout": stall_timeout, "max_message_bytes": max_message_bytes,
+            "rcvhwm": rcvhwm, "batch_frames": batch_frames}
         self.endpoint, self.protocol = endpoint, protocol
         self.scan, self.order = _pair(scan, "scan"), order
         self.policy: Policy = policy
@@ -185,8 +192,37 @@ class ZMQSource:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def run(self, udfs: Any, *, record: str | None = None) -> LiveRun:
-        """Start analysing received frames with ``udfs``; see :class:`LiveRun`."""
+    def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
+            mp_context: Any = "spawn") -> LiveRun | ParallelRun:
+        """Start analysing received frames with ``udfs`` (and start receiving).
+
+        Parameters
+        ----------
+        udfs : UDF, list of UDF or dict of name → UDF
+            A dict prefixes each UDF's result names with its key.
+        record : str, optional
+            HDF5 file to record analysed frames into (single process only).
+        processes : int
+            1: receive and analyse in this process (:class:`LiveRun`); more: that many
+            receiver processes PULL from the endpoint, each analysing its share, and their
+            partial results merge here (:class:`ParallelRun`; needs ``scan``; this source's
+            own socket stays closed).
+        mp_context : str or multiprocessing context
+            How receiver processes start ("spawn", "forkserver").
+
+        Returns
+        -------
+        LiveRun or ParallelRun
+            Started; poll ``snapshot()`` and ``status``, ``wait()`` for the series' end.
+        """
+        if processes > 1:
+            from framescope.live._parallel import ParallelRun
+
+            if record is not None:
+                raise ValueError("record= works with processes=1 only")
+            return ParallelRun(self.endpoint, self.protocol, udfs, processes=processes,
+                               scan=self.scan, order=self.order,
+                               source_options=self._options, mp_context=mp_context).start()
         from framescope.live._run import LiveRun
 
         return LiveRun(self, udfs, record=record).start()
@@ -220,6 +256,16 @@ class ZMQSource:
     def series(self) -> Series | None:
         """The series being (or last) received."""
         return self._series
+
+    @property
+    def series_open(self) -> bool:
+        """True while a series is being received (started and not ended/closed)."""
+        return self._series is not None and not self._ended
+
+    def frame_progress(self) -> tuple[int, int]:
+        """(distinct frame numbers received, highest frame number) of the series."""
+        t = self._tracker
+        return (0, -1) if t is None else (t.unique, t.highest)
 
     # -- hooks for LiveRun / parallel workers ----------------------------------------------
 

@@ -247,13 +247,16 @@ class LiveRun:
         parts: dict[str, Partial] = {
             k: run_frames(u, frames, positions, series.meta, self._states[k])
             for k, u in self.udfs.items()}
-        with self._lock:
-            for k, part in parts.items():
-                self._accs[k].add(part)
+        self._merge(series, parts)
         a = self._a
         a.frames += len(indices)
         a.latency_s = time.monotonic() - t0
         a.latency_max_s = max(a.latency_max_s, a.latency_s)
+
+    def _merge(self, series: Series, parts: dict[str, Partial]) -> None:
+        with self._lock:
+            for k, part in parts.items():
+                self._accs[k].add(part)
 
     def _process_slab(self, slab: Slab) -> None:
         try:
@@ -280,6 +283,10 @@ class LiveRun:
         if b is not None:
             b.spill.close()
         self._a.state = "finished" if end.ended else "stopped"
+        self._complete(end)
+
+    def _complete(self, end: End) -> None:
+        """Publish the final results of a series (after its last frame was analysed)."""
         final = self.snapshot()
         if self._recorder is not None:
             self._recorder.end(end.series, final.attrs)
