@@ -20,7 +20,7 @@ from typing import Literal
 import numpy as np
 
 from framescope.live._scan import Series
-from framescope.live._status import Counters
+from framescope.live._status import Counters, Status
 
 __all__ = ["Batcher", "End", "FrameTracker", "Policy", "Slab", "Spill", "Start"]
 
@@ -42,10 +42,15 @@ class Start:
 
 @dataclass(frozen=True, slots=True)
 class End:
-    """Handed to the analysis after a series' last batch; ``ended``: by its end message."""
+    """Handed to the analysis after a series' last batch; ``ended``: by its end message.
+
+    ``status`` holds the receiver's final counters of the series (the receiver may be on
+    the next series by the time the analysis gets here).
+    """
 
     series: int
     ended: bool
+    status: Status | None = None
 
 
 class FrameTracker:

@@ -193,7 +193,7 @@ class ZMQSource:
         self.stop()
 
     def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
-            mp_context: Any = "spawn") -> LiveRun | ParallelRun:
+            mp_context: Any = "spawn", on_series_end: Any = None) -> LiveRun | ParallelRun:
         """Start analysing received frames with ``udfs`` (and start receiving).
 
         Parameters
@@ -209,6 +209,9 @@ class ZMQSource:
             own socket stays closed).
         mp_context : str or multiprocessing context
             How receiver processes start ("spawn", "forkserver").
+        on_series_end : callable, optional
+            Called with each series' final Dataset (single process only; in the analysis
+            thread, so keep it short).
 
         Returns
         -------
@@ -218,14 +221,14 @@ class ZMQSource:
         if processes > 1:
             from framescope.live._parallel import ParallelRun
 
-            if record is not None:
-                raise ValueError("record= works with processes=1 only")
+            if record is not None or on_series_end is not None:
+                raise ValueError("record= and on_series_end= work with processes=1 only")
             return ParallelRun(self.endpoint, self.protocol, udfs, processes=processes,
                                scan=self.scan, order=self.order,
                                source_options=self._options, mp_context=mp_context).start()
         from framescope.live._run import LiveRun
 
-        return LiveRun(self, udfs, record=record).start()
+        return LiveRun(self, udfs, record=record, on_series_end=on_series_end).start()
 
     # -- what users read -------------------------------------------------------------------
 
@@ -468,7 +471,7 @@ class ZMQSource:
         self._state = "finished" if ended else "stopped"
         if self._batcher is not None:
             self._batcher.flush()
-            self._handoff.put(End(s.series, ended))
+            self._handoff.put(End(s.series, ended, self.status))
         gaps = self._tracker.gaps(ended=True) if self._tracker is not None else 0
         log.info("series %d %s: %d frames received, %d missing, %d dropped, %d spilled, "
                  "%d malformed", s.series, "ended" if ended else "closed unfinished",

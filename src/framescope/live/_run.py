@@ -157,7 +157,9 @@ class LiveRun:
     @property
     def status(self) -> Status:
         """The source's counters plus the analysis' (state, frames processed, latency)."""
-        s = self.source.status
+        return self._status(self.source.status)
+
+    def _status(self, s: Status) -> Status:
         a = self._a
         state = s.state
         if a.state in ("draining", "finished") and s.state in ("finished", "stopped"):
@@ -172,7 +174,10 @@ class LiveRun:
         Thread-safe and cheap enough to poll at a few Hz; an empty Dataset before the first
         series starts.
         """
-        attrs = self.status.as_dict()
+        return self._snapshot(self.status)
+
+    def _snapshot(self, status: Status) -> xr.Dataset:
+        attrs = status.as_dict()
         with self._lock:
             if self._series is None:
                 return xr.Dataset(attrs=attrs)
@@ -287,7 +292,8 @@ class LiveRun:
 
     def _complete(self, end: End) -> None:
         """Publish the final results of a series (after its last frame was analysed)."""
-        final = self.snapshot()
+        status = self.source.status if end.status is None else end.status
+        final = self._snapshot(dataclasses.replace(self._status(status), state=self._a.state))
         if self._recorder is not None:
             self._recorder.end(end.series, final.attrs)
         with self._finished:

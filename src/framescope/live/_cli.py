@@ -1,0 +1,210 @@
+"""``framescope simulate-stream``, ``replay`` and ``live``: thin wrappers over framescope.live.
+
+``framescope.cli`` adds them with ``add_parsers(sub)``. Helpers of ``framescope.cli`` (mask
+specs, open options, NetCDF writing) are imported inside functions, because ``cli`` imports
+this module while it builds its parser.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import signal
+import sys
+import threading
+import time
+from typing import Any
+
+__all__ = ["add_parsers", "cmd_live", "cmd_replay", "cmd_simulate_stream"]
+
+log = logging.getLogger("framescope")
+
+PROTOCOLS = ("dectris-stream2", "dectris-stream1", "native")
+COMPRESSIONS = ("none", "lz4", "bslz4")
+
+
+def _source(args: argparse.Namespace) -> Any:
+    """The frames to publish: ``--source`` opened like other commands, else None."""
+    if args.source is None:
+        return None
+    from framescope.cli import _open
+
+    ns = argparse.Namespace(**{**vars(args), "path": args.source})
+    return _open(ns)
+
+
+def cmd_simulate_stream(args: argparse.Namespace) -> int:
+    from framescope.live import simulate_stream
+
+    def bound(endpoint: str) -> None:
+        print(f"publishing {args.protocol} on {endpoint}", file=sys.stderr, flush=True)
+
+    stats = simulate_stream(
+        args.bind, args.protocol, source=_source(args), scan=args.scan or (128, 128),
+        det=args.det, dtype=args.raw_dtype or "uint16", rate=args.rate,
+        compression=args.compression, series=args.series, order=args.order,
+        peers=args.peers, on_bound=bound)
+    print(json.dumps(stats))
+    return 0
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from framescope.live import replay
+
+    def bound(endpoint: str) -> None:
+        print(f"replaying {args.recording} as {args.protocol} on {endpoint}", file=sys.stderr,
+              flush=True)
+
+    stats = replay(args.recording, args.bind, args.protocol, rate=args.rate,
+                   compression=args.compression, series=args.series, peers=args.peers,
+                   on_bound=bound)
+    print(json.dumps(stats))
+    return 0
+
+
+def _udfs(args: argparse.Namespace) -> tuple[list[Any], dict[str, Any]]:
+    from framescope.masks import MaskStack
+    from framescope.udf import ApplyMasks, CenterOfMass
+
+    udfs: list[Any] = []
+    attrs: dict[str, Any] = {}
+    if args.mask:
+        stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
+        udfs.append(ApplyMasks(stack))
+        attrs["masks"] = stack.to_json()
+    if args.com:
+        com = CenterOfMass(radius=args.com_radius)
+        udfs.append(com)
+        attrs.update({f"com_{k}": ("none" if v is None else v) for k, v in com.params().items()})
+    return udfs, attrs
+
+
+def _progress(status: Any) -> str:
+    return (f"\r{status.state:9s} series {status.series} "
+            f"{status.frames_processed}/{status.frames_expected or '?'} frames, "
+            f"{status.rate_hz:8.0f} Hz {status.mb_per_s:7.1f} MB/s, dropped {status.dropped}, "
+            f"spilled {status.spilled}, gaps {status.gaps}, malformed {status.malformed}")
+
+
+def cmd_live(args: argparse.Namespace) -> int:
+    from framescope._version import __version__
+    from framescope.cli import _write_result
+    from framescope.live import ZMQSource
+
+    udfs, attrs = _udfs(args)
+    if not udfs:
+        print("framescope live: give --mask and/or --com", file=sys.stderr)
+        return 2
+    src = ZMQSource(args.connect, args.protocol, scan=args.scan, order=args.order,
+                    channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
+                    spill_dir=args.spill_dir, stall_timeout=args.timeout)
+    run = src.run(udfs, record=args.record, processes=args.processes)
+    start = time.monotonic()
+    ds = None
+    stop = False
+
+    def interrupt(*_: Any) -> None:
+        nonlocal stop
+        stop = True
+
+    main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGINT, interrupt) if main else None
+    try:
+        while not stop:
+            ds = run.wait(0.5)
+            st = run.status
+            if not args.quiet:
+                print(_progress(st), end="", file=sys.stderr, flush=True)
+            if ds is not None or st.state == "stalled":
+                break
+            if st.series is None and args.start_timeout and \
+                    time.monotonic() - start > args.start_timeout:
+                break
+        if ds is None:  # stalled, interrupted or nothing came: what there is, as it is
+            ds = run.snapshot()
+    finally:
+        if main:
+            signal.signal(signal.SIGINT, previous)
+        run.stop()
+        if not args.quiet:
+            print(file=sys.stderr)
+    if "done" not in ds:
+        print(f"framescope live: no series received from {args.connect}", file=sys.stderr)
+        return 1
+    ds.attrs.update({**attrs, "protocol": args.protocol, "endpoint": args.connect,
+                     "framescope_version": __version__})
+    ds.attrs = {k: (json.dumps(v) if isinstance(v, list | dict) else v)
+                for k, v in ds.attrs.items()}
+    _write_result(ds, args.out)
+    print(args.out)
+    if ds.attrs["state"] != "finished" or not ds.attrs["complete"]:
+        print(f"framescope live: series {ds.attrs['series']} {ds.attrs['state']}, "
+              f"{int(ds['done'].sum())} of {ds['done'].size} positions done; partial results "
+              f"written", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add the ``simulate-stream``, ``replay`` and ``live`` commands to ``sub``."""
+    from framescope.cli import _add_open_options, _mask, _shape2
+
+    def sender_options(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--bind", default="tcp://127.0.0.1:9999",
+                       help="PUSH endpoint to bind (default 127.0.0.1 only; port 0: any)")
+        p.add_argument("--protocol", default="dectris-stream2", choices=PROTOCOLS)
+        p.add_argument("--compression", default="none", choices=COMPRESSIONS)
+        p.add_argument("--peers", type=int, default=1,
+                       help="receivers to wait for before sending (they share frames "
+                            "round-robin)")
+
+    p = sub.add_parser("simulate-stream",
+                       help="publish synthetic or file frames as a detector stream")
+    sender_options(p)
+    p.add_argument("--det", type=_shape2, default=(256, 256),
+                   help="synthetic detector shape HxW (--scan: scan shape, default 128x128)")
+    p.add_argument("--rate", type=float, default=5000.0,
+                   help="frames per second (0: as fast as receivers take them)")
+    p.add_argument("--source", help="send the frames of this dataset (default: synthetic)")
+    p.add_argument("--series", type=int, default=1, help="number of series to send")
+    p.add_argument("--order", default="raster", choices=["raster", "snake"])
+    _add_open_options(p)
+    p.set_defaults(func=cmd_simulate_stream)
+
+    p = sub.add_parser("replay", help="re-publish a recording made by 'framescope live'")
+    p.add_argument("recording")
+    sender_options(p)
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="frames per second (default 0: as fast as receivers take them)")
+    p.add_argument("--series", type=int, help="only this recorded series id")
+    p.set_defaults(func=cmd_replay)
+
+    p = sub.add_parser("live", help="receive one series from a detector stream and analyse it")
+    p.add_argument("--connect", default="tcp://127.0.0.1:9999", help="detector PUSH endpoint")
+    p.add_argument("--protocol", default="dectris-stream2", choices=PROTOCOLS)
+    p.add_argument("--scan", type=_shape2, help="scan shape HxW (default: from the header)")
+    p.add_argument("--order", choices=["raster", "snake"], help="scan order (default: header)")
+    p.add_argument("--channel", help="stream2 channel (default: the first)")
+    p.add_argument("--mask", type=_mask, action="append",
+                   help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
+                        "point:y,x (repeatable)")
+    p.add_argument("--com", action="store_true", help="centre of mass / DPC maps")
+    p.add_argument("--com-radius", type=float, help="COM: only pixels this close to the centre")
+    p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
+    p.add_argument("--record", help="also record the analysed frames to this HDF5 file")
+    p.add_argument("--policy", default="drop", choices=["drop", "spill"],
+                   help="when analysis falls behind: drop frames (counted) or spill them "
+                        "to disk and analyse them later")
+    p.add_argument("--buffer-mib", type=float, default=512,
+                   help="memory for frames waiting for analysis")
+    p.add_argument("--spill-dir", help="directory for spill files (default: temp dir)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="receiver processes sharing the stream (needs --scan)")
+    p.add_argument("--timeout", type=float, default=10.0,
+                   help="give up (writing partial results) after this many seconds without "
+                        "a message mid-series")
+    p.add_argument("--start-timeout", type=float, default=0.0,
+                   help="give up if no series started within this many seconds (0: wait)")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    p.set_defaults(func=cmd_live)
