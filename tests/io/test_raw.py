@@ -116,3 +116,13 @@ def test_scan_needs_more_frames(tmp_path):
         framescope.open(path, shape=(10, 2, 2), dtype="uint8", scan=(3, 4))
     with pytest.raises(ScanShapeError, match="pass scan="):
         framescope.open(path, shape=(10, 2, 2), dtype="uint8")
+
+
+def test_byte_order_named_by_the_dtype_is_kept(tmp_path):
+    ref = np.arange(2 * 3 * 4 * 5, dtype=">u2").reshape(2, 3, 4, 5)
+    path = tmp_path / "be.raw"
+    path.write_bytes(ref.tobytes())
+    arr = framescope.open(path, shape=ref.shape, dtype=">u2")
+    np.testing.assert_array_equal(arr.values, ref)
+    with pytest.raises(ValueError, match="big-endian but byteorder='little'"):
+        framescope.open(path, shape=ref.shape, dtype=">u2", byteorder="little")

@@ -83,8 +83,9 @@ class RawReader(FrameReader):
         Pixel dtype; required with ``shape``.
     offset, frame_header, frame_footer : int
         Bytes before the first frame, before each frame and after each frame.
-    byteorder : {"little", "big"}
-        Byte order of the pixels.
+    byteorder : {"little", "big"}, optional
+        Byte order of the pixels; default the order ``dtype`` names (``">u2"``: big), else
+        little.
     """
 
     format = "raw"
@@ -104,7 +105,7 @@ class RawReader(FrameReader):
         offset: int = 0,
         frame_header: int = 0,
         frame_footer: int = 0,
-        byteorder: Literal["little", "big"] = "little",
+        byteorder: Literal["little", "big"] | None = None,
     ) -> None:
         self.path = path
         if shape is None:
@@ -112,6 +113,12 @@ class RawReader(FrameReader):
         else:
             if dtype is None:
                 raise TypeError(f"{path}: raw files opened with shape= need dtype= too")
+            # a dtype such as ">u2" names the byte order; it must not be dropped silently
+            named = {">": "big", "<": "little"}.get(np.dtype(dtype).byteorder)
+            if named is not None and byteorder is not None and named != byteorder:
+                raise ValueError(f"{path}: dtype {dtype!r} is {named}-endian but "
+                                 f"byteorder={byteorder!r}")
+            byteorder = byteorder or named or "little"
             try:
                 spec = RawSidecar(
                     shape=tuple(shape), dtype=np.dtype(dtype).name, offset=offset,
