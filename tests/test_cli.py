@@ -100,3 +100,18 @@ def test_bad_mask_argument(capsys):
     with pytest.raises(SystemExit):
         main(["virtual-image", "x.npy", "--mask", "ring:1,2", "--out", "o.nc"])
     assert "ring:cy,cx,r_in,r_out" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv", [["serve"], ["serve", "data.raw", "--demo"]])
+def test_serve_needs_a_path_or_demo(argv, capsys):
+    pytest.importorskip("panel")
+    assert main(argv) == 2
+    assert "PATH or --demo" in capsys.readouterr().err
+
+
+def test_serve_parser_defaults_to_localhost():
+    from framescope.cli import build_parser
+
+    args = build_parser().parse_args(["serve", "--demo"])
+    assert (args.address, args.port, args.scheduler, args.persist) == ("127.0.0.1", 5006,
+                                                                       "local", False)

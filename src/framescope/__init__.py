@@ -15,4 +15,8 @@ def __getattr__(name: str):  # lazy: keep `import framescope` light
         import framescope.datasets as datasets
 
         return datasets
+    if name == "dashboard":  # panel/holoviews load on first use; the module is callable
+        import framescope.dashboard as dashboard
+
+        return dashboard
     raise AttributeError(f"module 'framescope' has no attribute {name!r}")

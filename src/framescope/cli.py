@@ -152,6 +152,29 @@ def _cmd_com(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_serve(args: argparse.Namespace) -> int:
+    try:
+        from framescope.dashboard._serve import demo_data, local_client, serve
+    except ImportError as exc:
+        print(f"framescope serve: needs the dashboard extra (pip install 'framescope[dashboard]'):"
+              f" {exc}", file=sys.stderr)
+        return 2
+    if args.demo == (args.path is not None):
+        print("framescope serve: give a dataset PATH or --demo (not both)", file=sys.stderr)
+        return 2
+    arr = demo_data() if args.demo else _open(args)
+    client = local_client() if args.scheduler == "local" else args.scheduler
+    try:
+        serve(arr, port=args.port, address=args.address, client=client,
+              persist=args.demo or args.persist, websocket_origin=args.allow_websocket_origin)
+    finally:
+        if not isinstance(client, str):
+            cluster = client.cluster
+            client.close()
+            cluster.close()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from framescope import __version__
     from framescope.io._export import WRITERS
@@ -214,6 +237,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--rotation", type=float, default=0.0, help="scan rotation, degrees")
     p.add_argument("--flip-y", action="store_true", help="flip detector y before rotating")
     p.set_defaults(func=_cmd_com)
+
+    p = sub.add_parser("serve", help="serve the interactive dashboard (needs [dashboard])")
+    p.add_argument("path", nargs="?", help="dataset to open (or --demo)")
+    p.add_argument("--demo", action="store_true",
+                   help="serve the built-in synthetic dataset (64x64 scan, 128x128 frames)")
+    p.add_argument("--port", type=int, default=5006, help="TCP port (0: any free port)")
+    p.add_argument("--address", default="127.0.0.1",
+                   help="interface to listen on (default 127.0.0.1: this machine only)")
+    p.add_argument("--allow-websocket-origin", action="append", metavar="HOST:PORT",
+                   help="extra origin allowed to connect, e.g. behind a proxy (repeatable)")
+    p.add_argument("--scheduler", default="local",
+                   help="'local' (LocalCluster started for the server), 'inline', or a "
+                        "scheduler address tcp://host:8786")
+    p.add_argument("--persist", action="store_true",
+                   help="load the data into the workers' memory first (--demo always does)")
+    _add_open_options(p)
+    p.set_defaults(func=_cmd_serve)
     return parser
 
 

@@ -1,0 +1,176 @@
+"""The dashboard: state, views and the display loop that pushes results to the browser.
+
+Job threads never touch Bokeh models. They publish to the state's
+:class:`~framescope.dashboard._results.Results`; a periodic callback on the document's
+event loop (:meth:`Dashboard.flush`, every ``update_period`` ms, so at most 10 updates a
+second) sends only what changed since its last run, block-averaged to a small payload,
+through holoviews ``Pipe`` streams.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+from io import BytesIO
+from typing import Any
+
+import holoviews as hv
+import panel as pn
+import param
+
+from framescope.dashboard._com import ComView
+from framescope.dashboard._detector import DetectorView
+from framescope.dashboard._editor import DetectorEditor
+from framescope.dashboard._export import notebook_code, results_bytes, write_results
+from framescope.dashboard._scan import ScanView
+from framescope.dashboard._state import DashboardState
+
+__all__ = ["Dashboard", "load_extensions"]
+
+log = logging.getLogger(__name__)
+_loaded: list[bool] = []
+
+
+def load_extensions() -> None:
+    """Load holoviews' Bokeh backend and panel with inline JS/CSS (works offline)."""
+    if not _loaded:
+        hv.extension("bokeh", inline=True, logo=False)
+        pn.extension(inline=True)
+        _loaded.append(True)
+
+
+class Dashboard(pn.viewable.Viewer):
+    """framescope's 4D-STEM dashboard; see :func:`framescope.dashboard.dashboard`.
+
+    Attributes
+    ----------
+    state : DashboardState
+        Detectors, choices and results (drive it from code, e.g. in tests).
+    detector_view, scan_view, com_view : the three plots and their controls.
+    """
+
+    update_period = param.Integer(default=100, bounds=(100, None),
+                                  doc="Milliseconds between browser updates (<= 10/s)")
+
+    def __init__(self, arr: Any, client: Any = None, detectors: Any = None,
+                 **params: Any) -> None:
+        super().__init__(**params)
+        self.state = DashboardState(arr, client=client, detectors=detectors)
+        self.detector_view = DetectorView(self.state)
+        self.scan_view = ScanView(self.state)
+        self.com_view = ComView(self.state)
+        self.editor = DetectorEditor(self.state)
+        self._layout: pn.viewable.Viewable | None = None
+        self._callback: Any = None
+        self.progress = pn.indicators.Progress(value=0, max=100, width=160, height=20,
+                                               bar_color="info")
+        self.activity = pn.pane.Str("", width=420)
+        self.message = pn.pane.Str("", styles={"color": "#b00"})
+        self.code = pn.pane.Markdown("", width=620)
+        self.state.param.watch(lambda ev: setattr(self.message, "object", ev.new), "status")
+        self.state.start()
+
+    # ---- display loop ----------------------------------------------------------------------
+    def flush(self) -> int:
+        """Push the results that changed since the last call; returns the number of view
+        updates sent (at most one per image per call)."""
+        n = 0
+        for key, value in self.state.results.take().items():
+            if key.startswith("vi:"):
+                self.scan_view.show(key[3:], value)
+            elif key == "frame" and value is not None:
+                self.detector_view.show(value)
+            elif key == "com" and value is not None:
+                self.com_view.show(value)
+            elif key == "status" and value:
+                self.state.status = value
+            n += 1
+        self._show_progress()
+        return n
+
+    def _show_progress(self) -> None:
+        busy = set(self.state.jobs.busy())
+        fractions = {k: v for k, v in self.state.results.progress().items()
+                     if k in busy or v < 1}
+        if fractions:
+            self.progress.value = int(100 * min(fractions.values()))
+            self.activity.object = " · ".join(f"{k.removeprefix('vi:')} {v:.0%}"
+                                              for k, v in sorted(fractions.items()))
+        else:
+            self.progress.value = 100
+            self.activity.object = "up to date"
+
+    def _start_updates(self) -> None:
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.flush,
+                                                            period=self.update_period)
+            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+                pn.state.on_session_destroyed(lambda _ctx: self.close())
+
+    def close(self) -> None:
+        """Stop the display loop and every job of this dashboard."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self.state.close()
+
+    # ---- export ------------------------------------------------------------------------------
+    def save(self, path: str) -> str:
+        """Write the current results (NetCDF4/HDF5) to ``path`` on the server's disk."""
+        return str(write_results(self.state, path))
+
+    def _export_panel(self) -> pn.viewable.Viewable:
+        download = pn.widgets.FileDownload(
+            callback=lambda: BytesIO(results_bytes(self.state)),
+            filename="framescope-results.nc", label="Download results (.nc)",
+            width=260)
+        path = pn.widgets.TextInput(label="save on the server as", value="framescope-results.nc",
+                                    width=300)
+        save = pn.widgets.Button(label="save", width=80)
+        saved = pn.pane.Str("")
+
+        def on_save(_: Any) -> None:
+            try:
+                saved.object = f"wrote {self.save(path.value)}"
+            except OSError as exc:
+                saved.object = f"could not write {path.value}: {exc}"
+
+        save.on_click(on_save)
+        refresh = pn.widgets.Button(label="refresh code", width=120)
+        refresh.on_click(lambda _: self._refresh_code())
+        self._refresh_code()
+        return pn.Column(download, pn.Row(path, save), saved,
+                         pn.pane.Markdown("**The same in a notebook:**"), refresh, self.code)
+
+    def _refresh_code(self) -> None:
+        self.code.object = f"```python\n{notebook_code(self.state)}```"
+
+    # ---- layout ----------------------------------------------------------------------------
+    def __panel__(self) -> pn.viewable.Viewable:
+        self._start_updates()
+        if self._layout is not None:
+            return self._layout
+        st = self.state
+        ny, nx = st.scan_shape
+        h, w = st.det_shape
+        source = html.escape(str(st.arr.attrs.get("source") or st.arr.attrs.get("format")
+                                 or "data"))
+        title = pn.pane.Markdown(f"### framescope · {source} · scan {ny}×{nx} · "
+                                 f"detector {h}×{w}", margin=(0, 10))
+        tabs = pn.Tabs(("Virtual image", self.scan_view), ("COM / DPC", self.com_view),
+                       ("Export", self._export_panel()))
+
+        def on_tab(event: Any) -> None:
+            if event.new == 1:
+                st.com_enabled = True  # COM is computed the first time it is looked at
+            if event.new == 2:
+                self._refresh_code()
+
+        tabs.param.watch(on_tab, "active")
+        self._layout = pn.Column(
+            pn.Row(title, self.progress, self.activity, self.message),
+            pn.Row(self.editor, pn.Column(self.detector_view), tabs),
+            pn.pane.Markdown("**Virtual images**", margin=(0, 10)),
+            self.scan_view.gallery,
+        )
+        return self._layout

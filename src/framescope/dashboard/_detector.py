@@ -1,0 +1,312 @@
+"""Detector view: a frame with the virtual detectors drawn, moved and edited on it.
+
+Circles (disks, rings) are a PointDraw handle at the centre plus ``hv.Path`` outlines
+redrawn from the radii, which are numbers in the editor: Bokeh has no circle edit tool, and a
+centre handle with typed radii is both precise and cheap to sync. Only the selected detector
+has a handle, as concentric detectors would otherwise move together. Bokeh's PointDraw only
+reports a drag when the mouse is released, so a ``Draw`` stream (the plot's pan events)
+moves the detector under the pointer while the drag is on: outline and virtual image follow
+live, and the PointDraw report at the end is authoritative (a pan that was not a PointDraw
+drag, e.g. with the box tool active, is undone then). Boxes use BoxEdit (Shift+drag draws,
+drag moves, Backspace deletes), polygons PolyDraw/PolyEdit; both report on release.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from framescope.dashboard._detectors import (
+    BoxDetector,
+    DiskDetector,
+    PolygonDetector,
+    RingDetector,
+    boxes_table,
+    centres_table,
+    next_color,
+    outline_paths,
+    polygons_table,
+    read_boxes,
+    read_centres,
+    read_polygons,
+    unique_name,
+)
+from framescope.dashboard._images import block_coords, color_limits, display_frame, downsample
+from framescope.dashboard._results import Frame
+from framescope.dashboard._state import FRAME_MODES, DashboardState
+
+__all__ = ["CMAPS", "DetectorView"]
+
+log = logging.getLogger(__name__)
+
+CMAPS = ["gray", "viridis", "inferno", "magma", "fire", "kbc", "coolwarm"]
+_HIT_PX = 10  # a drag starting this close (screen px) to a centre moves it
+_RECONCILE_MS = 400  # wait for PointDraw's report after a drag ends
+
+
+class DetectorView(pn.viewable.Viewer):
+    """The frame (mean, max, picked or ROI sum) with the detectors over it."""
+
+    scale = param.Selector(default="log", objects=["linear", "log"],
+                           doc="Intensity scale: linear, or log10(1 + I)")
+    cmap = param.Selector(default="gray", objects=CMAPS, doc="Colour map")
+    clim = param.Range(default=(0.0, 99.9), bounds=(0.0, 100.0),
+                       doc="Contrast limits as percentiles of the frame")
+    size = param.Integer(default=440, bounds=(200, None), doc="Plot size (px)")
+
+    def __init__(self, state: DashboardState,
+                 schedule: Callable[[Callable[[], None], int], None] | None = None,
+                 **params: Any) -> None:
+        super().__init__(**params)
+        self.state = state
+        self.frame: Frame | None = None
+        self._schedule = schedule or _schedule_once
+        self._pushed: dict[str, Any] = {}
+        self._drag: dict[str, Any] | None = None
+        self._in_stroke = False
+        self._stroke = 0
+        self._point_reports = 0
+
+        self._frame_pipe = hv.streams.Pipe(data=self._display_data())
+        self._pipes = {k: hv.streams.Pipe(data=v) for k, v in self._tables().items()}
+        image = hv.DynamicMap(self._image, streams=[self._frame_pipe])
+        outlines = hv.DynamicMap(self._outlines, streams=[self._pipes["outlines"]])
+        centres = hv.DynamicMap(self._centres, streams=[self._pipes["centres"]])
+        boxes = hv.DynamicMap(self._boxes, streams=[self._pipes["boxes"]])
+        polys = hv.DynamicMap(self._polygons, streams=[self._pipes["polygons"]])
+        self.point_draw = hv.streams.PointDraw(source=centres, add=False, drag=True)
+        self.box_edit = hv.streams.BoxEdit(source=boxes)
+        self.poly_draw = hv.streams.PolyDraw(source=polys, drag=True, show_vertices=True)
+        self.poly_edit = hv.streams.PolyEdit(source=polys, shared=False)
+        self.pan = hv.streams.Draw(source=image)
+        self.ranges = hv.streams.RangeXY(source=image)
+        self.point_draw.add_subscriber(self._on_centres)
+        self.box_edit.add_subscriber(self._on_boxes)
+        self.poly_draw.add_subscriber(self._on_polygons)
+        self.poly_edit.add_subscriber(self._on_polygons)
+        self.pan.add_subscriber(self._on_pan)
+        h, w = state.det_shape
+        self.plot = (image * boxes * polys * outlines * centres).opts(
+            hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
+                            xlim=(-0.5, w - 0.5), ylim=(-0.5, h - 0.5),
+                            active_tools=["point_draw", "wheel_zoom"], toolbar="right"))
+        state.param.watch(lambda *_: self.push_shapes(), ["shapes", "selected"])
+        self.param.watch(lambda *_: self.redraw(), ["scale", "cmap", "clim"])
+
+    # ---- the frame -------------------------------------------------------------------------
+    def show(self, frame: Frame) -> None:
+        """Display ``frame`` (called by the dashboard's display loop)."""
+        self.frame = frame
+        self.redraw()
+
+    def redraw(self) -> None:
+        self._frame_pipe.send(self._display_data())
+
+    def _display_data(self) -> dict[str, Any]:
+        h, w = self.state.det_shape
+        if self.frame is None:
+            return {"x": np.arange(w), "y": np.arange(h),
+                    "z": np.zeros((h, w), np.float32), "clim": (0.0, 1.0),
+                    "title": "detector: computing…"}
+        img, f = downsample(display_frame(self.frame.image, self.scale))
+        done = "" if self.frame.done >= 1 else f" ({self.frame.done:.0%})"
+        return {"x": block_coords(w, f), "y": block_coords(h, f), "z": img,
+                "clim": color_limits(img, self.clim),
+                "title": f"detector: {self.frame.label}{done}"}
+
+    def _image(self, data: dict[str, Any]) -> hv.Image:
+        return hv.Image((data["x"], data["y"], data["z"]), kdims=["det_x", "det_y"],
+                        vdims=["intensity"]).opts(
+            cmap=self.cmap, clim=data["clim"], title=data["title"], colorbar=False,
+            tools=["hover"], clipping_colors={"NaN": "transparent"})
+
+    # ---- detector overlays -------------------------------------------------------------------
+    def _tables(self) -> dict[str, Any]:
+        dets = self.state.detectors
+        sel = self.state.selected
+        return {"outlines": (outline_paths(dets), sel, _labels(dets)),
+                "centres": centres_table(dets, only=sel), "boxes": (boxes_table(dets), sel),
+                "polygons": (polygons_table(dets), sel)}
+
+    def push_shapes(self, force: bool = False) -> None:
+        """Send the detector tables that changed to the plot (all of them with ``force``)."""
+        for key, table in self._tables().items():
+            if key == "centres" and self._drag is not None and not force:
+                continue  # PointDraw owns the handle while it is dragged
+            if force or not _same(self._pushed.get(key), table):
+                self._pushed[key] = table
+                self._pipes[key].send(table)
+
+    def _outlines(self, data: Any) -> hv.Overlay:
+        paths, selected, labels = data
+        path = hv.Path(paths, vdims=["name", "color"]).opts(
+            color=hv.dim("color"), line_width=_line_width(selected))
+        text = hv.Labels(labels, kdims=["x", "y"], vdims=["name", "color"]).opts(
+            text_color=hv.dim("color"), text_font_size="11pt", text_align="left",
+            text_baseline="bottom")
+        return path * text
+
+    def _centres(self, data: dict[str, list[Any]]) -> hv.Points:
+        return hv.Points(data, vdims=["name", "color"]).opts(
+            color=hv.dim("color"), size=11, line_color="white", line_width=1.5,
+            tools=["hover"], hover_tooltips=["name"])
+
+    def _boxes(self, data: tuple[dict[str, list[Any]], str]) -> hv.Rectangles:
+        table, selected = data
+        # hover puts the name column into the data source, where BoxEdit reports it back
+        return hv.Rectangles(table, vdims=["name", "color"]).opts(
+            fill_color=hv.dim("color"), fill_alpha=0.15, line_color=hv.dim("color"),
+            line_width=_line_width(selected), tools=["hover"], hover_tooltips=["name"])
+
+    def _polygons(self, data: tuple[list[dict[str, Any]], str]) -> hv.Polygons:
+        table, selected = data
+        return hv.Polygons(table, vdims=["name", "color"]).opts(
+            fill_color=hv.dim("color"), fill_alpha=0.15, line_color=hv.dim("color"),
+            line_width=_line_width(selected), tools=["hover"], hover_tooltips=["name"])
+
+    # ---- what the draw tools report ------------------------------------------------------------
+    def _on_centres(self, data: dict[str, list[Any]] | None) -> None:
+        log.debug("PointDraw report %s", data)
+        self._point_reports += 1
+        for name, (cy, cx) in read_centres(data).items():
+            det = self._find(name, DiskDetector | RingDetector)
+            if det is not None and (det.cy, det.cx) != (cy, cx):
+                det.param.update(cy=cy, cx=cx)
+
+    def _on_boxes(self, data: dict[str, list[Any]] | None) -> None:
+        log.debug("BoxEdit report %s", data)
+        self._sync_drawn(BoxDetector, [(n, g) for n, g in read_boxes(data)], "box")
+
+    def _on_polygons(self, data: dict[str, list[Any]] | None) -> None:
+        log.debug("PolyDraw/PolyEdit report %s", data)
+        rows = [(n, {"vertices": v}) for n, v in read_polygons(data)]
+        self._sync_drawn(PolygonDetector, rows, "polygon")
+
+    def _sync_drawn(self, cls: type, rows: list[tuple[str | None, dict[str, Any]]],
+                    kind: str) -> None:
+        """Rows of a BoxEdit/PolyDraw table: update known detectors, add new rows, remove
+        the detectors of this kind whose rows were deleted."""
+        known = {d.name: d for d in self.state.detectors if isinstance(d, cls)}
+        seen: set[str] = set()
+        for name, geometry in rows:
+            if name in known and name not in seen:
+                seen.add(name)
+                det = known[name]
+                if any(getattr(det, k) != v for k, v in geometry.items()):
+                    det.param.update(**geometry)
+            else:
+                new = cls(name=unique_name(kind, self.state.names),
+                          color=next_color(d.color for d in self.state.detectors), **geometry)
+                self.state.add(new)
+                seen.add(new.name)
+        for name in set(known) - seen:
+            self.state.remove(name)
+        self.push_shapes(force=True)  # new rows get their name and colour
+
+    def _find(self, name: str, kind: Any) -> Any:
+        for d in self.state.detectors:
+            if d.name == name and isinstance(d, kind):
+                return d
+        return None
+
+    # ---- live drag of a centre ----------------------------------------------------------------
+    def _on_pan(self, x: float | None, y: float | None, stroke_count: int) -> None:
+        log.debug("pan x=%s y=%s stroke=%s (current %s, in stroke %s, drag %s)", x, y,
+                  stroke_count, self._stroke, self._in_stroke, self._drag is not None)
+        if x is None or y is None:
+            return
+        if stroke_count != self._stroke:  # the pan-end event of the current stroke
+            self._stroke, self._in_stroke = stroke_count, False
+            if self._drag is not None:
+                self._move(x, y)
+                self._end_drag()
+            return
+        if not self._in_stroke:  # first event of a stroke: is it on a centre?
+            self._in_stroke = True
+            self._drag = self._hit(x, y)
+            return
+        if self._drag is not None:
+            self._move(x, y)
+
+    def _hit(self, x: float, y: float) -> dict[str, Any] | None:
+        xr_ = self.ranges.x_range or (-0.5, self.state.det_shape[1] - 0.5)
+        tol = _HIT_PX * abs(xr_[1] - xr_[0]) / self.size
+        best = self._find(self.state.selected, DiskDetector | RingDetector)
+        if best is None or math.hypot(best.cx - x, best.cy - y) > tol:
+            return None
+        return {"det": best, "x": x, "y": y, "cy": best.cy, "cx": best.cx,
+                "reports": self._point_reports}
+
+    def _move(self, x: float, y: float) -> None:
+        d = self._drag
+        assert d is not None
+        d["det"].param.update(cy=round(d["cy"] + y - d["y"], 2), cx=round(d["cx"] + x - d["x"], 2))
+
+    def _end_drag(self) -> None:
+        drag = self._drag
+
+        def reconcile() -> None:
+            log.debug("reconcile: %d PointDraw reports during the drag",
+                      self._point_reports - (drag or {}).get("reports", 0))
+            if drag is not None and self._point_reports == drag["reports"]:
+                # no PointDraw report: another tool had the drag; undo the live move
+                drag["det"].param.update(cy=drag["cy"], cx=drag["cx"])
+            if self._drag is drag:
+                self._drag = None
+            self.push_shapes(force=True)
+
+        self._schedule(reconcile, _RECONCILE_MS)
+
+    # ---- layout ----------------------------------------------------------------------------
+    def __panel__(self) -> pn.viewable.Viewable:
+        mode = pn.widgets.RadioButtonGroup.from_param(self.state.param.frame_mode,
+                                                      options=list(FRAME_MODES), label="frame")
+        scale = pn.widgets.RadioButtonGroup.from_param(self.param.scale, label="scale")
+        cmap = pn.widgets.Select.from_param(self.param.cmap, width=110)
+        clim = pn.widgets.RangeSlider.from_param(self.param.clim, step=0.1, width=200,
+                                                 label="contrast (percentiles)")
+        return pn.Column(pn.Row(mode, scale), pn.Row(cmap, clim),
+                         pn.pane.HoloViews(self.plot, linked_axes=False))
+
+
+def _labels(dets: list[Any]) -> dict[str, list[Any]]:
+    xs, ys, names, colors = [], [], [], []
+    for d in dets:
+        if isinstance(d, DiskDetector | RingDetector):
+            r = max(d.radii()) / math.sqrt(2)
+            x, y = d.cx + r, d.cy - r
+        elif isinstance(d, BoxDetector):
+            x, y = d.x0, d.y0
+        else:
+            y, x = min(d.vertices)
+        xs.append(x)
+        ys.append(y)
+        names.append(d.name)
+        colors.append(d.color)
+    return {"x": xs, "y": ys, "name": names, "color": colors}
+
+
+def _line_width(selected: str) -> Any:
+    return hv.dim("name").categorize({selected: 4}, default=2)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Deep equality of nested tables holding lists, dicts and numpy arrays."""
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return isinstance(a, np.ndarray) and isinstance(b, np.ndarray) and np.array_equal(a, b)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list | tuple) and isinstance(b, list | tuple):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return type(a) is type(b) and a == b
+
+
+def _schedule_once(callback: Callable[[], None], ms: int) -> None:
+    pn.state.add_periodic_callback(callback, period=ms, count=1)

@@ -1,0 +1,102 @@
+"""``framescope serve``: the dashboard as a Bokeh/panel server on 127.0.0.1."""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+from collections.abc import Callable
+from typing import Any
+
+import xarray as xr
+
+__all__ = ["DEMO", "demo_data", "local_client", "serve"]
+
+log = logging.getLogger(__name__)
+
+#: the demo dataset: ``framescope.datasets.synthetic(**DEMO)`` (tests use it as reference)
+DEMO: dict[str, Any] = {"scan": (64, 64), "det": (128, 128), "seed": 0}
+#: small partitions so the demo's images visibly fill in, 16 of them
+DEMO_PARTITION_MIB = 8
+
+
+def demo_data() -> xr.DataArray:
+    """The built-in synthetic dataset served by ``framescope serve --demo``."""
+    from framescope.datasets import synthetic
+
+    return synthetic(**DEMO, partition_mib=DEMO_PARTITION_MIB)
+
+
+def local_client(n_workers: int | None = None) -> Any:
+    """A ``LocalCluster`` of single-threaded worker processes on 127.0.0.1 and its client
+    (the dask dashboard on a free port of 127.0.0.1)."""
+    from distributed import Client, LocalCluster
+
+    n = n_workers or os.cpu_count() or 1
+    cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
+                           host="127.0.0.1", dashboard_address="127.0.0.1:0")
+    return Client(cluster, set_as_default=False)
+
+
+def serve(
+    arr: xr.DataArray,
+    *,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    client: Any = None,
+    persist: bool = False,
+    websocket_origin: list[str] | None = None,
+    on_start: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the dashboard for ``arr`` until interrupted (Ctrl-C or SIGTERM).
+
+    Every browser tab gets its own dashboard on the same data and client.
+
+    Parameters
+    ----------
+    arr : xarray.DataArray
+        The frames.
+    port : int
+        TCP port; 0 picks a free one (the printed URL has it).
+    address : str
+        Interface to bind; 127.0.0.1 (default) is reachable from this machine only.
+    client : None, "inline", str or distributed.Client
+        Where jobs run (see :func:`framescope.run`).
+    persist : bool
+        Load the frames into the cluster's memory first, so an edit costs only the mask
+        product.
+    websocket_origin : list of str, optional
+        Extra ``host:port`` origins allowed to connect (when served behind a proxy).
+    on_start : callable, optional
+        Called with the URL once the server listens (default: print it).
+    """
+    import panel as pn
+
+    from framescope.dashboard._app import Dashboard, load_extensions
+
+    load_extensions()
+    if persist:
+        arr = arr.fs.persist(client)
+
+    def app() -> Dashboard:
+        return Dashboard(arr, client=client)
+
+    server = pn.serve(app, port=port, address=address, show=False, start=False,
+                      title="framescope", verbose=False,
+                      websocket_origin=websocket_origin or None)
+    url = f"http://{address}:{server.port}/"
+    (on_start or (lambda u: print(f"framescope dashboard: {u}", flush=True)))(url)
+    loop = server.io_loop.asyncio_loop
+
+    def stop(*_: Any) -> None:
+        loop.call_soon_threadsafe(loop.stop)
+
+    previous = signal.signal(signal.SIGTERM, stop)
+    try:
+        server.io_loop.start()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+        server.stop()
+        log.debug("dashboard server on %s stopped", url)

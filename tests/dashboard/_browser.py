@@ -1,0 +1,165 @@
+"""Helpers for driving the served dashboard with Playwright and Debian's chromium."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                 "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync"]
+
+# finds the view of the figure whose title starts with `prefix` (Bokeh draws in shadow DOM)
+_FIGURE = """
+const figureView = (prefix) => {
+  const views = [];
+  const walk = (v) => {
+    if (v == null) return;
+    views.push(v);
+    for (const c of (v.child_views ?? [])) walk(c);
+  };
+  const idx = Bokeh.index;
+  for (const r of (idx instanceof Map ? idx.values() : Object.values(idx))) walk(r);
+  return views.find(v => v.model.type === "Figure" && v.model.title != null
+                         && v.model.title.text.startsWith(prefix));
+};
+const columns = (source) => {
+  const out = {};
+  for (const [k, v] of Object.entries(source.data)) {
+    out[k] = Array.from(v, e => (e != null && typeof e === "object") ? Array.from(e) : e);
+  }
+  return out;
+};
+"""
+
+# the image glyph of the figure whose title is `text` (exact) or starts with it
+JS_IMAGE = """([text, exact]) => {
+  for (const m of Bokeh.documents[0].all_models) {
+    if (m.type !== "Figure" || m.title == null) continue;
+    const t = m.title.text;
+    if (exact ? t !== text : !t.startsWith(text)) continue;
+    for (const r of m.renderers) {
+      if (r.glyph != null && r.glyph.type === "Image") {
+        const d = r.data_source.data, im = d.image[0];
+        return {title: t, shape: Array.from(im.shape), values: Array.from(im),
+                x: d.x[0], y: d.y[0], dw: d.dw[0], dh: d.dh[0]};
+      }
+    }
+  }
+  return null;
+}"""
+
+# columns of the data source edited by a draw tool (e.g. "BoxEditTool") of a figure
+JS_TOOL_DATA = "([prefix, tool]) => {" + _FIGURE + """
+  const fig = figureView(prefix);
+  if (fig == null) return null;
+  const t = fig.model.toolbar.tools.find(t => t.type === tool);
+  return t == null ? null : columns(t.renderers[0].data_source);
+}"""
+
+# page coordinates of data point (x, y) in a figure
+JS_TO_PAGE = "([prefix, x, y]) => {" + _FIGURE + """
+  const v = figureView(prefix);
+  if (v == null) return null;
+  const r = v.canvas_view.el.getBoundingClientRect();
+  return [r.left + v.frame.x_scale.compute(x), r.top + v.frame.y_scale.compute(y)];
+}"""
+
+# page coordinates of a toolbar button (icon class, e.g. "box-edit") of a figure
+JS_TOOL_BUTTON = "([prefix, icon]) => {" + _FIGURE + """
+  const fig = figureView(prefix);
+  if (fig == null) return null;
+  let found = null;
+  const search = (root) => {
+    const el = root.querySelector(".bk-tool-icon-" + icon);
+    if (el != null && found == null) found = el;
+    for (const e of root.querySelectorAll("*")) if (e.shadowRoot) search(e.shadowRoot);
+  };
+  search(fig.el.shadowRoot ?? fig.el);
+  if (found == null) return null;
+  const r = found.getBoundingClientRect();
+  return [r.left + r.width / 2, r.top + r.height / 2];
+}"""
+
+
+def start_server(args: list[str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
+    """Start ``framescope serve ARGS`` and return the process and the URL it prints."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "framescope.cli", "serve", *args],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=env)
+    deadline = time.monotonic() + timeout
+    lines = []
+    assert proc.stdout is not None
+    while time.monotonic() < deadline:
+        line = proc.stdout.readline()
+        if not line:
+            if proc.poll() is not None:
+                break
+            continue
+        lines.append(line)
+        if "framescope dashboard: http://" in line:
+            return proc, line.split("framescope dashboard: ", 1)[1].strip()
+    proc.kill()
+    raise RuntimeError("framescope serve did not print its URL:\n" + "".join(lines[-50:]))
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def image(page: Any, title: str, exact: bool = False) -> dict[str, Any] | None:
+    """Image glyph data of a figure; ``values`` as a float array of ``shape``."""
+    out = page.evaluate(JS_IMAGE, [title, exact])
+    if out is not None:
+        out["values"] = np.asarray(out["values"], dtype=np.float64).reshape(out["shape"])
+    return out
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:
+    """Poll ``predicate`` until it returns something truthy; that value is returned."""
+    deadline = time.monotonic() + timeout
+    last_error: Exception | None = None
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except AssertionError as exc:
+            last_error, value = exc, None
+        if value:
+            return value
+        time.sleep(0.2)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}") from last_error
+
+
+def drag(page: Any, start: tuple[float, float], end: tuple[float, float], steps: int = 12,
+         shift: bool = False, pause: float = 0.02) -> None:
+    if shift:
+        page.keyboard.down("Shift")
+    page.mouse.move(*start)
+    page.mouse.down()
+    for i in range(1, steps + 1):
+        page.mouse.move(start[0] + (end[0] - start[0]) * i / steps,
+                        start[1] + (end[1] - start[1]) * i / steps)
+        time.sleep(pause)
+    page.mouse.up()
+    if shift:
+        page.keyboard.up("Shift")
+
+
+def artifacts_dir() -> Path:
+    out = Path(os.environ.get("FRAMESCOPE_ARTIFACTS", "test-artifacts"))
+    out.mkdir(parents=True, exist_ok=True)
+    return out

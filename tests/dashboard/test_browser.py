@@ -1,0 +1,203 @@
+"""End to end: ``framescope serve --demo`` driven by Playwright in Debian's chromium.
+
+Every value is read from the page's Bokeh document and compared with a numpy reference
+computed here from the same synthetic frames. The tests share one server and one page and
+run in file order (each builds on the page the previous one left).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+
+import numpy as np
+import pytest
+
+import framescope.masks as fm
+
+from ._browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JS_TO_PAGE,
+    JS_TOOL_BUTTON,
+    JS_TOOL_DATA,
+    artifacts_dir,
+    drag,
+    image,
+    start_server,
+    stop_server,
+    wait_for,
+)
+
+playwright_api = pytest.importorskip("playwright.sync_api")
+pytestmark = [
+    pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs {CHROMIUM}"),
+    pytest.mark.timeout(240),
+]
+
+
+@pytest.fixture(scope="module")
+def frames() -> np.ndarray:
+    from framescope.dashboard._serve import demo_data
+
+    return demo_data().values  # (64, 64, 128, 128) uint16, what the server shows
+
+
+def reference(frames: np.ndarray, spec) -> np.ndarray:
+    """Virtual image of a binary mask: exact integer sums over the mask's pixels."""
+    mask = spec.rasterize(frames.shape[2:]) > 0
+    return frames[:, :, mask].sum(axis=-1, dtype=np.int64).astype(np.float64)
+
+
+@pytest.fixture(scope="module")
+def server():
+    proc, url = start_server(["--demo", "--port", "0"])
+    yield url
+    stop_server(proc)
+
+
+@pytest.fixture(scope="module")
+def page(server):
+    errors: list[str] = []
+    with playwright_api.sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        pg = browser.new_page(viewport={"width": 1500, "height": 1100})
+        pg.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        pg.on("pageerror", lambda e: errors.append(str(e)))
+        pg.console_errors = errors
+        pg.goto(server)
+        pg.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=90_000)
+        yield pg
+        pg.screenshot(path=str(artifacts_dir() / "dashboard.png"), full_page=True)
+        browser.close()
+
+
+def matches(page, title: str, expected: np.ndarray, exact: bool = False,
+            rtol: float = 1e-5) -> bool:
+    """Whether the figure's image equals ``expected`` (raises with the difference if it
+    has the shape but other values, so a timeout shows why)."""
+    got = image(page, title, exact)
+    if got is None or tuple(got["shape"]) != expected.shape:
+        return False
+    np.testing.assert_allclose(got["values"], expected, rtol=rtol)
+    return True
+
+
+def settle(page, seconds: float = 1.0) -> None:
+    """Let the page finish processing before the next gesture (Bokeh drops gestures that
+    start while it is still busy re-rendering)."""
+    page.wait_for_function(
+        "() => [...Bokeh.documents[0].all_models].some(m => m.type === 'panel.models.markup"
+        ".HTML' && String(m.text).includes('up to date'))", timeout=60_000)
+    time.sleep(seconds)
+
+
+def field(page, label: str):
+    return page.locator(".bk-input-group", has_text=label).locator("input").first
+
+
+def select_detector(page, name: str) -> None:
+    page.locator(".bk-input-group", has_text="detector").locator("select").first \
+        .select_option(name)
+    wait_for(lambda: image(page, f"scan: {name}") is not None, 30, f"scan view of {name}")
+
+
+def click_tool(page, figure: str, icon: str) -> None:
+    page.mouse.click(*page.evaluate(JS_TOOL_BUTTON, [figure, icon]))
+
+
+def to_page(page, figure: str, x: float, y: float) -> tuple[float, float]:
+    return tuple(page.evaluate(JS_TO_PAGE, [figure, x, y]))
+
+
+def _handle_moved(page) -> dict | None:
+    data = page.evaluate(JS_TOOL_DATA, ["detector", "PointDrawTool"])
+    return data if data and data["x"] != [64] else None
+
+
+def test_page_loads_with_the_demo_images(page, frames):
+    for name, spec in (("bf", fm.disk(64, 64, 16)), ("adf", fm.ring(64, 64, 32, 57.6))):
+        expected = reference(frames, spec)
+        wait_for(lambda n=name, e=expected: matches(page, n, e, exact=True), 120,
+                 f"the {name} image")
+    settle(page)
+    assert page.console_errors == []
+
+
+def test_typed_radius_updates_the_image(page, frames):
+    select_detector(page, "adf")
+    r_out = field(page, "r_out (px)")
+    r_out.fill("50")
+    r_out.press("Enter")
+    expected = reference(frames, fm.ring(64, 64, 32, 50))
+    wait_for(lambda: matches(page, "scan: adf", expected), 60, "the edited ring's image")
+    settle(page)
+
+
+def test_dragged_centre_updates_the_image(page, frames):
+    select_detector(page, "bf")
+    settle(page)
+    moved = None
+    for _ in range(3):  # a gesture can get lost while the page re-renders: try again
+        drag(page, to_page(page, "detector", 64, 64), to_page(page, "detector", 70, 58),
+             steps=15, pause=0.04)
+        try:
+            moved = wait_for(lambda: _handle_moved(page), 5, "the handle to move")
+            break
+        except AssertionError:
+            settle(page)
+    assert moved is not None
+    assert moved["name"] == ["bf"]
+    cy, cx = moved["y"][0], moved["x"][0]
+    assert abs(cx - 70) < 1.5
+    assert abs(cy - 58) < 1.5
+    # the numeric fields follow the drawing
+    wait_for(lambda: float(field(page, "cx (px)").input_value()) == round(cx, 2), 20, "cx")
+    spec = fm.disk(round(cy, 2), round(cx, 2), 16)
+    wait_for(lambda: matches(page, "scan: bf", reference(frames, spec)), 60,
+             "the moved disk's image")
+    settle(page)
+
+
+def test_drawn_box_becomes_a_detector(page, frames):
+    click_tool(page, "detector", "box-edit")
+    drag(page, to_page(page, "detector", 20.3, 30.2), to_page(page, "detector", 45.6, 60.1),
+         steps=10, shift=True)
+    boxes = wait_for(lambda: (d := page.evaluate(JS_TOOL_DATA, ["detector", "BoxEditTool"]))
+                     and d["name"] == ["box1"] and d, 30, "the new box detector")
+    left, right = sorted((boxes["left"][0], boxes["right"][0]))
+    top, bottom = sorted((boxes["top"][0], boxes["bottom"][0]))
+    spec = fm.box(top, left, bottom, right)
+    assert abs(left - 20.3) < 1.5
+    assert abs(bottom - 60.1) < 1.5
+    wait_for(lambda: matches(page, "box1", reference(frames, spec), exact=True), 60,
+             "the box's image")
+    click_tool(page, "detector", "point-draw")
+    settle(page)
+
+
+def test_tap_shows_that_frame(page, frames):
+    page.get_by_role("button", name="linear").first.click()
+    settle(page, 0.5)
+    page.mouse.click(*to_page(page, "scan:", 10, 20))
+    wait_for(lambda: matches(page, "detector: frame at scan (y=20, x=10)",
+                             frames[20, 10].astype(np.float64), exact=True, rtol=0), 60,
+             "the picked frame")
+    settle(page)
+
+
+def test_roi_shows_its_summed_frame(page, frames):
+    click_tool(page, "scan:", "box-edit")
+    drag(page, to_page(page, "scan:", 5.2, 8.1), to_page(page, "scan:", 15.4, 19.7),
+         steps=10, shift=True)
+    rect = wait_for(lambda: (d := page.evaluate(JS_TOOL_DATA, ["scan:", "BoxEditTool"]))
+                    and len(d["left"]) == 1 and d, 30, "the ROI box")
+    left, right = sorted((rect["left"][0], rect["right"][0]))
+    top, bottom = sorted((rect["top"][0], rect["bottom"][0]))
+    roi = fm.box(round(top, 2), round(left, 2), round(bottom, 2),
+                 round(right, 2)).rasterize((64, 64)) > 0
+    expected = frames[roi].sum(axis=0, dtype=np.int64).astype(np.float64)
+    wait_for(lambda: matches(page, f"detector: ROI sum of {int(roi.sum())} frames", expected,
+                             exact=True, rtol=1e-6), 60, "the ROI's summed frame")
+    settle(page)
+    assert page.console_errors == []
