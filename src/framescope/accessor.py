@@ -31,8 +31,8 @@ class FsAccessor:
     """Analyses of 4D-STEM frames, run tile by tile by the framescope engine.
 
     Every method takes ``roi=`` (bool array over the scan), ``client=`` (None for the default
-    cluster, ``"inline"``, a scheduler address or a ``distributed.Client``) and
-    ``progress=``.
+    cluster, ``"inline"`` for threads of this process, ``"sync"``, a scheduler address or a
+    ``distributed.Client``) and ``progress=``.
     """
 
     def __init__(self, arr: xr.DataArray) -> None:
@@ -230,6 +230,6 @@ class FsAccessor:
         from framescope.engine import get_client
 
         c = get_client(client)
-        if c == "inline":
+        if c in ("inline", "sync"):
             return self._arr.copy(data=self._arr.data.persist(scheduler="threads"))
         return self._arr.copy(data=c.persist(self._arr.data))

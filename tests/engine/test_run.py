@@ -26,11 +26,11 @@ def _arrays(arr, ref):
     yield "xblocks", framescope.from_array(ref, chunks=(5, 6, 9, 7))
 
 
-@pytest.mark.parametrize("executor", ["inline", "dask"])
+@pytest.mark.parametrize("executor", ["inline", "sync", "dask"])
 def test_sum_frame_matches_numpy(dataset, executor, client):
     arr, ref = dataset
     for label, a in _arrays(arr, ref):
-        res = run(SumFrame(), a, client="inline" if executor == "inline" else client)
+        res = run(SumFrame(), a, client=client if executor == "dask" else executor)
         np.testing.assert_array_equal(res["sum"].values, ref.sum((0, 1), dtype="f8"),
                                       err_msg=label)
         assert int(res["n"]) == 13 * 17
@@ -104,6 +104,18 @@ def test_iter_run_fills_progressively(dataset):
     assert seen == sorted(seen)
     assert len(seen) == len(arr.data.chunks[0])
     assert seen[-1] == 13 * 17
+
+
+def test_inline_tasks_split_partitions_across_threads(dataset):
+    """One big partition still becomes a task per thread; positions land in place."""
+    arr, ref = dataset
+    one = framescope.open(arr.encoding["framescope_source"].reader.path, shape=ref.shape,
+                          dtype=ref.dtype, chunks=13)  # a single partition
+    assert one.data.npartitions == 1
+    snaps = list(iter_run(FrameTotals(), one, client="inline"))
+    assert len(snaps) > 1  # several tasks, each merged as it completes
+    np.testing.assert_array_equal(snaps[-1]["total"],
+                                  ref.reshape(13, 17, -1).sum(-1, dtype="f8"))
 
 
 def test_iter_run_cancel_on_close(dataset, client):

@@ -1,8 +1,17 @@
 """Schedules UDFs over partitions of a dataset, inline or on dask.distributed."""
 
-from framescope.engine._executor import INLINE, get_client
+from framescope.engine._executor import INLINE, SYNC, get_client
 from framescope.engine._merge import Accumulator
 from framescope.engine._run import iter_run, run
 from framescope.engine._tasks import Partial, run_frames
 
-__all__ = ["INLINE", "Accumulator", "Partial", "get_client", "iter_run", "run", "run_frames"]
+__all__ = [
+    "INLINE",
+    "SYNC",
+    "Accumulator",
+    "Partial",
+    "get_client",
+    "iter_run",
+    "run",
+    "run_frames",
+]

@@ -10,7 +10,7 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
-from framescope.engine._executor import INLINE, get_client
+from framescope.engine._executor import INLINE, SYNC, get_client, inline_pool
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.io._lazy import source_of
@@ -56,22 +56,67 @@ def _plan(arr: xr.DataArray, meta: Meta, roi: np.ndarray | None):
                 yield "block", (iy, ix, (int(y0), int(x0))), pos
 
 
+def _block(arr: xr.DataArray, iy: int, ix: int) -> np.ndarray:
+    return arr.data.blocks[iy, ix].compute(scheduler="sync")
+
+
+def _sync(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list) -> Iterator[Partial]:
+    """One task after another in the calling thread."""
+    state = prepared(udf, meta)  # built once for all partitions in this process
+    for kind, payload, pos in plan:
+        if kind == "source":
+            yield run_source(udf, payload, pos, meta, state)
+        else:
+            iy, ix, origin = payload
+            yield run_block(udf, _block(arr, iy, ix), origin, pos, meta, state)
+
+
+def _split(plan: list, pieces: int) -> list:
+    """Cut file partitions into about ``pieces`` tasks so every thread has work."""
+    if len(plan) >= pieces:
+        return plan
+    per = -(-pieces // max(1, len(plan)))
+    out = []
+    for kind, payload, pos in plan:
+        if kind == "source":  # reads by position: any contiguous share is a task
+            out += [(kind, payload, p) for p in np.array_split(pos, min(per, pos.size))]
+        else:  # an in-memory block is computed once per task: keep it whole
+            out.append((kind, payload, pos))
+    return out
+
+
+def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
+    """Tasks on the inline thread pool, a task per core at a time."""
+    from concurrent.futures import as_completed
+
+    pool = inline_pool()
+    # a shared state is read-only by contract; any other UDF prepares per task, as on a cluster
+    state = prepared(udf, meta) if udf.share_state else None
+    tasks = _split(plan, 2 * pool._max_workers)
+
+    def block_task(iy: int, ix: int, origin: tuple[int, int], pos: np.ndarray) -> Partial:
+        return run_block(udf, _block(arr, iy, ix), origin, pos, meta, state)
+
+    futures = [
+        pool.submit(run_source, udf, payload, pos, meta, state) if kind == "source"
+        else pool.submit(block_task, *payload, pos)
+        for kind, payload, pos in tasks
+    ]
+
+    def results() -> Iterator[Partial]:
+        for fut in as_completed(futures):
+            yield fut.result()
+
+    return len(tasks), results(), futures
+
+
 def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, client: Any):
     """Start every partition; return an iterator of Partial results as they complete."""
     plan = list(_plan(arr, meta, roi))
+    if client == SYNC:
+        return len(plan), _sync(udf, arr, meta, plan), None
     if client == INLINE:
-        state = prepared(udf, meta)  # built once for all partitions in this process
-
-        def inline() -> Iterator[Partial]:
-            for kind, payload, pos in plan:
-                if kind == "source":
-                    yield run_source(udf, payload, pos, meta, state)
-                else:
-                    iy, ix, origin = payload
-                    block = arr.data.blocks[iy, ix].compute(scheduler="sync")
-                    yield run_block(udf, block, origin, pos, meta, state)
-
-        return len(plan), inline(), None
+        return _threads(udf, arr, meta, plan)
     from distributed import as_completed, futures_of
 
     # client.map submits each kind in one message (a submit per task costs a round trip)
@@ -122,7 +167,11 @@ def _merged(
         bar.close()
         stale = [f for f in futures or () if not f.done()]
         if stale:  # a closed generator (user break, newer job) stops stale work
-            get_client(client).cancel(stale)
+            if hasattr(stale[0], "client"):
+                get_client(client).cancel(stale)
+            else:  # the inline pool: tasks not started yet are dropped
+                for f in stale:
+                    f.cancel()
     if n == 0:
         yield acc
 
@@ -154,7 +203,7 @@ def iter_run(
         :func:`framescope.from_array` (or any such DataArray, persisted or not).
     roi : array of bool, optional
         Scan positions to process (scan shape); the others keep the buffers' fill value.
-    client : None, "inline", str or distributed.Client
+    client : None, "inline", "sync", str or distributed.Client
         Where to run; see :func:`framescope.engine.get_client`.
     progress : bool
         Show a ``tqdm.auto`` progress bar.

@@ -24,6 +24,7 @@ All kernels are compiled with ``cache=True``: a new process loads the machine co
 from __future__ import annotations
 
 import sys
+import threading
 
 import numba
 import numpy as np
@@ -68,20 +69,22 @@ def fused_view(data: np.ndarray) -> np.ndarray | None:
 
 
 def share_cores() -> None:
-    """Launch kernels from this thread on one core if it runs a dask worker's task.
+    """Launch kernels from this thread on one core if it runs one task of many in parallel.
 
     A cluster already runs a task per core (framescope starts one single-threaded worker
-    per core); each task spawning numba's whole pool oversubscribes the cores. Measured on
-    2 cores, 2 workers: 2 kernel threads each ran a ring 2.2x and sum_frame 3.3x slower
-    than 1. Elsewhere (inline runs) the thread count is left as it is.
+    per core), and so does the inline executor's thread pool; each task spawning numba's
+    whole pool oversubscribes the cores. Measured on 2 cores, 2 workers: 2 kernel threads
+    each ran a ring 2.2x and sum_frame 3.3x slower than 1. Elsewhere (``client="sync"``,
+    direct calls) the thread count is left as it is.
     """
-    dist = sys.modules.get("distributed")
-    if dist is None:
-        return
-    try:
-        dist.get_worker()
-    except ValueError:
-        return
+    if not threading.current_thread().name.startswith("framescope-inline"):
+        dist = sys.modules.get("distributed")
+        if dist is None:
+            return
+        try:
+            dist.get_worker()
+        except ValueError:
+            return
     if numba.get_num_threads() != 1:
         numba.set_num_threads(1)  # per calling thread: only this task thread's launches
 
