@@ -65,6 +65,13 @@ JS_TOOL_DATA = "([prefix, tool]) => {" + _FIGURE + """
   return t == null ? null : columns(t.renderers[0].data_source);
 }"""
 
+# whether a tool (e.g. "BoxEditTool") of a figure is active
+JS_TOOL_ACTIVE = "([prefix, tool]) => {" + _FIGURE + """
+  const fig = figureView(prefix);
+  const t = fig == null ? null : fig.model.toolbar.tools.find(t => t.type === tool);
+  return t != null && t.active;
+}"""
+
 # page coordinates of data point (x, y) in a figure
 JS_TO_PAGE = "([prefix, x, y]) => {" + _FIGURE + """
   const v = figureView(prefix);
@@ -90,12 +97,16 @@ JS_TOOL_BUTTON = "([prefix, icon]) => {" + _FIGURE + """
 }"""
 
 
-def start_server(args: list[str], timeout: float = 180) -> tuple[subprocess.Popen, str]:
-    """Start ``framescope serve ARGS`` and return the process and the URL it prints."""
+def launch_server(args: list[str]) -> subprocess.Popen:
+    """Start ``framescope serve ARGS`` (see :func:`server_url`)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen([sys.executable, "-m", "framescope.cli", "serve", *args],
+    return subprocess.Popen([sys.executable, "-m", "framescope.cli", "serve", *args],
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             env=env)
+
+
+def server_url(proc: subprocess.Popen, timeout: float = 180) -> str:
+    """The URL a launched server prints once it listens."""
     deadline = time.monotonic() + timeout
     lines = []
     assert proc.stdout is not None
@@ -107,7 +118,7 @@ def start_server(args: list[str], timeout: float = 180) -> tuple[subprocess.Pope
             continue
         lines.append(line)
         if "framescope dashboard: http://" in line:
-            return proc, line.split("framescope dashboard: ", 1)[1].strip()
+            return line.split("framescope dashboard: ", 1)[1].strip()
     proc.kill()
     raise RuntimeError("framescope serve did not print its URL:\n" + "".join(lines[-50:]))
 
@@ -157,6 +168,21 @@ def drag(page: Any, start: tuple[float, float], end: tuple[float, float], steps:
     page.mouse.up()
     if shift:
         page.keyboard.up("Shift")
+
+
+def retry(action: Callable[[], None], check: Callable[[], Any], what: str, tries: int = 3,
+          timeout: float = 8) -> Any:
+    """Do ``action`` until ``check`` gives something truthy (a gesture that starts while
+    BokehJS is busy re-rendering can be lost on a slow machine)."""
+    for attempt in range(tries):
+        action()
+        try:
+            return wait_for(check, timeout, what)
+        except AssertionError:
+            print(f"retry: {what} (attempt {attempt + 1})")
+            if attempt == tries - 1:
+                raise
+    return None
 
 
 def artifacts_dir() -> Path:

@@ -19,12 +19,15 @@ from ._browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     JS_TO_PAGE,
+    JS_TOOL_ACTIVE,
     JS_TOOL_BUTTON,
     JS_TOOL_DATA,
     artifacts_dir,
     drag,
     image,
-    start_server,
+    launch_server,
+    retry,
+    server_url,
     stop_server,
     wait_for,
 )
@@ -50,10 +53,13 @@ def reference(frames: np.ndarray, spec) -> np.ndarray:
 
 
 @pytest.fixture(scope="module")
-def server():
-    proc, url = start_server(["--demo", "--port", "0"])
-    yield url
-    stop_server(proc)
+def server(request):
+    proc = launch_server(["--demo", "--port", "0"])
+    try:
+        request.getfixturevalue("frames")  # the reference, computed while the server starts
+        yield server_url(proc)
+    finally:
+        stop_server(proc)
 
 
 @pytest.fixture(scope="module")
@@ -102,8 +108,17 @@ def select_detector(page, name: str) -> None:
     wait_for(lambda: image(page, f"scan: {name}") is not None, 30, f"scan view of {name}")
 
 
+_TOOLS = {"box-edit": "BoxEditTool", "poly-draw": "PolyDrawTool",
+          "point-draw": "PointDrawTool"}
+
+
 def click_tool(page, figure: str, icon: str) -> None:
-    page.mouse.click(*page.evaluate(JS_TOOL_BUTTON, [figure, icon]))
+    """Click a toolbar button until its tool is active (a click on an active tool would
+    turn it off, so check first)."""
+    active = lambda: page.evaluate(JS_TOOL_ACTIVE, [figure, _TOOLS[icon]])  # noqa: E731
+    if not active():
+        retry(lambda: page.mouse.click(*page.evaluate(JS_TOOL_BUTTON, [figure, icon])),
+              active, f"the {icon} tool", timeout=2)
 
 
 def to_page(page, figure: str, x: float, y: float) -> tuple[float, float]:
@@ -137,15 +152,9 @@ def test_typed_radius_updates_the_image(page, frames):
 def test_dragged_centre_updates_the_image(page, frames):
     select_detector(page, "bf")
     settle(page)
-    moved = None
-    for _ in range(3):  # a gesture can get lost while the page re-renders: try again
-        drag(page, to_page(page, "detector", 64, 64), to_page(page, "detector", 70, 58),
-             steps=15, pause=0.04)
-        try:
-            moved = wait_for(lambda: _handle_moved(page), 5, "the handle to move")
-            break
-        except AssertionError:
-            settle(page)
+    moved = retry(lambda: drag(page, to_page(page, "detector", 64, 64),
+                               to_page(page, "detector", 70, 58), steps=15, pause=0.04),
+                  lambda: _handle_moved(page), "the handle to move")
     assert moved is not None
     assert moved["name"] == ["bf"]
     cy, cx = moved["y"][0], moved["x"][0]
@@ -161,8 +170,10 @@ def test_dragged_centre_updates_the_image(page, frames):
 
 def test_drawn_box_becomes_a_detector(page, frames):
     click_tool(page, "detector", "box-edit")
-    drag(page, to_page(page, "detector", 20.3, 30.2), to_page(page, "detector", 45.6, 60.1),
-         steps=10, shift=True)
+    retry(lambda: drag(page, to_page(page, "detector", 20.3, 30.2),
+                       to_page(page, "detector", 45.6, 60.1), steps=10, shift=True),
+          lambda: page.evaluate(JS_TOOL_DATA, ["detector", "BoxEditTool"])["left"],
+          "a drawn box")
     boxes = wait_for(lambda: (d := page.evaluate(JS_TOOL_DATA, ["detector", "BoxEditTool"]))
                      and d["name"] == ["box1"] and d, 30, "the new box detector")
     left, right = sorted((boxes["left"][0], boxes["right"][0]))
@@ -176,10 +187,43 @@ def test_drawn_box_becomes_a_detector(page, frames):
     settle(page)
 
 
+def test_drawn_polygon_becomes_a_detector(page, frames):
+    click_tool(page, "detector", "poly-draw")
+    corners = [to_page(page, "detector", x, y) for x, y in ((90, 20), (115.5, 30), (100, 52))]
+
+    def press(xy):  # Bokeh's PolyDrawTool starts and finishes a polygon on a long press
+        page.mouse.move(*xy)
+        page.mouse.down()
+        time.sleep(0.6)
+        page.mouse.up()
+        time.sleep(0.3)
+
+    def draw():
+        press(corners[0])
+        page.mouse.click(*corners[1])
+        time.sleep(0.3)
+        press(corners[2])
+
+    retry(draw, lambda: page.evaluate(JS_TOOL_DATA, ["detector", "PolyDrawTool"])["xs"],
+          "a drawn polygon")
+    poly = wait_for(lambda: (d := page.evaluate(JS_TOOL_DATA, ["detector", "PolyDrawTool"]))
+                    and d["name"] == ["polygon1"] and d, 30, "the new polygon detector")
+    verts = list(zip(poly["ys"][0], poly["xs"][0], strict=True))
+    if verts[0] == verts[-1]:
+        verts = verts[:-1]
+    assert len(verts) == 3
+    assert abs(verts[1][1] - 115.5) < 1.5
+    wait_for(lambda: matches(page, "polygon1", reference(frames, fm.polygon(verts)),
+                             exact=True), 60, "the polygon's image")
+    click_tool(page, "detector", "point-draw")
+    settle(page)
+
+
 def test_tap_shows_that_frame(page, frames):
     page.get_by_role("button", name="linear").first.click()
     settle(page, 0.5)
-    page.mouse.click(*to_page(page, "scan:", 10, 20))
+    retry(lambda: page.mouse.click(*to_page(page, "scan:", 10, 20)),
+          lambda: image(page, "detector: frame at scan (y=20, x=10)"), "the tap")
     wait_for(lambda: matches(page, "detector: frame at scan (y=20, x=10)",
                              frames[20, 10].astype(np.float64), exact=True, rtol=0), 60,
              "the picked frame")
@@ -188,10 +232,10 @@ def test_tap_shows_that_frame(page, frames):
 
 def test_roi_shows_its_summed_frame(page, frames):
     click_tool(page, "scan:", "box-edit")
-    drag(page, to_page(page, "scan:", 5.2, 8.1), to_page(page, "scan:", 15.4, 19.7),
-         steps=10, shift=True)
-    rect = wait_for(lambda: (d := page.evaluate(JS_TOOL_DATA, ["scan:", "BoxEditTool"]))
-                    and len(d["left"]) == 1 and d, 30, "the ROI box")
+    rect = retry(lambda: drag(page, to_page(page, "scan:", 5.2, 8.1),
+                              to_page(page, "scan:", 15.4, 19.7), steps=10, shift=True),
+                 lambda: (d := page.evaluate(JS_TOOL_DATA, ["scan:", "BoxEditTool"]))
+                 and len(d["left"]) == 1 and d, "the ROI box")
     left, right = sorted((rect["left"][0], rect["right"][0]))
     top, bottom = sorted((rect["top"][0], rect["bottom"][0]))
     roi = fm.box(round(top, 2), round(left, 2), round(bottom, 2),

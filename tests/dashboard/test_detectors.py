@@ -83,6 +83,11 @@ def test_read_draw_tool_data():
     polys = read_polygons({"xs": [[0, 5, 0, 0], [1, 2]], "ys": [[0, 0, 5, 0], [1, 2]],
                            "name": ["p", "q"]})
     assert polys == [("p", [(0, 0), (0, 5), (5, 0)])]  # closing vertex dropped; 2-vertex skipped
+    # PolyDraw's trailing copy of the vertex under the pointer: a new polygon is still being
+    # drawn (not a detector yet); a named one just loses the copy
+    drawing = {"xs": [[0, 5, 5], [0, 5, 9, 9]], "ys": [[0, 0, 0], [0, 0, 7, 7]],
+               "name": [0, "q"]}
+    assert read_polygons(drawing) == [("q", [(0, 0), (0, 5), (7, 9)])]
 
 
 def test_names_and_colours():

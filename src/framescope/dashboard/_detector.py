@@ -68,14 +68,14 @@ class DetectorView(pn.viewable.Viewer):
         self.state = state
         self.frame: Frame | None = None
         self._schedule = schedule or _schedule_once
-        self._pushed: dict[str, Any] = {}
         self._drag: dict[str, Any] | None = None
         self._in_stroke = False
         self._stroke = 0
         self._point_reports = 0
 
         self._frame_pipe = hv.streams.Pipe(data=self._display_data())
-        self._pipes = {k: hv.streams.Pipe(data=v) for k, v in self._tables().items()}
+        self._pushed = self._tables()  # what the plot shows, to send only changes
+        self._pipes = {k: hv.streams.Pipe(data=v) for k, v in self._pushed.items()}
         image = hv.DynamicMap(self._image, streams=[self._frame_pipe])
         outlines = hv.DynamicMap(self._outlines, streams=[self._pipes["outlines"]])
         centres = hv.DynamicMap(self._centres, streams=[self._pipes["centres"]])
@@ -96,7 +96,8 @@ class DetectorView(pn.viewable.Viewer):
         self.plot = (image * boxes * polys * outlines * centres).opts(
             hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
                             xlim=(-0.5, w - 0.5), ylim=(-0.5, h - 0.5),
-                            active_tools=["point_draw", "wheel_zoom"], toolbar="right"))
+                            active_tools=["point_draw", "wheel_zoom"], toolbar="right",
+            hooks=[hover_off]))
         state.param.watch(lambda *_: self.push_shapes(), ["shapes", "selected"])
         self.param.watch(lambda *_: self.redraw(), ["scale", "cmap", "clim"])
 
@@ -208,7 +209,9 @@ class DetectorView(pn.viewable.Viewer):
                 seen.add(new.name)
         for name in set(known) - seen:
             self.state.remove(name)
-        self.push_shapes(force=True)  # new rows get their name and colour
+        # new rows get their name and colour; nothing is sent while nothing changed, which
+        # would wipe a polygon still being drawn
+        self.push_shapes()
 
     def _find(self, name: str, kind: Any) -> Any:
         for d in self.state.detectors:
@@ -291,6 +294,12 @@ def _labels(dets: list[Any]) -> dict[str, list[Any]]:
         names.append(d.name)
         colors.append(d.color)
     return {"x": xs, "y": ys, "name": names, "color": colors}
+
+
+def hover_off(plot: Any, element: Any) -> None:
+    """Start with hover off: its tooltip sits under the pointer and swallows the clicks of
+    the draw tools (the toolbar turns it on)."""
+    plot.state.toolbar.active_inspect = None
 
 
 def _line_width(selected: str) -> Any:

@@ -274,7 +274,8 @@ def read_polygons(data: Mapping[str, Sequence[Any]] | None
                   ) -> list[tuple[str | None, list[tuple[float, float]]]]:
     """``[(name or None for a new polygon, [(y, x), …])]`` from PolyDraw/PolyEdit data.
 
-    Polygons with fewer than three vertices (still being drawn) are left out.
+    New polygons still being drawn (PolyDraw's trailing copy of the last vertex) and
+    polygons with fewer than three vertices are left out.
     """
     if not data:
         return []
@@ -283,6 +284,12 @@ def read_polygons(data: Mapping[str, Sequence[Any]] | None
     for name, xs, ys in zip(_names(data, len(xss)), xss, yss, strict=False):
         verts = [(_snap(y), _snap(x)) for x, y in zip(list(xs), list(ys), strict=False)
                  if x is not None and y is not None and math.isfinite(x) and math.isfinite(y)]
+        if len(verts) > 1 and verts[-1] == verts[-2]:
+            # PolyDraw keeps a copy of the last vertex under the pointer until the polygon
+            # is finished: a new polygon is not a detector yet, a named one loses the copy
+            if name is None:
+                continue
+            verts = verts[:-1]
         if len(verts) > 1 and verts[0] == verts[-1]:
             verts = verts[:-1]  # some tools repeat the first vertex to close the ring
         if len(verts) >= 3:

@@ -73,8 +73,10 @@ class DetectorEditor(pn.viewable.Viewer):
         centre = pn.widgets.Button(label="centre on bright-field disk", width=180)
         centre.on_click(lambda _: self.state.centre_on_bright_field())
         help_text = pn.pane.Markdown(
-            "Drag a centre dot to move a disk/ring (point tool). Box tool: Shift-drag draws, "
-            "drag moves, Backspace deletes. Polygon tool: double-click starts and ends.",
+            "Drag the centre dot to move the selected disk/ring (point tool). Box tool: "
+            "Shift-drag draws, drag moves, Backspace deletes. Polygon tool: press and hold "
+            "to start, click to add corners, press and hold to finish; edit tool: "
+            "press and hold a polygon, then drag its corners. Hover (toolbar) shows values.",
             width=270, styles={"font-size": "11px"})
         return pn.Column(self.select, pn.Row(*adds), pn.Row(remove, centre), self.fields,
                          help_text, width=290)

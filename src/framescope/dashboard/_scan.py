@@ -9,6 +9,7 @@ import numpy as np
 import panel as pn
 import param
 
+from framescope.dashboard._detector import hover_off
 from framescope.dashboard._detectors import read_boxes, read_polygons
 from framescope.dashboard._images import block_coords, color_limits, downsample, roi_mask
 from framescope.dashboard._results import VirtualImage
@@ -70,7 +71,8 @@ class ScanView(pn.viewable.Viewer):
         self.plot = (image * roi_boxes * roi_polys * marker).opts(
             hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
                             xlim=(-0.5, nx - 0.5), ylim=(-0.5, ny - 0.5),
-                            active_tools=["tap", "wheel_zoom"], toolbar="right"))
+                            active_tools=["tap", "wheel_zoom"], toolbar="right",
+                            hooks=[hover_off]))
         self._thumbs: dict[str, tuple[hv.streams.Pipe, pn.pane.HoloViews]] = {}
         self._thumb_colors: dict[str, str] = {}
         self.gallery = pn.FlexBox(sizing_mode="stretch_width")
@@ -165,7 +167,8 @@ class ScanView(pn.viewable.Viewer):
         clear = pn.widgets.Button(label="clear ROI", width=90)
         clear.on_click(lambda _: self.clear_roi())
         hint = pn.pane.Markdown(
-            "Tap: show that frame. ROI: box tool + Shift-drag, or polygon tool "
-            "(double-click to start and end).", width=self.size, styles={"font-size": "11px"})
+            "Tap: show that frame. ROI: box tool + Shift-drag, or polygon tool (press and "
+            "hold to start, click to add corners, press and hold to finish).",
+            width=self.size, styles={"font-size": "11px"})
         return pn.Column(pn.Row(cmap, clim, clear), pn.pane.HoloViews(self.plot,
                                                                       linked_axes=False), hint)
