@@ -7,7 +7,7 @@ import queue
 import numpy as np
 import pytest
 
-from framescope.live._batch import Batcher, FrameTracker, Slab, Spill
+from framescope.live._batch import Batch, Batcher, FrameTracker, Spill
 from framescope.live._scan import Series, positions_of
 from framescope.live._status import Counters
 from framescope.udf import Meta
@@ -56,10 +56,11 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     for i, f in enumerate(data):
         b.put(i, f)
     assert b.capacity == 6
-    slabs = [q.get_nowait(), q.get_nowait()]
+    batches = [q.get_nowait(), q.get_nowait()]
     assert q.empty()
-    assert all(isinstance(s, Slab) for s in slabs)
-    assert [list(s.index[: s.n]) for s in slabs] == [[0, 1, 2], [3, 4, 5]]
+    assert all(isinstance(x, Batch) for x in batches)
+    assert [x.indices for x in batches] == [[0, 1, 2], [3, 4, 5]]
+    assert np.shares_memory(batches[0].frames[1], data)  # kept as decoded, not copied
     assert b.depth == 6
     if policy == "drop":
         assert (c.dropped, c.spilled) == (4, 0)
@@ -69,11 +70,11 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     idx = b.spill.read_into(out)
     np.testing.assert_array_equal(idx, [6, 7, 8])
     np.testing.assert_array_equal(out, data[6:9])
-    slabs[0].release()  # analysis gives a batch back: the receiver can fill it again
+    batches[0].release()  # the analysis copied a batch: room for 3 more frames
     assert b.depth == 3
     b.put(10, data[0])
     b.flush()
-    assert list(q.get_nowait().index[:1]) == [10]
+    assert q.get_nowait().indices == [10]
     assert list(b.spill.read_into(out)) == [9]
     b.spill.close()
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import zmq
 
 from framescope.live import SeriesStart, ZMQSource
 from framescope.live._stream2 import Stream2Encoder
@@ -108,12 +109,17 @@ def test_joining_a_running_series_needs_the_scan(push):
         until(lambda: blind.status.malformed == 1, what="malformed count")
         assert "scan=" in blind.status.last_error
         assert blind.latest_frame() is None
-    with ZMQSource(endpoint, "dectris-stream2", scan=(3, 4)) as src:
-        run = src.run(SumFrame())
-        for i in range(6, 12):  # header and first frames missed
-            sock.send_multipart(enc.frame(4, i, data[i]))
-        sock.send_multipart(enc.end(4))
-        final = run.wait(30)
-        np.testing.assert_array_equal(src.latest_frame(), data[11])
+    # a fresh PUSH: the old one may still deal messages to the closed receiver's pipe
+    sock = zmq.Context.instance().socket(zmq.PUSH)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    src = ZMQSource(f"tcp://127.0.0.1:{port}", "dectris-stream2", scan=(3, 4))
+    run = src.run(SumFrame())
+    for i in range(6, 12):  # header and first frames missed
+        sock.send_multipart(enc.frame(4, i, data[i]))
+    sock.send_multipart(enc.end(4))
+    final = run.wait(30)
+    np.testing.assert_array_equal(src.latest_frame(), data[11])
+    run.stop()
+    sock.close(linger=0)
     assert final["done"].values.ravel().tolist() == [False] * 6 + [True] * 6
     np.testing.assert_array_equal(final["sum"].values, data[6:].sum(axis=0))

@@ -1,10 +1,11 @@
 """Frame bookkeeping between receiver and analysis: order tracking, batches, spilling.
 
-The receiver copies each accepted frame into a preallocated batch (:class:`Slab`) taken
-from a fixed pool, and hands full batches over; the analysis gives them back. When the pool
-is empty (analysis behind) a frame is dropped (counted) or spilled to an unlinked temp file
-(:class:`Spill`), which the analysis reads back when it has time. Memory is thus bounded by
-the pool; the receiver never waits.
+The receiver appends each accepted frame (as decoded: for raw payloads a view of the
+ZeroMQ message, no copy) to a :class:`Batch` and hands full batches over; the analysis
+copies a batch into its own reused buffer, analyses it and gives the frames back. At most
+``capacity`` frames are held; beyond, a frame is dropped (counted) or spilled to an
+unlinked temp file (:class:`Spill`), which the analysis reads back when it has time. Memory
+is bounded and the receiver never waits.
 """
 
 from __future__ import annotations
@@ -22,14 +23,14 @@ import numpy as np
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
 
-__all__ = ["Batcher", "End", "FrameTracker", "Policy", "Slab", "Spill", "Start"]
+__all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Spill", "Start"]
 
 log = logging.getLogger(__name__)
 
 Policy = Literal["drop", "spill"]
 # a batch of ~16 MiB: run_frames tiles it for the cache; larger batches amortise the
 # per-batch cost (hand-over, merge under the lock) at 20 kHz
-SLAB_BYTES = 16 * 2**20
+BATCH_BYTES = 16 * 2**20
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,25 +84,26 @@ class FrameTracker:
         return max(0, top - self.unique)
 
 
-class Slab:
-    """A batch of frames (``data[:n]``) with their frame numbers, reused from a pool."""
+class Batch:
+    """Frames (decoded arrays, possibly views of message buffers) and their numbers."""
 
-    __slots__ = ("batcher", "data", "index", "n", "series", "t0")
+    __slots__ = ("batcher", "frames", "indices", "series", "t0")
 
-    def __init__(self, capacity: int, frame_shape: tuple[int, int], dtype: np.dtype,
-                 batcher: Batcher) -> None:
-        self.data = np.empty((capacity, *frame_shape), dtype=dtype)
-        self.index = np.empty(capacity, dtype=np.int64)
-        self.n = 0
-        self.t0 = 0.0  # when the first frame went in (for latency)
-        self.series = -1
+    def __init__(self, batcher: Batcher, series: int) -> None:
+        self.frames: list[np.ndarray] = []
+        self.indices: list[int] = []
+        self.t0 = time.monotonic()  # when the first frame came (for latency)
+        self.series = series
         self.batcher = batcher
 
+    @property
+    def n(self) -> int:
+        return len(self.indices)
+
     def release(self) -> None:
-        """Give the batch back to its pool (analysis thread, when done with it)."""
-        self.batcher.returned += self.n
-        self.n = 0
-        self.batcher.pool.put(self)
+        """Let go of the frames (analysis thread, once copied): they leave the budget."""
+        self.batcher.returned += len(self.indices)
+        self.frames, self.indices = [], []
 
 
 class Spill:
@@ -182,42 +184,35 @@ class Batcher:
     """
 
     def __init__(self, series: Series, handoff: queue.SimpleQueue, counters: Counters, *,
-                 policy: Policy, buffer_bytes: int, batch_frames: int | None, spill_dir: str | None,
-                 spill_limit_bytes: int) -> None:
+                 policy: Policy, buffer_bytes: int, batch_frames: int | None,
+                 spill_dir: str | None, spill_limit_bytes: int) -> None:
         meta = series.meta
         frame_bytes = meta.n_pixels * meta.dtype.itemsize
         # a whole series never needs more memory; a small one still gets some slack
-        budget = max(1, min(buffer_bytes // frame_bytes, max(meta.n_positions, 64)))
+        budget = max(2, min(buffer_bytes // frame_bytes, max(meta.n_positions, 64)))
         # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
-        per = batch_frames or min(max(1, SLAB_BYTES // frame_bytes), max(1, budget // 8))
-        self.per_slab = per
-        n_slabs = max(2, budget // per)
-        self.capacity = n_slabs * self.per_slab
-        self.pool: queue.SimpleQueue = queue.SimpleQueue()
-        for _ in range(n_slabs):
-            self.pool.put(Slab(self.per_slab, meta.frame_shape, meta.dtype, self))
+        self.per_batch = batch_frames or min(max(1, BATCH_BYTES // frame_bytes),
+                                             max(1, budget // 8))
+        self.capacity = budget
         self.queued = 0  # frames handed over (receiver)
-        self.returned = 0  # frames given back (analysis)
+        self.returned = 0  # frames released (analysis)
         self.series, self.handoff, self.counters, self.policy = series, handoff, counters, policy
         self.spill = Spill(meta.frame_shape, meta.dtype, spill_dir, spill_limit_bytes)
-        self.current: Slab | None = None
+        self.current: Batch | None = None
         self._warned = False
 
     def put(self, index: int, frame: np.ndarray) -> None:
-        """Take a frame (copied); never blocks."""
-        slab = self.current
-        if slab is None:
-            try:
-                slab = self.current = self.pool.get_nowait()
-            except queue.Empty:
-                self._overflow(index, frame)
-                return
-            slab.t0 = time.monotonic()
-            slab.series = self.series.series
-        slab.data[slab.n] = frame
-        slab.index[slab.n] = index
-        slab.n += 1
-        if slab.n == len(slab.index):
+        """Take a frame (kept as it is, not copied); never blocks."""
+        batch = self.current
+        held = self.queued - self.returned + (0 if batch is None else len(batch.indices))
+        if held >= self.capacity:
+            self._overflow(index, frame)
+            return
+        if batch is None:
+            batch = self.current = Batch(self, self.series.series)
+        batch.frames.append(frame)
+        batch.indices.append(index)
+        if len(batch.indices) >= self.per_batch:
             self.flush()
 
     def _overflow(self, index: int, frame: np.ndarray) -> None:
@@ -235,17 +230,17 @@ class Batcher:
 
     def flush(self, older_than: float = 0.0) -> None:
         """Hand over the current batch (if older than ``older_than`` s)."""
-        slab = self.current
-        if slab is None or slab.n == 0:
+        batch = self.current
+        if batch is None or not batch.indices:
             return
-        if older_than and time.monotonic() - slab.t0 < older_than:
+        if older_than and time.monotonic() - batch.t0 < older_than:
             return
         self.current = None
-        self.queued += slab.n
-        self.handoff.put(slab)
+        self.queued += len(batch.indices)
+        self.handoff.put(batch)
 
     @property
     def depth(self) -> int:
         """Frames waiting for analysis (handed over or in the open batch)."""
-        current = self.current
-        return self.queued - self.returned + (current.n if current is not None else 0)
+        batch = self.current
+        return self.queued - self.returned + (0 if batch is None else len(batch.indices))

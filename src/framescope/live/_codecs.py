@@ -9,6 +9,7 @@ library call: bitshuffle trusts the block lengths and reads past a truncated buf
 
 from __future__ import annotations
 
+import math
 import struct
 from typing import Literal
 
@@ -82,7 +83,7 @@ def _check_bitshuffle(payload: memoryview, n: int, itemsize: int, block: int) ->
 
 def _bslz4(blob: memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
     itemsize = dtype.itemsize
-    n = int(np.prod(shape))
+    n = math.prod(shape)
     block, payload, had_header = _split_header(blob, n * itemsize, itemsize)
     _check_bitshuffle(payload, n, itemsize, block)
     try:
@@ -153,7 +154,7 @@ def decode(blob: memoryview | bytes, codec: str, shape: tuple[int, ...], dtype: 
     """
     blob = memoryview(blob).cast("B")
     dtype = np.dtype(dtype)
-    nbytes = int(np.prod(shape)) * dtype.itemsize
+    nbytes = math.prod(shape) * dtype.itemsize  # (np.prod costs ~5 µs per frame)
     if codec == "raw":
         if len(blob) != nbytes:
             raise MessageError(f"raw frame of {len(blob)} B, expected {nbytes} B for "

@@ -74,9 +74,30 @@ class SeriesEnd:
 Event = SeriesStart | Frame | SeriesEnd
 
 
+_CHECKED: dict[tuple[Any, ...], tuple[tuple[int, int], np.dtype]] = {}
+
+
 def check_frame_shape(shape: Any, dtype: Any, max_bytes: int, what: str,
                       ) -> tuple[tuple[int, int], np.dtype]:
-    """Validate a (height, width) and pixel dtype announced by a message."""
+    """Validate a (height, width) and pixel dtype announced by a message.
+
+    Every frame message announces the same few shapes: answers are remembered (validating
+    costs several µs per frame otherwise).
+    """
+    try:
+        key = (*shape, str(dtype), max_bytes)
+        checked = _CHECKED.get(key)
+    except TypeError:  # not a sequence of hashables: the check says what is wrong
+        return _check_frame_shape(shape, dtype, max_bytes, what)
+    if checked is None:
+        checked = _check_frame_shape(shape, dtype, max_bytes, what)
+        if len(_CHECKED) < 256:
+            _CHECKED[key] = checked
+    return checked
+
+
+def _check_frame_shape(shape: Any, dtype: Any, max_bytes: int, what: str,
+                       ) -> tuple[tuple[int, int], np.dtype]:
     try:
         h, w = (int(v) for v in shape)
         dt = np.dtype(dtype)

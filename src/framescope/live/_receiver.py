@@ -193,7 +193,8 @@ class ZMQSource:
         self.stop()
 
     def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
-            mp_context: Any = "spawn", on_series_end: Any = None) -> LiveRun | ParallelRun:
+            mp_context: Any = "spawn", on_series_end: Any = None, kernel_threads: int = 1,
+            ) -> LiveRun | ParallelRun:
         """Start analysing received frames with ``udfs`` (and start receiving).
 
         Parameters
@@ -212,6 +213,8 @@ class ZMQSource:
         on_series_end : callable, optional
             Called with each series' final Dataset (single process only; in the analysis
             thread, so keep it short).
+        kernel_threads : int
+            numba threads of the analysis (see :class:`LiveRun`).
 
         Returns
         -------
@@ -228,7 +231,8 @@ class ZMQSource:
                                source_options=self._options, mp_context=mp_context).start()
         from framescope.live._run import LiveRun
 
-        return LiveRun(self, udfs, record=record, on_series_end=on_series_end).start()
+        return LiveRun(self, udfs, record=record, on_series_end=on_series_end,
+                       kernel_threads=kernel_threads).start()
 
     # -- what users read -------------------------------------------------------------------
 

@@ -22,7 +22,7 @@ import xarray as xr
 
 from framescope.engine import Accumulator, run_frames
 from framescope.engine._tasks import Partial, prepared
-from framescope.live._batch import Batcher, End, Slab, Start
+from framescope.live._batch import Batch, Batcher, End, Start
 from framescope.live._scan import Series
 from framescope.live._status import Status
 from framescope.udf._base import UDF
@@ -97,10 +97,16 @@ class LiveRun:
         HDF5 file to record the analysed frames and headers into (see :func:`replay`).
     on_series_end : callable, optional
         Called (in the analysis thread) with the final Dataset of each series.
+    kernel_threads : int
+        Threads of the numba kernels in the analysis thread. Default 1: the receiver needs
+        a core of its own, and idle OpenMP workers spinning after every batch took it on 2
+        cores (one series ran at a third of the speed); raise it on machines with cores to
+        spare when the analysis is the bottleneck (``status.queue_depth`` grows).
     """
 
     def __init__(self, source: Any, udfs: Any, *, record: str | None = None,
-                 on_series_end: Callable[[xr.Dataset], None] | None = None) -> None:
+                 on_series_end: Callable[[xr.Dataset], None] | None = None,
+                 kernel_threads: int = 1) -> None:
         self.source = source
         self.udfs = udf_dict(udfs)
         self._handoff: queue.SimpleQueue = queue.SimpleQueue()
@@ -114,8 +120,9 @@ class LiveRun:
         self._finished = threading.Condition(self._lock)
         self._finished_count = 0
         self._thread: threading.Thread | None = None
-        self._spill_buf: np.ndarray | None = None
+        self._buf: np.ndarray | None = None
         self._on_series_end = on_series_end
+        self.kernel_threads = int(kernel_threads)
         self._recorder = None
         if record is not None:
             from framescope.live._record import Recorder
@@ -162,8 +169,10 @@ class LiveRun:
     def _status(self, s: Status) -> Status:
         a = self._a
         state = s.state
-        if a.state in ("draining", "finished") and s.state in ("finished", "stopped"):
-            state = a.state
+        if s.state in ("finished", "stopped"):  # received all: done when analysed
+            same = self._series is not None and self._series.series == s.series
+            state = a.state if a.state == "stopped" or (same and a.state == "finished") \
+                else "draining"
         return dataclasses.replace(
             s, state=state, frames_processed=a.frames, latency_s=a.latency_s,
             latency_max_s=a.latency_max_s, last_error=a.error or s.last_error)
@@ -207,6 +216,10 @@ class LiveRun:
     # -- analysis thread -------------------------------------------------------------------
 
     def _loop(self) -> None:
+        import numba
+
+        # per thread: only the kernels this thread launches
+        numba.set_num_threads(max(1, min(self.kernel_threads, numba.config.NUMBA_NUM_THREADS)))
         while True:
             try:
                 item = self._handoff.get(timeout=0.02)
@@ -218,8 +231,8 @@ class LiveRun:
             if item is _STOP:
                 return
             try:
-                if isinstance(item, Slab):
-                    self._process_slab(item)
+                if isinstance(item, Batch):
+                    self._process_batch(item)
                 elif isinstance(item, Start):
                     self._begin(item)
                 elif isinstance(item, End):
@@ -232,6 +245,9 @@ class LiveRun:
         series = start.series
         meta = series.meta
         states = {k: prepared(u, meta) for k, u in self.udfs.items()}
+        blank = np.zeros((1, *meta.frame_shape), meta.dtype)
+        for k, u in self.udfs.items():  # load JIT kernels now, not with the first batch
+            run_frames(u, blank, np.zeros(1, np.int64), meta, states[k])
         accs = {k: Accumulator(u, meta) for k, u in self.udfs.items()}
         if self._recorder is not None:
             self._recorder.begin(series)
@@ -242,7 +258,6 @@ class LiveRun:
                 series, start.batcher, accs, states)
             self._a = _Analysed(state="running")
             self._final = None
-            self._spill_buf = None
 
     def _analyse(self, frames: np.ndarray, indices: np.ndarray, t0: float) -> None:
         series = self._series
@@ -263,20 +278,32 @@ class LiveRun:
             for k, part in parts.items():
                 self._accs[k].add(part)
 
-    def _process_slab(self, slab: Slab) -> None:
+    def _buffer(self, n: int) -> np.ndarray:
+        """This thread's reused batch buffer (stays mapped and warm), at least ``n`` frames."""
+        meta = self._series.meta
+        buf = self._buf
+        if buf is None or len(buf) < n or buf.shape[1:] != meta.frame_shape \
+                or buf.dtype != meta.dtype:
+            buf = self._buf = np.empty((max(n, self._batcher.per_batch), *meta.frame_shape),
+                                       meta.dtype)
+        return buf[:n]
+
+    def _process_batch(self, batch: Batch) -> None:
         try:
-            if self._series is not None and slab.series == self._series.series:
-                self._analyse(slab.data[: slab.n], slab.index[: slab.n], slab.t0)
+            if self._series is not None and batch.series == self._series.series:
+                frames = self._buffer(batch.n)
+                np.stack(batch.frames, out=frames)  # the one copy of each frame
+                indices = np.asarray(batch.indices, dtype=np.int64)
+                batch.release()  # message buffers go back now, not after the analysis
+                self._analyse(frames, indices, batch.t0)
         finally:
-            slab.release()
+            batch.release()
 
     def _process_spill(self, batcher: Batcher) -> None:
-        if self._spill_buf is None:
-            self._spill_buf = np.empty((batcher.per_slab, *self._series.meta.frame_shape),
-                                       self._series.meta.dtype)
         t0 = time.monotonic()
-        indices = batcher.spill.read_into(self._spill_buf)
-        self._analyse(self._spill_buf[: len(indices)], indices, t0)
+        frames = self._buffer(batcher.per_batch)
+        indices = batcher.spill.read_into(frames)
+        self._analyse(frames[: len(indices)], indices, t0)
 
     def _finish(self, end: End) -> None:
         if self._series is None or end.series != self._series.series:

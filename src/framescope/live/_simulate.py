@@ -53,7 +53,10 @@ class Publisher:
         self.encoder = make_encoder(protocol, compression)
         self.rate = float(rate)
         self.peers, self.peer_timeout, self.linger_s = peers, peer_timeout, linger_s
-        self._sock = zmq.Context.instance().socket(zmq.PUSH)
+        # an own context: close() terminates it, which waits (up to linger_s) until queued
+        # zero-copy frames left, while their buffers are still alive
+        self._ctx = zmq.Context()
+        self._sock = self._ctx.socket(zmq.PUSH)
         if sndhwm is not None:
             self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._monitor = self._sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
@@ -103,8 +106,10 @@ class Publisher:
 
     def close(self) -> None:
         """Close, giving queued messages ``linger_s`` to leave."""
+        self._sock.disable_monitor()
         self._monitor.close(linger=0)
         self._sock.close(linger=int(self.linger_s * 1000))
+        self._ctx.term()
 
 
 def _frames_of(arr: xr.DataArray | np.ndarray, order: ScanOrder,
