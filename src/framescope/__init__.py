@@ -19,4 +19,8 @@ def __getattr__(name: str):  # lazy: keep `import framescope` light
         import framescope.dashboard as dashboard
 
         return dashboard
+    if name == "live":  # pyzmq and the codecs load on first use ([live] extra)
+        import framescope.live as live
+
+        return live
     raise AttributeError(f"module 'framescope' has no attribute {name!r}")

@@ -254,7 +254,25 @@ def build_parser() -> argparse.ArgumentParser:
                    help="load the data into the workers' memory first (--demo always does)")
     _add_open_options(p)
     p.set_defaults(func=_cmd_serve)
+    _add_live(sub)
     return parser
+
+
+def _add_live(sub: Any) -> None:
+    """``simulate-stream``, ``replay`` and ``live``; without the [live] extra, say so."""
+    try:
+        from framescope.live._cli import add_parsers
+    except ImportError as e:
+        missing = str(e)
+
+        def needs_live(args: argparse.Namespace) -> int:
+            raise SystemExit(f"framescope {args.command}: needs the [live] extra "
+                             f"(pip install 'framescope[live]'): {missing}")
+
+        for name in ("simulate-stream", "replay", "live"):
+            sub.add_parser(name, help="(needs [live])").set_defaults(func=needs_live)
+        return
+    add_parsers(sub)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
