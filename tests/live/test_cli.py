@@ -79,7 +79,12 @@ def test_live_without_a_sender_gives_up(tmp_path, capsys):
     assert args.func(args) == 1
     assert "no series received" in capsys.readouterr().err
     assert not (tmp_path / "x.nc").exists()
-    assert parse("live", "--out", "x.nc").func(parse("live", "--out", "x.nc")) == 2
+    for argv in (["--out", "x.nc"], ["--com", "--processes", "2", "--out", "x.nc"],
+                 ["--com", "--processes", "2", "--scan", "2x2", "--record", "r.h5", "--out",
+                  "x.nc"]):
+        args = parse("live", *argv)
+        assert args.func(args) == 2
+    assert "--record works with --processes 1" in capsys.readouterr().err
 
 
 def test_live_writes_partial_results_when_the_sender_stalls(tmp_path, capsys):

@@ -93,8 +93,12 @@ def cmd_live(args: argparse.Namespace) -> int:
     from framescope.live import ZMQSource
 
     udfs, attrs = _udfs(args)
-    if not udfs:
-        print("framescope live: give --mask and/or --com", file=sys.stderr)
+    problem = ("give --mask and/or --com" if not udfs
+               else "--processes > 1 needs --scan" if args.processes > 1 and not args.scan
+               else "--record works with --processes 1 only"
+               if args.processes > 1 and args.record else "")
+    if problem:
+        print(f"framescope live: {problem}", file=sys.stderr)
         return 2
     src = ZMQSource(args.connect, args.protocol, scan=args.scan, order=args.order,
                     channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
