@@ -245,3 +245,25 @@ def test_roi_shows_its_summed_frame(page, frames):
                              exact=True, rtol=1e-6), 60, "the ROI's summed frame")
     settle(page)
     assert page.console_errors == []
+
+
+def test_export_downloads_the_results(page, frames, tmp_path):
+    import xarray as xr
+
+    page.locator(".bk-tab", has_text="Export").first.click()
+    # the code is refreshed when the tab opens
+    code = page.locator("pre", has_text="'box1': fs.masks.box(")
+    wait_for(lambda: code.count(), 30, "the notebook code with the drawn box")
+    assert "polygon1 = arr.fs.virtual_image(fs.masks.polygon(" in code.first.inner_text()
+    with page.expect_download(timeout=60_000) as download:
+        page.locator("button", has_text="Download results").first.click()
+    path = tmp_path / "results.nc"
+    download.value.save_as(path)
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        ds.load()
+    stack = fm.MaskStack.from_json(ds["virtual_image"].attrs["masks"])
+    assert list(stack) == ["bf", "adf", "box1", "polygon1"]
+    for name in ("adf", "polygon1"):
+        np.testing.assert_allclose(ds["virtual_image"].sel(mask=name),
+                                   reference(frames, stack[name]), rtol=1e-5)
+    assert page.console_errors == []

@@ -79,6 +79,18 @@ def test_written_file_holds_images_masks_and_com(state, small, tmp_path):
     assert results_bytes(state)[:8] == b"\x89HDF\r\n\x1a\n"  # NetCDF4 is HDF5
 
 
+def test_writing_needs_no_dask_client(state, tmp_path):
+    import dask
+
+    state.start()
+    assert state.jobs.wait(timeout=120)
+    # as in `framescope serve`: dask set to a distributed scheduler this thread cannot see
+    with dask.config.set(scheduler="dask.distributed"):
+        path = write_results(state, tmp_path / "out.h5")
+    with xr.open_dataset(path, engine="h5netcdf") as ds:
+        assert list(ds["mask"].values) == ["bf", "adf"]
+
+
 def test_dataset_marks_unfinished_images(state):
     state.start()
     ds = results_dataset(state)  # jobs may still run: done fractions say how far

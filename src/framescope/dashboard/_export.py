@@ -7,6 +7,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import dask
 import numpy as np
 import xarray as xr
 
@@ -132,7 +133,9 @@ def write_results(state: DashboardState, path: str | os.PathLike[str]) -> Path:
     """Write :func:`results_dataset` to ``path`` as NetCDF4 (an HDF5 file: ``.nc`` or
     ``.h5``); returns the path. Read back with ``xarray.open_dataset(path)``."""
     out = Path(path)
-    _netcdf_safe(results_dataset(state)).to_netcdf(out, engine="h5netcdf")
+    # numpy data: no scheduler needed, whatever client the process has (or has not) set up
+    with dask.config.set(scheduler="synchronous"):
+        _netcdf_safe(results_dataset(state)).to_netcdf(out, engine="h5netcdf")
     return out
 
 

@@ -28,14 +28,14 @@ def demo_data() -> xr.DataArray:
 
 
 def local_client(n_workers: int | None = None) -> Any:
-    """A ``LocalCluster`` of single-threaded worker processes on 127.0.0.1 and its client
-    (the dask dashboard on a free port of 127.0.0.1)."""
+    """A ``LocalCluster`` of single-threaded worker processes on 127.0.0.1 and its client,
+    the process's default one (the dask dashboard on a free port of 127.0.0.1)."""
     from distributed import Client, LocalCluster
 
     n = n_workers or os.cpu_count() or 1
     cluster = LocalCluster(n_workers=n, threads_per_worker=1, processes=True,
                            host="127.0.0.1", dashboard_address="127.0.0.1:0")
-    return Client(cluster, set_as_default=False)
+    return Client(cluster)
 
 
 def serve(
