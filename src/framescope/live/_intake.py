@@ -1,0 +1,238 @@
+"""What the receiver thread does with each message: decode, check, track, hand on.
+
+One :class:`Intake` per source, used by its receiver thread only (other threads read its
+counters and state, or leave requests in attributes it picks up). Malformed messages are
+counted and logged (rate-limited), never raised.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import queue
+import time
+from collections import deque
+from typing import Any
+
+import numpy as np
+
+from framescope.live._batch import Batcher, End, FrameTracker, Policy, Start
+from framescope.live._messages import Frame, MessageError, ScanOrder, SeriesEnd, SeriesStart
+from framescope.live._scan import Series, resolve_series
+from framescope.live._status import Counters, Status
+
+__all__ = ["Intake"]
+
+log = logging.getLogger(__name__)
+
+_LOG_FIRST = 10  # malformed messages logged per series before thinning out
+
+
+class Intake:
+    """Series state and counters of one source, driven by its receiver thread."""
+
+    def __init__(self, name: str, decoder: Any, *, scan: tuple[int, int] | None,
+                 order: ScanOrder | None, policy: Policy, buffer_bytes: int,
+                 batch_frames: int | None, spill_dir: str | None, spill_limit: int,
+                 stall_timeout: float, max_message_bytes: int) -> None:
+        self.name, self.decoder = name, decoder
+        self.scan, self.order, self.policy = scan, order, policy
+        self.buffer_bytes, self.batch_frames = buffer_bytes, batch_frames
+        self.spill_dir, self.spill_limit = spill_dir, spill_limit
+        self.stall_timeout, self.max_message_bytes = stall_timeout, max_message_bytes
+        self.flush_s = 0.05  # a batch waits at most this long for more frames
+        self.counters = Counters()
+        self.state = "idle"
+        self.series: Series | None = None
+        self.ended = False
+        self._pending: SeriesStart | None = None  # header waiting for its first frame
+        self._finished_ids: deque[int] = deque(maxlen=16)
+        self.tracker: FrameTracker | None = None
+        self.batcher: Batcher | None = None
+        self._handoff: queue.SimpleQueue | None = None
+        self.attach_request: queue.SimpleQueue | None = None  # set from other threads
+        self.end_request: tuple[int, float] | None = None  # set from other threads
+        self.latest: np.ndarray | None = None
+        self._last_msg = time.monotonic()
+        self._logged = 0
+
+    def status(self) -> Status:
+        """Counters and state of the current series (a consistent-enough snapshot)."""
+        c, s, tracker, batcher = self.counters, self.series, self.tracker, self.batcher
+        return Status(
+            state=self.state, series=None if s is None else s.series,
+            frames_expected=None if s is None else s.n_frames,
+            frames_received=c.frames_received, bytes_received=c.bytes_received,
+            rate_hz=c.rate_hz, mb_per_s=c.mb_per_s, dropped=c.dropped, spilled=c.spilled,
+            spill_pending=0 if batcher is None else batcher.spill.pending,
+            malformed=c.malformed,
+            gaps=0 if tracker is None else tracker.gaps(self.ended),
+            duplicates=c.duplicates, out_of_order=c.out_of_order,
+            queue_depth=0 if batcher is None else batcher.depth,
+            queue_capacity=0 if batcher is None else batcher.capacity,
+            policy=self.policy, last_error=c.last_error,
+        )
+
+    def close(self) -> None:
+        """The socket closed: hand an open series on as unfinished."""
+        if self.series is not None and not self.ended:
+            self._close_series(ended=False)
+
+    def take_attach(self) -> None:
+        """Start handing batches on (receiver thread; the request came from another)."""
+        self._handoff, self.attach_request = self.attach_request, None
+        s = self.series
+        if s is not None and not self.ended:
+            self.batcher = self._new_batcher(s)
+
+    def housekeeping(self, now: float) -> None:
+        """Between bursts: flush a waiting batch, rates, requested ends, stall detection."""
+        if self.batcher is not None:
+            self.batcher.flush(older_than=self.flush_s)
+        self.counters.update_rate(now)
+        quiet = now - self._last_msg
+        if self.end_request is not None:
+            series, grace = self.end_request
+            s = self.series
+            if s is None or s.series != series or self.ended:
+                self.end_request = None
+            elif quiet >= grace:
+                self.end_request = None
+                self._close_series(ended=True)
+        if self.state == "receiving" and quiet > self.stall_timeout:
+            self.state = "stalled"
+            log.warning("series %s: no message for %.1f s, %d of %s frames received; "
+                        "state 'stalled'", getattr(self.series, "series", None), quiet,
+                        self.counters.frames_received, getattr(self.series, "n_frames", "?"))
+
+    def _malformed(self, why: str) -> None:
+        c = self.counters
+        c.malformed += 1
+        c.last_error = why
+        self._logged += 1
+        if self._logged <= _LOG_FIRST or self._logged % 1000 == 0:
+            log.warning("%s: skipped message (%d so far): %s", self.name, c.malformed, why)
+
+    def handle(self, parts: list[Any]) -> None:
+        """One ZeroMQ message (its frames, received with ``copy=False``)."""
+        if self.attach_request is not None:  # before any message that came after attach()
+            self.take_attach()
+        self._last_msg = time.monotonic()
+        size = sum(len(p) for p in parts)
+        if size > self.max_message_bytes:
+            self._malformed(f"oversized message of {size} B (limit {self.max_message_bytes})")
+            return
+        try:
+            event = self.decoder.decode([p.buffer for p in parts])
+        except MessageError as exc:
+            self._malformed(str(exc))
+            return
+        except Exception as exc:  # a decoder bug must not end the receiver
+            log.exception("%s: decoder failed", self.name)
+            self._malformed(f"{type(exc).__name__}: {exc}")
+            return
+        if isinstance(event, Frame):
+            self._frame(event, size)
+        elif isinstance(event, SeriesStart):
+            self._start(event)
+        elif isinstance(event, SeriesEnd):
+            self._end(event)
+
+    def _frame(self, f: Frame, size: int) -> None:
+        s = self.series
+        if s is None or f.series != s.series or self.ended:
+            s = self._implicit_start(f)
+            if s is None:
+                return
+        data = f.data
+        meta = s.meta
+        if data.shape != meta.frame_shape or data.dtype != meta.dtype:
+            self._malformed(f"frame {f.index}: {data.dtype} {data.shape}, series {s.series} "
+                            f"has {meta.dtype} {meta.frame_shape}")
+            return
+        c = self.counters
+        why = self.tracker.accept(f.index)
+        if why and why != "duplicate":
+            self._malformed(why)
+            return
+        c.frames_received += 1
+        c.bytes_received += size
+        if self.state != "receiving":
+            self.state = "receiving"
+        if why:
+            return
+        self.latest = data
+        if self.batcher is not None:
+            self.batcher.put(f.index, data)
+
+    def _implicit_start(self, f: Frame) -> Series | None:
+        """The series a frame belongs to when it is not the open one."""
+        if f.series in self._finished_ids:
+            self._malformed(f"frame {f.index} of finished series {f.series}")
+            return None
+        pending = self._pending if self._pending and self._pending.series == f.series else None
+        if pending is None and self.scan is None:
+            self._malformed(f"frame {f.index} of series {f.series} without its header; give "
+                            f"scan= to join a running series")
+            return None
+        start = pending or SeriesStart(f.series)
+        start = dataclasses.replace(start, frame_shape=start.frame_shape or f.data.shape,
+                                    dtype=start.dtype or f.data.dtype)
+        return self._open(start, from_header=pending is not None)
+
+    def _start(self, start: SeriesStart) -> None:
+        if self.series is not None and not self.ended:
+            log.warning("series %d: a header for series %d came before its end",
+                        self.series.series, start.series)
+            self._close_series(ended=False)
+        self._pending = start
+        if start.frame_shape is not None and start.dtype is not None:
+            self._open(start, from_header=True)
+
+    def _open(self, start: SeriesStart, from_header: bool) -> Series | None:
+        series = resolve_series(start, self.scan, self.order)
+        if isinstance(series, str):
+            self._malformed(series)
+            return None
+        if self.series is not None and not self.ended:
+            self._close_series(ended=False)
+        series.from_header = from_header
+        self._pending = None
+        self.counters.reset()
+        self._logged = 0
+        self.series, self.ended = series, False
+        self.tracker = FrameTracker(series.n_frames, self.counters)
+        self.state = "receiving"
+        self.batcher = self._new_batcher(series) if self._handoff is not None else None
+        log.info("series %d: %s %s frames, scan %s (%s)%s", series.series, series.meta.dtype,
+                 series.meta.frame_shape, series.meta.scan_shape, series.order,
+                 "" if from_header else ", header not seen")
+        return series
+
+    def _new_batcher(self, series: Series) -> Batcher:
+        batcher = Batcher(series, self._handoff, self.counters, policy=self.policy,
+                          buffer_bytes=self.buffer_bytes, batch_frames=self.batch_frames,
+                          spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit)
+        self._handoff.put(Start(series, batcher))
+        return batcher
+
+    def _end(self, end: SeriesEnd) -> None:
+        s = self.series
+        if s is None or s.series != end.series or self.ended:
+            self._malformed(f"end of series {end.series}, which is not being received")
+            return
+        self._close_series(ended=True)
+
+    def _close_series(self, ended: bool) -> None:
+        s = self.series
+        self.ended = True
+        self._finished_ids.append(s.series)
+        self.state = "finished" if ended else "stopped"
+        if self.batcher is not None:
+            self.batcher.flush()
+            self._handoff.put(End(s.series, ended, self.status()))
+        gaps = self.tracker.gaps(ended=True) if self.tracker is not None else 0
+        log.info("series %d %s: %d frames received, %d missing, %d dropped, %d spilled, "
+                 "%d malformed", s.series, "ended" if ended else "closed unfinished",
+                 self.counters.frames_received, gaps, self.counters.dropped,
+                 self.counters.spilled, self.counters.malformed)
