@@ -9,9 +9,15 @@ library call: bitshuffle trusts the block lengths and reads past a truncated buf
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import functools
+import glob
 import math
+import os
 import struct
-from typing import Literal
+import threading
+from typing import Any, Literal
 
 import lz4.block
 import numpy as np
@@ -27,6 +33,41 @@ CODECS: tuple[str, ...] = ("raw", "lz4", "lz4-h5", "bslz4")
 
 _HEADER = struct.Struct(">QI")  # uncompressed bytes, block size in bytes
 _BLOCK = struct.Struct(">I")  # compressed length of the next block
+
+_local = threading.local()
+
+
+@functools.cache
+def _bundled_openmp() -> tuple[ctypes.CDLL, ...]:
+    """The private libgomp of a bitshuffle wheel (``bitshuffle.libs/``), if any."""
+    import bitshuffle
+
+    root = os.path.dirname(os.path.dirname(bitshuffle.__file__))
+    libs = []
+    for path in glob.glob(os.path.join(root, "bitshuffle.libs", "libgomp*.so*")):
+        with contextlib.suppress(OSError, AttributeError):
+            lib = ctypes.CDLL(path)  # already loaded: the same handle
+            lib.omp_set_num_threads.argtypes = [ctypes.c_int]
+            libs.append(lib)
+    return tuple(libs)
+
+
+def _bitshuffle() -> Any:
+    """bitshuffle, with its OpenMP team limited to one thread for the calling thread.
+
+    A frame is a few blocks: threads only cost. Worse, next to the other OpenMP runtime
+    that ``import framescope`` loads (numba's), the wheel's private one made a 128 KiB
+    frame take ~4 ms to compress instead of ~60 µs here. ``omp_set_num_threads`` acts on
+    the calling thread only, hence once per thread.
+    """
+    import bitshuffle
+
+    if not getattr(_local, "single", False):
+        for lib in _bundled_openmp():
+            lib.omp_set_num_threads(1)
+        _local.single = True
+    return bitshuffle
+
 
 try:  # optional accelerator, built from source (no wheel on PyPI)
     from dectris.compression import decompress as _dectris_decompress
@@ -92,9 +133,8 @@ def _bslz4(blob: memoryview, shape: tuple[int, ...], dtype: np.dtype) -> np.ndar
                 _HEADER.pack(n * itemsize, block * itemsize) + payload)
             raw = _dectris_decompress(framed, "bslz4", elem_size=itemsize)
             return np.frombuffer(raw, dtype).reshape(shape)
-        import bitshuffle
-
-        return bitshuffle.decompress_lz4(np.frombuffer(payload, np.uint8), shape, dtype, block)
+        return _bitshuffle().decompress_lz4(np.frombuffer(payload, np.uint8), shape, dtype,
+                                            block)
     except (ValueError, RuntimeError) as exc:
         raise MessageError(f"bslz4: corrupt data ({exc})") from exc
 
@@ -190,9 +230,7 @@ def encode(frame: np.ndarray, codec: str) -> bytes | np.ndarray:
             packed = data
         return _HEADER.pack(len(data), len(data)) + _BLOCK.pack(len(packed)) + packed
     if codec == "bslz4":
-        import bitshuffle
-
         block = _default_block(frame.itemsize)
-        packed = bitshuffle.compress_lz4(frame, block)
+        packed = _bitshuffle().compress_lz4(frame, block)
         return _HEADER.pack(frame.nbytes, block * frame.itemsize) + packed.tobytes()
     raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")

@@ -271,7 +271,7 @@ class ZMQSource:
             sock.setsockopt(zmq.RCVHWM, self.rcvhwm)
         if self.bind:
             sock.bind(self.endpoint)
-            self.endpoint = sock.getsockopt_string(zmq.LAST_ENDPOINT)
+            self.endpoint = self._intake.name = sock.getsockopt_string(zmq.LAST_ENDPOINT)
         else:
             sock.connect(self.endpoint)
         return sock
