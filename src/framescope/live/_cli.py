@@ -40,11 +40,15 @@ def cmd_simulate_stream(args: argparse.Namespace) -> int:
     def bound(endpoint: str) -> None:
         print(f"publishing {args.protocol} on {endpoint}", file=sys.stderr, flush=True)
 
+    scan = args.scan or (128, 128)
+    if args.source is None:
+        print(f"simulating {scan[0] * scan[1]} frames of {args.det[0]}x{args.det[1]} first "
+              f"(a few hundred per second per core)", file=sys.stderr, flush=True)
     stats = simulate_stream(
-        args.bind, args.protocol, source=_source(args), scan=args.scan or (128, 128),
-        det=args.det, dtype=args.raw_dtype or "uint16", rate=args.rate,
-        compression=args.compression, series=args.series, order=args.order,
-        peers=args.peers, on_bound=bound)
+        args.bind, args.protocol, source=_source(args), scan=scan, det=args.det,
+        dtype=args.raw_dtype or "uint16", rate=args.rate, compression=args.compression,
+        series=args.series, order=args.order, peers=args.peers, cache_mib=args.cache_mib,
+        on_bound=bound)
     print(json.dumps(stats))
     return 0
 
@@ -173,6 +177,8 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--source", help="send the frames of this dataset (default: synthetic)")
     p.add_argument("--series", type=int, default=1, help="number of series to send")
     p.add_argument("--order", default="raster", choices=["raster", "snake"])
+    p.add_argument("--cache-mib", type=float, default=4096,
+                   help="read sources up to this size into memory first, so the rate holds")
     _add_open_options(p)
     p.set_defaults(func=cmd_simulate_stream)
 

@@ -155,7 +155,7 @@ def simulate_stream(
     first_series: int = 1,
     order: ScanOrder = "raster",
     peers: int = 1,
-    cache_mib: float = 1024,
+    cache_mib: float = 4096,
     stop_after: int | None = None,
     stop: threading.Event | None = None,
     on_bound: Callable[[str], None] | None = None,
@@ -181,7 +181,9 @@ def simulate_stream(
     peers : int
         Receivers to wait for before sending (see :class:`Publisher`).
     cache_mib : float
-        Sources up to this size are read once and kept for repeated series.
+        Sources up to this size are read (simulated) into memory before sending, so the
+        rate holds (synthetic frames are simulated at only ~300-1000 frames/s) and repeated
+        series reuse them; larger sources are read block by block while sending.
     stop_after : int, optional
         Stop after this many frames of the first series, without an end message.
     stop : threading.Event, optional
@@ -199,6 +201,8 @@ def simulate_stream(
         raise ValueError(f"source: expected (scan_y, scan_x, det_y, det_x) frames, found "
                          f"dims {arr.dims}")
     if arr.nbytes <= cache_mib * 2**20:
+        log.info("reading %d frames (%.0f MiB) into memory before sending", arr.shape[0]
+                 * arr.shape[1], arr.nbytes / 2**20)
         arr = np.asarray(arr)  # computed once for all series
     ny, nx, h, w = arr.shape
     label = ("synthetic" if source is None else "array" if isinstance(source, xr.DataArray)
