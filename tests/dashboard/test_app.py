@@ -147,8 +147,8 @@ def test_drawn_boxes_and_polygons_become_detectors(dash, small):
                     "color": [0]})
     box = dash.state.detector("box1")
     assert box.spec() == fm.box(3, 2, 12, 10)
-    assert sent[-1][0]["name"] == ["box1"]
-    assert sent[-1][0]["color"] == [box.color]
+    assert sent[-1]["name"] == ["box1"]
+    assert sent[-1]["color"] == [box.color]
     view._on_boxes({"x0": [4.0], "y0": [12.0], "x1": [12.0], "y1": [3.0], "name": ["box1"]})
     assert box.spec() == fm.box(3, 4, 12, 12)
     assert dash.state.jobs.wait(timeout=120)
@@ -169,8 +169,12 @@ def test_typed_numbers_move_the_drawing(dash):
     sent = []
     view._pipes["outlines"].send = lambda data: sent.append(data)
     dash.state.detector("adf").r_out = 15
-    paths = [p for p in sent[-1][0] if p["name"] == "adf"]
-    np.testing.assert_allclose(np.hypot(paths[1]["x"] - 16, paths[1]["y"] - 16), 15)
+    seg = sent[-1][0]
+    adf = np.asarray(seg["name"]) == "adf"
+    r = np.hypot(np.asarray(seg["x0"])[adf] - 16, np.asarray(seg["y0"])[adf] - 16)
+    np.testing.assert_allclose(np.unique(r.round(6)), [8, 15])  # inner and outer circle
+    assert set(np.asarray(seg["lw"])[adf]) == {2.0}  # bf is selected: drawn thicker
+    assert set(np.asarray(seg["lw"])[~adf]) == {4.0}
 
 
 def test_big_scans_are_downsampled(small):

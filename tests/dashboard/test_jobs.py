@@ -10,7 +10,7 @@ from framescope.dashboard._jobs import JobManager
 
 @pytest.fixture
 def jobs():
-    manager = JobManager()
+    manager = JobManager(min_run=0)  # pure latest-wins; see test_min_run for the grace
     yield manager
     manager.close()
 
@@ -71,6 +71,49 @@ def test_a_burst_of_edits_runs_only_the_last(jobs):
     assert jobs.wait(timeout=10)
     assert seen == ["e40"]
     assert log == ["x closed", "e4 finished"]
+
+
+def test_min_run_lets_a_young_job_finish_then_runs_the_newest():
+    jobs = JobManager(min_run=30)
+    try:
+        log: list[str] = []
+        seen: list[str] = []
+        gates = [threading.Event() for _ in range(3)]
+        started = threading.Event()
+        jobs.submit("c", gated("a", gates, log, started), seen.append)
+        assert started.wait(10)
+        for i in range(3):  # a drag: edits faster than a job takes
+            gate = threading.Event()
+            gate.set()
+            jobs.submit("c", gated(f"e{i}", [gate], log), seen.append)
+        for g in gates:
+            g.set()
+        assert jobs.wait(timeout=10)
+        # the running job was young: it completed, then only the newest edit ran
+        assert seen == ["a0", "a1", "a2", "e20"]
+        assert log == ["a finished", "e2 finished"]
+    finally:
+        jobs.close()
+
+
+def test_min_run_preempts_a_long_job():
+    jobs = JobManager(min_run=0.05)
+    try:
+        log: list[str] = []
+        gates = [threading.Event() for _ in range(3)]
+        started = threading.Event()
+        jobs.submit("c", gated("a", gates, log, started), lambda item: None)
+        assert started.wait(10)
+        gates[0].set()
+        threading.Event().wait(0.1)  # a has run longer than min_run
+        done = threading.Event()
+        done.set()
+        jobs.submit("c", gated("b", [done], log), lambda item: None)
+        gates[1].set()
+        assert jobs.wait(timeout=10)
+        assert log == ["a closed", "b finished"]
+    finally:
+        jobs.close()
 
 
 def test_channels_are_independent(jobs):

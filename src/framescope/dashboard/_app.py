@@ -54,6 +54,7 @@ class Dashboard(pn.viewable.Viewer):
 
     def __init__(self, arr: Any, client: Any = None, detectors: Any = None,
                  **params: Any) -> None:
+        load_extensions()
         super().__init__(**params)
         self.state = DashboardState(arr, client=client, detectors=detectors)
         self.detector_view = DetectorView(self.state)

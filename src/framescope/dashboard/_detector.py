@@ -1,6 +1,6 @@
 """Detector view: a frame with the virtual detectors drawn, moved and edited on it.
 
-Circles (disks, rings) are a PointDraw handle at the centre plus ``hv.Path`` outlines
+Circles (disks, rings) are a PointDraw handle at the centre plus outlines (``hv.Segments``)
 redrawn from the radii, which are numbers in the editor: Bokeh has no circle edit tool, and a
 centre handle with typed radii is both precise and cheap to sync. Only the selected detector
 has a handle, as concentric detectors would otherwise move together. Bokeh's PointDraw only
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import logging
 import math
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,7 +32,7 @@ from framescope.dashboard._detectors import (
     boxes_table,
     centres_table,
     next_color,
-    outline_paths,
+    outline_segments,
     polygons_table,
     read_boxes,
     read_centres,
@@ -49,6 +50,7 @@ log = logging.getLogger(__name__)
 CMAPS = ["gray", "viridis", "inferno", "magma", "fire", "kbc", "coolwarm"]
 _HIT_PX = 10  # a drag starting this close (screen px) to a centre moves it
 _RECONCILE_MS = 400  # wait for PointDraw's report after a drag ends
+_DRAG_OUTLINE_S = 0.3  # outlines follow a drag this often; the virtual image as fast as it can
 
 
 class DetectorView(pn.viewable.Viewer):
@@ -72,6 +74,7 @@ class DetectorView(pn.viewable.Viewer):
         self._in_stroke = False
         self._stroke = 0
         self._point_reports = 0
+        self._outlined = 0.0
 
         self._frame_pipe = hv.streams.Pipe(data=self._display_data())
         self._pushed = self._tables()  # what the plot shows, to send only changes
@@ -130,47 +133,51 @@ class DetectorView(pn.viewable.Viewer):
 
     # ---- detector overlays -------------------------------------------------------------------
     def _tables(self) -> dict[str, Any]:
-        dets = self.state.detectors
-        sel = self.state.selected
-        return {"outlines": (outline_paths(dets), sel, _labels(dets)),
-                "centres": centres_table(dets, only=sel), "boxes": (boxes_table(dets), sel),
-                "polygons": (polygons_table(dets), sel)}
+        dets, sel = self.state.detectors, self.state.selected
+        return {"outlines": (_widths(outline_segments(dets), sel), _labels(dets)),
+                "centres": centres_table(dets, only=sel),
+                "boxes": _widths(boxes_table(dets), sel),
+                "polygons": [{**p, "lw": _width(p["name"], sel)}
+                             for p in polygons_table(dets)]}
 
     def push_shapes(self, force: bool = False) -> None:
         """Send the detector tables that changed to the plot (all of them with ``force``)."""
         for key, table in self._tables().items():
-            if key == "centres" and self._drag is not None and not force:
-                continue  # PointDraw owns the handle while it is dragged
+            if self._drag is not None and not force:
+                if key == "centres":
+                    continue  # PointDraw owns the handle while it is dragged
+                if key == "outlines" and time.monotonic() - self._outlined < _DRAG_OUTLINE_S:
+                    continue  # redrawing the overlay costs the event loop ~0.1 s
+                self._outlined = time.monotonic()
             if force or not _same(self._pushed.get(key), table):
                 self._pushed[key] = table
                 self._pipes[key].send(table)
 
+    # plain column names as styles: hv.dim expressions cost ~60 ms per update here
     def _outlines(self, data: Any) -> hv.Overlay:
-        paths, selected, labels = data
-        path = hv.Path(paths, vdims=["name", "color"]).opts(
-            color=hv.dim("color"), line_width=_line_width(selected))
+        segments, labels = data
+        path = hv.Segments(segments, kdims=["x0", "y0", "x1", "y1"],
+                           vdims=["name", "color", "lw"]).opts(color="color", line_width="lw")
         text = hv.Labels(labels, kdims=["x", "y"], vdims=["name", "color"]).opts(
-            text_color=hv.dim("color"), text_font_size="11pt", text_align="left",
+            text_color="color", text_font_size="11pt", text_align="left",
             text_baseline="bottom")
         return path * text
 
     def _centres(self, data: dict[str, list[Any]]) -> hv.Points:
         return hv.Points(data, vdims=["name", "color"]).opts(
-            color=hv.dim("color"), size=11, line_color="white", line_width=1.5,
+            color="color", size=11, line_color="white", line_width=1.5,
             tools=["hover"], hover_tooltips=["name"])
 
-    def _boxes(self, data: tuple[dict[str, list[Any]], str]) -> hv.Rectangles:
-        table, selected = data
+    def _boxes(self, data: dict[str, list[Any]]) -> hv.Rectangles:
         # hover puts the name column into the data source, where BoxEdit reports it back
-        return hv.Rectangles(table, vdims=["name", "color"]).opts(
-            fill_color=hv.dim("color"), fill_alpha=0.15, line_color=hv.dim("color"),
-            line_width=_line_width(selected), tools=["hover"], hover_tooltips=["name"])
+        return hv.Rectangles(data, vdims=["name", "color", "lw"]).opts(
+            fill_color="color", fill_alpha=0.15, line_color="color", line_width="lw",
+            tools=["hover"], hover_tooltips=["name"])
 
-    def _polygons(self, data: tuple[list[dict[str, Any]], str]) -> hv.Polygons:
-        table, selected = data
-        return hv.Polygons(table, vdims=["name", "color"]).opts(
-            fill_color=hv.dim("color"), fill_alpha=0.15, line_color=hv.dim("color"),
-            line_width=_line_width(selected), tools=["hover"], hover_tooltips=["name"])
+    def _polygons(self, data: list[dict[str, Any]]) -> hv.Polygons:
+        return hv.Polygons(data, vdims=["name", "color", "lw"]).opts(
+            fill_color="color", fill_alpha=0.15, line_color="color", line_width="lw",
+            tools=["hover"], hover_tooltips=["name"])
 
     # ---- what the draw tools report ------------------------------------------------------------
     def _on_centres(self, data: dict[str, list[Any]] | None) -> None:
@@ -302,8 +309,12 @@ def hover_off(plot: Any, element: Any) -> None:
     plot.state.toolbar.active_inspect = None
 
 
-def _line_width(selected: str) -> Any:
-    return hv.dim("name").categorize({selected: 4}, default=2)
+def _width(name: str, selected: str) -> float:
+    return 4.0 if name == selected else 2.0  # the selected detector's outline is thicker
+
+
+def _widths(table: dict[str, list[Any]], selected: str) -> dict[str, list[Any]]:
+    return {**table, "lw": [_width(n, selected) for n in table["name"]]}
 
 
 def _same(a: Any, b: Any) -> bool:

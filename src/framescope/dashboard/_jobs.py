@@ -1,11 +1,17 @@
 """Latest-wins background jobs: one worker thread per channel.
 
 A job is a callable returning an iterator of progressive results (typically
-:func:`framescope.engine.iter_run`). Submitting to a channel makes the job running there
-stale: its thread drops it at its next result and closes the iterator, which for
-``iter_run`` cancels the partitions still queued on the cluster. Jobs of one channel never
-overlap, so a burst of edits (a drag) runs back to back instead of piling up on the
-workers; channels (one per detector, the frame, COM) run side by side.
+:func:`framescope.engine.iter_run`). A newer submission to a channel makes the job running
+there stale: its thread drops it at its next result and closes the iterator, which for
+``iter_run`` cancels the partitions still queued on the cluster. Only the newest pending
+submission is kept, and jobs of one channel never overlap, so a burst of edits (a drag)
+does not pile up on the workers; channels (one per detector, the frame, COM) run side by
+side.
+
+A job may run ``min_run`` seconds (default 0.25) before a newer submission preempts it.
+Without that grace a drag, whose edits come faster than one image takes, would cancel every
+job before it completes and show no complete image until the mouse stops; with it, short
+jobs finish back to back with the latest edit, and long ones are still cancelled early.
 """
 
 from __future__ import annotations
@@ -35,12 +41,15 @@ class _Request:
 
 
 class _Channel:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, min_run: float) -> None:
         self.name = name
+        self.min_run = min_run
         self.cond = threading.Condition()
-        self.generation = 0
+        self.generation = 0  # of the latest submission
+        self.cancelled = 0  # jobs up to this generation are cancelled
         self.pending: _Request | None = None
         self.running = False
+        self.started = 0.0
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name=f"framescope-dashboard-{name}",
                                        daemon=True)
@@ -55,12 +64,17 @@ class _Channel:
 
     def cancel(self) -> None:
         with self.cond:
-            self.generation += 1
+            self.cancelled = self.generation
             self.pending = None
             self.cond.notify_all()
 
     def stale(self, generation: int) -> bool:
-        return self.closed or generation != self.generation
+        """Cancelled, or a newer job waits and this one has had its ``min_run``."""
+        if self.closed or generation <= self.cancelled:
+            return True
+        pending = self.pending
+        return (pending is not None and pending.generation > generation
+                and time.monotonic() - self.started >= self.min_run)
 
     def idle(self) -> bool:
         return not self.running and self.pending is None
@@ -73,6 +87,7 @@ class _Channel:
                 if self.closed:
                     return
                 req, self.pending, self.running = self.pending, None, True
+                self.started = time.monotonic()
             try:
                 self._run(req)
             finally:
@@ -106,6 +121,11 @@ class _Channel:
 class JobManager:
     """Runs the latest job of each named channel in that channel's thread.
 
+    Parameters
+    ----------
+    min_run : float
+        Seconds a job runs before a newer submission to its channel preempts it.
+
     Examples
     --------
     >>> jobs = JobManager()
@@ -116,7 +136,8 @@ class JobManager:
     >>> jobs.close()
     """
 
-    def __init__(self) -> None:
+    def __init__(self, min_run: float = 0.25) -> None:
+        self.min_run = min_run
         self._channels: dict[str, _Channel] = {}
         self._lock = threading.Lock()
         self._closed = False
@@ -127,16 +148,17 @@ class JobManager:
                 raise RuntimeError("JobManager is closed")
             channel = self._channels.get(name)
             if channel is None:
-                channel = self._channels[name] = _Channel(name)
+                channel = self._channels[name] = _Channel(name, self.min_run)
             return channel
 
     def submit(self, channel: str, job: Job, on_update: OnUpdate,
                on_error: OnError | None = None) -> int:
-        """Run ``job()`` in ``channel``, making any job running there stale.
+        """Run ``job()`` in ``channel`` after (or instead of) the job running there.
 
-        ``on_update`` gets every item the job yields (in the channel's thread) until the job
-        is finished or stale; ``on_error`` gets an exception raised by a job that is still
-        current (default: logged). Returns the job's generation number in its channel.
+        The running job becomes stale once it has run ``min_run`` seconds; a job that was
+        waiting is replaced. ``on_update`` gets every item the job yields (in the channel's
+        thread) until the job is finished or stale; ``on_error`` gets an exception raised by
+        a job that is not stale (default: logged). Returns the job's number in its channel.
         """
         return self._channel(channel).submit(job, on_update, on_error)
 
@@ -146,12 +168,6 @@ class JobManager:
             ch = self._channels.get(channel)
         if ch is not None:
             ch.cancel()
-
-    def is_current(self, channel: str, generation: int) -> bool:
-        """Whether ``generation`` is still the latest job submitted to ``channel``."""
-        with self._lock:
-            ch = self._channels.get(channel)
-        return ch is not None and not ch.stale(generation)
 
     def busy(self) -> list[str]:
         """Channels with a job running or pending."""

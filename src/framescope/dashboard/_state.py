@@ -107,6 +107,8 @@ class DashboardState(param.Parameterized):
         self.results = Results()
         self.jobs = JobManager()
         self._frame_token = 0
+        self._seq = 0  # job submissions, in order
+        self._shown: dict[str, int] = {}  # detector -> submission its image comes from
         stack = MaskStack.from_any(default_detectors(self.det_shape) if detectors is None
                                    else detectors)
         for name, spec in stack.items():
@@ -188,6 +190,7 @@ class DashboardState(param.Parameterized):
         self.jobs.cancel(f"vi:{name}")
         self.detectors = [d for d in self.detectors if d is not det]
         self.results.drop(f"vi:{name}")
+        self._shown.pop(name, None)
         if self.selected == name:
             self.selected = self.detectors[0].name if self.detectors else ""
         self.param.trigger("shapes")
@@ -207,6 +210,7 @@ class DashboardState(param.Parameterized):
                     return
                 self.jobs.cancel(f"vi:{ev.old}")
                 self.results.drop(f"vi:{ev.old}")
+                self._shown.pop(ev.old, None)
                 if self.selected == ev.old:
                     self.selected = ev.new
                 self._submit_images([ev.obj])
@@ -220,14 +224,10 @@ class DashboardState(param.Parameterized):
     def _image_key(self, spec_key: str) -> tuple[str, str, str]:
         return (self.data_key, roi_key(None), spec_key)
 
-    def _current_key(self, name: str) -> str | None:
-        try:
-            return self.detector(name).spec().key
-        except (KeyError, MaskError):
-            return None
-
     def _submit_images(self, dets: Iterable[Detector], channel: str | None = None) -> None:
         todo: dict[str, Any] = {}
+        self._seq += 1
+        seq = self._seq
         for det in dets:
             try:
                 spec = det.spec()
@@ -239,7 +239,7 @@ class DashboardState(param.Parameterized):
             cached = results.get(self._image_key(spec.key))
             if cached is not None:
                 self.jobs.cancel(f"vi:{det.name}")  # a stale job must not overwrite it
-                self._put_image(det.name, np.asarray(cached), 1.0, spec.key)
+                self._put_image(det.name, np.asarray(cached), 1.0, spec.key, seq)
             else:
                 todo[det.name] = spec
         if not todo:
@@ -249,27 +249,30 @@ class DashboardState(param.Parameterized):
         if channel is None and len(todo) > 1:
             chan = "vi:*"
         self.jobs.submit(chan, lambda: self._iter_run(ApplyMasks(stack)),
-                         lambda ds: self._on_images(stack, chan, ds), self._on_error)
+                         lambda ds: self._on_images(stack, chan, seq, ds), self._on_error)
 
-    def _on_images(self, stack: MaskStack, channel: str, ds: xr.Dataset) -> None:
+    def _on_images(self, stack: MaskStack, channel: str, seq: int, ds: xr.Dataset) -> None:
         done = np.asarray(ds["done"])
         fraction = float(done.mean())
         self.results.set_progress(channel, fraction)
         intensity = ds["intensity"]
         for name, spec in stack.items():
-            if self._current_key(name) != spec.key:
-                continue  # edited since this job started
             img = np.asarray(intensity.sel(mask=name), dtype=np.float32)
             if fraction == 1.0:
                 results.put(self._image_key(spec.key), img)  # shared with arr.fs
+            elif (prev := self.results.get(f"vi:{name}")) is not None:
+                img = np.where(done, img, prev.image).astype(np.float32)
             else:
-                prev = self.results.get(f"vi:{name}")
-                keep = prev.image if prev is not None else np.nan
-                img = np.where(done, img, keep).astype(np.float32)
-            self._put_image(name, img, fraction, spec.key)
+                img = np.where(done, img, np.nan).astype(np.float32)
+            self._put_image(name, img, fraction, spec.key, seq)
 
-    def _put_image(self, name: str, img: np.ndarray, done: float, spec_key: str) -> None:
-        self.results.put(f"vi:{name}", VirtualImage(name, img, done, spec_key))
+    def _put_image(self, name: str, img: np.ndarray, done: float, spec_key: str,
+                   seq: int) -> None:
+        # a job for an older position of a dragged detector may still finish and be shown
+        # (the newest complete image there is), but never over a newer job's image
+        if name in self.names and seq >= self._shown.get(name, -1):
+            self._shown[name] = seq
+            self.results.put(f"vi:{name}", VirtualImage(name, img, done, spec_key))
 
     def image(self, name: str) -> VirtualImage | None:
         """The latest virtual image of detector ``name`` (None before the first result)."""
