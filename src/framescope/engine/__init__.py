@@ -3,7 +3,7 @@
 from framescope.engine._executor import INLINE, SYNC, get_client
 from framescope.engine._merge import Accumulator
 from framescope.engine._run import iter_run, run
-from framescope.engine._tasks import Partial, run_frames
+from framescope.engine._tasks import Partial, prepared, run_frames
 
 __all__ = [
     "INLINE",
@@ -12,6 +12,7 @@ __all__ = [
     "Partial",
     "get_client",
     "iter_run",
+    "prepared",
     "run",
     "run_frames",
 ]

@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-from framescope.engine import Accumulator, run_frames
-from framescope.engine._tasks import Partial, prepared
+from framescope.engine import Accumulator, Partial, prepared, run_frames
 from framescope.live._batch import Batch, Batcher, End, Start
 from framescope.live._scan import Series
 from framescope.live._status import Status
