@@ -4,8 +4,9 @@ import numpy as np
 import pytest
 
 import framescope.masks as fm
+from framescope.dashboard._data import in_memory
 from framescope.dashboard._detectors import BoxDetector
-from framescope.dashboard._state import DashboardState, in_memory
+from framescope.dashboard._state import DashboardState
 from framescope.engine._cache import results
 
 from ._reference import einsum

@@ -67,7 +67,7 @@ class Dashboard(pn.viewable.Viewer):
                                                bar_color="info")
         self.activity = pn.pane.Str("", width=420)
         self.message = pn.pane.Str("", styles={"color": "#b00"})
-        self.code = pn.pane.Markdown("", width=620)
+        self.code_pane = pn.pane.Markdown("", width=620)
         self.state.param.watch(lambda ev: setattr(self.message, "object", ev.new), "status")
         self.state.start()
 
@@ -117,8 +117,17 @@ class Dashboard(pn.viewable.Viewer):
 
     # ---- export ------------------------------------------------------------------------------
     def save(self, path: str) -> str:
-        """Write the current results (NetCDF4/HDF5) to ``path`` on the server's disk."""
+        """Write the current results (NetCDF4/HDF5) to ``path`` on the server's disk.
+
+        ``virtual_image`` (scan_y, scan_x, mask) carries the masks JSON and the framescope
+        version in attrs, as ``arr.fs.virtual_image`` does; see
+        :func:`~framescope.dashboard._export.results_dataset` for the other variables.
+        """
         return str(write_results(self.state, path))
+
+    def code(self) -> str:
+        """Notebook code that recomputes the current results without the dashboard."""
+        return notebook_code(self.state)
 
     def _export_panel(self) -> pn.viewable.Viewable:
         download = pn.widgets.FileDownload(
@@ -141,10 +150,10 @@ class Dashboard(pn.viewable.Viewer):
         refresh.on_click(lambda _: self._refresh_code())
         self._refresh_code()
         return pn.Column(download, pn.Row(path, save), saved,
-                         pn.pane.Markdown("**The same in a notebook:**"), refresh, self.code)
+                         pn.pane.Markdown("**The same in a notebook:**"), refresh, self.code_pane)
 
     def _refresh_code(self) -> None:
-        self.code.object = f"```python\n{notebook_code(self.state)}```"
+        self.code_pane.object = f"```python\n{notebook_code(self.state)}```"
 
     # ---- layout ----------------------------------------------------------------------------
     def __panel__(self) -> pn.viewable.Viewable:

@@ -29,6 +29,8 @@ __all__ = [
     "RingDetector",
     "boxes_table",
     "centres_table",
+    "centroid",
+    "default_detectors",
     "detector_from_spec",
     "next_color",
     "outline_paths",
@@ -188,6 +190,23 @@ def next_color(used: Iterable[str]) -> str:
         if c not in used:
             return c
     return COLORS[len(used) % len(COLORS)]
+
+
+def default_detectors(det_shape: tuple[int, int]) -> fm.MaskStack:
+    """A bright-field disk and an annular dark-field ring around the detector centre."""
+    h, w = det_shape
+    cy, cx, m = h // 2, w // 2, min(h, w)
+    return fm.MaskStack({"bf": fm.disk(cy, cx, m / 8), "adf": fm.ring(cy, cx, m / 4, 0.45 * m)})
+
+
+def centroid(det: Detector) -> tuple[float, float]:
+    """Centre of a detector: the centre of a circle or box, the mean of polygon vertices."""
+    if isinstance(det, DiskDetector | RingDetector):
+        return det.cy, det.cx
+    if isinstance(det, BoxDetector):
+        return (det.y0 + det.y1) / 2, (det.x0 + det.x1) / 2
+    v = np.asarray(det.vertices, dtype=float)  # type: ignore[attr-defined]
+    return float(v[:, 0].mean()), float(v[:, 1].mean())
 
 
 # ---- tables for the draw-tool elements -----------------------------------------------------

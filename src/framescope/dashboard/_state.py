@@ -16,13 +16,15 @@ import numpy as np
 import param
 import xarray as xr
 
-import framescope.masks as fm
+from framescope.dashboard._data import in_memory
 from framescope.dashboard._detectors import (
     BoxDetector,
     Detector,
     DiskDetector,
     PolygonDetector,
     RingDetector,
+    centroid,
+    default_detectors,
     detector_from_spec,
     next_color,
     unique_name,
@@ -37,39 +39,13 @@ from framescope.errors import MaskError
 from framescope.masks import MaskStack
 from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
 
-__all__ = ["FRAME_MODES", "DashboardState", "default_detectors", "in_memory"]
+__all__ = ["FRAME_MODES", "DashboardState"]
 
 log = logging.getLogger(__name__)
 
 FRAME_MODES = ("mean", "max", "picked", "roi")
 _SUMMARY = "dashboard.frame_summary"
 _ROI_SUM = "dashboard.sum_frame"
-
-
-def default_detectors(det_shape: tuple[int, int]) -> MaskStack:
-    """A bright-field disk and an annular dark-field ring around the detector centre."""
-    h, w = det_shape
-    cy, cx, m = h // 2, w // 2, min(h, w)
-    return MaskStack({"bf": fm.disk(cy, cx, m / 8), "adf": fm.ring(cy, cx, m / 4, 0.45 * m)})
-
-
-def in_memory(arr: xr.DataArray) -> xr.DataArray:
-    """``arr``, made to use the frames it holds in memory when it was persisted.
-
-    ``arr.fs.persist`` keeps the ``framescope_source`` encoding, so the engine would read
-    the frames from their source again (for synthetic data: simulate them again); dropping
-    it on a persisted array (graph of futures or arrays, no tasks) makes jobs use the
-    held blocks. The dask name, hence the cache keys, stay the same.
-    """
-    data = arr.data
-    graph = getattr(data, "__dask_graph__", lambda: None)()
-    if graph is None or "framescope_source" not in arr.encoding:
-        return arr
-    if any(type(v).__name__ not in ("Future", "ndarray") for v in graph.values()):
-        return arr  # still lazy: reading straight from the source is the fast path
-    out = arr.copy(deep=False)
-    out.encoding = {k: v for k, v in arr.encoding.items() if k != "framescope_source"}
-    return out
 
 
 def _fraction(done: xr.DataArray) -> float:
@@ -383,7 +359,7 @@ class DashboardState(param.Parameterized):
         if isinstance(det, DiskDetector | RingDetector):
             det.param.update(cy=round(cy, 2), cx=round(cx, 2))
         else:
-            sy, sx = _centroid(det)
+            sy, sx = centroid(det)
             det.translate(cy - sy, cx - sx)
 
     def centre_com_on_bright_field(self) -> None:
@@ -417,10 +393,3 @@ class DashboardState(param.Parameterized):
 
         self.jobs.submit("com", lambda: self._iter_run(udf),
                          on_update, self._on_error)
-
-
-def _centroid(det: Detector) -> tuple[float, float]:
-    if isinstance(det, BoxDetector):
-        return (det.y0 + det.y1) / 2, (det.x0 + det.x1) / 2
-    v = np.asarray(det.vertices, dtype=float)  # type: ignore[attr-defined]
-    return float(v[:, 0].mean()), float(v[:, 1].mean())

@@ -1,0 +1,26 @@
+"""Data-side helpers of the dashboard."""
+
+from __future__ import annotations
+
+import xarray as xr
+
+__all__ = ["in_memory"]
+
+
+def in_memory(arr: xr.DataArray) -> xr.DataArray:
+    """``arr``, made to use the frames it holds in memory when it was persisted.
+
+    ``arr.fs.persist`` keeps the ``framescope_source`` encoding, so the engine would read
+    the frames from their source again (for synthetic data: simulate them again); dropping
+    it on a persisted array (graph of futures or arrays, no tasks) makes jobs use the
+    held blocks. The dask name, hence the cache keys, stay the same.
+    """
+    data = arr.data
+    graph = getattr(data, "__dask_graph__", lambda: None)()
+    if graph is None or "framescope_source" not in arr.encoding:
+        return arr
+    if any(type(v).__name__ not in ("Future", "ndarray") for v in graph.values()):
+        return arr  # still lazy: reading straight from the source is the fast path
+    out = arr.copy(deep=False)
+    out.encoding = {k: v for k, v in arr.encoding.items() if k != "framescope_source"}
+    return out
