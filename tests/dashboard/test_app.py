@@ -188,3 +188,15 @@ def test_big_scans_are_downsampled(small):
     assert data["z"].nbytes < 10**6
     assert data["x"][0] == 1
     assert data["x"][-1] == 1030
+
+
+def test_progress_indicator(dash):
+    dash.__panel__()
+    assert dash.state.jobs.wait(timeout=120)
+    dash.flush()
+    assert dash.progress.value == 100
+    assert dash.activity.object == "up to date"
+    dash.state.results.set_progress("vi:bf", 0.25)  # as a running job reports
+    dash.flush()
+    assert dash.progress.value == 25
+    assert "bf 25%" in dash.activity.object

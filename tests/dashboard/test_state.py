@@ -183,3 +183,27 @@ def test_default_detectors_and_custom_ones(small):
 def _fresh_cache():
     results.clear()  # each test computes from scratch
     return
+
+
+def test_with_a_user_client_and_persisted_data(small):
+    """A distributed.Client passed in (not the default one), frames held by its workers."""
+    from distributed import Client, LocalCluster
+
+    arr, frames = small
+    with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                       dashboard_address=None) as cluster,
+          Client(cluster, set_as_default=False) as client):
+        kept = arr.fs.persist(client)
+        st = DashboardState(kept, client=client)
+        try:
+            assert st.client is client
+            st.start()
+            st.detector("adf").r_out = 12
+            st.pick(4, 5)
+            assert st.jobs.wait(timeout=120)
+            for det in st.detectors:
+                np.testing.assert_allclose(st.image(det.name).image,
+                                           einsum(frames, det.spec()), rtol=1e-5)
+            np.testing.assert_array_equal(st.results.get("frame").image, frames[4, 5])
+        finally:
+            st.close()
