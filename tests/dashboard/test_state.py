@@ -187,9 +187,11 @@ def _fresh_cache():
 
 def test_with_a_user_client_and_persisted_data(small):
     """A distributed.Client passed in (not the default one), frames held by its workers."""
+    import dask
     from distributed import Client, LocalCluster
 
     arr, frames = small
+    scheduler = dask.config.get("scheduler", None)
     with (LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                        dashboard_address=None) as cluster,
           Client(cluster, set_as_default=False) as client):
@@ -207,3 +209,5 @@ def test_with_a_user_client_and_persisted_data(small):
             np.testing.assert_array_equal(st.results.get("frame").image, frames[4, 5])
         finally:
             st.close()
+    # jobs ran in several threads at once and left dask's global config as it was
+    assert dask.config.get("scheduler", None) == scheduler

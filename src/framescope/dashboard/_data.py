@@ -2,9 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
 import xarray as xr
 
-__all__ = ["in_memory"]
+__all__ = ["current_client", "in_memory"]
+
+
+@contextmanager
+def current_client(client: Any) -> Iterator[None]:
+    """Make ``client`` distributed's current client in this thread.
+
+    The engine's ``as_completed`` looks up the *default* client, which a client the user
+    passed need not be. ``Client.as_current()`` would do, but it also sets dask's global
+    ``scheduler`` config, and job threads entering and leaving it concurrently leave that
+    set with no client behind it; the context variable alone is per thread.
+    """
+    try:
+        from distributed.client import _current_client
+    except ImportError:  # another distributed: fall back to the public, racier API
+        with client.as_current():
+            yield
+        return
+    token = _current_client.set(client)
+    try:
+        yield
+    finally:
+        _current_client.reset(token)
 
 
 def in_memory(arr: xr.DataArray) -> xr.DataArray:

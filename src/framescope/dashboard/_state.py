@@ -16,7 +16,7 @@ import numpy as np
 import param
 import xarray as xr
 
-from framescope.dashboard._data import in_memory
+from framescope.dashboard._data import current_client, in_memory
 from framescope.dashboard._detectors import (
     BoxDetector,
     Detector,
@@ -108,9 +108,7 @@ class DashboardState(param.Parameterized):
         if self.client == INLINE:
             yield from iter_run(udf, self.arr, roi=roi, client=INLINE)
             return
-        # distributed's as_completed looks up the *default* client; a client the user
-        # passed need not be it, so make it current for this thread while the job runs
-        with self.client.as_current():
+        with current_client(self.client):
             yield from iter_run(udf, self.arr, roi=roi, client=self.client)
 
     # ---- detectors ------------------------------------------------------------------------
