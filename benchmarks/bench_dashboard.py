@@ -220,7 +220,7 @@ def browser(path: Path, frames: np.ndarray) -> None:
             time.sleep(0.5)
             updates = page.evaluate("window._fsUpdates")
             moved = page.evaluate(JS_TOOL_DATA, ["detector", "PointDrawTool"])
-            print(f"  (handle moved to x={moved['x']}, y={moved['y']})")
+            print(f"  (the centre handle was dragged from x=128 to x={moved['x'][0]:.1f} px)")
             print(f"  mouse drag of the centre, {steps / duration:.0f} moves/s for "
                   f"{duration:.1f} s: {updates / duration:.1f} image updates/s in the page")
             b.close()
