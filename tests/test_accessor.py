@@ -28,10 +28,26 @@ def test_frame_methods_match_numpy(arr):
     np.testing.assert_array_equal(a.fs.sum_frame(roi=roi, client="inline"), ref[roi].sum(0))
 
 
-def test_persist_then_analyse(arr, client):
-    a, ref = arr
+def test_persist_then_analyse(arr, client, tmp_path):
+    from framescope.io._lazy import source_of
+
+    _, ref = arr
+    np.save(tmp_path / "d.npy", ref)
+    a = framescope.open(tmp_path / "d.npy", chunks=2)
+    assert source_of(a) is not None
     kept = a.fs.persist(client=client)
+    assert source_of(kept) is None  # the engine uses the held blocks, not the file
+    (tmp_path / "d.npy").unlink()  # proves it: the file is gone
     np.testing.assert_array_equal(kept.fs.sum_frame(client=client), ref.sum((0, 1)))
+
+
+def test_a_non_default_client_runs_jobs(arr, client):
+    """A Client made with set_as_default=False (as framescope makes its own) works."""
+    from distributed import Client
+
+    a, ref = arr
+    with Client(client.scheduler.address, set_as_default=False) as other:
+        np.testing.assert_array_equal(a.fs.sum_frame(client=other), ref.sum((0, 1)))
 
 
 def test_accessor_checks_dims():

@@ -231,5 +231,9 @@ class FsAccessor:
 
         c = get_client(client)
         if c in ("inline", "sync"):
-            return self._arr.copy(data=self._arr.data.persist(scheduler="threads"))
-        return self._arr.copy(data=c.persist(self._arr.data))
+            kept = self._arr.copy(data=self._arr.data.persist(scheduler="threads"))
+        else:
+            kept = self._arr.copy(data=c.persist(self._arr.data))
+        # analyses must use the blocks held in memory, not read the file again
+        kept.encoding.pop("framescope_source", None)
+        return kept

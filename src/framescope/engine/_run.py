@@ -144,7 +144,7 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
 
     def results() -> Iterator[Partial]:
         # with_results fetches in the client's event loop: no blocking round trip per task
-        for _, part in as_completed(futures, with_results=True):
+        for _, part in as_completed(futures, with_results=True, loop=client.loop):
             yield part
 
     return len(plan), results(), futures
