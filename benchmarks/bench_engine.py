@@ -15,16 +15,13 @@ and the latency from a new mask to the complete virtual image on a persisted dat
 
 from __future__ import annotations
 
-import argparse
 import time
-from pathlib import Path
 
 import numpy as np
-from _common import best, plain_read
+from _common import best, engine_setup
 
 import framescope as fs
 import framescope.masks as fm
-from framescope.datasets import synthetic
 
 
 def cases(h: int, w: int) -> dict[str, tuple[str, object]]:
@@ -65,40 +62,10 @@ def libertem_udf(kind: str, spec, h: int, w: int):
 
 
 def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--scan", default="128x128")
-    ap.add_argument("--det", default="256x256")
-    ap.add_argument("--data-dir", default="benchmarks/data")
-    ap.add_argument("--repeat", type=int, default=3)
-    ap.add_argument("--no-libertem", action="store_true")
-    ap.add_argument("--no-cluster", action="store_true")
-    args = ap.parse_args()
-    scan = tuple(int(v) for v in args.scan.split("x"))
-    det = tuple(int(v) for v in args.det.split("x"))
-    path = Path(args.data_dir) / f"{args.scan}_{args.det}" / "data.raw"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        fs.io.save(synthetic(scan=scan, det=det), path, "raw")
-    arr = fs.open(path)
-    nbytes = arr.nbytes
-    plain_read([path])
-    t_ceil = best(lambda: plain_read([path]), args.repeat)
-
-    client = ctx = lt_ds = None
-    if not args.no_cluster:
-        from distributed import Client, LocalCluster
-
-        client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                     dashboard_address=":0", host="127.0.0.1"))
-    if not args.no_libertem:
-        try:
-            import libertem.api as lt
-
-            ctx = lt.Context.make_with("dask", cpus=2)
-            lt_ds = ctx.load("raw", path=str(path), nav_shape=scan, sig_shape=det,
-                             dtype="uint16")
-        except ImportError:
-            print("libertem not installed: pip install 'framescope[bench]'")
+    setup = engine_setup(__doc__)
+    args, det, path, arr = setup.args, setup.det, setup.path, setup.arr
+    nbytes, t_ceil = arr.nbytes, setup.t_ceil
+    client, ctx, lt_ds = setup.client, setup.ctx, setup.lt_ds
 
     print(f"{path}: {nbytes / 2**30:.2f} GiB uint16, ceiling (plain read) "
           f"{nbytes / t_ceil / 1e9:.2f} GB/s; GB/s = 1e9 bytes/s, best of {args.repeat}")
