@@ -110,6 +110,17 @@ def _check_frame_shape(shape: Any, dtype: Any, max_bytes: int, what: str,
     return (h, w), dt.newbyteorder("=")
 
 
+def count_field(msg: Any, key: str, where: str) -> int:
+    """``msg[key]`` as a non-negative int (series and frame numbers), else MessageError.
+
+    ``where`` names the protocol and message in the error, e.g. ``"stream2 image"``.
+    """
+    value = msg.get(key)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise MessageError(f"{where}: {key!r} should be a non-negative int, found {value!r}")
+    return value
+
+
 def scan_info(user: Any) -> tuple[tuple[int, int] | None, ScanOrder | None]:
     """Scan shape and order from a ``{"scan_shape": [ny, nx], "scan_order": ...}`` mapping."""
     if not isinstance(user, Mapping):  # cbor2 6 decodes maps as frozendict

@@ -22,6 +22,7 @@ from framescope.live._messages import (
     SeriesEnd,
     SeriesStart,
     check_frame_shape,
+    count_field,
     jsonable,
 )
 
@@ -31,12 +32,8 @@ START, FRAME, END = "framescope-start-1", "framescope-frame-1", "framescope-end-
 _CODEC = {"none": "raw", "lz4": "lz4-h5", "bslz4": "bslz4"}
 
 
-def _int(head: dict[str, Any], key: str, what: str) -> int:
-    value = head.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MessageError(f"native {what}: {key!r} should be a non-negative int, "
-                           f"found {value!r}")
-    return value
+def _int(msg: Any, key: str, what: str) -> int:
+    return count_field(msg, key, f"native {what}")
 
 
 class NativeDecoder:

@@ -22,6 +22,7 @@ from framescope.live._messages import (
     SeriesEnd,
     SeriesStart,
     check_frame_shape,
+    count_field,
     jsonable,
     scan_info,
 )
@@ -42,12 +43,8 @@ def _json(part: Any, what: str) -> dict[str, Any]:
     return value
 
 
-def _int(header: dict[str, Any], key: str, what: str) -> int:
-    value = header.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MessageError(f"stream1 {what}: {key!r} should be a non-negative int, "
-                           f"found {value!r}")
-    return value
+def _int(msg: Any, key: str, what: str) -> int:
+    return count_field(msg, key, f"stream1 {what}")
 
 
 def _frames_per_series(config: dict[str, Any]) -> int | None:

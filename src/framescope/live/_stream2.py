@@ -24,6 +24,7 @@ from framescope.live._messages import (
     SeriesEnd,
     SeriesStart,
     check_frame_shape,
+    count_field,
     jsonable,
     scan_info,
 )
@@ -39,11 +40,7 @@ _CODEC = {"bslz4": "bslz4", "lz4": "lz4-h5"}
 
 
 def _int(msg: Any, key: str, what: str) -> int:
-    value = msg.get(key)
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise MessageError(f"stream2 {what}: {key!r} should be a non-negative int, "
-                           f"found {value!r}")
-    return value
+    return count_field(msg, key, f"stream2 {what}")
 
 
 class Stream2Decoder:
