@@ -92,10 +92,19 @@ def from_array(
     scan : (int, int), optional
         Scan shape for 3D input.
     chunks : optional
-        Dask chunks; numpy input default is whole rows of ~``partition_mib`` MiB. Dask input
-        keeps its chunks unless given.
+        Dask chunks; numpy input default is whole rows of about ``partition_mib`` MiB. Dask
+        input keeps its chunks unless given.
+    partition_mib : float
+        Target partition size in MiB when ``chunks`` is not given (numpy input).
     attrs : dict, optional
         Extra attributes.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> arr = from_array(np.zeros((4, 5, 16, 16), np.uint16))
+    >>> arr.dims, arr.shape
+    (('scan_y', 'scan_x', 'det_y', 'det_x'), (4, 5, 16, 16))
     """
     if data.ndim == 3:
         if scan is None:

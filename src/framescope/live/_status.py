@@ -35,13 +35,17 @@ class Status:
         Frames merged into the results.
     bytes_received : int
         Message bytes of the series.
-    rate_hz, mb_per_s : float
-        Receive rate over the last ~0.5 s.
+    rate_hz : float
+        Frames received per second over the last ~0.5 s.
+    mb_per_s : float
+        Megabytes received per second over the last ~0.5 s.
     dropped : int
         Frames lost on purpose: ``policy="drop"`` with the buffer full, or the spill file
         full. Their positions stay not done.
-    spilled, spill_pending : int
-        Frames written to the spill file, and those not yet analysed.
+    spilled : int
+        Frames written to the spill file.
+    spill_pending : int
+        Spilled frames not yet analysed.
     malformed : int
         Messages skipped: undecodable, truncated, oversized, wrong shape, frame number
         outside the scan, frames of a finished series or without a usable header.
@@ -52,10 +56,14 @@ class Status:
         Frames whose number was already received (not analysed again).
     out_of_order : int
         Frames that arrived after a higher frame number.
-    queue_depth, queue_capacity : int
-        Frames in memory waiting for analysis, and the bound.
-    latency_s, latency_max_s : float
-        Time from receiving a frame to its result being visible (last batch / maximum).
+    queue_depth : int
+        Frames in memory waiting for analysis.
+    queue_capacity : int
+        The bound on ``queue_depth``.
+    latency_s : float
+        Time from receiving a frame to its result being visible, for the last batch.
+    latency_max_s : float
+        The largest ``latency_s`` of the series.
     policy : {"drop", "spill"}
     last_error : str
         The latest malformed-message reason.

@@ -139,7 +139,7 @@ class MaskSpec:
 
     @property
     def key(self) -> str:
-        """Stable content hash (hex): equal for equal specs, in any process or run."""
+        """Stable content hash (hex), equal for equal specs in any process or run."""
         text = json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"),
                           allow_nan=False)
         return digest(text.encode())
