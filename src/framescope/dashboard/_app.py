@@ -46,7 +46,12 @@ class Dashboard(pn.viewable.Viewer):
     ----------
     state : DashboardState
         Detectors, choices and results (drive it from code, e.g. in tests).
-    detector_view, scan_view, com_view : the three plots and their controls.
+    detector_view : DetectorView
+        The detector frame with the virtual detectors drawn on it, and their controls.
+    scan_view : ScanView
+        The virtual images over the scan (tap a position, draw an ROI).
+    com_view : ComView
+        Centre-of-mass / DPC maps and their controls.
     """
 
     update_period = param.Integer(default=100, bounds=(100, None),
