@@ -90,18 +90,20 @@ def test_tap_and_roi_show_their_frames(dash, small):
 
 
 def test_flush_sends_each_image_once_per_tick(dash):
-    dash.__panel__()
+    root = dash.__panel__().get_root()
     assert dash.state.jobs.wait(timeout=120)
     dash.flush()
     sends = []
-    pipe = dash.scan_view._thumbs["bf"][0]
-    pipe.send = lambda data: sends.append(data)
+    direct = dash.scan_view._thumbs["bf"][1]
+    show = direct.image
+    direct.image = lambda data: sends.append(data) or show(data)
     vi = dash.state.image("bf")
     for i in range(25):  # results arriving faster than the display rate
         dash.state.results.put("vi:bf", VirtualImage("bf", vi.image + i, 1.0, vi.spec_key))
     assert dash.flush() == 1
     assert len(sends) == 1
     np.testing.assert_allclose(sends[0]["z"], vi.image + 24)
+    np.testing.assert_allclose(_images(root)["bf"], vi.image + 24)  # in the Bokeh models
     assert dash.flush() == 0
     assert len(sends) == 1
     with pytest.raises(ValueError, match="update_period"):
@@ -164,12 +166,20 @@ def test_drawn_boxes_and_polygons_become_detectors(dash, small):
     assert poly.spec() == fm.polygon([(2, 1), (2, 20), (25, 12)])
 
 
+def _outline_source(root):
+    """The detector figure's outline segments as the browser receives them."""
+    from bokeh.models import GlyphRenderer, Segment
+
+    for r in root.select({"type": GlyphRenderer}):
+        if isinstance(r.glyph, Segment):
+            return r.data_source.data
+    raise AssertionError("no outline glyph")
+
+
 def test_typed_numbers_move_the_drawing(dash):
-    view = dash.detector_view
-    sent = []
-    view._pipes["outlines"].send = lambda data: sent.append(data)
+    root = dash.__panel__().get_root()
     dash.state.detector("adf").r_out = 15
-    seg = sent[-1][0]
+    seg = _outline_source(root)
     adf = np.asarray(seg["name"]) == "adf"
     r = np.hypot(np.asarray(seg["x0"])[adf] - 16, np.asarray(seg["y0"])[adf] - 16)
     np.testing.assert_allclose(np.unique(r.round(6)), [8, 15])  # inner and outer circle

@@ -1,16 +1,20 @@
 """The dashboard: state, views and the display loop that pushes results to the browser.
 
 Job threads never touch Bokeh models. They publish to the state's
-:class:`~framescope.dashboard._results.Results`; a periodic callback on the document's
-event loop (:meth:`Dashboard.flush`, every ``update_period`` ms, so at most 10 updates a
-second) sends only what changed since its last run, block-averaged to a small payload,
-through holoviews ``Pipe`` streams.
+:class:`~framescope.dashboard._results.Results`, and :meth:`Dashboard.flush` on the
+document's event loop sends only what changed since its last run, block-averaged to a small
+payload, straight into the Bokeh models (:mod:`~framescope.dashboard._bokeh`). In a served
+session a result wakes the loop at once (the next tick, or when ``update_period`` ms have
+passed since the last flush, so at most 10 updates a second and no waiting for a timer);
+a periodic callback at the same period is the fallback, and drives notebooks.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import threading
+import time
 from io import BytesIO
 from typing import Any
 
@@ -68,6 +72,10 @@ class Dashboard(pn.viewable.Viewer):
         self.editor = DetectorEditor(self.state)
         self._layout: pn.viewable.Viewable | None = None
         self._callback: Any = None
+        self._doc: Any = None  # the served session's document, woken by new results
+        self._last_flush = 0.0
+        self._wake_lock = threading.Lock()
+        self._wake_pending = False
         self.progress = pn.indicators.Progress(value=0, max=100, width=160, height=20,
                                                bar_color="info")
         self.activity = pn.pane.Str("", width=420)
@@ -81,6 +89,7 @@ class Dashboard(pn.viewable.Viewer):
         """Push the results that changed since the last call; returns the number of view
         updates sent (at most one per image per call)."""
         n = 0
+        self._last_flush = time.monotonic()
         for key, value in self.state.results.take().items():
             if key.startswith("vi:"):
                 self.scan_view.show(key[3:], value)
@@ -106,15 +115,57 @@ class Dashboard(pn.viewable.Viewer):
             self.progress.value = 100
             self.activity.object = "up to date"
 
+    def _tick(self) -> None:
+        """The periodic fallback: flush unless a wake-up did within the period."""
+        if time.monotonic() - self._last_flush >= 0.9e-3 * self.update_period:
+            self.flush()
+
     def _start_updates(self) -> None:
         if self._callback is None:
-            self._callback = pn.state.add_periodic_callback(self.flush,
+            self._callback = pn.state.add_periodic_callback(self._tick,
                                                             period=self.update_period)
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+            doc = pn.state.curdoc
+            if doc is not None and doc.session_context is not None:
                 pn.state.on_session_destroyed(lambda _ctx: self.close())
+                self._doc = doc
+                self.state.results.listener = self._wake
+
+    def _wake(self) -> None:
+        """A result arrived (any thread): flush on the next tick of the session's loop, or
+        once ``update_period`` has passed since the last flush."""
+        with self._wake_lock:
+            if self._wake_pending or self._doc is None:
+                return
+            self._wake_pending = True
+        try:
+            self._doc.add_next_tick_callback(self._woken)  # Bokeh's thread-safe entry
+        except Exception:  # the session is gone
+            log.debug("dashboard wake-up dropped", exc_info=True)
+
+    def _woken(self) -> None:
+        doc = self._doc
+        if doc is None:
+            return
+        wait = self._last_flush + 1e-3 * self.update_period - time.monotonic()
+        if wait > 0.002:
+            doc.add_timeout_callback(self._woken_flush, int(1e3 * wait) + 1)
+        else:
+            self._woken_flush()
+
+    def _woken_flush(self) -> None:
+        from panel.io.state import set_curdoc
+
+        with self._wake_lock:
+            self._wake_pending = False  # results from now on wake the loop again
+        doc = self._doc
+        if doc is not None:
+            with set_curdoc(doc):
+                self.flush()
 
     def close(self) -> None:
         """Stop the display loop and every job of this dashboard."""
+        self.state.results.listener = None
+        self._doc = None
         if self._callback is not None:
             self._callback.stop()
             self._callback = None

@@ -9,6 +9,7 @@ import numpy as np
 import panel as pn
 import param
 
+from framescope.dashboard._bokeh import DirectImage
 from framescope.dashboard._images import block_coords, color_limits, downsample
 from framescope.dashboard._results import ComResult
 from framescope.dashboard._state import DashboardState
@@ -32,6 +33,7 @@ class ComView(pn.viewable.Viewer):
         self.state = state
         self.result: ComResult | None = None
         self._pipe = hv.streams.Pipe(data=self._data())
+        self._direct = DirectImage()
         image = hv.DynamicMap(self._image, streams=[self._pipe])
         self.tap = hv.streams.Tap(source=image)
         self.tap.add_subscriber(lambda x, y: None if x is None else state.pick(y, x))
@@ -42,7 +44,9 @@ class ComView(pn.viewable.Viewer):
 
     def show(self, result: ComResult) -> None:
         self.result = result
-        self._pipe.send(self._data())
+        data = self._data()
+        if not self._direct.image(data):  # the colour map changes only with the component
+            self._pipe.send(data)
 
     def _data(self) -> dict[str, Any]:
         ny, nx = self.state.scan_shape
@@ -64,7 +68,8 @@ class ComView(pn.viewable.Viewer):
         return hv.Image((data["x"], data["y"], data["z"]), kdims=["scan_x", "scan_y"],
                         vdims=["value"]).opts(
             cmap=data["cmap"], clim=data["clim"], title=data["title"], colorbar=True,
-            tools=["hover", "tap"], clipping_colors={"NaN": "transparent"})
+            tools=["hover", "tap"], clipping_colors={"NaN": "transparent"},
+            hooks=[self._direct.hook])
 
     def __panel__(self) -> pn.viewable.Viewable:
         p = self.state.param

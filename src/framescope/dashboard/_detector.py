@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -24,6 +23,7 @@ import numpy as np
 import panel as pn
 import param
 
+from framescope.dashboard._bokeh import DirectImage
 from framescope.dashboard._detectors import (
     BoxDetector,
     DiskDetector,
@@ -50,7 +50,6 @@ log = logging.getLogger(__name__)
 CMAPS = ["gray", "viridis", "inferno", "magma", "fire", "kbc", "coolwarm"]
 _HIT_PX = 10  # a drag starting this close (screen px) to a centre moves it
 _RECONCILE_MS = 400  # wait for PointDraw's report after a drag ends
-_DRAG_OUTLINE_S = 0.3  # outlines follow a drag this often; the virtual image as fast as it can
 
 
 class DetectorView(pn.viewable.Viewer):
@@ -74,13 +73,15 @@ class DetectorView(pn.viewable.Viewer):
         self._in_stroke = False
         self._stroke = 0
         self._point_reports = 0
-        self._outlined = 0.0
 
         self._frame_pipe = hv.streams.Pipe(data=self._display_data())
+        # the frame's pixels and the outlines go straight into the Bokeh models
+        self._direct = DirectImage(outlines=True)
         self._pushed = self._tables()  # what the plot shows, to send only changes
-        self._pipes = {k: hv.streams.Pipe(data=v) for k, v in self._pushed.items()}
+        self._direct.outlines(*self._pushed["outlines"])
+        self._pipes = {k: hv.streams.Pipe(data=v) for k, v in self._pushed.items()
+                       if k != "outlines"}
         image = hv.DynamicMap(self._image, streams=[self._frame_pipe])
-        outlines = hv.DynamicMap(self._outlines, streams=[self._pipes["outlines"]])
         centres = hv.DynamicMap(self._centres, streams=[self._pipes["centres"]])
         boxes = hv.DynamicMap(self._boxes, streams=[self._pipes["boxes"]])
         polys = hv.DynamicMap(self._polygons, streams=[self._pipes["polygons"]])
@@ -96,7 +97,7 @@ class DetectorView(pn.viewable.Viewer):
         self.poly_edit.add_subscriber(self._on_polygons)
         self.pan.add_subscriber(self._on_pan)
         h, w = state.det_shape
-        self.plot = (image * boxes * polys * outlines * centres).opts(
+        self.plot = (image * boxes * polys * centres).opts(
             hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
                             xlim=(-0.5, w - 0.5), ylim=(-0.5, h - 0.5),
                             active_tools=["point_draw", "wheel_zoom"], toolbar="right",
@@ -108,9 +109,12 @@ class DetectorView(pn.viewable.Viewer):
     def show(self, frame: Frame) -> None:
         """Display ``frame`` (called by the dashboard's display loop)."""
         self.frame = frame
-        self.redraw()
+        data = self._display_data()
+        if not self._direct.image(data):
+            self._frame_pipe.send(data)
 
     def redraw(self) -> None:
+        """Re-render the frame (a new colour map or scale)."""
         self._frame_pipe.send(self._display_data())
 
     def _display_data(self) -> dict[str, Any]:
@@ -129,7 +133,8 @@ class DetectorView(pn.viewable.Viewer):
         return hv.Image((data["x"], data["y"], data["z"]), kdims=["det_x", "det_y"],
                         vdims=["intensity"]).opts(
             cmap=self.cmap, clim=data["clim"], title=data["title"], colorbar=False,
-            tools=["hover"], clipping_colors={"NaN": "transparent"})
+            tools=["hover"], clipping_colors={"NaN": "transparent"},
+            hooks=[self._direct.hook])
 
     # ---- detector overlays -------------------------------------------------------------------
     def _tables(self) -> dict[str, Any]:
@@ -143,26 +148,16 @@ class DetectorView(pn.viewable.Viewer):
     def push_shapes(self, force: bool = False) -> None:
         """Send the detector tables that changed to the plot (all of them with ``force``)."""
         for key, table in self._tables().items():
-            if self._drag is not None and not force:
-                if key == "centres":
-                    continue  # PointDraw owns the handle while it is dragged
-                if key == "outlines" and time.monotonic() - self._outlined < _DRAG_OUTLINE_S:
-                    continue  # redrawing the overlay costs the event loop ~0.1 s
-                self._outlined = time.monotonic()
+            if key == "centres" and self._drag is not None and not force:
+                continue  # PointDraw owns the handle while it is dragged
             if force or not _same(self._pushed.get(key), table):
                 self._pushed[key] = table
-                self._pipes[key].send(table)
+                if key == "outlines":
+                    self._direct.outlines(*table)  # a data-source update: cheap while dragging
+                else:
+                    self._pipes[key].send(table)
 
     # plain column names as styles: hv.dim expressions cost ~60 ms per update here
-    def _outlines(self, data: Any) -> hv.Overlay:
-        segments, labels = data
-        path = hv.Segments(segments, kdims=["x0", "y0", "x1", "y1"],
-                           vdims=["name", "color", "lw"]).opts(color="color", line_width="lw")
-        text = hv.Labels(labels, kdims=["x", "y"], vdims=["name", "color"]).opts(
-            text_color="color", text_font_size="11pt", text_align="left",
-            text_baseline="bottom")
-        return path * text
-
     def _centres(self, data: dict[str, list[Any]]) -> hv.Points:
         return hv.Points(data, vdims=["name", "color"]).opts(
             color="color", size=11, line_color="white", line_width=1.5,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,11 +58,19 @@ class Results:
         self._items: dict[str, Any] = {}
         self._dirty: set[str] = set()
         self._progress: dict[str, float] = {}
+        #: called (in the job's thread) after every put/drop: the display loop's wake-up
+        self.listener: Callable[[], None] | None = None
 
     def put(self, key: str, value: Any) -> None:
         with self._lock:
             self._items[key] = value
             self._dirty.add(key)
+        self._notify()
+
+    def _notify(self) -> None:
+        listener = self.listener
+        if listener is not None:
+            listener()
 
     def get(self, key: str, default: Any = None) -> Any:
         with self._lock:
@@ -72,6 +81,7 @@ class Results:
             self._items.pop(key, None)
             self._progress.pop(key, None)
             self._dirty.add(key)
+        self._notify()
 
     def take(self) -> dict[str, Any]:
         """Changed items since the last call (a dropped key maps to None)."""

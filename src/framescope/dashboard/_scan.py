@@ -9,6 +9,7 @@ import numpy as np
 import panel as pn
 import param
 
+from framescope.dashboard._bokeh import DirectImage
 from framescope.dashboard._detector import hover_off
 from framescope.dashboard._detectors import read_boxes, read_polygons
 from framescope.dashboard._images import block_coords, color_limits, downsample, roi_mask
@@ -49,6 +50,7 @@ class ScanView(pn.viewable.Viewer):
         super().__init__(**params)
         self.state = state
         self._pipe = hv.streams.Pipe(data=self._main_data())
+        self._direct = DirectImage()  # new pixels go straight into the Bokeh models
         self._marker = hv.streams.Pipe(data=self._marker_data())
         self._roi_box_pipe = hv.streams.Pipe(data=dict(_EMPTY_BOXES))
         self._roi_poly_pipe = hv.streams.Pipe(data=[])
@@ -73,7 +75,7 @@ class ScanView(pn.viewable.Viewer):
                             xlim=(-0.5, nx - 0.5), ylim=(-0.5, ny - 0.5),
                             active_tools=["tap", "wheel_zoom"], toolbar="right",
                             hooks=[hover_off]))
-        self._thumbs: dict[str, tuple[hv.streams.Pipe, pn.pane.HoloViews]] = {}
+        self._thumbs: dict[str, tuple[hv.streams.Pipe, DirectImage]] = {}
         self._thumb_colors: dict[str, str] = {}
         self.gallery = pn.FlexBox(sizing_mode="stretch_width")
         self._sync_thumbnails()
@@ -87,10 +89,15 @@ class ScanView(pn.viewable.Viewer):
     def show(self, name: str, vi: VirtualImage | None) -> None:
         """Display the image of detector ``name`` (None: it was removed)."""
         if name == self.state.selected:
-            self._pipe.send(self._main_data())
+            data = self._main_data()
+            if not self._direct.image(data):
+                self._pipe.send(data)
         thumb = self._thumbs.get(name)
         if thumb is not None:
-            thumb[0].send(scan_image_data(self.state, vi, name, self.clim))
+            pipe, direct = thumb
+            data = scan_image_data(self.state, vi, name, self.clim)
+            if not direct.image(data):
+                pipe.send(data)
 
     def redraw(self, all_thumbs: bool = False) -> None:
         self._pipe.send(self._main_data())
@@ -110,7 +117,8 @@ class ScanView(pn.viewable.Viewer):
         return hv.Image((data["x"], data["y"], data["z"]), kdims=["scan_x", "scan_y"],
                         vdims=["intensity"]).opts(
             cmap=self.cmap, clim=data["clim"], title=data["title"], colorbar=True,
-            tools=["hover", "tap"], clipping_colors={"NaN": "transparent"})
+            tools=["hover", "tap"], clipping_colors={"NaN": "transparent"},
+            hooks=[self._direct.hook])
 
     def _marker_data(self) -> dict[str, list[float]]:
         if self.state.frame_mode != "picked":
@@ -124,17 +132,19 @@ class ScanView(pn.viewable.Viewer):
         colors = {d.name: d.color for d in self.state.detectors}
         if self._thumb_colors == colors and list(self._thumbs) == names:
             return
-        thumbs = {}
+        thumbs, panes = {}, []
         for name in names:
             pipe = hv.streams.Pipe(data=scan_image_data(self.state, self.state.image(name),
                                                         name, self.clim))
-            color = colors[name]
-            dmap = hv.DynamicMap(lambda data, c=color: self._thumb(data, c), streams=[pipe])
-            thumbs[name] = (pipe, pn.pane.HoloViews(dmap, linked_axes=False))
+            color, direct = colors[name], DirectImage()
+            dmap = hv.DynamicMap(lambda data, c=color, d=direct: self._thumb(data, c, d),
+                                 streams=[pipe])
+            thumbs[name] = (pipe, direct)
+            panes.append(pn.pane.HoloViews(dmap, linked_axes=False))
         self._thumbs, self._thumb_colors = thumbs, colors
-        self.gallery.objects = [p for _, p in thumbs.values()]
+        self.gallery.objects = panes
 
-    def _thumb(self, data: dict[str, Any], color: str) -> hv.Image:
+    def _thumb(self, data: dict[str, Any], color: str, direct: DirectImage) -> hv.Image:
         def title_color(plot: Any, element: Any) -> None:
             plot.state.title.text_color = color
 
@@ -142,7 +152,8 @@ class ScanView(pn.viewable.Viewer):
                         vdims=["intensity"]).opts(
             cmap=self.cmap, clim=data["clim"], title=data["title"], xaxis=None, yaxis=None,
             width=self.thumb_size, height=self.thumb_size, invert_yaxis=True,
-            toolbar=None, clipping_colors={"NaN": "transparent"}, hooks=[title_color])
+            toolbar=None, clipping_colors={"NaN": "transparent"},
+            hooks=[title_color, direct.hook])
 
     # ---- interactions -------------------------------------------------------------------------
     def _on_tap(self, x: float | None, y: float | None) -> None:
