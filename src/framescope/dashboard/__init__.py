@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from framescope.dashboard._app import Dashboard
 
-__all__ = ["Dashboard", "dashboard"]
+__all__ = ["Dashboard", "dashboard", "live"]
 
 
 def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
@@ -26,10 +26,11 @@ def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
 
     Parameters
     ----------
-    arr : xarray.DataArray
+    arr : xarray.DataArray or framescope.live.ZMQSource
         Frames from :func:`framescope.open`, :func:`framescope.from_array` or
         :func:`framescope.datasets.synthetic`; persist them first
         (``arr = arr.fs.persist(client)``) so that an edit costs only the mask product.
+        A ZeroMQ source gives the live dashboard (:func:`live`).
     client : None, "inline", str or distributed.Client
         Where jobs run, as for :func:`framescope.run` (default: the current dask client, or a
         ``LocalCluster`` started on first use).
@@ -53,7 +54,35 @@ def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
     from framescope.dashboard._app import Dashboard, load_extensions
 
     load_extensions()
+    if _is_live(arr):
+        from framescope.dashboard._live import LiveDashboard
+
+        return LiveDashboard(arr, **params)
     return Dashboard(arr=arr, client=client, **params)
+
+
+def _is_live(obj: Any) -> bool:
+    """A ZeroMQ source (``framescope.live.ZMQSource``) rather than frames."""
+    return hasattr(obj, "latest_frame") and hasattr(obj, "endpoint")
+
+
+def live(source: Any = None, **params: Any) -> Any:
+    """The live dashboard: a ZeroMQ source widget and the virtual images of the series it
+    receives (see :class:`~framescope.dashboard._live.LiveDashboard`).
+
+    Parameters
+    ----------
+    source : framescope.live.ZMQSource, optional
+        The stream; without one, type the endpoint in the widget and connect.
+    **params
+        ``detectors=``, ``max_gib=``, ``refresh_ms=`` and the widget's ``endpoint=``,
+        ``protocol=``, ``scan=``.
+    """
+    from framescope.dashboard._app import load_extensions
+    from framescope.dashboard._live import LiveDashboard
+
+    load_extensions()
+    return LiveDashboard(source, **params)
 
 
 def __getattr__(name: str) -> Any:

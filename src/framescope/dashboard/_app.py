@@ -61,11 +61,13 @@ class Dashboard(pn.viewable.Viewer):
     update_period = param.Integer(default=100, bounds=(100, None),
                                   doc="Milliseconds between browser updates (<= 10/s)")
 
-    def __init__(self, arr: Any, client: Any = None, detectors: Any = None,
-                 **params: Any) -> None:
+    def __init__(self, arr: Any = None, client: Any = None, detectors: Any = None,
+                 state: DashboardState | None = None, **params: Any) -> None:
         load_extensions()
         super().__init__(**params)
-        self.state = DashboardState(arr, client=client, detectors=detectors)
+        # a state of its own (the live dashboard's) or one over ``arr``
+        self.state = state if state is not None else DashboardState(
+            arr, client=client, detectors=detectors)
         self.detector_view = DetectorView(self.state)
         self.scan_view = ScanView(self.state)
         self.com_view = ComView(self.state)

@@ -178,7 +178,7 @@ class ZMQSource:
 
     def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
             mp_context: Any = "spawn", on_series_end: Any = None, kernel_threads: int = 1,
-            ) -> LiveRun | ParallelRun:
+            on_frames: Any = None) -> LiveRun | ParallelRun:
         """Start analysing received frames with ``udfs`` (and start receiving).
 
         Parameters
@@ -199,6 +199,8 @@ class ZMQSource:
             thread, so keep it short).
         kernel_threads : int
             numba threads of the analysis (see :class:`LiveRun`).
+        on_frames : callable, optional
+            Called with every analysed batch (single process only; see :class:`LiveRun`).
 
         Returns
         -------
@@ -208,15 +210,16 @@ class ZMQSource:
         if processes > 1:
             from framescope.live._parallel import ParallelRun
 
-            if record is not None or on_series_end is not None:
-                raise ValueError("record= and on_series_end= work with processes=1 only")
+            if record is not None or on_series_end is not None or on_frames is not None:
+                raise ValueError("record=, on_series_end= and on_frames= work with "
+                                 "processes=1 only")
             return ParallelRun(self.endpoint, self.protocol, udfs, processes=processes,
                                scan=self.scan, order=self.order,
                                source_options=self._options, mp_context=mp_context).start()
         from framescope.live._run import LiveRun
 
         return LiveRun(self, udfs, record=record, on_series_end=on_series_end,
-                       kernel_threads=kernel_threads).start()
+                       on_frames=on_frames, kernel_threads=kernel_threads).start()
 
     # -- what users read -------------------------------------------------------------------
 

@@ -96,6 +96,11 @@ class LiveRun:
         HDF5 file to record the analysed frames and headers into (see :func:`replay`).
     on_series_end : callable, optional
         Called (in the analysis thread) with the final Dataset of each series.
+    on_frames : callable, optional
+        Called (in the analysis thread, before the UDFs) with ``(series, frames,
+        positions)`` for every batch: a series' ``Series`` (``series.series`` is its id,
+        ``series.meta`` its shapes), the frames (a reused buffer: copy what you keep) and
+        their flat scan positions. The live dashboard keeps the frames this way.
     kernel_threads : int
         Threads of the numba kernels in the analysis thread. Default 1: the receiver needs
         a core of its own, and idle OpenMP workers spinning after every batch took it on 2
@@ -105,6 +110,7 @@ class LiveRun:
 
     def __init__(self, source: Any, udfs: Any, *, record: str | None = None,
                  on_series_end: Callable[[xr.Dataset], None] | None = None,
+                 on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
                  kernel_threads: int = 1) -> None:
         self.source = source
         self.udfs = udf_dict(udfs)
@@ -121,6 +127,7 @@ class LiveRun:
         self._thread: threading.Thread | None = None
         self._buf: np.ndarray | None = None
         self._on_series_end = on_series_end
+        self._on_frames = on_frames
         self.kernel_threads = int(kernel_threads)
         self._recorder = None
         if record is not None:
@@ -263,6 +270,8 @@ class LiveRun:
         positions = series.positions(indices)
         if self._recorder is not None:
             self._recorder.write(series.series, indices, frames)
+        if self._on_frames is not None:
+            self._on_frames(series, frames, positions)
         parts: dict[str, Partial] = {
             k: run_frames(u, frames, positions, series.meta, self._states[k])
             for k, u in self.udfs.items()}

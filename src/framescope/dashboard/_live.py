@@ -1,0 +1,121 @@
+"""The live dashboard: a ZeroMQ source widget beside the dashboard of the series it receives.
+
+The receiver thread only decodes and hands batches on; the live run's analysis thread copies
+each batch into a :class:`~framescope.dashboard._store.FrameStore` (one memcpy per frame),
+and a periodic callback (``refresh_ms``, a few Hz) asks the
+:class:`~framescope.dashboard._live_state.LiveState` to extend its results over the positions
+that arrived, in the dashboard's job threads. Neither waits for the other, so a slow display
+never slows the receiver, and the receiver's counters tell when analysis falls behind.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import panel as pn
+import param
+
+from framescope.dashboard._app import Dashboard, load_extensions
+from framescope.dashboard._live_state import LiveState
+from framescope.dashboard._store import FrameStore
+
+__all__ = ["LiveDashboard"]
+
+log = logging.getLogger(__name__)
+
+
+class LiveDashboard(pn.viewable.Viewer):
+    """Connect to a detector stream and watch virtual images of the series fill in.
+
+    Parameters
+    ----------
+    source : ZMQSource, optional
+        A source to show (connected already or not); without one, the widget's fields say
+        where to connect.
+    detectors : MaskStack or dict, optional
+        Detectors to start with (default: a bright-field disk and an annulus); they carry
+        over from series to series.
+    max_gib : float
+        Largest series whose frames are kept in memory for the views (GiB).
+    **params
+        ``refresh_ms`` and the source widget's fields (``endpoint``, ``protocol``, ``scan``).
+    """
+
+    refresh_ms = param.Integer(default=250, bounds=(100, None),
+                               doc="Milliseconds between extensions of the results")
+
+    def __init__(self, source: Any = None, detectors: Any = None, max_gib: float = 4.0,
+                 **params: Any) -> None:
+        from framescope.live import SourceWidget
+
+        load_extensions()
+        own = {k: params.pop(k) for k in list(params) if k in self.param}
+        super().__init__(**own)
+        self.store = FrameStore(int(max_gib * 2**30))
+        self.detectors = detectors
+        self.dashboard: Dashboard | None = None
+        self.run: Any = None
+        self._token = ""
+        self._callback: Any = None
+        self.message = pn.pane.Markdown("Waiting for a series: connect to a detector stream.",
+                                        width=500)
+        self.body = pn.Column(self.message)
+        self.widget = SourceWidget(source, **params)
+        self.widget.param.watch(self._on_connected, "connected")
+        self.widget.on_connect(self._attach)
+
+    # ---- receiving ------------------------------------------------------------------------
+    def _attach(self, source: Any) -> None:
+        """A (new) connected source: keep its frames from now on."""
+        self._detach()
+        self.run = source.run({}, on_frames=self.store.add)
+
+    def _detach(self) -> None:
+        if self.run is not None:
+            self.run.stop()
+            self.run = None
+
+    def _on_connected(self, event: param.parameterized.Event) -> None:
+        if not event.new:
+            self._detach()
+
+    # ---- display --------------------------------------------------------------------------
+    def refresh(self) -> None:
+        """Start the views of a new series, or extend the current one's results."""
+        store = self.store
+        if store.error:
+            self.message.object = store.error
+        if store.data is not None and store.token != self._token:
+            self._new_series()
+        elif self.dashboard is not None:
+            self.dashboard.state.refresh()
+
+    def _new_series(self) -> None:
+        previous = self.dashboard
+        detectors = self.detectors if previous is None else previous.state.masks()
+        state = LiveState(self.store, detectors=detectors)
+        self._token = self.store.token
+        self.dashboard = Dashboard(state=state)
+        self.body.objects = [self.dashboard]
+        if previous is not None:
+            previous.close()
+        log.debug("live dashboard: series %s", self.store.series)
+
+    def close(self) -> None:
+        """Stop receiving, the refresh loop and the dashboard's jobs."""
+        if self._callback is not None:
+            self._callback.stop()
+            self._callback = None
+        self._detach()
+        self.widget.disconnect()
+        if self.dashboard is not None:
+            self.dashboard.close()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        if self._callback is None:
+            self._callback = pn.state.add_periodic_callback(self.refresh,
+                                                            period=self.refresh_ms)
+            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
+                pn.state.on_session_destroyed(lambda _ctx: self.close())
+        return pn.Row(pn.Column(self.widget, width=330), self.body)
