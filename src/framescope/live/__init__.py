@@ -1,8 +1,11 @@
 """Live 4D-STEM: ZeroMQ receivers (DECTRIS stream v1/stream2, native), live analysis with the
 offline merge, recording/replay and a detector simulator. See docs/live.md.
 
-Needs the ``live`` extra (pyzmq, cbor2, lz4, bitshuffle).
+Needs the ``live`` extra (pyzmq, cbor2, lz4, bitshuffle). The source widgets
+(:func:`source_widget`) also need panel or ipywidgets, imported only when first used.
 """
+
+from typing import Any
 
 from framescope.live._messages import Frame, MessageError, SeriesEnd, SeriesStart
 from framescope.live._parallel import ParallelRun
@@ -23,6 +26,8 @@ __all__ = [
     "Recorder",
     "SeriesEnd",
     "SeriesStart",
+    "SourceIPyWidget",
+    "SourceWidget",
     "Status",
     "ZMQSource",
     "make_decoder",
@@ -30,4 +35,22 @@ __all__ = [
     "read_recording",
     "replay",
     "simulate_stream",
+    "source_widget",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    # the widgets import panel / ipywidgets: only on first use
+    if name == "SourceWidget":
+        from framescope.live._widget import SourceWidget
+
+        return SourceWidget
+    if name == "SourceIPyWidget":
+        from framescope.live._ipywidget import SourceIPyWidget
+
+        return SourceIPyWidget
+    if name == "source_widget":
+        from framescope.live._display import source_widget
+
+        return source_widget
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

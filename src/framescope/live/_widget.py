@@ -1,0 +1,296 @@
+"""The ZeroMQ source as a panel component: fields, connect/disconnect, live status, preview.
+
+The display loop is a periodic callback on the document's event loop (started when the
+widget is displayed) that only reads ``source.status`` and ``source.latest_frame()``: both
+are lock-free snapshots, so it never waits on, or slows, the receiver thread.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import holoviews as hv
+import numpy as np
+import panel as pn
+import param
+
+from framescope.dashboard._bokeh import DirectImage
+from framescope.dashboard._images import block_coords, color_limits
+from framescope.live._display import (
+    ORDERS,
+    format_scan,
+    parse_scan,
+    preview_image,
+    start_source,
+    status_html,
+    status_table,
+)
+from framescope.live._protocols import PROTOCOLS
+from framescope.live._receiver import ZMQSource
+from framescope.live._status import Status
+
+__all__ = ["SourceWidget"]
+
+log = logging.getLogger(__name__)
+
+
+class SourceWidget(pn.viewable.Viewer):
+    """Connect to a detector's ZeroMQ stream and watch it: counters, rates, latest frame.
+
+    Parameters
+    ----------
+    source : ZMQSource, optional
+        A source to show. It fills the fields and counts as connected; the widget neither
+        starts nor stops it unless the user clicks Disconnect (or Connect, which replaces it
+        with a new source made from the fields).
+    **params
+        Values of the parameters below.
+
+    Attributes
+    ----------
+    connect_button, disconnect_button : panel.widgets.Button
+    status_pane : panel.pane.HTML
+        The status table (see :meth:`status_table`).
+    preview : numpy.ndarray or None
+        The image the preview shows: ``log10(1 + I)`` of the latest frame, block-averaged to
+        at most 128 pixels a side.
+
+    Examples
+    --------
+    >>> from framescope.live import SourceWidget  # doctest: +SKIP
+    >>> w = SourceWidget(endpoint="tcp://127.0.0.1:9999", scan="128x128")  # doctest: +SKIP
+    >>> w.on_connect(lambda src: src.run(udfs))  # doctest: +SKIP
+    >>> w.param.watch(lambda ev: print("connected:", ev.new), "connected")  # doctest: +SKIP
+    >>> w  # display, then click Connect (or call w.connect())  # doctest: +SKIP
+    """
+
+    endpoint = param.String(default="tcp://127.0.0.1:9999",
+                            doc="ZeroMQ endpoint of the detector's PUSH socket")
+    protocol = param.Selector(default="dectris-stream2", objects=list(PROTOCOLS),
+                              doc="Wire protocol of the stream")
+    scan = param.String(default="",
+                        doc="Scan shape HEIGHTxWIDTH, e.g. 128x128; empty: from the header")
+    order = param.Selector(default="", objects=ORDERS,
+                           doc="Scan order; empty: from the header (else raster)")
+    policy = param.Selector(default="drop", objects=["drop", "spill"],
+                            doc="Frames arriving while the buffer is full: dropped (counted) "
+                                "or spilled to disk")
+    refresh_ms = param.Integer(default=250, bounds=(50, None),
+                               doc="Milliseconds between status and preview updates")
+    connected = param.Boolean(default=False, constant=True,
+                              doc="A source is connected (watch it to follow connections)")
+    error = param.String(default="", constant=True,
+                         doc="Why the last connection failed, or why a field is invalid")
+
+    def __init__(self, source: ZMQSource | None = None, **params: Any) -> None:
+        from framescope.dashboard._app import load_extensions
+
+        load_extensions()  # the dashboard's, once per process: JS for notebooks
+        if source is not None:
+            params = {"endpoint": source.endpoint, "protocol": source.protocol,
+                      "scan": format_scan(source.scan), "order": source.order or "",
+                      "policy": source.policy, **params}
+        super().__init__(**params)
+        self._source = source
+        self._owned = False  # True for sources this widget made (it stops them on close)
+        self._callbacks: list[Callable[[ZMQSource], Any]] = []
+        self._last_status: Status | None = None  # of the source last disconnected
+        self._preview_key: tuple[Any, ...] | None = None
+        self._shown_shape: tuple[int, ...] | None = None
+        self._periodic: Any = None
+        self._layout: pn.viewable.Viewable | None = None
+        self.preview: np.ndarray | None = None
+
+        self.connect_button = pn.widgets.Button(label="Connect", color="primary", width=100)
+        self.disconnect_button = pn.widgets.Button(label="Disconnect", width=100)
+        self.connect_button.on_click(lambda _: self.connect())
+        self.disconnect_button.on_click(lambda _: self.disconnect())
+        self.status_pane = pn.pane.HTML(status_html(self.status_table()), width=260)
+        self._error_pane = pn.pane.Alert("", alert_type="danger", visible=False, width=520)
+        self._direct = DirectImage()
+        self._pipe = hv.streams.Pipe(data=_empty_preview())
+        self._inputs = [
+            pn.widgets.TextInput.from_param(self.param.endpoint, width=250),
+            pn.widgets.Select.from_param(self.param.protocol, width=160),
+            pn.widgets.TextInput.from_param(self.param.scan, placeholder="from header",
+                                            width=120),
+            pn.widgets.Select.from_param(self.param.order, width=120),
+            pn.widgets.Select.from_param(self.param.policy, width=90),
+        ]
+        self.param.watch(self._check_scan, "scan")
+        self.param.watch(self._show_error, "error")
+        self.param.watch(self._enable, "connected")
+        self.param.watch(self._set_period, "refresh_ms")
+        if source is not None:
+            with param.edit_constant(self):
+                self.connected = True
+        self._enable()
+
+    # ---- connection --------------------------------------------------------------------------
+    @property
+    def source(self) -> ZMQSource | None:
+        """The connected source, or None."""
+        return self._source
+
+    def connect(self) -> bool:
+        """Make and start a :class:`~framescope.live.ZMQSource` from the fields (replacing a
+        connected one); returns whether it worked.
+
+        Errors (bad endpoint, scan, protocol) are shown in the widget and in :attr:`error`,
+        never raised. After a connection, the :meth:`on_connect` callbacks run.
+        """
+        if self._source is not None:
+            self.disconnect()
+        result = start_source(self.endpoint, self.protocol, self.scan, self.order,
+                              self.policy)
+        if isinstance(result, str):
+            self._set(error=result)
+            return False
+        self._source, self._owned = result, True
+        self._preview_key = None
+        self._set(error="", connected=True)
+        self._notify(result)
+        self.refresh()
+        return True
+
+    def disconnect(self) -> None:
+        """Stop the source and forget it (watchers of ``connected`` hear of it first, so that
+        analyses of the source can stop before it does)."""
+        src = self._source
+        if src is None:
+            return
+        self._set(connected=False)
+        src.stop()
+        self._last_status = src.status
+        self._source, self._owned = None, False
+        self.refresh()
+
+    def on_connect(self, callback: Callable[[ZMQSource], Any]) -> None:
+        """Call ``callback(source)`` after every successful connection (now, if one is)."""
+        self._callbacks.append(callback)
+        if self._source is not None:
+            self._call(callback, self._source)
+
+    def _notify(self, source: ZMQSource) -> None:
+        for callback in list(self._callbacks):
+            self._call(callback, source)
+
+    def _call(self, callback: Callable[[ZMQSource], Any], source: ZMQSource) -> None:
+        try:
+            callback(source)
+        except Exception as exc:  # a button click must not die in a user's callback
+            log.exception("source widget: on_connect callback %r failed", callback)
+            self._set(error=f"on_connect callback failed: {exc}")
+
+    # ---- display -----------------------------------------------------------------------------
+    def status_table(self, status: Status | None = None) -> dict[str, str]:
+        """The status panel's rows for ``status`` (default: the source's status now)."""
+        if status is None:
+            src = self._source
+            status = src.status if src is not None else self._last_status
+        return status_table(status)
+
+    def refresh(self) -> None:
+        """Update the status panel and the preview (the periodic callback; reads only
+        ``source.status`` and ``source.latest_frame()``)."""
+        src = self._source
+        status = src.status if src is not None else self._last_status
+        text = status_html(status_table(status))
+        if text != self.status_pane.object:
+            self.status_pane.object = text
+        if src is None or status is None:
+            return
+        key = (status.series, status.frames_received)
+        if key == self._preview_key:
+            return  # nothing new: no copy of the frame
+        frame = src.latest_frame()
+        if frame is None:
+            return
+        self._preview_key = key
+        self._show_frame(frame, status.series)
+
+    def _show_frame(self, frame: np.ndarray, series: int | None) -> None:
+        img, f = preview_image(frame)
+        self.preview = img
+        h, w = frame.shape
+        data = {"x": block_coords(w, f), "y": block_coords(h, f), "z": img,
+                "clim": color_limits(img),
+                "title": f"latest frame · series {series}" if series is not None
+                else "latest frame"}
+        # same size: new pixels straight into the Bokeh models; else holoviews re-ranges
+        if img.shape == self._shown_shape and self._direct.image(data):
+            return
+        self._shown_shape = img.shape
+        self._pipe.send(data)
+
+    def _image(self, data: dict[str, Any]) -> hv.Image:
+        return hv.Image((data["x"], data["y"], data["z"]), kdims=["det_x", "det_y"],
+                        vdims=["log10(1 + I)"]).opts(
+            cmap="gray", clim=data["clim"], title=data["title"], framewise=True,
+            width=260, height=260, invert_yaxis=True, toolbar=None, xaxis=None, yaxis=None,
+            colorbar=False, hooks=[self._direct.hook])
+
+    def _start_updates(self) -> None:
+        if self._periodic is None:
+            self._periodic = pn.state.add_periodic_callback(self.refresh,
+                                                            period=self.refresh_ms)
+            doc = pn.state.curdoc
+            if doc is not None and doc.session_context is not None:
+                pn.state.on_session_destroyed(lambda _ctx: self.close())
+
+    def _set_period(self, event: param.parameterized.Event) -> None:
+        if self._periodic is not None:
+            self._periodic.period = event.new
+
+    def close(self) -> None:
+        """Stop the display loop, and a source this widget made."""
+        if self._periodic is not None:
+            self._periodic.stop()
+            self._periodic = None
+        if self._owned:
+            self.disconnect()
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        self._start_updates()
+        if self._layout is None:
+            endpoint, protocol, scan, order, policy = self._inputs
+            preview = pn.pane.HoloViews(hv.DynamicMap(self._image, streams=[self._pipe]))
+            self._layout = pn.Column(
+                pn.Row(endpoint, protocol),
+                pn.Row(scan, order, policy),
+                pn.Row(self.connect_button, self.disconnect_button),
+                self._error_pane,
+                pn.Row(self.status_pane, preview),
+            )
+        return self._layout
+
+    # ---- field checks and widget states ------------------------------------------------------
+    def _set(self, **values: Any) -> None:
+        with param.edit_constant(self):
+            self.param.update(**values)
+
+    def _check_scan(self, *_: Any) -> None:
+        try:
+            parse_scan(self.scan)
+        except ValueError as exc:
+            self._set(error=str(exc))
+        else:
+            if self.error.startswith("scan:"):
+                self._set(error="")
+
+    def _show_error(self, *_: Any) -> None:
+        self._error_pane.object = self.error
+        self._error_pane.visible = bool(self.error)
+
+    def _enable(self, *_: Any) -> None:
+        for w in self._inputs:
+            w.disabled = self.connected
+        self.connect_button.disabled = self.connected
+        self.disconnect_button.disabled = not self.connected
+
+
+def _empty_preview() -> dict[str, Any]:
+    return {"x": np.arange(1.0), "y": np.arange(1.0), "z": np.zeros((1, 1), np.float32),
+            "clim": (0.0, 1.0), "title": "no frame yet"}
