@@ -166,7 +166,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     client = local_client() if args.scheduler == "local" else args.scheduler
     try:
         serve(arr, port=args.port, address=args.address, client=client,
-              persist=args.demo or args.persist, websocket_origin=args.allow_websocket_origin)
+              persist=args.demo or args.persist, websocket_origin=args.allow_websocket_origin,
+              prefix=args.prefix)
     finally:
         if not isinstance(client, str):
             cluster = client.cluster
@@ -247,6 +248,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="interface to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--allow-websocket-origin", action="append", metavar="HOST:PORT",
                    help="extra origin allowed to connect, e.g. behind a proxy (repeatable)")
+    p.add_argument("--prefix", default="", metavar="PATH",
+                   help="serve under this URL path, e.g. behind jupyter-server-proxy")
     p.add_argument("--scheduler", default="local",
                    help="'local' (LocalCluster started for the server), 'inline', or a "
                         "scheduler address tcp://host:8786")

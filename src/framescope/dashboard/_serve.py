@@ -46,6 +46,7 @@ def serve(
     client: Any = None,
     persist: bool = False,
     websocket_origin: list[str] | None = None,
+    prefix: str = "",
     on_start: Callable[[str], None] | None = None,
 ) -> None:
     """Serve the dashboard for ``arr`` until interrupted (Ctrl-C or SIGTERM).
@@ -66,7 +67,12 @@ def serve(
         Load the frames into the cluster's memory first, so an edit costs only the mask
         product.
     websocket_origin : list of str, optional
-        Extra ``host:port`` origins allowed to connect (when served behind a proxy).
+        Extra ``host:port`` origins allowed to connect (when served behind a proxy);
+        ``"*"`` allows any.
+    prefix : str
+        URL path the app is served under, e.g. ``/user/alice/framescope`` behind
+        jupyter-server-proxy with ``absolute_url`` (page, resources and websocket all
+        below it); default the root.
     on_start : callable, optional
         Called with the URL once the server listens (default: print it).
     """
@@ -81,10 +87,18 @@ def serve(
     def app() -> Dashboard:
         return Dashboard(arr, client=client)
 
+    extra = []
+    if prefix.strip("/"):
+        # Bokeh serves /favicon.ico at the root only, panel's page asks for it below the prefix
+        from panel.io.resources import DIST_DIR
+        from tornado.web import StaticFileHandler
+
+        extra.append((r"/(favicon\.ico)", StaticFileHandler, {"path": str(DIST_DIR / "images")}))
     server = pn.serve(app, port=port, address=address, show=False, start=False,
                       title="framescope", verbose=False,
-                      websocket_origin=websocket_origin or None)
-    url = f"http://{address}:{server.port}/"
+                      websocket_origin=websocket_origin or None, prefix=prefix,
+                      extra_patterns=extra)
+    url = f"http://{address}:{server.port}{server.prefix}/"
     (on_start or (lambda u: print(f"framescope dashboard: {u}", flush=True)))(url)
     loop = server.io_loop.asyncio_loop
 
