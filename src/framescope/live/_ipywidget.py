@@ -62,9 +62,16 @@ class SourceIPyWidget(widgets.VBox):
     source : ZMQSource, optional
         A source to show: it fills the fields, counts as connected, and is stopped only
         when the user clicks Disconnect.
-    endpoint, protocol, scan, order, policy : str
-        The fields' values (see :class:`~framescope.live.SourceWidget`); ``scan`` like
-        ``"128x128"``, empty for the header's.
+    endpoint : str
+        ZeroMQ endpoint of the detector's PUSH socket.
+    protocol : str
+        One of :data:`~framescope.live.PROTOCOLS`.
+    scan : str
+        Scan shape ``"HEIGHTxWIDTH"``; empty takes the header's.
+    order : str
+        ``"raster"``, ``"snake"``, or empty for the header's.
+    policy : str
+        ``"drop"`` or ``"spill"`` (see :class:`~framescope.live.ZMQSource`).
     refresh_s : float
         Seconds between status and preview updates.
     **kwargs
@@ -76,6 +83,17 @@ class SourceIPyWidget(widgets.VBox):
         A source is connected (a read-only trait: ``w.observe(cb, "connected")``).
     error : str
         Why the last connection failed, or why a field is invalid.
+    endpoint : ipywidgets.Text
+    protocol : ipywidgets.Dropdown
+    scan : ipywidgets.Text
+    order : ipywidgets.Dropdown
+    policy : ipywidgets.Dropdown
+    connect_button : ipywidgets.Button
+    disconnect_button : ipywidgets.Button
+    status_pane : ipywidgets.HTML
+        The status table (see :meth:`status_table`).
+    preview_pane : ipywidgets.Image
+        The preview as a PNG.
     preview : numpy.ndarray or None
         The image the preview shows (``log10(1 + I)``, block-averaged to <= 128 px a side).
     """

@@ -46,11 +46,23 @@ class SourceWidget(pn.viewable.Viewer):
         starts nor stops it unless the user clicks Disconnect (or Connect, which replaces it
         with a new source made from the fields).
     **params
-        Values of the parameters below.
+        Values of the ``param`` parameters:
+
+        - ``endpoint`` (str): ZeroMQ endpoint, default ``"tcp://127.0.0.1:9999"``;
+        - ``protocol`` (str): one of :data:`~framescope.live.PROTOCOLS`;
+        - ``scan`` (str): scan shape ``"HEIGHTxWIDTH"``; empty takes the header's;
+        - ``order`` (str): ``"raster"``, ``"snake"``, or empty for the header's;
+        - ``policy`` (str): ``"drop"`` or ``"spill"`` (see :class:`ZMQSource`);
+        - ``refresh_ms`` (int): milliseconds between status and preview updates (250).
 
     Attributes
     ----------
-    connect_button, disconnect_button : panel.widgets.Button
+    connected : bool
+        A source is connected: a read-only parameter, ``w.param.watch(cb, "connected")``.
+    error : str
+        Why the last connection failed or a field is invalid (empty if none).
+    connect_button : panel.widgets.Button
+    disconnect_button : panel.widgets.Button
     status_pane : panel.pane.HTML
         The status table (see :meth:`status_table`).
     preview : numpy.ndarray or None
