@@ -9,6 +9,8 @@ from __future__ import annotations
 import os
 
 __all__ = [
+    "ClusterError",
+    "ClusterVersionError",
     "CompressionPluginError",
     "DatasetNotFoundError",
     "DimensionError",
@@ -86,3 +88,24 @@ class MaskError(FramescopeError, ValueError):
 
 class DimensionError(FramescopeError, ValueError):
     """A DataArray lacks the ``(scan_y, scan_x, det_y, det_x)`` dims framescope needs."""
+
+
+class ClusterError(FramescopeError, ConnectionError):
+    """A dask scheduler cannot be reached, or was lost before a job finished."""
+
+    def __init__(self, address: str, message: str) -> None:
+        super().__init__(f"dask scheduler {address}: {message}")
+        self.address = address
+
+
+class ClusterVersionError(FramescopeError, ImportError):
+    """The workers of a dask cluster lack framescope, or have an incompatible version."""
+
+    def __init__(self, address: str, expected: str, found: dict[str, str | None]) -> None:
+        shown = ", ".join(f"{w}: {v or 'not importable'}" for w, v in sorted(found.items()))
+        super().__init__(
+            f"dask scheduler {address}: workers need framescope compatible with {expected} "
+            f"(same major.minor), found {shown}; install the same framescope in the "
+            f"workers' environment"
+        )
+        self.address, self.expected, self.found = address, expected, found

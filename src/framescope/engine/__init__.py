@@ -1,5 +1,6 @@
 """Schedules UDFs over partitions of a dataset, inline or on dask.distributed."""
 
+from framescope.engine._connect import connect, disconnect
 from framescope.engine._executor import INLINE, SYNC, get_client
 from framescope.engine._merge import Accumulator
 from framescope.engine._run import iter_run, run
@@ -10,6 +11,8 @@ __all__ = [
     "SYNC",
     "Accumulator",
     "Partial",
+    "connect",
+    "disconnect",
     "get_client",
     "iter_run",
     "prepared",

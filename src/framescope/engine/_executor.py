@@ -8,7 +8,7 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-__all__ = ["INLINE", "SYNC", "get_client", "inline_pool"]
+__all__ = ["INLINE", "SYNC", "connected_client", "get_client", "inline_pool", "set_connected"]
 
 log = logging.getLogger(__name__)
 
@@ -34,15 +34,44 @@ def inline_pool() -> ThreadPoolExecutor:
         return pool
 
 
+def set_connected(client: Any) -> Any:
+    """Make ``client`` (or None: nothing) the default of every analysis; return the previous.
+
+    Kept here rather than as dask's default client: ``set_as_default`` also sets dask's
+    global ``scheduler`` config, which :func:`framescope.connect` leaves to the user.
+    """
+    with _lock:
+        previous, _ = _default.pop("connected", (None, ""))
+        if client is not None:  # the address now: a closed client no longer knows it
+            _default["connected"] = (client, getattr(client.scheduler, "address", "?"))
+        return previous
+
+
+def connected_client() -> Any:
+    """The client of :func:`framescope.connect`, or None (also once it has been closed)."""
+    with _lock:
+        client, address = _default.get("connected", (None, ""))
+        if client is not None and client.status in ("closing", "closed"):
+            # closing it undoes connect(); so does a scheduler lost for longer than the
+            # client's timeout, which the user must hear about before work moves elsewhere
+            del _default["connected"]
+            log.warning("the dask client of framescope.connect() (scheduler %s) is closed; "
+                        "analyses use the default executor again", address)
+            client = None
+        return client
+
+
 def get_client(client: Any = None) -> Any:
     """Resolve the ``client=`` argument of :func:`framescope.run`.
 
     ``"inline"`` runs in this process, a task per core at a time (:func:`inline_pool`);
     ``"sync"`` one task after another in the calling thread (for debuggers and profilers;
     kernels then use all cores). A ``distributed.Client`` is used as given; a string
-    ``"tcp://host:8786"`` connects to that scheduler. ``None``: the current default client
-    if there is one, else a ``LocalCluster`` of worker processes started on first use (on
-    127.0.0.1, one single-threaded worker per core) and reused for the session.
+    ``"tcp://host:8786"`` connects to that scheduler once per session (as
+    :func:`framescope.connect` does, without making it the default). ``None``: the client
+    of :func:`framescope.connect` if one is connected, else the current default dask
+    client if there is one, else a ``LocalCluster`` of worker processes started on first
+    use (on 127.0.0.1, one single-threaded worker per core) and reused for the session.
     """
     if client in (INLINE, SYNC):
         return client
@@ -51,10 +80,15 @@ def get_client(client: Any = None) -> Any:
     if isinstance(client, Client):
         return client
     if isinstance(client, str):
-        return Client(client, set_as_default=False)
+        from framescope.engine._connect import client_for
+
+        return client_for(client)
     if client is not None:
         raise TypeError(f"client: expected None, 'inline', an address or a Client, "
                         f"found {type(client).__name__}")
+    connected = connected_client()
+    if connected is not None:
+        return connected
     try:
         return default_client()
     except ValueError:

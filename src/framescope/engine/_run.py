@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections import deque
 from collections.abc import Iterator
 from typing import Any
@@ -10,14 +11,18 @@ import numpy as np
 import xarray as xr
 from tqdm.auto import tqdm
 
+from framescope.engine._connect import scheduler_address
 from framescope.engine._executor import INLINE, SYNC, get_client, inline_pool
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
+from framescope.errors import ClusterError
 from framescope.io._lazy import source_of
 from framescope.udf._backend import resolve_backend
 from framescope.udf._base import UDF, Meta
 
 __all__ = ["iter_run", "run"]
+
+log = logging.getLogger(__name__)
 
 
 def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
@@ -110,6 +115,12 @@ def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
     return len(tasks), results(), futures
 
 
+def _cluster_lost(client: Any, address: str) -> ClusterError:
+    return ClusterError(address, f"lost the connection to the scheduler (client "
+                        f"{client.status}); the job's partial results are discarded, "
+                        "run it again once the scheduler is back")
+
+
 def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, client: Any):
     """Start every partition; return an iterator of Partial results as they complete."""
     plan = list(_plan(arr, meta, roi))
@@ -119,6 +130,9 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
         return _threads(udf, arr, meta, plan)
     from distributed import as_completed, futures_of
 
+    address = scheduler_address(client)
+    if client.status != "running":  # a lost scheduler: fail now, not after a reconnect wait
+        raise _cluster_lost(client, address)
     # client.map submits each kind in one message (a submit per task costs a round trip)
     futures = []
     src = [(payload, pos) for kind, payload, pos in plan if kind == "source"]
@@ -143,8 +157,18 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
         del inputs, held
 
     def results() -> Iterator[Partial]:
-        # with_results fetches in the client's event loop: no blocking round trip per task
-        for _, part in as_completed(futures, with_results=True, loop=client.loop):
+        # with_results fetches in the client's event loop: no blocking round trip per task.
+        # Each future is yielded once, even when a dead worker made dask run it again.
+        for fut, part in as_completed(futures, with_results=True, loop=client.loop):
+            if fut.status == "cancelled":
+                # a lost scheduler connection cancels every future at once (the client
+                # goes on reconnecting for its timeout): fail now with the address
+                if client.status != "running":
+                    raise _cluster_lost(client, address)
+                raise part
+            # merged: release the result, so that losing the worker that holds it does not
+            # make the scheduler compute it again (a batched message, no round trip)
+            fut.release()
             yield part
 
     return len(plan), results(), futures
@@ -156,10 +180,20 @@ def _merged(
     """Yield the accumulator after every completed partition."""
     roi_pos = _roi_positions(roi, meta)
     acc = Accumulator(udf, meta)
-    n, partials, futures = _submit(udf, arr, meta, roi_pos, get_client(client))
+    client = get_client(client)
+    n, partials, futures = _submit(udf, arr, meta, roi_pos, client)
     bar = tqdm(total=n, desc=type(udf).__name__, unit="part", disable=not progress)
     try:
         for part in partials:
+            seen = acc.done[part.positions]
+            if seen.any():
+                # sig/single buffers are sums: a partition merged twice would count twice
+                if not seen.all():
+                    raise RuntimeError(f"{type(udf).__name__}: a partial result overlaps "
+                                       f"merged scan positions {part.positions[seen][:5]}")
+                log.warning("%s: skipped a repeated partial result (%d positions from %d)",
+                            type(udf).__name__, part.positions.size, part.positions[0])
+                continue
             acc.add(part)
             bar.update(1)
             yield acc
@@ -168,7 +202,8 @@ def _merged(
         stale = [f for f in futures or () if not f.done()]
         if stale:  # a closed generator (user break, newer job) stops stale work
             if hasattr(stale[0], "client"):
-                get_client(client).cancel(stale)
+                if client.status == "running":  # else the scheduler cannot be told
+                    client.cancel(stale)
             else:  # the inline pool: tasks not started yet are dropped
                 for f in stale:
                     f.cancel()
