@@ -113,7 +113,8 @@ class LiveRun:
                  on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
                  kernel_threads: int = 1) -> None:
         self.source = source
-        self.udfs = udf_dict(udfs)
+        # no UDF is fine when on_frames takes the frames (the live dashboard)
+        self.udfs = {} if on_frames is not None and not udfs else udf_dict(udfs)
         self._handoff: queue.SimpleQueue = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._series: Series | None = None

@@ -1,0 +1,90 @@
+"""The live dashboard on a real ZeroMQ stream from a simulator process."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+import framescope.masks as fm
+
+from ._reference import einsum
+
+pytest.importorskip("zmq")
+
+DETECTORS = {"bf": fm.disk(16, 16, 5), "adf": fm.ring(16, 16, 8, 14)}
+
+
+def _publish(q, kwargs) -> None:
+    from framescope.live import simulate_stream
+
+    result = simulate_stream("tcp://127.0.0.1:0", on_bound=q.put, **kwargs)
+    q.put(result["frames_sent"])
+
+
+@contextlib.contextmanager
+def simulator(**kwargs) -> Iterator[str]:
+    import multiprocessing as mp
+
+    ctx = mp.get_context("forkserver")
+    ctx.set_forkserver_preload(["framescope.live"])
+    q = ctx.Queue()
+    p = ctx.Process(target=_publish, args=(q, kwargs), daemon=True)
+    p.start()
+    try:
+        yield q.get(timeout=60)
+    finally:
+        p.join(timeout=30)
+        if p.is_alive():
+            p.kill()
+            p.join()
+
+
+def _until(cond, what: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout  # guards against hangs; no timing asserted
+    while not cond():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+def test_live_dashboard_fills_in_the_streamed_scan(small):
+    import framescope as fs
+    from framescope.dashboard._live import LiveDashboard
+    from framescope.live import ZMQSource
+
+    arr, frames = small
+    with simulator(source=arr, protocol="dectris-stream2", rate=0, first_series=3) as ep:
+        source = ZMQSource(ep, protocol="dectris-stream2")
+        dash = fs.dashboard(source, detectors=DETECTORS)
+        assert isinstance(dash, LiveDashboard)
+        try:
+            dash.__panel__().get_root()  # Bokeh models, as a session has them
+            dash.widget.connect()
+            assert dash.widget.connected
+            _until(lambda: dash.store.received() is not None
+                   and dash.store.received().all(), "all frames kept")
+
+            def complete() -> bool:
+                dash.refresh()  # what the periodic callback does
+                st = dash.dashboard.state if dash.dashboard else None
+                return (st is not None and st.jobs.wait(timeout=60)
+                        and all(st.image(n) is not None and st.image(n).done == 1.0
+                                for n in DETECTORS))
+
+            _until(complete, "complete virtual images")
+            st = dash.dashboard.state
+            assert dash.store.series == 3
+            for name, spec in DETECTORS.items():
+                np.testing.assert_allclose(st.image(name).image, einsum(frames, spec),
+                                           rtol=1e-6)
+            np.testing.assert_allclose(st.summary("mean"), frames.mean(axis=(0, 1)),
+                                       rtol=1e-9)
+            dash.dashboard.flush()
+            assert dash.dashboard.progress.value == 100
+        finally:
+            dash.close()
+    assert not dash.widget.connected
