@@ -13,7 +13,7 @@ from framescope import __version__
 
 project = "framescope"
 author = "framescope developers"
-copyright = "framescope developers"  # noqa: A001 (the name Sphinx reads)
+copyright = "framescope developers"
 release = __version__
 version = ".".join(__version__.split(".")[:2])
 
