@@ -244,8 +244,8 @@ def iter_run(
         Show a ``tqdm.auto`` progress bar.
     backend : {None, "numpy", "cupy"}
         Array backend of the tiles; None: cupy if ``arr`` holds cupy blocks, else numpy.
-        With "cupy" each tile is copied to the GPU and the UDF runs there (see
-        :mod:`framescope.udf._backend`).
+        With "cupy" each tile is copied to the GPU and the UDF runs there; without cupy
+        and a CUDA device it raises ``RuntimeError`` before any frame is read.
     """
     meta = _meta(arr, backend)
     for acc in _merged(udf, arr, meta, roi, client, progress):
