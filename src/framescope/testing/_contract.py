@@ -35,7 +35,29 @@ def file_digest(path: str | os.PathLike[str]) -> dict[str, tuple[int, int, str]]
 
 
 class ReaderContract:
-    """Tests shared by every reader: laziness, exact values, partition edges, pickling."""
+    """Tests shared by every reader: laziness, exact values, partition edges, pickling.
+
+    Subclass it in a pytest module and give it a ``case`` fixture that writes a small file
+    and returns ``(path, reference, open_kwargs)``: ``reference`` is the 4D array the file
+    must read as, obtained independently of the reader under test. Every ``test_*`` method
+    then runs on that case: dims and laziness, values, partition edges, the pickled reader
+    reading the same frames, the source left untouched, and a compute on dask.distributed,
+    which needs a ``client`` fixture (a ``distributed.Client``; session scope keeps it
+    cheap) from your ``conftest.py``.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> import pytest
+    >>> from framescope.testing import ReaderContract
+    >>> class TestMyFormat(ReaderContract):  # doctest: +SKIP
+    ...     @pytest.fixture
+    ...     def case(self, tmp_path):
+    ...         ref = np.arange(3 * 4 * 8 * 8, dtype=np.uint16).reshape(3, 4, 8, 8)
+    ...         path = tmp_path / "scan.myf"
+    ...         write_my_format(path, ref)  # the format's own writer, or raw bytes
+    ...         return path, ref, {"format": "myformat"}
+    """
 
     @pytest.fixture
     def case(self, tmp_path: Path) -> tuple[Path, np.ndarray, dict[str, Any]]:
