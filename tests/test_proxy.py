@@ -175,7 +175,8 @@ def test_the_dashboard_loads_through_the_proxy(lab, frames):
         browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
         try:
             page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.on("console", lambda m: errors.append(f"{m.text} {m.location}") if m.type == "error" else None)
+            page.on("console", lambda m: errors.append(f"{m.text} {m.location['url']}")
+                    if m.type == "error" else None)
             page.on("pageerror", lambda e: errors.append(str(e)))
             page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
                     if r.status >= 400 else None)
