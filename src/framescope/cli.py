@@ -159,9 +159,12 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         print(f"framescope serve: needs the dashboard extra (pip install 'framescope[dashboard]'):"
               f" {exc}", file=sys.stderr)
         return 2
-    if args.demo == (args.path is not None):
-        print("framescope serve: give a dataset PATH or --demo (not both)", file=sys.stderr)
+    if (args.demo + (args.path is not None) + (args.live is not None)) != 1:
+        print("framescope serve: give one of a dataset PATH, --demo or --live ENDPOINT",
+              file=sys.stderr)
         return 2
+    if args.live is not None:
+        return _serve_live(args)
     arr = demo_data() if args.demo else _open(args)
     client = local_client() if args.scheduler == "local" else args.scheduler
     try:
@@ -173,6 +176,23 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             cluster = client.cluster
             client.close()
             cluster.close()
+    return 0
+
+
+def _serve_live(args: argparse.Namespace) -> int:
+    try:
+        from framescope.dashboard._serve import serve_live
+        from framescope.live import PROTOCOLS
+    except ImportError as exc:
+        print(f"framescope serve --live: needs the dashboard and live extras "
+              f"(pip install 'framescope[dashboard,live]'): {exc}", file=sys.stderr)
+        return 2
+    if args.protocol not in PROTOCOLS:
+        print(f"framescope serve: --protocol: expected one of {list(PROTOCOLS)}, found "
+              f"{args.protocol!r}", file=sys.stderr)
+        return 2
+    serve_live(args.live, args.protocol, scan=args.scan, port=args.port, address=args.address,
+               websocket_origin=args.allow_websocket_origin, prefix=args.prefix)
     return 0
 
 
@@ -243,6 +263,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path", nargs="?", help="dataset to open (or --demo)")
     p.add_argument("--demo", action="store_true",
                    help="serve the built-in synthetic dataset (64x64 scan, 128x128 frames)")
+    p.add_argument("--live", metavar="ENDPOINT",
+                   help="serve the live dashboard of a detector stream, e.g. "
+                        "tcp://127.0.0.1:9999 (--protocol, --scan; needs [live])")
+    p.add_argument("--protocol", default="dectris-stream2",
+                   help="with --live: dectris-stream2 (default), dectris-stream1 or native")
     p.add_argument("--port", type=int, default=5006, help="TCP port (0: any free port)")
     p.add_argument("--address", default="127.0.0.1",
                    help="interface to listen on (default 127.0.0.1: this machine only)")

@@ -60,6 +60,9 @@ class Dashboard(pn.viewable.Viewer):
 
     update_period = param.Integer(default=100, bounds=(100, None),
                                   doc="Milliseconds between browser updates (<= 10/s)")
+    display_loop = param.Boolean(default=True, doc=(
+        "Run the display loop here; False when a container calls flush() itself (the "
+        "live dashboard)"))
 
     def __init__(self, arr: Any = None, client: Any = None, detectors: Any = None,
                  state: DashboardState | None = None, **params: Any) -> None:
@@ -123,7 +126,7 @@ class Dashboard(pn.viewable.Viewer):
             self.flush()
 
     def _start_updates(self) -> None:
-        if self._callback is None:
+        if self._callback is None and self.display_loop:
             self._callback = pn.state.add_periodic_callback(self._tick,
                                                             period=self.update_period)
             doc = pn.state.curdoc

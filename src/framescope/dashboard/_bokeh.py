@@ -79,6 +79,7 @@ class DirectImage:
         lo, hi = data["clim"]
         for plot in plots:
             with _hold(plot):
+                _fit_ranges(plot, plot.handles["source"].data, columns)
                 plot.handles["source"].data = dict(columns)
                 mapper = plot.handles.get("color_mapper")
                 if mapper is not None:
@@ -101,6 +102,20 @@ class DirectImage:
             with _hold(plot):
                 sources[0].data = dict(seg)
                 sources[1].data = dict(lab)
+
+
+def _fit_ranges(plot: Any, old: Mapping[str, Any], new: Mapping[str, list[Any]]) -> None:
+    """A new extent (another frame shape): the axes follow it, inverted ones stay so."""
+    if all(k in old and len(old[k]) and float(old[k][0]) == new[k][0]
+           for k in ("x", "y", "dw", "dh")):
+        return
+    fig = plot.state
+    for rng, lo, size in ((fig.x_range, new["x"][0], new["dw"][0]),
+                          (fig.y_range, new["y"][0], new["dh"][0])):
+        if not hasattr(rng, "start"):
+            continue
+        flipped = rng.start is not None and rng.end is not None and rng.start > rng.end
+        rng.update(start=lo + size if flipped else lo, end=lo if flipped else lo + size)
 
 
 def _add_outlines(fig: Any, segments: dict[str, list[Any]], labels: dict[str, list[Any]]

@@ -61,7 +61,8 @@ class LiveDashboard(pn.viewable.Viewer):
         self.message = pn.pane.Markdown("Waiting for a series: connect to a detector stream.",
                                         width=500)
         self.body = pn.Column(self.message)
-        self.widget = SourceWidget(source, **params)
+        # one display loop (here) drives the widget and the series' dashboard
+        self.widget = SourceWidget(source, display_loop=False, **params)
         self.widget.param.watch(self._on_connected, "connected")
         self.widget.on_connect(self._attach)
 
@@ -82,7 +83,9 @@ class LiveDashboard(pn.viewable.Viewer):
 
     # ---- display --------------------------------------------------------------------------
     def refresh(self) -> None:
-        """Start the views of a new series, or extend the current one's results."""
+        """The display loop: the widget's status and preview, then the views of a new
+        series, or the current one's results extended and what changed sent."""
+        self.widget.refresh()
         store = self.store
         if store.error:
             self.message.object = store.error
@@ -90,13 +93,14 @@ class LiveDashboard(pn.viewable.Viewer):
             self._new_series()
         elif self.dashboard is not None:
             self.dashboard.state.refresh()
+            self.dashboard.flush()
 
     def _new_series(self) -> None:
         previous = self.dashboard
         detectors = self.detectors if previous is None else previous.state.masks()
         state = LiveState(self.store, detectors=detectors)
         self._token = self.store.token
-        self.dashboard = Dashboard(state=state)
+        self.dashboard = Dashboard(state=state, display_loop=False)
         self.body.objects = [self.dashboard]
         if previous is not None:
             previous.close()
@@ -112,10 +116,17 @@ class LiveDashboard(pn.viewable.Viewer):
         if self.dashboard is not None:
             self.dashboard.close()
 
-    def __panel__(self) -> pn.viewable.Viewable:
+    def _start(self) -> None:
         if self._callback is None:
             self._callback = pn.state.add_periodic_callback(self.refresh,
                                                             period=self.refresh_ms)
-            if pn.state.curdoc is not None and pn.state.curdoc.session_context is not None:
-                pn.state.on_session_destroyed(lambda _ctx: self.close())
-        return pn.Row(pn.Column(self.widget, width=330), self.body)
+
+    def __panel__(self) -> pn.viewable.Viewable:
+        doc = pn.state.curdoc
+        if doc is not None and doc.session_context is not None:
+            # after the page has loaded: views made before it would never report ready
+            pn.state.onload(self._start)
+            pn.state.on_session_destroyed(lambda _ctx: self.close())
+        else:
+            self._start()
+        return pn.Row(self.widget, self.body)

@@ -77,7 +77,8 @@ class ScanView(pn.viewable.Viewer):
                             hooks=[hover_off]))
         self._thumbs: dict[str, tuple[hv.streams.Pipe, DirectImage]] = {}
         self._thumb_colors: dict[str, str] = {}
-        self.gallery = pn.FlexBox(sizing_mode="stretch_width")
+        self.gallery = pn.FlexBox(sizing_mode="stretch_width", min_width=4 * self.thumb_size,
+                                  min_height=self.thumb_size + 20)
         self._sync_thumbnails()
         state.param.watch(lambda *_: self._sync_thumbnails(), ["shapes"])
         state.param.watch(lambda *_: self.redraw(), ["selected"])

@@ -76,7 +76,6 @@ def serve(
     on_start : callable, optional
         Called with the URL once the server listens (default: print it).
     """
-    import panel as pn
 
     from framescope.dashboard._app import Dashboard, load_extensions
 
@@ -86,6 +85,59 @@ def serve(
 
     def app() -> Dashboard:
         return Dashboard(arr, client=client)
+
+    _run_server(app, port=port, address=address, websocket_origin=websocket_origin,
+                prefix=prefix, on_start=on_start)
+
+
+def serve_live(
+    endpoint: str,
+    protocol: str = "dectris-stream2",
+    *,
+    scan: tuple[int, int] | None = None,
+    port: int = 5006,
+    address: str = "127.0.0.1",
+    websocket_origin: list[str] | None = None,
+    prefix: str = "",
+    on_start: Callable[[str], None] | None = None,
+) -> None:
+    """Serve the live dashboard for a detector stream until interrupted.
+
+    The first browser tab connects to ``endpoint`` at once. A PUSH socket deals its frames
+    round-robin to every PULL socket connected, so a further tab opened while one is
+    receiving gets the source widget with the fields filled in, unconnected: connecting it
+    would split the frames between the tabs.
+
+    Parameters
+    ----------
+    endpoint, protocol, scan
+        As for :class:`framescope.live.ZMQSource`.
+    port, address, websocket_origin, prefix, on_start
+        As for :func:`serve`.
+    """
+    from framescope.dashboard._app import load_extensions
+    from framescope.dashboard._live import LiveDashboard
+    from framescope.live._display import format_scan
+
+    load_extensions()
+    sessions: list[LiveDashboard] = []
+
+    def app() -> LiveDashboard:
+        dash = LiveDashboard(endpoint=endpoint, protocol=protocol, scan=format_scan(scan))
+        if not any(d.widget.connected for d in sessions):
+            dash.widget.connect()
+        sessions[:] = [d for d in sessions if d.widget.connected] + [dash]
+        return dash
+
+    _run_server(app, port=port, address=address, websocket_origin=websocket_origin,
+                prefix=prefix, on_start=on_start)
+
+
+def _run_server(app: Callable[[], Any], *, port: int, address: str,
+                websocket_origin: list[str] | None, prefix: str,
+                on_start: Callable[[str], None] | None) -> None:
+    """Serve ``app`` (one per browser tab) until Ctrl-C or SIGTERM."""
+    import panel as pn
 
     extra = []
     if prefix.strip("/"):

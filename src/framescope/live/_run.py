@@ -52,6 +52,8 @@ def coords_of(series: Series) -> dict[str, np.ndarray]:
 def publish(accs: dict[str, Accumulator], series: Series, attrs: dict[str, Any],
             ) -> xr.Dataset:
     """All UDFs' results of a series in one Dataset (names prefixed for named UDFs)."""
+    if not accs:  # frames taken by on_frames only
+        return xr.Dataset(attrs={**attrs, "udfs": [], "complete": False})
     coords = coords_of(series)
     parts = []
     seen: set[str] = set()

@@ -89,6 +89,9 @@ class SourceWidget(pn.viewable.Viewer):
     policy = param.Selector(default="drop", objects=["drop", "spill"],
                             doc="Frames arriving while the buffer is full: dropped (counted) "
                                 "or spilled to disk")
+    display_loop = param.Boolean(default=True, doc=(
+        "Refresh from a periodic callback of its own; False when a container calls "
+        "refresh() itself (the live dashboard)"))
     refresh_ms = param.Integer(default=250, bounds=(50, None),
                                doc="Milliseconds between status and preview updates")
     connected = param.Boolean(default=False, constant=True,
@@ -231,8 +234,8 @@ class SourceWidget(pn.viewable.Viewer):
                 "clim": color_limits(img),
                 "title": f"latest frame · series {series}" if series is not None
                 else "latest frame"}
-        # same size: new pixels straight into the Bokeh models; else holoviews re-ranges
-        if img.shape == self._shown_shape and self._direct.image(data):
+        # new pixels (and axes, for a new frame shape) straight into the Bokeh models
+        if self._direct.image(data):
             return
         self._shown_shape = img.shape
         self._pipe.send(data)
@@ -245,7 +248,7 @@ class SourceWidget(pn.viewable.Viewer):
             colorbar=False, hooks=[self._direct.hook])
 
     def _start_updates(self) -> None:
-        if self._periodic is None:
+        if self._periodic is None and self.display_loop:
             self._periodic = pn.state.add_periodic_callback(self.refresh,
                                                             period=self.refresh_ms)
             doc = pn.state.curdoc

@@ -78,11 +78,12 @@ def share_cores() -> None:
     direct calls) the thread count is left as it is.
     """
     if not threading.current_thread().name.startswith("framescope-inline"):
-        dist = sys.modules.get("distributed")
-        if dist is None:
+        # looked up, not imported; another thread may be importing it (partly initialised)
+        get_worker = getattr(sys.modules.get("distributed"), "get_worker", None)
+        if get_worker is None:
             return
         try:
-            dist.get_worker()
+            get_worker()
         except ValueError:
             return
     if numba.get_num_threads() != 1:
