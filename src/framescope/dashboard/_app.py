@@ -94,7 +94,6 @@ class Dashboard(pn.viewable.Viewer):
         """Push the results that changed since the last call; returns the number of view
         updates sent (at most one per image per call)."""
         n = 0
-        self._last_flush = time.monotonic()
         for key, value in self.state.results.take().items():
             if key.startswith("vi:"):
                 self.scan_view.show(key[3:], value)
@@ -105,6 +104,8 @@ class Dashboard(pn.viewable.Viewer):
             elif key == "status" and value:
                 self.state.status = value
             n += 1
+        if n:  # the throttle counts updates sent, not empty ticks
+            self._last_flush = time.monotonic()
         self._show_progress()
         return n
 
@@ -121,7 +122,7 @@ class Dashboard(pn.viewable.Viewer):
             self.activity.object = "up to date"
 
     def _tick(self) -> None:
-        """The periodic fallback: flush unless a wake-up did within the period."""
+        """The periodic fallback: flush unless an update went out within the period."""
         if time.monotonic() - self._last_flush >= 0.9e-3 * self.update_period:
             self.flush()
 

@@ -9,6 +9,7 @@ and that tests drive directly. Every edit starts the job it needs in a latest-wi
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Iterator
 from typing import Any
 
@@ -44,6 +45,8 @@ __all__ = ["FRAME_MODES", "DashboardState"]
 log = logging.getLogger(__name__)
 
 FRAME_MODES = ("mean", "max", "picked", "roi")
+#: partial virtual images are shown once a job has run this long (s)
+PARTIAL_AFTER_S = 0.1
 _SUMMARY = "dashboard.frame_summary"
 _ROI_SUM = "dashboard.sum_frame"
 
@@ -222,13 +225,24 @@ class DashboardState(param.Parameterized):
         chan = channel or f"vi:{next(iter(todo))}"
         if channel is None and len(todo) > 1:
             chan = "vi:*"
-        self.jobs.submit(chan, lambda: self._iter_run(ApplyMasks(stack)),
-                         lambda ds: self._on_images(stack, chan, seq, ds), self._on_error)
+        started: list[float] = []
 
-    def _on_images(self, stack: MaskStack, channel: str, seq: int, ds: xr.Dataset) -> None:
+        def job() -> Iterator[xr.Dataset]:
+            started.append(time.monotonic())
+            return self._iter_run(ApplyMasks(stack))
+
+        self.jobs.submit(chan, job, lambda ds: self._on_images(stack, chan, seq, ds,
+                                                               started[0]), self._on_error)
+
+    def _on_images(self, stack: MaskStack, channel: str, seq: int, ds: xr.Dataset,
+                   started: float = 0.0) -> None:
         done = np.asarray(ds["done"])
         fraction = float(done.mean())
         self.results.set_progress(channel, fraction)
+        if fraction < 1.0 and time.monotonic() - started < PARTIAL_AFTER_S:
+            # a short job: its partial images would only take the display slot its
+            # complete image needs (updates are throttled), so they are not shown
+            return
         intensity = ds["intensity"]
         for name, spec in stack.items():
             img = np.asarray(intensity.sel(mask=name), dtype=np.float32)
