@@ -116,3 +116,47 @@ def test_truncated_compressed_image():
         Stream2Decoder().decode([cut])
     with pytest.raises(MessageError, match="not CBOR"):
         Stream2Decoder().decode([good[: len(good) // 2]])
+
+
+@pytest.mark.parametrize("compression", ["none", "bslz4", "lz4"])
+def test_large_images_decode_without_copying_the_payload(compression):
+    # messages >= 4 KiB take the lean path (payload cut out before cbor2, viewed in place)
+    a = np.random.default_rng(4).poisson(40, (128, 96)).astype("uint32")
+    raw = bytearray(image(2, 5, {"t1": array(a, compression), "t2": array(a + 1, compression)}))
+    buf = memoryview(raw)
+    ev = Stream2Decoder().decode([buf])
+    assert (ev.series, ev.index, ev.nbytes) == (2, 5, len(raw))
+    np.testing.assert_array_equal(ev.data, a)
+    if compression == "none":  # a view of the message: what a received buffer holds
+        assert np.shares_memory(ev.data, np.frombuffer(raw, np.uint8))
+    second = Stream2Decoder(channel="t2").decode([buf])  # not the first payload: decoded whole
+    np.testing.assert_array_equal(second.data, a + 1)
+
+
+def test_large_messages_with_payload_lookalikes_decode_as_they_are():
+    a = np.random.default_rng(5).poisson(40, (64, 64)).astype("uint16")
+    # byte strings before the image that look like a typed array's head: one announcing
+    # the frame's length (the cut would swallow the real payload), one its own length
+    fake_long = b"\xd8\x45\x5a" + struct.pack(">I", a.nbytes) + b"\0" * 10
+    fake_short = b"\xd8\x45\x58\x04abcd" * 600
+    for fake in (fake_long, fake_short):
+        m = msg({"type": "image", "series_id": 1, "image_id": 2, "user_data": fake,
+                 "data": {"t": array(a)}})
+        ev = Stream2Decoder().decode([m])
+        assert (ev.series, ev.index) == (1, 2)
+        np.testing.assert_array_equal(ev.data, a)
+        assert ev.data.nbytes == a.nbytes
+    # a large start message (pixel mask as a typed array): still a start, mask left out
+    start = msg({"type": "start", "series_id": 4, "image_size_x": 64, "image_size_y": 64,
+                 "pixel_mask": {"t": array(a)}, "number_of_images": 9})
+    s = Stream2Decoder().decode([start])
+    assert isinstance(s, SeriesStart)
+    assert (s.series, s.frame_shape, s.n_frames) == (4, (64, 64), 9)
+    # truncated: the announced payload runs past the message
+    good = image(1, 0, {"t": array(a)})
+    with pytest.raises(MessageError, match="not CBOR"):
+        Stream2Decoder().decode([good[:-100]])
+    # wrong size for its dims: the same error as for a small message
+    bad = image(1, 0, {"t": CBORTag(40, [[64, 63], CBORTag(69, a.tobytes())])})
+    with pytest.raises(MessageError, match="raw frame"):
+        Stream2Decoder().decode([bad])

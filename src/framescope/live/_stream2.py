@@ -9,6 +9,8 @@ read here, so no ``tag_hook`` (whose signature changed in cbor2 6) is needed.
 
 from __future__ import annotations
 
+import os
+import re
 from collections.abc import Sequence
 from fractions import Fraction
 from typing import Any
@@ -37,6 +39,12 @@ COMPRESSED = 56500
 TYPED = {64: "uint8", 69: "<u2", 70: "<u4", 85: "<f4"}
 _TAG_OF = {"uint8": 64, "uint16": 69, "uint32": 70, "float32": 85}
 _CODEC = {"bslz4": "bslz4", "lz4": "lz4-h5"}
+# Where an image's payload starts: a typed-array tag, optionally the compression tag 56500
+# with its algorithm and element size, then a byte string's head (its length follows)
+_PAYLOAD = re.compile(rb"\xd8[\x40\x45\x46\x55](?:\xd9\xdc\xb4\x83(?:\x63lz4|\x65bslz4)"
+                      rb"[\x00-\x17])?([\x58-\x5b])")
+_LENGTH_BYTES = {0x58: 1, 0x59: 2, 0x5A: 4, 0x5B: 8}
+_LEAN_MIN = 4096  # smaller messages are decoded as they are
 
 
 def _int(msg: Any, key: str, what: str) -> int:
@@ -62,23 +70,67 @@ class Stream2Decoder:
         self.channel = channel
         self.max_frame_bytes = max_frame_bytes
         self._channels: dict[int, str] = {}  # series → channel picked from its start
+        # stands in for a payload left in the message buffer (see _loads_lean); random, so
+        # no sender can put it in a message
+        self._nonce = os.urandom(16)
+        self._marker = cbor2.dumps(self._nonce)
+        self._payload: memoryview | None = None
+
+    def _loads_lean(self, buf: memoryview) -> Any:
+        """The message with its (first) image payload replaced by the nonce, or None.
+
+        cbor2 copies every byte string: for a frame that is a copy of the whole payload
+        into fresh memory, per message. Instead the payload's byte string is cut out, the
+        rest decoded, and the payload viewed in the buffer (``self._payload``). Sound only
+        if the nonce comes back as the image's payload (the nonce is nowhere else, so the
+        parse met the cut exactly where the payload was): ``_array`` checks that; any
+        other outcome (another event, an error) is decided by decoding the message whole.
+        """
+        m = _PAYLOAD.search(buf)
+        if m is None:
+            return None
+        head = m.end()
+        begin = head + _LENGTH_BYTES[buf[m.start(1)]]
+        end = begin + int.from_bytes(buf[head:begin], "big")
+        if end > len(buf):
+            return None
+        try:
+            msg = cbor2.loads(b"".join((buf[: m.start(1)], self._marker, buf[end:])))
+        except Exception:  # the whole message says what is wrong
+            return None
+        self._payload = buf[begin:end]
+        return msg
 
     def decode(self, parts: Sequence[Any]) -> Event:
         """One single-part message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
         if len(parts) != 1:
             raise MessageError(f"stream2: expected a single-part message, found {len(parts)} "
                                f"parts")
+        buf = memoryview(parts[0]).cast("B")
+        msg = self._loads_lean(buf) if len(buf) >= _LEAN_MIN else None
+        if msg is not None:
+            try:
+                event = self._event(msg, len(buf))
+            except MessageError:
+                event = None
+            if event is not None and self._payload is None:  # the payload was the cut
+                return event
+            # any other outcome: the message as it is decides
+            self._payload = None
         try:
-            msg = cbor2.loads(parts[0])
+            msg = cbor2.loads(buf)
         except Exception as exc:  # cbor2 raises several types on bad input
             raise MessageError(f"stream2: not CBOR ({type(exc).__name__}: {exc})") from exc
+        return self._event(msg, len(buf))
+
+    def _event(self, msg: Any, nbytes: int) -> Event:
         if isinstance(msg, cbor2.CBORTag) and msg.tag == SELF_DESCRIBE:
             msg = msg.value
         if not hasattr(msg, "get"):
             raise MessageError(f"stream2: expected a CBOR map, found {type(msg).__name__}")
         kind = msg.get("type")
         if kind == "image":
-            return self._image(msg, sum(len(p) for p in parts))
+            return self._image(msg, nbytes)
         if kind == "start":
             return self._start(msg)
         if kind == "end":
@@ -154,6 +206,10 @@ class Stream2Decoder:
             if codec == "bslz4" and elem != dtype.itemsize:
                 raise MessageError(f"stream2 image: bslz4 element size {elem} does not fit "
                                    f"{dtype.name} pixels")
+        if self._payload is not None:
+            if not isinstance(payload, bytes) or payload != self._nonce:
+                raise MessageError("stream2 image: payload not where it was cut out")
+            payload, self._payload = self._payload, None
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise MessageError(f"stream2 image: array payload is {type(payload).__name__}, "
                                f"not bytes")
