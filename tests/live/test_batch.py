@@ -60,7 +60,10 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     assert q.empty()
     assert all(isinstance(x, Batch) for x in batches)
     assert [x.indices for x in batches] == [[0, 1, 2], [3, 4, 5]]
-    assert np.shares_memory(batches[0].frames[1], data)  # kept as decoded, not copied
+    # copied (the message buffer goes back at once) into one of two pooled buffers
+    np.testing.assert_array_equal(batches[1].frames, data[3:6])
+    assert not np.shares_memory(batches[0].frames, data)
+    assert b.allocated == b.buffers == 2
     assert b.depth == 6
     if policy == "drop":
         assert (c.dropped, c.spilled) == (4, 0)
@@ -70,11 +73,14 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     idx = b.spill.read_into(out)
     np.testing.assert_array_equal(idx, [6, 7, 8])
     np.testing.assert_array_equal(out, data[6:9])
-    batches[0].release()  # the analysis copied a batch: room for 3 more frames
+    batches[0].release()  # the analysis is done with a batch: room for 3 more frames
     assert b.depth == 3
     b.put(10, data[0])
     b.flush()
-    assert q.get_nowait().indices == [10]
+    again = q.get_nowait()
+    assert again.indices == [10]
+    assert again.frames is batches[0].frames and b.allocated == 2  # reused, not new
+    np.testing.assert_array_equal(again.frames[0], data[0])
     assert list(b.spill.read_into(out)) == [9]
     b.spill.close()
 

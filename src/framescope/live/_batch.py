@@ -1,11 +1,12 @@
 """Frame bookkeeping between receiver and analysis: order tracking, batches, spilling.
 
-The receiver appends each accepted frame (as decoded: for raw payloads a view of the
-ZeroMQ message, no copy) to a :class:`Batch` and hands full batches over; the analysis
-copies a batch into its own reused buffer, analyses it and gives the frames back. At most
-``capacity`` frames are held; beyond, a frame is dropped (counted) or spilled to an
-unlinked temp file (:class:`Spill`), which the analysis reads back when it has time. Memory
-is bounded and the receiver never waits.
+The receiver copies each accepted frame into the next slot of a :class:`Batch` (buffers
+from a pool, reused) and hands full batches over; the analysis analyses a batch in place
+and gives its buffer back. Copying at once, while the message is hot in the cache, costs
+less than copying later, and the message's memory is reused for the next one. At most
+``capacity`` frames of buffers exist; when none is free, a frame is dropped (counted) or
+spilled to an unlinked temp file (:class:`Spill`), which the analysis reads back when it
+has time. Memory is bounded and the receiver never waits.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import queue
 import tempfile
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
@@ -85,12 +87,12 @@ class FrameTracker:
 
 
 class Batch:
-    """Frames (decoded arrays, possibly views of message buffers) and their numbers."""
+    """Frames copied into a pooled buffer (``frames[:n]``) and their numbers."""
 
     __slots__ = ("batcher", "frames", "indices", "series", "t0")
 
-    def __init__(self, batcher: Batcher, series: int) -> None:
-        self.frames: list[np.ndarray] = []
+    def __init__(self, batcher: Batcher, series: int, buffer: np.ndarray) -> None:
+        self.frames = buffer
         self.indices: list[int] = []
         self.t0 = time.monotonic()  # when the first frame came (for latency)
         self.series = series
@@ -101,9 +103,11 @@ class Batch:
         return len(self.indices)
 
     def release(self) -> None:
-        """Let go of the frames (analysis thread, once copied): they leave the budget."""
-        self.batcher.returned += len(self.indices)
-        self.frames, self.indices = [], []
+        """Give the buffer back (analysis thread, once analysed); idempotent."""
+        if self.indices:
+            self.batcher.returned += len(self.indices)
+            self.indices = []
+            self.batcher.free.append(self.frames)  # (deque: safe between two threads)
 
 
 class Spill:
@@ -193,7 +197,11 @@ class Batcher:
         # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
         self.per_batch = batch_frames or min(max(1, BATCH_BYTES // frame_bytes),
                                              max(1, budget // 8))
-        self.capacity = budget
+        self.buffers = max(2, budget // self.per_batch)  # batch buffers, at most
+        self.capacity = self.buffers * self.per_batch
+        self.frame_shape, self.dtype = meta.frame_shape, meta.dtype
+        self.free: deque[np.ndarray] = deque()  # buffers given back by the analysis
+        self.allocated = 0
         self.queued = 0  # frames handed over (receiver)
         self.returned = 0  # frames released (analysis)
         self.series, self.handoff, self.counters, self.policy = series, handoff, counters, policy
@@ -202,18 +210,27 @@ class Batcher:
         self._warned = False
 
     def put(self, index: int, frame: np.ndarray) -> None:
-        """Take a frame (kept as it is, not copied); never blocks."""
+        """Copy a frame into the open batch; never blocks (drops or spills when full)."""
         batch = self.current
-        held = self.queued - self.returned + (0 if batch is None else len(batch.indices))
-        if held >= self.capacity:
-            self._overflow(index, frame)
-            return
         if batch is None:
-            batch = self.current = Batch(self, self.series.series)
-        batch.frames.append(frame)
+            buffer = self._buffer()
+            if buffer is None:
+                self._overflow(index, frame)
+                return
+            batch = self.current = Batch(self, self.series.series, buffer)
+        batch.frames[len(batch.indices)] = frame
         batch.indices.append(index)
         if len(batch.indices) >= self.per_batch:
             self.flush()
+
+    def _buffer(self) -> np.ndarray | None:
+        """A free batch buffer, a new one while fewer than ``buffers`` exist, else None."""
+        if self.free:
+            return self.free.pop()
+        if self.allocated >= self.buffers:
+            return None
+        self.allocated += 1
+        return np.empty((self.per_batch, *self.frame_shape), self.dtype)
 
     def _overflow(self, index: int, frame: np.ndarray) -> None:
         c = self.counters

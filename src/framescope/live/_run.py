@@ -290,7 +290,7 @@ class LiveRun:
                 self._accs[k].add(part)
 
     def _buffer(self, n: int) -> np.ndarray:
-        """This thread's reused batch buffer (stays mapped and warm), at least ``n`` frames."""
+        """This thread's reused buffer for spilled frames, at least ``n`` frames."""
         meta = self._series.meta
         buf = self._buf
         if buf is None or len(buf) < n or buf.shape[1:] != meta.frame_shape \
@@ -302,11 +302,9 @@ class LiveRun:
     def _process_batch(self, batch: Batch) -> None:
         try:
             if self._series is not None and batch.series == self._series.series:
-                frames = self._buffer(batch.n)
-                np.stack(batch.frames, out=frames)  # the one copy of each frame
+                # analysed in place: the receiver copied each frame into the batch buffer
                 indices = np.asarray(batch.indices, dtype=np.int64)
-                batch.release()  # message buffers go back now, not after the analysis
-                self._analyse(frames, indices, batch.t0)
+                self._analyse(batch.frames[: len(indices)], indices, batch.t0)
         finally:
             batch.release()
 
