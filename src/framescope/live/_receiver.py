@@ -28,8 +28,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ZMQSource"]
 
-_POLL_MS = 20
-_BURST = 512  # messages taken per poll before housekeeping
+_POLL_MS = 20  # housekeeping at least this often (ms)
 
 
 def _pair(value: Any, name: str) -> tuple[int, int] | None:
@@ -288,18 +287,25 @@ class ZMQSource:
             return
         self._ready.set()
         intake = self._intake
+        # a blocking receive with a timeout, not poll + non-blocking receives: when the
+        # receiver keeps up, each poll found about one message, and a poll (a new Poller)
+        # and the zmq.Again that ended the burst cost more than decoding the message
+        sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
+        recv, handle, stopping = sock.recv_multipart, intake.handle, self._stopping
+        due = 0.0  # next housekeeping, also while messages keep coming
         try:
-            while not self._stopping.is_set():
-                if sock.poll(_POLL_MS):
-                    for _ in range(_BURST):
-                        try:
-                            parts = sock.recv_multipart(zmq.NOBLOCK, copy=False)
-                        except zmq.Again:
-                            break
-                        intake.handle(parts)
+            while not stopping.is_set():
+                try:
+                    handle(recv(copy=False))
+                    now = time.monotonic()
+                    if now < due:
+                        continue
+                except zmq.Again:
+                    now = time.monotonic()
                 if intake.attach_request is not None:
                     intake.take_attach()
-                intake.housekeeping(time.monotonic())
+                intake.housekeeping(now)
+                due = now + _POLL_MS / 1000
         finally:
             sock.close(linger=0)
             intake.close()
