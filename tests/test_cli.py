@@ -102,11 +102,19 @@ def test_bad_mask_argument(capsys):
     assert "ring:cy,cx,r_in,r_out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("argv", [["serve"], ["serve", "data.raw", "--demo"]])
-def test_serve_needs_a_path_or_demo(argv, capsys):
+@pytest.mark.parametrize("argv", [["serve"], ["serve", "data.raw", "--demo"],
+                                  ["serve", "--demo", "--live", "tcp://127.0.0.1:9"]])
+def test_serve_needs_one_of_path_demo_or_live(argv, capsys):
     pytest.importorskip("panel")
     assert main(argv) == 2
-    assert "PATH or --demo" in capsys.readouterr().err
+    assert "PATH, --demo or --live ENDPOINT" in capsys.readouterr().err
+
+
+def test_serve_live_refuses_an_unknown_protocol(capsys):
+    pytest.importorskip("panel")
+    pytest.importorskip("zmq")
+    assert main(["serve", "--live", "tcp://127.0.0.1:9", "--protocol", "dectris9"]) == 2
+    assert "dectris-stream2" in capsys.readouterr().err
 
 
 def test_serve_parser_defaults_to_localhost():
