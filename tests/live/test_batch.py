@@ -63,7 +63,7 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     # copied (the message buffer goes back at once) into one of two pooled buffers
     np.testing.assert_array_equal(batches[1].frames, data[3:6])
     assert not np.shares_memory(batches[0].frames, data)
-    assert b.allocated == b.buffers == 2
+    assert b.pool.allocated == b.pool.buffers == 2
     assert b.depth == 6
     if policy == "drop":
         assert (c.dropped, c.spilled) == (4, 0)
@@ -79,10 +79,35 @@ def test_full_buffer_drops_or_spills_and_never_blocks(policy):
     b.flush()
     again = q.get_nowait()
     assert again.indices == [10]
-    assert again.frames is batches[0].frames and b.allocated == 2  # reused, not new
+    assert again.frames is batches[0].frames  # reused, not new
+    assert b.pool.allocated == 2
     np.testing.assert_array_equal(again.frames[0], data[0])
     assert list(b.spill.read_into(out)) == [9]
     b.spill.close()
+
+
+def test_buffers_are_kept_for_the_next_series_of_the_same_frames():
+    b, q, _ = batcher("drop")
+    for i, f in enumerate(frames(3)):
+        b.put(i, f)
+    first = q.get_nowait()
+    first.release()
+    first.release()  # once only
+    assert b.depth == 0
+    same = Batcher(series(), q, Counters(), policy="drop", buffer_bytes=6 * 32,
+                   batch_frames=3, spill_dir=None, spill_limit_bytes=0, pool=b.pool)
+    same.put(0, frames(1)[0])
+    same.flush()
+    assert q.get_nowait().frames is first.frames
+    assert same.pool.allocated == 1
+    other = Batcher(series(shape=(4, 8)), q, Counters(), policy="drop", buffer_bytes=6 * 64,
+                    batch_frames=3, spill_dir=None, spill_limit_bytes=0, pool=b.pool)
+    assert other.pool is not b.pool
+    other.put(0, np.ones((4, 8), "uint16"))
+    other.flush()
+    got = q.get_nowait()
+    assert got.frames.shape == (3, 4, 8)
+    np.testing.assert_array_equal(got.frames[0], 1)
 
 
 def test_spill_limit_falls_back_to_counted_drops():

@@ -25,7 +25,7 @@ import numpy as np
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
 
-__all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Spill", "Start"]
+__all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Pool", "Spill", "Start"]
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,36 @@ class Batch:
         if self.indices:
             self.batcher.returned += len(self.indices)
             self.indices = []
-            self.batcher.free.append(self.frames)  # (deque: safe between two threads)
+            self.batcher.pool.free.append(self.frames)  # (deque: safe between threads)
+
+
+class Pool:
+    """At most ``buffers`` batch buffers of ``per_batch`` frames, reused.
+
+    Kept from series to series of the same frames (a new 16 MiB buffer costs thousands of
+    page faults). Taken by the receiver thread only, given back by the analysis.
+    """
+
+    def __init__(self, per_batch: int, frame_shape: tuple[int, int], dtype: np.dtype,
+                 buffers: int) -> None:
+        self.per_batch, self.frame_shape, self.dtype = per_batch, frame_shape, dtype
+        self.buffers = buffers
+        self.free: deque[np.ndarray] = deque()  # (appends and pops are thread-safe)
+        self.allocated = 0
+
+    def fits(self, per_batch: int, frame_shape: tuple[int, int], dtype: np.dtype,
+             buffers: int) -> bool:
+        return (self.per_batch, self.frame_shape, self.dtype, self.buffers) == (
+            per_batch, frame_shape, dtype, buffers)
+
+    def take(self) -> np.ndarray | None:
+        """A free buffer (the last given back: warm), a new one while fewer exist, or None."""
+        if self.free:
+            return self.free.pop()
+        if self.allocated >= self.buffers:
+            return None
+        self.allocated += 1
+        return np.empty((self.per_batch, *self.frame_shape), self.dtype)
 
 
 class Spill:
@@ -189,7 +218,8 @@ class Batcher:
 
     def __init__(self, series: Series, handoff: queue.SimpleQueue, counters: Counters, *,
                  policy: Policy, buffer_bytes: int, batch_frames: int | None,
-                 spill_dir: str | None, spill_limit_bytes: int) -> None:
+                 spill_dir: str | None, spill_limit_bytes: int, pool: Pool | None = None,
+                 ) -> None:
         meta = series.meta
         frame_bytes = meta.n_pixels * meta.dtype.itemsize
         # a whole series never needs more memory; a small one still gets some slack
@@ -197,11 +227,11 @@ class Batcher:
         # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
         self.per_batch = batch_frames or min(max(1, BATCH_BYTES // frame_bytes),
                                              max(1, budget // 8))
-        self.buffers = max(2, budget // self.per_batch)  # batch buffers, at most
-        self.capacity = self.buffers * self.per_batch
-        self.frame_shape, self.dtype = meta.frame_shape, meta.dtype
-        self.free: deque[np.ndarray] = deque()  # buffers given back by the analysis
-        self.allocated = 0
+        buffers = max(2, budget // self.per_batch)
+        key = (self.per_batch, meta.frame_shape, meta.dtype, buffers)
+        # the previous series' pool if it fits: its buffers still in use count too
+        self.pool = pool if pool is not None and pool.fits(*key) else Pool(*key)
+        self.capacity = buffers * self.per_batch
         self.queued = 0  # frames handed over (receiver)
         self.returned = 0  # frames released (analysis)
         self.series, self.handoff, self.counters, self.policy = series, handoff, counters, policy
@@ -213,7 +243,7 @@ class Batcher:
         """Copy a frame into the open batch; never blocks (drops or spills when full)."""
         batch = self.current
         if batch is None:
-            buffer = self._buffer()
+            buffer = self.pool.take()
             if buffer is None:
                 self._overflow(index, frame)
                 return
@@ -222,15 +252,6 @@ class Batcher:
         batch.indices.append(index)
         if len(batch.indices) >= self.per_batch:
             self.flush()
-
-    def _buffer(self) -> np.ndarray | None:
-        """A free batch buffer, a new one while fewer than ``buffers`` exist, else None."""
-        if self.free:
-            return self.free.pop()
-        if self.allocated >= self.buffers:
-            return None
-        self.allocated += 1
-        return np.empty((self.per_batch, *self.frame_shape), self.dtype)
 
     def _overflow(self, index: int, frame: np.ndarray) -> None:
         c = self.counters

@@ -210,9 +210,11 @@ class Intake:
         return series
 
     def _new_batcher(self, series: Series) -> Batcher:
+        old = self.batcher
         batcher = Batcher(series, self._handoff, self.counters, policy=self.policy,
                           buffer_bytes=self.buffer_bytes, batch_frames=self.batch_frames,
-                          spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit)
+                          spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit,
+                          pool=None if old is None else old.pool)
         self._handoff.put(Start(series, batcher))
         return batcher
 
