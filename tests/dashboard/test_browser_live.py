@@ -62,9 +62,11 @@ def test_served_live_dashboard_shows_the_streamed_scan():
                         return (got is not None and tuple(got["shape"]) == expected.shape
                                 and np.allclose(got["values"], expected, rtol=1e-5))
 
-                    wait_for(complete, 120, f"live image {name}")
-                page.screenshot(path=str(artifacts_dir() / "live-dashboard.png"),
-                                full_page=True)
+                    try:
+                        wait_for(complete, 120, f"live image {name}")
+                    finally:  # what the page shows, also when it does not fill in
+                        page.screenshot(path=str(artifacts_dir() / "live-dashboard.png"),
+                                        full_page=True)
                 titles = page.evaluate(JS_TITLES)
                 n = SCAN[0] * SCAN[1]
                 assert f"detector: mean of {n} frames" in titles  # every frame arrived

@@ -9,6 +9,7 @@ from __future__ import annotations
 import html
 import logging
 import re
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -64,9 +65,14 @@ def format_scan(scan: tuple[int, int] | None) -> str:
 
 
 def start_source(endpoint: str, protocol: str, scan: str, order: str, policy: str,
+                 before_start: Callable[[ZMQSource], Any] | None = None,
                  ) -> ZMQSource | str:
     """A started :class:`~framescope.live.ZMQSource` from the widgets' fields, or the reason
-    it could not be made (a message for the user; also logged)."""
+    it could not be made (a message for the user; also logged).
+
+    ``before_start(source)`` runs between making and starting it: analyses attached there
+    see the series from its first frame (one may start the source itself).
+    """
     import zmq
 
     from framescope.live._receiver import ZMQSource
@@ -74,7 +80,9 @@ def start_source(endpoint: str, protocol: str, scan: str, order: str, policy: st
     try:
         src = ZMQSource(endpoint, protocol, scan=parse_scan(scan), order=order or None,
                         policy=policy)  # type: ignore[arg-type]
-        return src.start()
+        if before_start is not None:
+            before_start(src)
+        return src.start()  # a no-op when before_start started it
     except zmq.ZMQError as exc:
         msg = f"cannot connect to {endpoint!r}: {exc}"
         if exc.errno == zmq.EINVAL:

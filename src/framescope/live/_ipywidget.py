@@ -162,8 +162,12 @@ class SourceIPyWidget(widgets.VBox):
         whether it worked. Errors are shown in the widget and :attr:`error`, never raised."""
         if self._source is not None:
             self.disconnect()
+        def notify(source: Any) -> None:  # before the socket opens: no frame is missed
+            for callback in list(self._callbacks):
+                self._call(callback, source)
+
         result = start_source(self.endpoint.value, self.protocol.value, self.scan.value,
-                              self.order.value, self.policy.value)
+                              self.order.value, self.policy.value, before_start=notify)
         if isinstance(result, str):
             self.set_trait("error", result)
             return False
@@ -172,8 +176,6 @@ class SourceIPyWidget(widgets.VBox):
         self.set_trait("error", "")
         self.set_trait("connected", True)
         self._enable()
-        for callback in list(self._callbacks):
-            self._call(callback, result)
         self.refresh()
         self._start_thread()
         return True

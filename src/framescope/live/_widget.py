@@ -154,19 +154,21 @@ class SourceWidget(pn.viewable.Viewer):
         connected one); returns whether it worked.
 
         Errors (bad endpoint, scan, protocol) are shown in the widget and in :attr:`error`,
-        never raised. After a connection, the :meth:`on_connect` callbacks run.
+        never raised. The :meth:`on_connect` callbacks run between making the source and
+        opening its socket, so what they attach sees every frame.
         """
         if self._source is not None:
             self.disconnect()
+        # the on_connect callbacks run before the socket opens: an analysis attached there
+        # sees the series from its first frame
         result = start_source(self.endpoint, self.protocol, self.scan, self.order,
-                              self.policy)
+                              self.policy, before_start=self._notify)
         if isinstance(result, str):
             self._set(error=result)
             return False
         self._source, self._owned = result, True
         self._preview_key = None
         self._set(error="", connected=True)
-        self._notify(result)
         self.refresh()
         return True
 
