@@ -225,8 +225,8 @@ class Batcher:
         # a whole series never needs more memory; a small one still gets some slack
         budget = max(2, min(buffer_bytes // frame_bytes, max(meta.n_positions, 64)))
         # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
-        self.per_batch = batch_frames or min(max(1, BATCH_BYTES // frame_bytes),
-                                             max(1, budget // 8))
+        default = min(max(1, BATCH_BYTES // frame_bytes), max(1, budget // 8))
+        self.per_batch = min(batch_frames or default, max(1, budget // 2))  # >= 2 buffers
         buffers = max(2, budget // self.per_batch)
         key = (self.per_batch, meta.frame_shape, meta.dtype, buffers)
         # the previous series' pool if it fits: its buffers still in use count too

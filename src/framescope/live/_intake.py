@@ -211,10 +211,12 @@ class Intake:
 
     def _new_batcher(self, series: Series) -> Batcher:
         old = self.batcher
+        # buffers come back only from the analysis they went to: a new one gets a new pool
+        same = old is not None and old.handoff is self._handoff
         batcher = Batcher(series, self._handoff, self.counters, policy=self.policy,
                           buffer_bytes=self.buffer_bytes, batch_frames=self.batch_frames,
                           spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit,
-                          pool=None if old is None else old.pool)
+                          pool=old.pool if same else None)
         self._handoff.put(Start(series, batcher))
         return batcher
 
