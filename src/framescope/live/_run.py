@@ -147,7 +147,13 @@ class LiveRun:
                                             daemon=True)
             self._thread.start()
             self.source.attach(self._handoff)
-            self.source.start()
+            try:
+                self.source.start()
+            except BaseException:  # e.g. a bad endpoint: no analysis thread left behind
+                self._handoff.put(_STOP)
+                self._thread.join()
+                self._thread = None
+                raise
         return self
 
     def stop(self) -> None:
