@@ -88,3 +88,23 @@ def test_live_dashboard_fills_in_the_streamed_scan(small):
         finally:
             dash.close()
     assert not dash.widget.connected
+
+
+def test_a_bad_endpoint_is_reported_and_leaves_no_thread():
+    import threading
+
+    from framescope.dashboard._live import LiveDashboard
+
+    def analysis_threads() -> int:
+        return sum(t.name == "framescope-analysis" for t in threading.enumerate())
+
+    before = analysis_threads()
+    dash = LiveDashboard(endpoint="tcp://nohost:xx", protocol="dectris-stream2")
+    try:
+        assert not dash.widget.connect()
+        assert "tcp://nohost:xx" in dash.widget.error
+        assert not dash.widget.connected
+        assert dash.run is None
+        assert analysis_threads() == before
+    finally:
+        dash.close()
