@@ -162,6 +162,21 @@ JS_COUNT = """(title) => {
 }"""
 
 
+def typed_radii(page, field, frames: np.ndarray) -> list[float]:
+    """Seconds from typing each of RADII (+ Enter) to its complete image in the page."""
+    out = []
+    for r in RADII:
+        expected = float(reference(frames, fm.disk(128, 128, r)).sum())
+        field.fill(f"{r}")
+        t0 = time.perf_counter()
+        field.press("Enter")
+        page.wait_for_function(JS_SUM, arg=["scan: bf", expected], polling="raf",
+                               timeout=60_000)
+        out.append(time.perf_counter() - t0)
+        time.sleep(0.3)
+    return out
+
+
 def browser(path: Path, frames: np.ndarray) -> None:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
     from playwright.sync_api import sync_playwright
@@ -189,26 +204,8 @@ def browser(path: Path, frames: np.ndarray) -> None:
             page.wait_for_function(JS_SUM, arg=["bf", first], timeout=300_000)
             time.sleep(2)
             field = page.locator(".bk-input-group", has_text="r (px)").locator("input").first
-            lat = []
-            for r in RADII:
-                expected = float(reference(frames, fm.disk(128, 128, r)).sum())
-                field.fill(f"{r}")
-                t0 = time.perf_counter()
-                field.press("Enter")
-                page.wait_for_function(JS_SUM, arg=["scan: bf", expected], polling="raf",
-                                       timeout=60_000)
-                lat.append(time.perf_counter() - t0)
-                time.sleep(0.3)
-            floor = []  # the same radii again: cached images, so only the UI's round trip
-            for r in RADII:
-                expected = float(reference(frames, fm.disk(128, 128, r)).sum())
-                field.fill(f"{r}")
-                t0 = time.perf_counter()
-                field.press("Enter")
-                page.wait_for_function(JS_SUM, arg=["scan: bf", expected], polling="raf",
-                                       timeout=60_000)
-                floor.append(time.perf_counter() - t0)
-                time.sleep(0.3)
+            lat = typed_radii(page, field, frames)
+            floor = typed_radii(page, field, frames)  # cached images: the UI's round trip
             print("browser (chromium, software rendering), same data:")
             print(f"  typed radius -> complete image in the page  {ms(lat)}")
             print(f"  same, image computed before (UI round trip) {ms(floor)}")

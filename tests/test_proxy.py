@@ -7,22 +7,16 @@ the detector figure arrived through the proxied page and websocket.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
-import subprocess
 import sys
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 import framescope as fs
+from _jupyter import get, jupyter_lab
 from dashboard._browser import CHROMIUM, CHROMIUM_ARGS, image, wait_for
 from framescope import _proxy
 
@@ -64,25 +58,6 @@ def test_the_entry_point_is_installed():
     assert procs["framescope"].launcher_entry.title == "framescope"
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _get(url: str) -> tuple[int, bytes]:
-    class NoRedirect(urllib.request.HTTPRedirectHandler):
-        def redirect_request(self, *args, **kwargs):
-            return None
-
-    opener = urllib.request.build_opener(NoRedirect)
-    try:
-        with opener.open(url, timeout=30) as r:
-            return r.status, r.read()
-    except urllib.error.HTTPError as e:
-        return e.code, e.read()
-
-
 @pytest.fixture(scope="module")
 def frames(tmp_path_factory) -> tuple[Path, np.ndarray]:
     """A small dataset on disk for the proxied dashboard, and its frames."""
@@ -94,74 +69,32 @@ def frames(tmp_path_factory) -> tuple[Path, np.ndarray]:
 
 @pytest.fixture(scope="module")
 def lab(frames, tmp_path_factory):
-    """JupyterLab on a free port of 127.0.0.1 with a token; yields (base URL, token).
-
-    Its own process group: jupyter and the dashboard server the proxy starts are killed
-    together at the end.
-    """
-    root = tmp_path_factory.mktemp("lab")
-    token = secrets.token_hex(16)
-    port = _free_port()
-    env = dict(os.environ,
-               JUPYTER_CONFIG_DIR=str(root / "config"), JUPYTER_DATA_DIR=str(root / "data"),
-               JUPYTER_RUNTIME_DIR=str(root / "runtime"),
-               **{_proxy.DATA_ENV: str(frames[0]), _proxy.ARGS_ENV: "--scheduler inline"})
-    cmd = [sys.executable, "-m", "jupyterlab", "--no-browser", f"--port={port}",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.token={token}",
-           "--ServerApp.port_retries=0", f"--ServerApp.root_dir={root}"]
-    if os.geteuid() == 0:  # CI containers
-        cmd.append("--allow-root")
-    log = open(root / "lab.log", "w")  # noqa: SIM115 (jupyter writes until the end)
-    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        def up() -> bool:
-            if proc.poll() is not None:
-                pytest.fail("jupyter lab exited:\n" + (root / "lab.log").read_text()[-3000:])
-            try:
-                return _get(f"{base}/api/status?token={token}")[0] == 200
-            except (ConnectionError, urllib.error.URLError):
-                return False
-
-        wait_for(up, 60, "jupyter lab to answer")
-        yield base, token
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout=20)
-        if _group_alive(proc.pid):  # the proxied dashboard server, if jupyter left it
-            os.killpg(proc.pid, signal.SIGKILL)
-        log.close()
-
-
-def _group_alive(pgid: int) -> bool:
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    return True
+    """JupyterLab with the proxy configured for the dataset; yields (base URL, token)."""
+    with jupyter_lab(tmp_path_factory.mktemp("lab"),
+                     **{_proxy.DATA_ENV: str(frames[0]),
+                        _proxy.ARGS_ENV: "--scheduler inline"}) as lab:
+        yield lab
 
 
 def test_the_launcher_lists_framescope_with_its_icon(lab):
     base, token = lab
-    status, body = _get(f"{base}/server-proxy/servers-info?token={token}")
+    status, body = get(f"{base}/server-proxy/servers-info?token={token}")
     assert status == 200
     servers = {s["name"]: s for s in json.loads(body)["server_processes"]}
     entry = servers["framescope"]["launcher_entry"]
     assert entry["enabled"]
     assert entry["title"] == "framescope"
     assert entry["path_info"] == "framescope/"
-    status, icon = _get(f"{base}{entry['icon_url']}?token={token}")
+    status, icon = get(f"{base}{entry['icon_url']}?token={token}")
     assert status == 200
     assert icon == (Path(fs.__file__).parent / "_static" / "framescope.svg").read_bytes()
 
 
 def test_the_dashboard_needs_the_servers_login(lab):
     base, _ = lab
-    status, _ = _get(f"{base}/framescope/")
+    status, _ = get(f"{base}/framescope/")
     assert status in (302, 403)  # to the login page, never the dashboard
-    status, _ = _get(f"{base}/framescope/?token=wrong")
+    status, _ = get(f"{base}/framescope/?token=wrong")
     assert status in (302, 403)
 
 

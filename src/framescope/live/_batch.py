@@ -222,10 +222,11 @@ class Batcher:
                  ) -> None:
         meta = series.meta
         frame_bytes = meta.n_pixels * meta.dtype.itemsize
-        # a whole series never needs more memory; a small one still gets some slack
-        budget = max(2, min(buffer_bytes // frame_bytes, max(meta.n_positions, 64)))
-        # >= 8 batches so that batches flushed half-full (slow streams) do not exhaust it
-        default = min(max(1, BATCH_BYTES // frame_bytes), max(1, budget // 8))
+        # a small series gets slack beyond its own size: batches leave part-full after 50 ms
+        # on slow streams, and the analysis may stall (kernels loading) for a second
+        budget = max(2, min(buffer_bytes // frame_bytes, max(4 * meta.n_positions, 256)))
+        # >= 32 batches, so that batches flushed part-full do not exhaust the buffers
+        default = min(max(1, BATCH_BYTES // frame_bytes), max(1, budget // 32))
         self.per_batch = min(batch_frames or default, max(1, budget // 2))  # >= 2 buffers
         buffers = max(2, budget // self.per_batch)
         key = (self.per_batch, meta.frame_shape, meta.dtype, buffers)
