@@ -106,3 +106,35 @@ def test_malformed_images():
     big = np.zeros((64, 64), "uint16")
     with pytest.raises(MessageError, match="outside"):
         dec.decode(image(1, 0, big, "<", big.tobytes()))
+
+
+def test_md5_is_checked_when_asked():
+    import hashlib
+
+    from framescope.live import MessageError
+    from framescope.live._stream1 import Stream1Decoder, Stream1Encoder
+
+    frame = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10)
+    def wire(parts):  # what a PULL socket receives: bytes
+        return [p.tobytes() if isinstance(p, np.ndarray) else bytes(p) for p in parts]
+
+    parts = wire(Stream1Encoder(md5=True).frame(3, 5, frame))
+    head = json.loads(parts[0])
+    assert head["hash"] == hashlib.md5(frame.tobytes()).hexdigest()  # independent reference
+    got = Stream1Decoder(verify_hash=True).decode(parts)
+    np.testing.assert_array_equal(got.data, frame)
+    bad = bytearray(parts[2])
+    bad[7] ^= 1  # one flipped bit in the blob
+    with pytest.raises(MessageError, match="MD5"):
+        Stream1Decoder(verify_hash=True).decode([parts[0], parts[1], bytes(bad), parts[3]])
+    # not asked, or no hash sent (the detector's default): not checked
+    Stream1Decoder().decode([parts[0], parts[1], bytes(bad), parts[3]])
+    plain = wire(Stream1Encoder().frame(3, 5, frame))
+    Stream1Decoder(verify_hash=True).decode(plain)
+
+
+def test_verify_hash_is_for_stream1_only():
+    from framescope.live import make_decoder
+
+    with pytest.raises(ValueError, match="dectris-stream1 only"):
+        make_decoder("dectris-stream2", verify_hash=True)

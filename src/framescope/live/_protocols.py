@@ -26,13 +26,18 @@ def _classes(protocol: str) -> tuple[type, type]:
 
 
 def make_decoder(protocol: str, *, channel: str | None = None,
-                 max_frame_bytes: int = 256 * 2**20) -> Any:
-    """A decoder for ``protocol`` (``channel`` picks a stream2 threshold channel)."""
+                 max_frame_bytes: int = 256 * 2**20, verify_hash: bool = False) -> Any:
+    """A decoder for ``protocol`` (``channel`` picks a stream2 threshold channel,
+    ``verify_hash`` checks stream v1 blobs against their MD5)."""
     cls = _classes(protocol)[0]
+    if verify_hash and cls is not Stream1Decoder:
+        raise ValueError(f"verify_hash= applies to dectris-stream1 only, not {protocol}")
     if cls is Stream2Decoder:
         return cls(channel=channel, max_frame_bytes=max_frame_bytes)
     if channel is not None:
         raise ValueError(f"channel= applies to dectris-stream2 only, not {protocol}")
+    if cls is Stream1Decoder:
+        return cls(max_frame_bytes=max_frame_bytes, verify_hash=verify_hash)
     return cls(max_frame_bytes=max_frame_bytes)
 
 

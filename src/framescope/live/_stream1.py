@@ -8,6 +8,7 @@ frame ``dimage-1.0``, ``dimage_d-1.0``, the blob and ``dconfig-1.0``, then
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -43,6 +44,12 @@ def _json(part: Any, what: str) -> dict[str, Any]:
     return value
 
 
+def _bytes(part: Any) -> Any:
+    """The bytes of a message part (zmq.Frame, bytes or array) for hashing, uncopied."""
+    buffer = getattr(part, "buffer", None)
+    return memoryview(buffer if buffer is not None else part).cast("B")
+
+
 def _int(msg: Any, key: str, what: str) -> int:
     return count_field(msg, key, f"stream1 {what}")
 
@@ -62,12 +69,18 @@ class Stream1Decoder:
     ----------
     max_frame_bytes : int
         Larger announced frames are rejected as malformed.
+    verify_hash : bool
+        Check each blob against the MD5 its ``dimage-1.0`` part carries (a blob that does not
+        match is malformed; an empty hash is not checked). Off by default: MD5 runs at
+        about 0.5 GB/s per core, a few thousand 256x256 frames per second.
     """
 
     name = "dectris-stream1"
 
-    def __init__(self, *, max_frame_bytes: int = 256 * 2**20) -> None:
+    def __init__(self, *, max_frame_bytes: int = 256 * 2**20,
+                 verify_hash: bool = False) -> None:
         self.max_frame_bytes = max_frame_bytes
+        self.verify_hash = verify_hash
 
     def decode(self, parts: Sequence[Any]) -> Event:
         """One multipart message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
@@ -138,6 +151,12 @@ class Stream1Decoder:
         size = desc.get("size", len(blob))
         if size != len(blob):
             raise MessageError(f"stream1 dimage: blob of {len(blob)} B, dimage_d says {size} B")
+        expected = head.get("hash") if self.verify_hash else None
+        if expected:
+            found = hashlib.md5(_bytes(blob), usedforsecurity=False).hexdigest()
+            if found != str(expected).lower():
+                raise MessageError(f"stream1 dimage {series}/{index}: blob MD5 {found} differs "
+                                   f"from the header's hash {expected}")
         data = _codecs.decode(blob, codec, frame_shape, dtype)
         return Frame(series, index, data, sum(len(p) for p in parts))
 
@@ -152,10 +171,11 @@ class Stream1Encoder:
 
     name = "dectris-stream1"
 
-    def __init__(self, compression: str = "none") -> None:
+    def __init__(self, compression: str = "none", md5: bool = False) -> None:
         if compression not in ("none", "lz4", "bslz4"):
             raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
         self.compression = compression
+        self.md5 = md5  # MD5 of each blob in dimage-1.0 (costs ~0.2 ms per 128 KiB)
 
     def start(self, info: SeriesStart) -> list[bytes]:
         h, w = info.frame_shape
@@ -182,7 +202,8 @@ class Stream1Encoder:
         h, w = frame.shape
         return [
             json.dumps({"htype": "dimage-1.0", "series": series, "frame": index,
-                        "hash": ""}).encode(),
+                        "hash": hashlib.md5(_bytes(blob), usedforsecurity=False).hexdigest()
+                        if self.md5 else ""}).encode(),
             json.dumps({"htype": "dimage_d-1.0", "shape": [w, h], "type": dtype.name,
                         "encoding": encoding, "size": size}).encode(),
             blob,
