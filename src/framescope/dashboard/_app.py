@@ -133,8 +133,15 @@ class Dashboard(pn.viewable.Viewer):
             doc = pn.state.curdoc
             if doc is not None and doc.session_context is not None:
                 pn.state.on_session_destroyed(lambda _ctx: self.close())
-                self._doc = doc
-                self.state.results.listener = self._wake
+
+                def wake_on_results() -> None:
+                    # only once the page has loaded: changes sent before are lost, and the
+                    # results they carried would not be sent again
+                    self._doc = doc
+                    self.state.results.listener = self._wake
+                    self._wake()
+
+                pn.state.onload(wake_on_results)
 
     def _wake(self) -> None:
         """A result arrived (any thread): flush on the next tick of the session's loop, or
