@@ -24,6 +24,7 @@ __all__ = [
     "PREVIEW_SIDE",
     "format_scan",
     "parse_scan",
+    "poll",
     "preview_image",
     "source_widget",
     "start_source",
@@ -91,6 +92,21 @@ def start_source(endpoint: str, protocol: str, scan: str, order: str, policy: st
         msg = str(exc)
     log.warning("source widget: %s", msg)
     return msg
+
+
+def poll(source: ZMQSource | None, last_status: Status | None, seen: Any,
+         ) -> tuple[Status | None, np.ndarray | None, Any]:
+    """What a widget's refresh shows: the status now (``last_status`` without a source),
+    and a copy of the latest frame when one arrived since ``seen`` (the key returned by the
+    previous call; no copy otherwise). Returns ``(status, frame or None, key)``."""
+    status = source.status if source is not None else last_status
+    if source is None or status is None:
+        return status, None, seen
+    key = (status.series, status.frames_received)
+    if key == seen:
+        return status, None, seen
+    frame = source.latest_frame()
+    return status, frame, (seen if frame is None else key)
 
 
 def _count(n: int) -> str:

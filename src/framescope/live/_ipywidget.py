@@ -23,6 +23,7 @@ from framescope.live._display import (
     ORDERS,
     format_scan,
     parse_scan,
+    poll,
     preview_image,
     start_source,
     status_html,
@@ -229,20 +230,13 @@ class SourceIPyWidget(widgets.VBox):
     def refresh(self) -> None:
         """Update the status table and the preview (what the thread does every
         ``refresh_s``)."""
-        src = self._source
-        status = src.status if src is not None else self._last_status
+        status, frame, self._preview_key = poll(self._source, self._last_status,
+                                                self._preview_key)
         text = status_html(status_table(status))
         if text != self.status_pane.value:
             self.status_pane.value = text
-        if src is None or status is None:
-            return
-        key = (status.series, status.frames_received)
-        if key == self._preview_key:
-            return
-        frame = src.latest_frame()
         if frame is None:
             return
-        self._preview_key = key
         self.preview = preview_image(frame)[0]
         png = preview_png(self.preview)
         if png is not None:

@@ -22,6 +22,7 @@ from framescope.live._display import (
     ORDERS,
     format_scan,
     parse_scan,
+    poll,
     preview_image,
     start_source,
     status_html,
@@ -212,21 +213,13 @@ class SourceWidget(pn.viewable.Viewer):
     def refresh(self) -> None:
         """Update the status panel and the preview (the periodic callback; reads only
         ``source.status`` and ``source.latest_frame()``)."""
-        src = self._source
-        status = src.status if src is not None else self._last_status
+        status, frame, self._preview_key = poll(self._source, self._last_status,
+                                                self._preview_key)
         text = status_html(status_table(status))
         if text != self.status_pane.object:
             self.status_pane.object = text
-        if src is None or status is None:
-            return
-        key = (status.series, status.frames_received)
-        if key == self._preview_key:
-            return  # nothing new: no copy of the frame
-        frame = src.latest_frame()
-        if frame is None:
-            return
-        self._preview_key = key
-        self._show_frame(frame, status.series)
+        if frame is not None:
+            self._show_frame(frame, status.series)
 
     def _show_frame(self, frame: np.ndarray, series: int | None) -> None:
         img, f = preview_image(frame)
