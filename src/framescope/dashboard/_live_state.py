@@ -152,10 +152,7 @@ class LiveState(DashboardState):
         self._frame_token += 1
         mode = self.frame_mode
         if mode in ("mean", "max"):
-            self.jobs.cancel("frame")
-            frame = self.summary(mode)
-            if frame is not None:
-                self.results.put("frame", Frame(mode, frame, f"{mode} frame", 1.0))
+            self._show_summary(mode)
             return
         if mode == "picked":
             y, x = (int(v) for v in self.picked)

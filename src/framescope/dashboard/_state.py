@@ -298,15 +298,19 @@ class DashboardState(param.Parameterized):
             mode = self.frame_mode
             self.results.put("frame", Frame(mode, frames[mode], f"{mode} frame", fraction))
 
+    def _show_summary(self, mode: str) -> None:
+        """The mean or max frame in the detector view (once it has been computed)."""
+        self.jobs.cancel("frame")
+        frame = self.summary(mode)
+        if frame is not None:
+            self.results.put("frame", Frame(mode, frame, f"{mode} frame", 1.0))
+
     @param.depends("frame_mode", "picked", "roi", watch=True)
     def _refresh_frame(self) -> None:
         self._frame_token += 1
         token, mode = self._frame_token, self.frame_mode
         if mode in ("mean", "max"):
-            self.jobs.cancel("frame")
-            frame = self.summary(mode)
-            if frame is not None:
-                self.results.put("frame", Frame(mode, frame, f"{mode} frame", 1.0))
+            self._show_summary(mode)
             return
         if mode == "picked":
             y, x = (int(v) for v in self.picked)
