@@ -113,7 +113,7 @@ def ceiling(protocol, compression, data, n) -> dict:
             "cpu_us": cpu / (n - 1) * 1e6}
 
 
-def live(protocol, compression, data, n, rate=0.0) -> dict:
+def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     """The live pipeline on the same messages (sender paced to ``rate`` if > 0)."""
     import framescope.masks as fm
     from framescope.live import ZMQSource
@@ -123,7 +123,7 @@ def live(protocol, compression, data, n, rate=0.0) -> dict:
     udfs = [ApplyMasks({"adf": fm.ring(128, 128, 40, 90)}), CenterOfMass(radius=40)]
     done_at: list[float] = []
     c0 = time.process_time()
-    run = ZMQSource(endpoint, protocol, policy="drop").run(
+    run = ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames).run(
         udfs, on_series_end=lambda ds: done_at.append(time.perf_counter()))
     t_first, latencies = None, []
     while not done_at:  # coarse polling: a dashboard's few Hz, not a busy loop
@@ -166,6 +166,9 @@ def main() -> None:
     parser.add_argument("--cases", default="dectris-stream2:none,dectris-stream2:bslz4,"
                                            "native:none,dectris-stream1:bslz4",
                         help="protocol:compression,...")
+    parser.add_argument("--batch-frames", default="",
+                        help="frames per batch to compare, e.g. 128,32 (default: the "
+                             "library's)")
     args = parser.parse_args()
     n = args.frames
     print(f"{n} frames of {DET[0]}x{DET[1]} uint16 per series; {os.cpu_count()} cores, "
@@ -177,20 +180,24 @@ def main() -> None:
     print(f"{'':24s} {'':7s} | {'':8s} {'wire':>5s} {'CPU':>5s} | {'':8s} {'wire':>5s} "
           f"{'GB/s':>5s} {'CPU':>5s} {'':7s} {'ms':>6s} {'ms':>6s}")
     live("native", "none", args.data, min(n, 1024))  # warm-up: JIT kernels, allocator
+    sizes = [int(b) for b in args.batch_frames.split(",") if b] or [None]
     for case in args.cases.split(","):
         protocol, compression = case.split(":")
-        cs, rs = [], []
-        for _ in range(args.repeat):  # alternate, so both see the same machine load
+        cs, rs = [], {b: [] for b in sizes}
+        for _ in range(args.repeat):  # alternate, so all see the same machine load
             cs.append(ceiling(protocol, compression, args.data, n))
-            rs.append(live(protocol, compression, args.data, n))
+            for b in sizes:
+                rs[b].append(live(protocol, compression, args.data, n, batch_frames=b))
         c = max(cs, key=lambda x: x["fps"])
-        r = max(rs, key=lambda x: (x["dropped"] == 0, x["fps"]))
-        print(row(case, c, r), flush=True)
-        rate = r["fps"]
-        while r["dropped"]:  # a detector cannot wait: find the rate with nothing dropped
-            rate *= 0.85
-            r = live(protocol, compression, args.data, n, rate)
-            print(row(f"  sender paced {rate:.0f}/s", None, r), flush=True)
+        for b in sizes:
+            r = max(rs[b], key=lambda x: (x["dropped"] == 0, x["fps"]))
+            label = case if b is None else f"{case} b={b}"
+            print(row(label, c, r), flush=True)
+            rate = r["fps"]
+            while r["dropped"]:  # a detector cannot wait: find the rate with nothing dropped
+                rate *= 0.85
+                r = live(protocol, compression, args.data, n, rate, batch_frames=b)
+                print(row(f"  sender paced {rate:.0f}/s", None, r), flush=True)
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
 
 
