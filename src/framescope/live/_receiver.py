@@ -181,7 +181,8 @@ class ZMQSource:
         self.stop()
 
     def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
-            mp_context: Any = "spawn", on_series_end: Any = None, kernel_threads: int = 1,
+            mp_context: Any = "spawn", client: Any = None, merge_host: str = "127.0.0.1",
+            on_series_end: Any = None, kernel_threads: int = 1,
             on_frames: Any = None) -> LiveRun | ParallelRun:
         """Start analysing received frames with ``udfs`` (and start receiving).
 
@@ -193,11 +194,22 @@ class ZMQSource:
             HDF5 file to record analysed frames into (single process only).
         processes : int
             1: receive and analyse in this process (:class:`LiveRun`); more: that many
-            receiver processes PULL from the endpoint, each analysing its share, and their
-            partial results merge here (:class:`ParallelRun`; needs ``scan``; this source's
-            own socket stays closed).
+            receivers PULL from the endpoint, each analysing its share, and their partial
+            results merge here (:class:`ParallelRun`; needs ``scan``; this source's own
+            socket stays closed). The receivers are processes of this machine, or tasks on
+            dask workers with ``client``.
         mp_context : str or multiprocessing context
             How receiver processes start ("spawn", "forkserver").
+        client : distributed.Client or str, optional
+            Run the ``processes`` receivers as long-running tasks on as many distinct
+            workers of this dask cluster (also with ``processes=1``): a ``Client``,
+            ``"default"`` (the cluster of :func:`framescope.connect`, else the engine's
+            default client) or a scheduler address. The workers connect to ``endpoint``
+            themselves, and to ``merge_host`` to send their results.
+        merge_host : str
+            Address the receivers send their results to (the merging sockets bind it):
+            127.0.0.1 serves receivers on this machine; dask workers on other hosts need
+            an address of this machine that they can reach.
         on_series_end : callable, optional
             Called with each series' final Dataset (single process only; in the analysis
             thread, so keep it short).
@@ -210,16 +222,37 @@ class ZMQSource:
         -------
         LiveRun or ParallelRun
             Started; poll ``snapshot()`` and ``status``, ``wait()`` for the series' end.
+
+        Raises
+        ------
+        ValueError
+            ``processes`` > 1 without ``scan``; ``record``, ``on_series_end`` or
+            ``on_frames`` with several receivers or a ``client``; more ``processes`` than
+            the cluster has workers.
+        RuntimeError
+            A receiver could not start (e.g. a bad endpoint).
+
+        Examples
+        --------
+        >>> run = ZMQSource(endpoint, scan=(256, 256)).run(  # doctest: +SKIP
+        ...     udfs, processes=2, client="default")
+        >>> run.receivers  # where each receiver runs  # doctest: +SKIP
         """
-        if processes > 1:
+        if processes > 1 or client is not None:
             from framescope.live._parallel import ParallelRun
 
             if record is not None or on_series_end is not None or on_frames is not None:
-                raise ValueError("record=, on_series_end= and on_frames= work with "
-                                 "processes=1 only")
+                raise ValueError("record=, on_series_end= and on_frames= work with a single "
+                                 "receiver in this process only (processes=1, no client=)")
+            launcher = None
+            if client is not None:
+                from framescope.live._dask_receivers import DaskLauncher
+
+                launcher = DaskLauncher(client, processes)
             return ParallelRun(self.endpoint, self.protocol, udfs, processes=processes,
                                scan=self.scan, order=self.order,
-                               source_options=self._options, mp_context=mp_context).start()
+                               source_options=self._options, mp_context=mp_context,
+                               launcher=launcher, merge_host=merge_host).start()
         from framescope.live._run import LiveRun
 
         return LiveRun(self, udfs, record=record, on_series_end=on_series_end,

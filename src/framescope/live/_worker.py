@@ -1,9 +1,13 @@
-"""A receiver process of a :class:`~framescope.live.ParallelRun`.
+"""A receiver of a :class:`~framescope.live.ParallelRun` (a process or a dask task).
 
 It runs a :class:`ZMQSource` and the live analysis like a single-process run, but sends
 its partial results (and series start/end) to the merging process instead of merging them,
 and its status a few times per second. Control and status travel on a DEALER socket, data
-on a PUSH socket, both to 127.0.0.1 and without pickle (JSON heads + raw arrays).
+on a PUSH socket, both to the merging process's ``merge_host`` (127.0.0.1 by default) and
+without pickle (JSON heads + raw arrays). The merging side pings every
+``HEARTBEAT_EVERY`` s; a receiver that hears nothing for ``heartbeat_timeout`` s stops on
+its own, so none outlives the run that started it (on a dask worker nothing else would
+end it).
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import itertools
 import json
 import logging
 import os
+import socket
 import time
 from typing import Any
 
@@ -28,6 +33,8 @@ __all__ = ["worker_main"]
 log = logging.getLogger(__name__)
 
 STATUS_EVERY = 0.2  # s between status messages (with the latest frame)
+HEARTBEAT_EVERY = 1.0  # s between pings of the merging side
+HEARTBEAT_TIMEOUT = 5.0  # s without any control message after which a receiver stops
 
 
 class _ForwardingRun(LiveRun):
@@ -48,8 +55,10 @@ class _ForwardingRun(LiveRun):
         try:
             super()._loop()
         finally:
-            if self._push is not None:
-                self._push.close(linger=10_000)  # let the last partials leave
+            # "bye" comes after the last partial on the same ordered socket: once the
+            # merging side has it, nothing of this receiver is still in flight
+            self._send(encode_message({"kind": "bye", "worker": self._worker}))
+            self._push.close(linger=10_000)  # let the last partials leave
 
     def _begin(self, start: Start) -> None:
         super()._begin(start)
@@ -87,11 +96,32 @@ def _status_message(worker: int, run: LiveRun, source: ZMQSource) -> list[Any]:
                           [] if frame is None else [("latest", "", frame)])
 
 
-def worker_main(config: dict[str, Any], udfs: Any) -> None:
-    """Entry point of a receiver process (``config`` from :class:`ParallelRun`)."""
-    logging.basicConfig(level=config.get("log_level", logging.WARNING),
-                        format=f"%(levelname)s worker {config['worker']} %(name)s: %(message)s")
+def _where(config: dict[str, Any]) -> dict[str, Any]:
+    return {"worker": config["worker"], "pid": os.getpid(), "host": socket.gethostname(),
+            "where": config.get("where")}
+
+
+def worker_main(config: dict[str, Any], udfs: Any) -> dict[str, Any]:
+    """Run one receiver until told to stop or the merging side is gone.
+
+    ``config`` comes from :class:`ParallelRun`: ``endpoint``, ``protocol``, ``source``
+    (ZMQSource options), ``control``/``data`` (merging side), ``worker`` (index),
+    ``end_grace``, ``heartbeat_timeout``; ``configure_logging`` (own process only, never in
+    a dask worker, whose logging belongs to it), ``log_level`` and ``watch_parent`` (stop
+    when the parent process is gone), ``where`` (a dask worker's address, for reports).
+
+    Returns
+    -------
+    dict
+        ``worker``, ``pid``, ``host``, ``where`` and ``frames_received``; and ``error``
+        when the receiver could not start (the merging side has been told) or the merging
+        side never answered its hello.
+    """
     worker, grace = config["worker"], config["end_grace"]
+    if config.get("configure_logging", False):
+        logging.basicConfig(level=config.get("log_level", logging.WARNING),
+                            format=f"%(levelname)s worker {worker} %(name)s: %(message)s")
+    timeout = float(config.get("heartbeat_timeout", HEARTBEAT_TIMEOUT))
     ctrl = zmq.Context.instance().socket(zmq.DEALER)
     ctrl.setsockopt(zmq.LINGER, 2000)
     ctrl.connect(config["control"])
@@ -100,17 +130,21 @@ def worker_main(config: dict[str, Any], udfs: Any) -> None:
     try:
         run.start()
     except Exception as exc:
-        ctrl.send_multipart(encode_message({"kind": "error", "worker": worker,
-                                            "error": f"{type(exc).__name__}: {exc}"}))
+        why = f"{type(exc).__name__}: {exc}"
+        ctrl.send_multipart(encode_message({"kind": "error", "worker": worker, "error": why}))
         ctrl.close()
-        return
-    ctrl.send_multipart(encode_message({"kind": "hello", "worker": worker}))
-    parent = os.getppid()
+        log.debug("receiver %d could not start", worker, exc_info=True)
+        return {**_where(config), "frames_received": 0,
+                "error": f"receiver {worker} for {config['endpoint']}: {why}"}
+    ctrl.send_multipart(encode_message({**_where(config), "kind": "hello"}))
+    parent = os.getppid() if config.get("watch_parent", False) else None
     next_status = 0.0
+    heard, last = False, time.monotonic()
     try:
         while True:
             if ctrl.poll(50):
                 cmd = json.loads(ctrl.recv())
+                heard, last = True, time.monotonic()
                 if cmd.get("cmd") == "stop":
                     break
                 if cmd.get("cmd") == "end":
@@ -127,10 +161,21 @@ def worker_main(config: dict[str, Any], udfs: Any) -> None:
             if now >= next_status:
                 ctrl.send_multipart(_status_message(worker, run, source), copy=False)
                 next_status = now + STATUS_EVERY
-            if os.getppid() != parent:
+            if now - last > timeout:
+                log.warning("receiver %d: no message from the merging side at %s for %.0f s;"
+                            " stopping", worker, config["control"], now - last)
+                break
+            if parent is not None and os.getppid() != parent:
                 log.warning("merging process gone; stopping")
                 break
     finally:
         run.stop()
         ctrl.send_multipart(_status_message(worker, run, source), copy=False)
         ctrl.close()
+    summary = {**_where(config), "frames_received": run.status.frames_received}
+    if not heard:
+        summary["error"] = (
+            f"receiver {worker}: the merging side at {config['control']} never answered "
+            f"(within {timeout:g} s); receivers on another host need merge_host= set to an "
+            "address of the merging machine that they can reach")
+    return summary
