@@ -172,3 +172,27 @@ def test_a_receiver_task_ends_on_its_own_when_the_merging_side_goes(client):
     finally:
         ctrl.close()
         data.close()
+
+
+def test_cli_runs_its_receivers_on_the_cluster(client, data, tmp_path):
+    from xarray import open_dataset
+
+    from .test_cli import parse
+
+    arr, _, _, offline = data
+    out = tmp_path / "out.nc"
+    with simulator_process(protocol="dectris-stream2", scan=SCAN, det=DET, rate=0,
+                           peers=2, source=arr) as (endpoint, _):
+        args = parse("live", "--connect", endpoint, "--protocol", "dectris-stream2",
+                     "--scan", f"{SCAN[0]}x{SCAN[1]}", "--mask", "ring:12,12,3,9",
+                     "--processes", "2", "--scheduler", client.scheduler.address,
+                     "--out", str(out), "-q")
+        assert args.func(args) == 0
+    with open_dataset(out, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["intensity"].values[..., 0],
+                                      offline["vd"]["intensity"].values[..., 0])
+        assert ds.attrs["state"] == "finished"
+    until(lambda: not _receiver_keys(client), 30, "the scheduler to forget the receivers")
+    bad = parse("live", "--scheduler", client.scheduler.address, "--mask", "ring:1,1,0,1",
+                "--out", str(tmp_path / "no.nc"))
+    assert bad.func(bad) == 2  # --scheduler without --processes > 1

@@ -100,14 +100,17 @@ def cmd_live(args: argparse.Namespace) -> int:
     problem = ("give --mask and/or --com" if not udfs
                else "--processes > 1 needs --scan" if args.processes > 1 and not args.scan
                else "--record works with --processes 1 only"
-               if args.processes > 1 and args.record else "")
+               if args.processes > 1 and args.record
+               else "--scheduler needs --processes > 1" if args.scheduler and args.processes < 2
+               else "")
     if problem:
         print(f"framescope live: {problem}", file=sys.stderr)
         return 2
     src = ZMQSource(args.connect, args.protocol, scan=args.scan, order=args.order,
                     channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
                     spill_dir=args.spill_dir, stall_timeout=args.timeout)
-    run = src.run(udfs, record=args.record, processes=args.processes)
+    run = src.run(udfs, record=args.record, processes=args.processes,
+                  client=args.scheduler, merge_host=args.merge_host)
     start = time.monotonic()
     ds = None
     stop = False
@@ -211,6 +214,12 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--spill-dir", help="directory for spill files (default: temp dir)")
     p.add_argument("--processes", type=int, default=1,
                    help="receiver processes sharing the stream (needs --scan)")
+    p.add_argument("--scheduler", metavar="ADDRESS",
+                   help="run the --processes receivers as tasks on this dask cluster's "
+                        "workers (one per worker) instead of local processes")
+    p.add_argument("--merge-host", default="127.0.0.1",
+                   help="address of this machine that the receivers send results to (for "
+                        "workers on other hosts)")
     p.add_argument("--timeout", type=float, default=10.0,
                    help="give up (writing partial results) after this many seconds without "
                         "a message mid-series")

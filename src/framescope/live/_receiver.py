@@ -80,7 +80,7 @@ class ZMQSource:
     rcvhwm : int, optional
         ZeroMQ receive high-water mark (messages queued in ZeroMQ).
     batch_frames : int, optional
-        Frames per batch handed to the analysis (default ~16 MiB of frames); a batch also
+        Frames per batch handed to the analysis (default ~4 MiB of frames); a batch also
         leaves after 50 ms when frames arrive slowly.
     verify_hash : bool
         dectris-stream1 only: check every blob against the MD5 in its ``dimage-1.0`` part;
