@@ -12,7 +12,9 @@ the receiver takes it (ZeroMQ back-pressure: nothing is lost in transport). In t
   being final, frames dropped, and the latency from a frame's arrival to its result being
   visible in ``snapshot()`` (median of samples every 20 ms, and maximum);
 - for both, the CPU time of this process per frame (all its threads, ZeroMQ's I/O thread
-  included): on a shared machine the steadier figure;
+  included; for the live run also split by thread: ZeroMQ I/O, receiver, analysis) and of
+  the sender process: on a shared machine the steadier figures, and sender + receiver CPU
+  per frame is what two cores must carry;
 - if frames were dropped at full speed, paced runs (the sender sending at a fixed rate, as
   a detector does) find the highest rate with 0 dropped.
 
@@ -70,7 +72,7 @@ def sender(protocol: str, compression: str, path: str, n: int, rate: float, q) -
     q.put((port, nbytes))
     monitor.recv_multipart()  # one receiver connected
     sock.send_multipart(enc.start(start))
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     for i, m in enumerate(messages):
         if rate:
             ahead = t0 + i / rate - time.perf_counter()
@@ -78,11 +80,45 @@ def sender(protocol: str, compression: str, path: str, n: int, rate: float, q) -
                 time.sleep(ahead)
         sock.send_multipart(m, copy=False)
     sock.send_multipart(enc.end(1))
-    q.put(time.perf_counter() - t0)
+    q.put((time.perf_counter() - t0, (time.process_time() - c0) / n * 1e6))
     sock.disable_monitor()
     monitor.close()
     sock.close(linger=-1)
     zctx.term()  # waits until every zero-copy frame left, while the buffers live
+
+
+def thread_cpu() -> dict[int, float]:
+    """CPU seconds of each thread of this process, by thread id (Linux; else empty)."""
+    out = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    tick = os.sysconf("SC_CLK_TCK")
+    for tid in tids:
+        try:
+            with open(f"/proc/self/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:  # the thread ended
+            continue
+        fields = stat[stat.rindex(")") + 2 :].split()
+        out[int(tid)] = (int(fields[11]) + int(fields[12])) / tick  # utime + stime
+    return out
+
+
+def split_cpu(before: dict[int, float], after: dict[int, float], n: int) -> dict[str, float]:
+    """µs per frame of the receiver, analysis and ZeroMQ I/O threads between two samples."""
+    import threading
+
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out = {"receiver": 0.0, "analysis": 0.0, "zmq_io": 0.0}
+    for tid, cpu in after.items():
+        name = names.get(tid, "")
+        key = ("receiver" if "receiver" in name else "analysis" if "analysis" in name
+               else "zmq_io" if tid not in names else "")
+        if key:
+            out[key] += (cpu - before.get(tid, 0.0)) / n * 1e6
+    return out
 
 
 def start_sender(protocol, compression, data, n, rate=0.0):
@@ -107,10 +143,10 @@ def ceiling(protocol, compression, data, n) -> dict:
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     sock.recv_multipart(copy=False)  # end
     sock.close()
-    q.get(timeout=60)
+    _, send_us = q.get(timeout=60)
     p.join()
     return {"fps": (n - 1) / dt, "wire_gbps": nbytes / n * (n - 1) / dt / 1e9,
-            "cpu_us": cpu / (n - 1) * 1e6}
+            "cpu_us": cpu / (n - 1) * 1e6, "send_us": send_us}
 
 
 def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
@@ -122,7 +158,7 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     p, q, endpoint, nbytes = start_sender(protocol, compression, data, n, rate)
     udfs = [ApplyMasks({"adf": fm.ring(128, 128, 40, 90)}), CenterOfMass(radius=40)]
     done_at: list[float] = []
-    c0 = time.process_time()
+    c0, threads0 = time.process_time(), thread_cpu()
     run = ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames).run(
         udfs, on_series_end=lambda ds: done_at.append(time.perf_counter()))
     t_first, latencies = None, []
@@ -133,11 +169,12 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
         if st.frames_processed:
             latencies.append(st.latency_s)
         time.sleep(0.02)
-    cpu = time.process_time() - c0
+    cpu, threads = time.process_time() - c0, thread_cpu()
     st = run.status
     final = run.results
+    split = split_cpu(threads0, threads, n)  # before stop(): the threads still exist
     run.stop()
-    q.get(timeout=60)
+    _, send_us = q.get(timeout=60)
     p.join()
     dt = done_at[0] - t_first
     return {"fps": st.frames_processed / dt,
@@ -146,15 +183,17 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
             "processed": st.frames_processed, "dropped": st.dropped, "gaps": st.gaps,
             "latency_median": statistics.median(latencies) if latencies else float("nan"),
             "latency_max": st.latency_max_s, "complete": bool(final.attrs["complete"]),
-            "bytes_per_frame": nbytes / n, "cpu_us": cpu / n * 1e6}
+            "bytes_per_frame": nbytes / n, "cpu_us": cpu / n * 1e6, "send_us": send_us,
+            **split}
 
 
 def row(label: str, c: dict | None, r: dict) -> str:
-    ceil = (f"{c['fps']:8.0f} {c['wire_gbps']:5.2f} {c['cpu_us']:5.0f}" if c
-            else f"{'':8s} {'':5s} {'':5s}")
-    return (f"{label:24s} {r['bytes_per_frame']:7.0f} | {ceil} | {r['fps']:8.0f} "
-            f"{r['wire_gbps']:5.2f} {r['frame_gbps']:5.2f} {r['cpu_us']:5.0f} "
-            f"{r['dropped']:7d} {1e3 * r['latency_median']:6.1f} {1e3 * r['latency_max']:6.1f}")
+    ceil = (f"{c['fps']:8.0f} {c['wire_gbps']:5.2f} {c['cpu_us']:4.0f} {c['send_us']:4.0f}"
+            if c else f"{'':8s} {'':5s} {'':4s} {'':4s}")
+    return (f"{label:28s} {r['bytes_per_frame']:7.0f} | {ceil} | {r['fps']:7.0f} "
+            f"{r['wire_gbps']:5.2f} {r['frame_gbps']:5.2f} {r['cpu_us']:4.0f} "
+            f"{r['zmq_io']:3.0f} {r['receiver']:3.0f} {r['analysis']:3.0f} {r['send_us']:4.0f} "
+            f"{r['dropped']:6d} {1e3 * r['latency_median']:5.1f} {1e3 * r['latency_max']:5.1f}")
 
 
 def main() -> None:
@@ -174,11 +213,14 @@ def main() -> None:
     print(f"{n} frames of {DET[0]}x{DET[1]} uint16 per series; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; virtual detector (ring) + COM; best of "
           f"{args.repeat}, after a warm-up series (numba kernels loaded)")
-    print(f"{'':24s} {'':7s} | {'plain ZeroMQ PULL':20s} | {'live: decode + analyse + merge'}")
-    print(f"{'case':24s} {'B/frame':>7s} | {'fps':>8s} {'GB/s':>5s} {'µs':>5s} | {'fps':>8s} "
-          f"{'GB/s':>5s} {'frame':>5s} {'µs':>5s} {'dropped':>7s} {'lat50':>6s} {'latmx':>6s}")
-    print(f"{'':24s} {'':7s} | {'':8s} {'wire':>5s} {'CPU':>5s} | {'':8s} {'wire':>5s} "
-          f"{'GB/s':>5s} {'CPU':>5s} {'':7s} {'ms':>6s} {'ms':>6s}")
+    print(f"{'':28s} {'':7s} | {'plain ZeroMQ PULL':24s} | live: decode + analyse + merge; "
+          f"CPU µs/frame: this process (its ZeroMQ I/O, receiver, analysis threads), sender")
+    print(f"{'case':28s} {'B/frame':>7s} | {'fps':>8s} {'GB/s':>5s} {'CPU':>4s} {'send':>4s} | "
+          f"{'fps':>7s} {'GB/s':>5s} {'GB/s':>5s} {'CPU':>4s} {'io':>3s} {'rcv':>3s} "
+          f"{'ana':>3s} {'send':>4s} {'drop':>6s} {'lat50':>5s} {'latmx':>5s}")
+    print(f"{'':28s} {'':7s} | {'':8s} {'wire':>5s} {'µs':>4s} {'µs':>4s} | {'':7s} "
+          f"{'wire':>5s} {'frame':>5s} {'µs':>4s} {'':3s} {'':3s} {'':3s} {'µs':>4s} {'':6s} "
+          f"{'ms':>5s} {'ms':>5s}")
     live("native", "none", args.data, min(n, 1024))  # warm-up: JIT kernels, allocator
     sizes = [int(b) for b in args.batch_frames.split(",") if b] or [None]
     for case in args.cases.split(","):
