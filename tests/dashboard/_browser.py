@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import subprocess
 import sys
@@ -17,9 +18,10 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
                  "--no-first-run", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync"]
 
-# finds the view of the figure whose title starts with `prefix` (Bokeh draws in shadow DOM)
+# finds the view of the figure whose title starts with `prefix` (is `prefix` if `exact`;
+# Bokeh draws in shadow DOM)
 _FIGURE = """
-const figureView = (prefix) => {
+const figureView = (prefix, exact = false) => {
   const views = [];
   const walk = (v) => {
     if (v == null) return;
@@ -29,7 +31,8 @@ const figureView = (prefix) => {
   const idx = Bokeh.index;
   for (const r of (idx instanceof Map ? idx.values() : Object.values(idx))) walk(r);
   return views.find(v => v.model.type === "Figure" && v.model.title != null
-                         && v.model.title.text.startsWith(prefix));
+                         && (exact ? v.model.title.text === prefix
+                                   : v.model.title.text.startsWith(prefix)));
 };
 const columns = (source) => {
   const out = {};
@@ -97,6 +100,30 @@ JS_TOOL_BUTTON = "([prefix, icon]) => {" + _FIGURE + """
 }"""
 
 
+# a figure (title `text`, exact) scrolled into view if needed: its box in the viewport, its
+# plot frame's size, its colour mapper and the viewport position of each image pixel's centre
+JS_IMAGE_ON_SCREEN = "([text]) => {" + _FIGURE + """
+  const v = figureView(text, true);
+  if (v == null) return null;
+  v.el.scrollIntoView({block: "nearest", inline: "nearest"});
+  const r = v.model.renderers.find(r => r.glyph != null && r.glyph.type === "Image");
+  const d = r.data_source.data, [ny, nx] = d.image[0].shape;
+  const box = v.el.getBoundingClientRect(), canvas = v.canvas_view.el.getBoundingClientRect();
+  const {x_scale, y_scale} = v.frame;
+  const centres = [];
+  for (let i = 0; i < ny; i++) {
+    for (let j = 0; j < nx; j++) {
+      centres.push([canvas.left + x_scale.compute(d.x[0] + (j + 0.5) * d.dw[0] / nx),
+                    canvas.top + y_scale.compute(d.y[0] + (i + 0.5) * d.dh[0] / ny)]);
+    }
+  }
+  const m = r.glyph.color_mapper;
+  return {box: [box.left, box.top, box.width, box.height], viewport: [innerWidth, innerHeight],
+          frame: [v.frame.bbox.width, v.frame.bbox.height], shape: [ny, nx], centres,
+          palette: Array.from(m.palette), low: m.low, high: m.high};
+}"""
+
+
 def launch_server(args: list[str]) -> subprocess.Popen:
     """Start ``framescope serve ARGS`` (see :func:`server_url`)."""
     env = dict(os.environ, PYTHONUNBUFFERED="1")
@@ -138,6 +165,57 @@ def image(page: Any, title: str, exact: bool = False) -> dict[str, Any] | None:
     if out is not None:
         out["values"] = np.asarray(out["values"], dtype=np.float64).reshape(out["shape"])
     return out
+
+
+def image_on_screen(page: Any, title: str) -> dict[str, Any] | None:
+    """What the figure titled ``title`` shows on screen, from a screenshot of the viewport.
+
+    Returns the figure's ``box`` (left, top, width, height in the viewport), the
+    ``viewport`` size and the plot ``frame`` size (px), the colour mapper's ``palette``
+    (RGB, n x 3), ``low`` and ``high``, and per image pixel (``shape``) the palette index
+    of the colour at its centre on screen (``index``) and that colour's distance from the
+    palette colour (``distance``, max abs RGB difference: 0 where the image is painted).
+    """
+    from PIL import Image  # a dependency of Bokeh
+
+    info = page.evaluate(JS_IMAGE_ON_SCREEN, [title])
+    if info is None:
+        return None
+    rgb = np.asarray(Image.open(io.BytesIO(page.screenshot())).convert("RGB"), dtype=int)
+    x, y = np.rint(np.asarray(info["centres"], dtype=float)).astype(int).T
+    inside = (x >= 0) & (x < rgb.shape[1]) & (y >= 0) & (y < rgb.shape[0])
+    seen = np.full((len(x), 3), -1000)  # centres outside the viewport match no colour
+    seen[inside] = rgb[y[inside], x[inside]]
+    palette = np.array([[int(c[i:i + 2], 16) for i in (1, 3, 5)] for c in info["palette"]])
+    diff = np.abs(seen[:, None, :] - palette[None, :, :]).max(axis=2)
+    shape = tuple(info["shape"])
+    info.update(palette=palette, index=diff.argmin(axis=1).reshape(shape),
+                distance=diff.min(axis=1).reshape(shape))
+    return info
+
+
+def assert_image_on_screen(page: Any, title: str, expected: np.ndarray,
+                           percentiles: tuple[float, float] = (0.5, 99.5)) -> dict[str, Any]:
+    """The figure titled ``title`` is on screen, with every pixel of ``expected`` in the
+    colour that the colour map gives it (limits: ``percentiles`` of ``expected``)."""
+    from ._reference import colour_index
+
+    shown = image_on_screen(page, title)
+    assert shown is not None, f"no figure titled {title!r}"
+    left, top, width, height = shown["box"]
+    assert width > 0, f"{title}: {width} px wide"
+    assert height > 0, f"{title}: {height} px high"
+    assert min(shown["frame"]) > 0, f"{title}: plot frame {shown['frame']} never laid out"
+    view_w, view_h = shown["viewport"]
+    assert 0 <= left <= view_w - width, f"{title}: x {left}..{left + width} of {view_w}"
+    assert 0 <= top <= view_h - height, f"{title}: y {top}..{top + height} of {view_h}"
+    np.testing.assert_allclose([shown["low"], shown["high"]],
+                               np.percentile(expected, percentiles), rtol=1e-5)
+    assert shown["distance"].max() <= 2, f"{title}: pixels not in the colour map's colours"
+    want = colour_index(expected, shown["low"], shown["high"], len(shown["palette"]))
+    assert tuple(shown["index"].shape) == expected.shape
+    assert np.abs(shown["index"] - want).max() <= 1, f"{title}: other colours than its image"
+    return shown
 
 
 def wait_for(predicate: Callable[[], Any], timeout: float = 30, what: str = "") -> Any:

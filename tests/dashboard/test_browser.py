@@ -23,6 +23,7 @@ from ._browser import (
     JS_TOOL_BUTTON,
     JS_TOOL_DATA,
     artifacts_dir,
+    assert_image_on_screen,
     drag,
     image,
     launch_server,
@@ -135,6 +136,9 @@ def test_page_loads_with_the_demo_images(page, frames):
         expected = reference(frames, spec)
         wait_for(lambda n=name, e=expected: matches(page, n, e, exact=True), 120,
                  f"the {name} image")
+        # the gallery's thumbnail is painted, in the colours of those values
+        wait_for(lambda n=name, e=expected: assert_image_on_screen(page, n, e), 10,
+                 f"the thumbnail of {name} on screen")
     settle(page)
     assert page.console_errors == []
 

@@ -1,5 +1,7 @@
 """End to end, live: a simulator process streams a scan, ``framescope serve --live`` shows it
-in Debian's chromium, and the page's virtual images equal numpy's on the frames sent."""
+in Debian's chromium, and the page's virtual images equal numpy's on the frames sent: in the
+figures' data, and on screen for the gallery's thumbnails (painted in the colours of those
+values)."""
 
 from __future__ import annotations
 
@@ -12,12 +14,14 @@ from ._browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
     artifacts_dir,
+    assert_image_on_screen,
     image,
     launch_server,
     server_url,
     stop_server,
     wait_for,
 )
+from ._reference import einsum
 from .test_live import simulator
 
 playwright_api = pytest.importorskip("playwright.sync_api")
@@ -30,6 +34,13 @@ pytestmark = [
 SCAN, DET = (16, 12), (48, 48)
 JS_TITLES = """() => [...Bokeh.documents[0].all_models].filter(m => m.type === "Title")
                 .map(m => m.text)"""
+
+
+def shows(page, title: str, expected: np.ndarray) -> bool:
+    """Whether the figure titled ``title`` has the image ``expected`` in its data."""
+    got = image(page, title, exact=True)
+    return (got is not None and tuple(got["shape"]) == expected.shape
+            and np.allclose(got["values"], expected, rtol=1e-5))
 
 
 def test_served_live_dashboard_shows_the_streamed_scan():
@@ -53,20 +64,20 @@ def test_served_live_dashboard_shows_the_streamed_scan():
                 page.goto(url)
                 page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0",
                                        timeout=90_000)
-                for name, spec in default_detectors(DET).items():
-                    expected = np.einsum("ijkl,kl->ij", frames,
-                                         spec.rasterize(DET).astype(np.float64))
-
-                    def complete(name=name, expected=expected) -> bool:
-                        got = image(page, name, exact=True)  # the thumbnail
-                        return (got is not None and tuple(got["shape"]) == expected.shape
-                                and np.allclose(got["values"], expected, rtol=1e-5))
-
-                    try:
-                        wait_for(complete, 120, f"live image {name}")
-                    finally:  # what the page shows, also when it does not fill in
-                        page.screenshot(path=str(artifacts_dir() / "live-dashboard.png"),
-                                        full_page=True)
+                expected = {name: einsum(frames, spec)
+                            for name, spec in default_detectors(DET).items()}
+                try:
+                    for name, want in expected.items():
+                        wait_for(lambda n=name, w=want: shows(page, n, w), 120,
+                                 f"live image {name}")  # the thumbnail's data
+                    wait_for(lambda: shows(page, "scan: bf", expected["bf"]), 30,
+                             "the selected detector's image")
+                    for name, want in expected.items():  # the thumbnails, painted
+                        wait_for(lambda n=name, w=want: assert_image_on_screen(page, n, w), 10,
+                                 f"the thumbnail of {name} on screen")
+                finally:  # what the page shows, also when it does not fill in
+                    page.screenshot(path=str(artifacts_dir() / "live-dashboard.png"),
+                                    full_page=True)
                 titles = page.evaluate(JS_TITLES)
                 n = SCAN[0] * SCAN[1]
                 assert f"detector: mean of {n} frames" in titles  # every frame arrived

@@ -45,6 +45,8 @@ class ScanView(pn.viewable.Viewer):
                        doc="Contrast limits as percentiles of the image")
     size = param.Integer(default=440, bounds=(200, None))
     thumb_size = param.Integer(default=190, bounds=(80, None))
+    thumbs_per_row = param.Integer(default=6, bounds=(1, None),
+                                   doc="Thumbnails per row of the gallery")
 
     def __init__(self, state: DashboardState, **params: Any) -> None:
         super().__init__(**params)
@@ -77,8 +79,11 @@ class ScanView(pn.viewable.Viewer):
                             hooks=[hover_off]))
         self._thumbs: dict[str, tuple[hv.streams.Pipe, DirectImage]] = {}
         self._thumb_colors: dict[str, str] = {}
-        self.gallery = pn.FlexBox(sizing_mode="stretch_width", min_width=4 * self.thumb_size,
-                                  min_height=self.thumb_size + 20)
+        # a Bokeh-native grid, not pn.FlexBox (ReactiveHTML, no layout of its own): BokehJS
+        # 3.9 computes the plot frames inside such a box only within two levels of the root
+        # layout. Deeper, as in the live page's Row(source widget, Column(dashboard)), the
+        # thumbnails kept a 0x0 frame and were never painted.
+        self.gallery = pn.GridBox(ncols=self.thumbs_per_row, min_height=self.thumb_size + 20)
         self._sync_thumbnails()
         state.param.watch(lambda *_: self._sync_thumbnails(), ["shapes"])
         state.param.watch(lambda *_: self.redraw(), ["selected"])
