@@ -149,3 +149,33 @@ def test_sender_killed_mid_scan_leaves_partial_results(reference):
         np.testing.assert_array_equal(snap[key].values[done], value[done], err_msg=key)
     assert run.status.state == "stopped"
     assert run.wait(0.1) is not None  # the unfinished series was closed on stop
+
+
+def test_a_corrupt_compressed_frame_is_counted_and_the_rest_analysed(push):
+    """A bslz4 frame whose blocks are cut short is malformed, not analysed (its position
+    stays not done); the other frames equal numpy, and the preview shows the latest."""
+    sock, endpoint = push
+    data = np.random.default_rng(3).poisson(4, (2, 3, 16, 16)).astype("uint16")
+    flat = data.reshape(6, 16, 16)
+    enc = NativeEncoder("bslz4")
+    with ZMQSource(endpoint, "native") as src:
+        run = src.run({"vd": ApplyMasks({"all": np.ones((16, 16), bool)})})
+        sock.send_multipart(enc.start(SeriesStart(1, (16, 16), np.dtype("uint16"), 6, (2, 3))))
+        for i in range(6):
+            head, payload = enc.frame(1, i, flat[i])
+            if i == 4:  # framing header intact, blocks cut short
+                payload = payload[:-40]
+            sock.send_multipart([head, payload])
+            if i == 2:
+                until(lambda: src.status.frames_received == 3, what="3 frames")
+                np.testing.assert_array_equal(src.latest_frame(), flat[2])
+        sock.send_multipart(enc.end(1))
+        final = run.wait(30)
+        st = run.status
+    assert (st.malformed, st.frames_received, st.frames_processed) == (1, 5, 5)
+    assert "bslz4" in st.last_error
+    done = final["done"].values.ravel()
+    np.testing.assert_array_equal(done, np.arange(6) != 4)
+    got = final["vd_intensity"].values[..., 0].ravel()
+    np.testing.assert_array_equal(got[done], flat.sum(axis=(1, 2))[done])
+    assert final.attrs["malformed"] == 1
