@@ -25,6 +25,10 @@ from framescope.udf import (
 
 __all__ = ["FsAccessor"]
 
+# summary frame -> the cheapest UDF that gives it ("stats": FrameStats gives them all)
+_SUMMARY = {"sum": "sum", "mean": "sum", "max": "max", "std": "stats", "var": "stats",
+            "min": "stats"}
+
 
 @xr.register_dataarray_accessor("fs")
 class FsAccessor:
@@ -40,42 +44,95 @@ class FsAccessor:
             raise DimensionError(f"framescope needs dims {DIMS}, found {tuple(arr.dims)}")
         self._arr = arr
 
-    def run(self, udf: UDF, **opts: Any) -> xr.Dataset:
-        """Run any UDF; see :func:`framescope.engine.run`."""
+    def run(self, udf: UDF | list[UDF] | dict[str, UDF], **opts: Any) -> Any:
+        """Run any UDF, or several in one pass; see :func:`framescope.engine.run`."""
         return run(udf, self._arr, **opts)
 
-    def iter_run(self, udf: UDF, **opts: Any):
-        """Progressive results of any UDF; see :func:`framescope.engine.iter_run`."""
+    def iter_run(self, udf: UDF | list[UDF] | dict[str, UDF], **opts: Any):
+        """Progressive results of any UDF(s); see :func:`framescope.engine.iter_run`."""
         return iter_run(udf, self._arr, **opts)
+
+    def summary(self, *which: str, roi: Any = None, **opts: Any) -> list[xr.DataArray]:
+        """Summary frames over the scan (or the ROI), all in one pass over the data.
+
+        Parameters
+        ----------
+        *which : {"sum", "mean", "max", "std", "var", "min"}
+            The frames wanted, in this order; default ``("mean", "max")``.
+        roi : array of bool, optional
+            Scan positions to include.
+        **opts
+            ``client=``, ``progress=`` as for :func:`framescope.run`.
+
+        Returns
+        -------
+        list of xarray.DataArray
+            One ``(det_y, det_x)`` frame per name. Each is also kept (by data and ROI) for
+            :meth:`mean_frame`, :meth:`max_frame`, :meth:`std_frame`, ..., which then
+            read nothing.
+
+        Examples
+        --------
+        >>> mean, mx, std = arr.fs.summary("mean", "max", "std")  # doctest: +SKIP
+        """
+        which = which or ("mean", "max")
+        bad = [w for w in which if w not in _SUMMARY]
+        if bad:
+            raise ValueError(f"summary: unknown frame(s) {bad}; expected {sorted(_SUMMARY)}")
+        base = (data_key(self._arr), roi_key(roi), "summary")
+        missing = [w for w in which if results.get((*base, w)) is None]
+        if missing:
+            # the cheapest UDFs that give every missing frame, in one pass
+            stats = any(_SUMMARY[w] == "stats" for w in missing)
+            udfs: dict[str, UDF] = {"stats": FrameStats()} if stats else {}
+            if "max" in missing and not stats:
+                udfs["max"] = MaxFrame()
+            if {"sum", "mean"} & set(missing):
+                udfs["sum"] = SumFrame()
+            res = run(udfs, self._arr, roi=roi, **opts)
+            got = {}
+            if "sum" in res:
+                total = res["sum"]["sum"]
+                got.update(sum=total, mean=total / res["sum"]["n"])
+            if "max" in res:
+                got["max"] = res["max"]["max"]
+            if "stats" in res:
+                st = res["stats"]
+                got.update({k: st[k] for k in ("mean", "std", "var", "min")})
+                got["max"] = st["max"].astype(self._arr.dtype)  # as MaxFrame gives it
+            for name, frame in got.items():
+                results.put((*base, name), np.asarray(frame))
+        coords = {"det_y": self._arr.det_y, "det_x": self._arr.det_x}
+        return [xr.DataArray(results.get((*base, w)).copy(), dims=("det_y", "det_x"), coords=coords,
+                             name=f"{w}_frame") for w in which]
 
     def sum_frame(self, **opts: Any) -> xr.DataArray:
         """Sum of the frames (of the ROI), float64."""
-        return run(SumFrame(), self._arr, **opts)["sum"]
+        return self.summary("sum", **opts)[0].rename("sum")
 
     def mean_frame(self, **opts: Any) -> xr.DataArray:
-        """Mean frame (of the ROI)."""
-        res = run(SumFrame(), self._arr, **opts)
-        return res["sum"] / res["n"]
+        """Mean frame (of the ROI); see :meth:`summary` for several frames in one pass."""
+        return self.summary("mean", **opts)[0]
 
     def frame_stats(self, **opts: Any) -> xr.Dataset:
         """Per-pixel ``mean``, ``var``, ``std``, ``min``, ``max`` and count ``n``."""
         return run(FrameStats(), self._arr, **opts).drop_vars("done")
 
     def std_frame(self, **opts: Any) -> xr.DataArray:
-        """Per-pixel standard deviation over the frames (of the ROI); see :meth:`frame_stats`."""
-        return run(FrameStats(), self._arr, **opts)["std"].rename("std_frame")
+        """Per-pixel standard deviation over the frames (of the ROI); see :meth:`summary`."""
+        return self.summary("std", **opts)[0]
 
     def var_frame(self, **opts: Any) -> xr.DataArray:
         """Per-pixel (population) variance over the frames (of the ROI)."""
-        return run(FrameStats(), self._arr, **opts)["var"].rename("var_frame")
+        return self.summary("var", **opts)[0]
 
     def max_frame(self, **opts: Any) -> xr.DataArray:
         """Per-pixel maximum over the frames (of the ROI), in the frames' dtype.
 
         One pass of ``np.maximum`` over the raw values (:class:`framescope.udf.MaxFrame`),
-        much cheaper than :meth:`frame_stats`.
+        much cheaper than :meth:`frame_stats`; see :meth:`summary`.
         """
-        return run(MaxFrame(), self._arr, **opts)["max"].rename("max_frame")
+        return self.summary("max", **opts)[0]
 
     def virtual_image(self, masks: Any, *, roi: Any = None, cache: bool = True,
                       **opts: Any) -> xr.DataArray:
@@ -114,10 +171,7 @@ class FsAccessor:
         if missing:
             res = run(ApplyMasks(stack.subset(missing)), self._arr, roi=roi, **opts)["intensity"]
             for name in missing:
-                img = res.sel(mask=name).values
-                if roi is not None:
-                    img = np.where(np.asarray(roi, bool), img, np.nan).astype(np.float32)
-                images[name] = img
+                images[name] = img = res.sel(mask=name).values  # NaN outside the ROI
                 if cache:
                     results.put(keys[name], img)
         for name in stack.names:
@@ -228,12 +282,14 @@ class FsAccessor:
     def persist(self, client: Any = None) -> xr.DataArray:
         """Keep the partitions in the cluster's memory; later analyses skip the reads."""
         from framescope.engine import get_client
+        from framescope.engine._run import tiled
 
         c = get_client(client)
+        arr = tiled(self._arr)
         if c in ("inline", "sync"):
-            kept = self._arr.copy(data=self._arr.data.persist(scheduler="threads"))
+            kept = arr.copy(data=arr.data.persist(scheduler="threads"))
         else:
-            kept = self._arr.copy(data=c.persist(self._arr.data))
+            kept = arr.copy(data=c.persist(arr.data))
         # analyses must use the blocks held in memory, not read the file again
         kept.encoding.pop("framescope_source", None)
         return kept

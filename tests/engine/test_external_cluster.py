@@ -22,7 +22,7 @@ from external_cluster_udfs import SlowSum, opened_paths
 
 import framescope as fs
 from framescope.engine import disconnect, get_client, iter_run, run
-from framescope.engine._executor import connected_client
+from framescope.engine._connect import connected_client
 from framescope.errors import ClusterError, ClusterVersionError
 from framescope.udf import SumFrame
 

@@ -1,13 +1,14 @@
 """Schedules UDFs over partitions of a dataset, inline or on dask.distributed."""
 
-from framescope.engine._connect import connect, disconnect
-from framescope.engine._executor import INLINE, SYNC, get_client
+from framescope.engine._connect import connect, disconnect, get_client
+from framescope.engine._executor import INLINE, LOCAL, SYNC
 from framescope.engine._merge import Accumulator
 from framescope.engine._run import iter_run, run
 from framescope.engine._tasks import Partial, prepared, run_frames
 
 __all__ = [
     "INLINE",
+    "LOCAL",
     "SYNC",
     "Accumulator",
     "Partial",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import threading
+import uuid
 from collections import OrderedDict
 from typing import Any
 
@@ -16,6 +17,9 @@ __all__ = ["ResultCache", "data_key", "roi_key"]
 def data_key(arr: xr.DataArray) -> str:
     """Identity of the frames: the dask graph name, which framescope derives from the file's
     path, size, mtime and opening options (and which ``persist`` keeps)."""
+    if arr.chunks is None and not getattr(arr, "_in_memory", True):
+        # lazily indexed (xr.open_dataset without chunks): hashing would load it all
+        return "lazy-" + uuid.uuid4().hex
     name = getattr(arr.data, "name", None)
     if name is None:  # numpy-backed: hash the bytes once
         return "np-" + hashlib.blake2b(np.ascontiguousarray(arr.data).data,

@@ -57,6 +57,9 @@ class Accumulator:
                 ) -> xr.Dataset:
         """Finalize a copy of the buffers as a Dataset with a ``done`` map over the scan.
 
+        Float results per scan position are NaN where ``done`` is False (outside the ROI,
+        frames not analysed yet): every analysis and entry point gives the same answer.
+
         Parameters
         ----------
         coords : mapping
@@ -76,6 +79,10 @@ class Accumulator:
             labels = {d: list(c) for d, c in zip(extra, b.extra_coords, strict=False)}
             if b.kind == "nav":
                 value = value.reshape(*meta.scan_shape, *b.extra_shape)
+                if value.dtype.kind in "fc" and not self.done.all():
+                    # one answer everywhere: no value where no frame was analysed
+                    done = self.done.reshape(*meta.scan_shape, *(1,) * len(b.extra_shape))
+                    value = np.where(done, value, np.nan).astype(value.dtype, copy=False)
                 data_vars[key] = xr.DataArray(value, dims=("scan_y", "scan_x", *extra),
                                               coords={**scan, **labels})
             elif b.kind == "sig":

@@ -3,26 +3,50 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
-from framescope.engine._connect import scheduler_address
-from framescope.engine._executor import INLINE, SYNC, get_client, inline_pool
+from framescope.engine._connect import get_client, scheduler_address
+from framescope.engine._executor import INLINE, SYNC, inline_pool
+from framescope.engine._group import Group, named_udfs
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.errors import ClusterError
-from framescope.io._lazy import source_of
+from framescope.io._lazy import DEFAULT_PARTITION_MIB, default_chunks, source_of
 from framescope.udf._backend import resolve_backend
 from framescope.udf._base import UDF, Meta
 
 __all__ = ["iter_run", "run"]
 
 log = logging.getLogger(__name__)
+
+
+UDFs = UDF | Sequence[UDF] | Mapping[str, UDF]
+
+
+def tiled(arr: xr.DataArray) -> xr.DataArray:
+    """``arr`` as the engine reads it: file-backed, or dask chunks of whole frames.
+
+    A numpy-backed (or lazily indexed, e.g. from a netCDF file) DataArray becomes dask
+    chunks of whole scan rows, about 128 MiB each; dask chunks that split the frames
+    (detector axes) are joined, since every UDF sees whole frames. File-backed arrays,
+    and dask arrays chunked along the scan only, are returned as they are.
+    """
+    if source_of(arr) is not None:
+        return arr
+    if arr.chunks is None:
+        rows = default_chunks(arr.shape, arr.dtype.itemsize, None, DEFAULT_PARTITION_MIB)
+        # a unique token instead of dask's, which would hash all the bytes on every run
+        return arr.chunk(dict(zip(arr.dims, rows, strict=True)), name_prefix="framescope-",
+                         token=uuid.uuid4().hex)
+    if any(len(c) > 1 for c in arr.chunks[2:]):
+        return arr.chunk({"det_y": -1, "det_x": -1})
+    return arr
 
 
 def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
@@ -33,6 +57,8 @@ def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
 def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:
     if roi is None:
         return None
+    if isinstance(roi, xr.DataArray) and set(roi.dims) == {"scan_y", "scan_x"}:
+        roi = roi.transpose("scan_y", "scan_x")
     mask = np.asarray(roi)
     if mask.shape != meta.scan_shape or mask.dtype != bool:
         raise ValueError(f"roi: expected a bool array of the scan shape {meta.scan_shape}, "
@@ -174,31 +200,55 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
     return len(plan), results(), futures
 
 
+def _prepare(udfs: UDFs, arr: xr.DataArray, backend: str | None,
+             ) -> tuple[dict[str, UDF], UDF, xr.DataArray, Meta]:
+    """Name the UDFs, make the one the tasks run (a :class:`Group` for several), check ``arr``."""
+    from framescope.errors import DimensionError
+    from framescope.io._lazy import DIMS
+
+    if tuple(arr.dims) != DIMS:
+        raise DimensionError(f"framescope needs dims {DIMS}, found {tuple(arr.dims)}")
+    named = named_udfs(udfs)
+    task_udf = next(iter(named.values())) if len(named) == 1 else Group(named)
+    arr = tiled(arr)
+    return named, task_udf, arr, _meta(arr, backend)
+
+
 def _merged(
-    udf: UDF, arr: xr.DataArray, meta: Meta, roi: Any, client: Any, progress: bool
-) -> Iterator[Accumulator]:
-    """Yield the accumulator after every completed partition."""
+    named: dict[str, UDF], task_udf: UDF, arr: xr.DataArray, meta: Meta, roi: Any,
+    client: Any, progress: bool,
+) -> Iterator[dict[str, Accumulator]]:
+    """Yield the accumulators (one per UDF) after every completed task."""
     roi_pos = _roi_positions(roi, meta)
-    acc = Accumulator(udf, meta)
-    client = get_client(client)
-    n, partials, futures = _submit(udf, arr, meta, roi_pos, client)
-    bar = tqdm(total=n, desc=type(udf).__name__, unit="part", disable=not progress)
+    accs = {name: Accumulator(u, meta) for name, u in named.items()}
+    first = next(iter(accs.values()))
+    client = get_client(client, processes=task_udf.needs_processes)
+    n, partials, futures = _submit(task_udf, arr, meta, roi_pos, client)
+    desc = "+".join(type(u).__name__ for u in named.values())
+    if progress:
+        from tqdm.auto import tqdm  # loads ipywidgets in Jupyter: only when a bar is wanted
+
+        bar = tqdm(total=n, desc=desc, unit="task")
     try:
         for part in partials:
-            seen = acc.done[part.positions]
+            seen = first.done[part.positions]
             if seen.any():
                 # sig/single buffers are sums: a partition merged twice would count twice
                 if not seen.all():
-                    raise RuntimeError(f"{type(udf).__name__}: a partial result overlaps "
-                                       f"merged scan positions {part.positions[seen][:5]}")
+                    raise RuntimeError(f"{desc}: a partial result overlaps merged scan "
+                                       f"positions {part.positions[seen][:5]}")
                 log.warning("%s: skipped a repeated partial result (%d positions from %d)",
-                            type(udf).__name__, part.positions.size, part.positions[0])
+                            desc, part.positions.size, part.positions[0])
                 continue
-            acc.add(part)
-            bar.update(1)
-            yield acc
+            pieces = task_udf.split(part) if isinstance(task_udf, Group) else {"0": part}
+            for name, acc in accs.items():
+                acc.add(pieces[name] if len(accs) > 1 else part)
+            if progress:
+                bar.update(1)
+            yield accs
     finally:
-        bar.close()
+        if progress:
+            bar.close()
         stale = [f for f in futures or () if not f.done()]
         if stale:  # a closed generator (user break, newer job) stops stale work
             if hasattr(stale[0], "client"):
@@ -208,64 +258,87 @@ def _merged(
                 for f in stale:
                     f.cancel()
     if n == 0:
-        yield acc
+        yield accs
 
 
-def _publish(acc: Accumulator, arr: xr.DataArray) -> xr.Dataset:
-    return acc.publish(arr.coords, {"source": arr.attrs.get("source", "")})
+def _publish(accs: dict[str, Accumulator], arr: xr.DataArray, udfs: UDFs,
+             ) -> xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]:
+    attrs = {"source": arr.attrs.get("source", "")}
+    out = {name: acc.publish(arr.coords, attrs) for name, acc in accs.items()}
+    if isinstance(udfs, UDF):
+        return out["0"]
+    if isinstance(udfs, Mapping):
+        return out
+    return list(out.values())
 
 
 def iter_run(
-    udf: UDF,
+    udf: UDFs,
     arr: xr.DataArray,
     *,
     roi: Any = None,
     client: Any = None,
     progress: bool = False,
     backend: str | None = None,
-) -> Iterator[xr.Dataset]:
-    """Run ``udf`` over ``arr`` and yield the merged result after each partition completes.
+) -> Iterator[xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]]:
+    """Run ``udf`` over ``arr`` and yield the merged result after each task completes.
 
     Each yielded Dataset holds the UDF's results so far and a boolean ``done`` map over the
-    scan. Closing the generator early (``break``) cancels the partitions still running.
+    scan; float results per scan position are NaN where not done (outside ``roi``, or not
+    computed yet). Closing the generator early (``break``) cancels the tasks still running.
 
     Parameters
     ----------
-    udf : UDF
-        What to compute.
+    udf : UDF, list of UDF or dict of name → UDF
+        What to compute. Several UDFs run in one pass: each tile is read once and given to
+        every UDF; a list yields a list of Datasets (in order), a dict a dict by name.
     arr : xarray.DataArray
-        ``(scan_y, scan_x, det_y, det_x)`` frames from :func:`framescope.open` or
-        :func:`framescope.from_array` (or any such DataArray, persisted or not).
+        Any ``(scan_y, scan_x, det_y, det_x)`` DataArray: from :func:`framescope.open` or
+        :func:`framescope.from_array`, numpy- or dask-backed with any chunks (frames split
+        across detector chunks are joined), persisted or not, sliced with ``isel``/``sel``.
     roi : array of bool, optional
-        Scan positions to process (scan shape); the others keep the buffers' fill value.
-    client : None, "inline", "sync", str or distributed.Client
-        Where to run; see :func:`framescope.engine.get_client`.
+        Scan positions to process (scan shape; numpy or a ``(scan_y, scan_x)`` DataArray).
+    client : None, "inline", "sync", "local", str or distributed.Client
+        Where to run; see :func:`framescope.engine.get_client`. Default: a cluster you
+        connected to (:func:`framescope.connect`) or made the default, else threads of this
+        process.
     progress : bool
         Show a ``tqdm.auto`` progress bar.
     backend : {None, "numpy", "cupy"}
         Array backend of the tiles; None: cupy if ``arr`` holds cupy blocks, else numpy.
         With "cupy" each tile is copied to the GPU and the UDF runs there; without cupy
         and a CUDA device it raises ``RuntimeError`` before any frame is read.
+
+    Examples
+    --------
+    >>> for ds in fs.iter_run(fs.udf.SumFrame(), arr):  # doctest: +SKIP
+    ...     print(float(ds["done"].mean()))
     """
-    meta = _meta(arr, backend)
-    for acc in _merged(udf, arr, meta, roi, client, progress):
-        yield _publish(acc, arr)
+    named, task_udf, arr, meta = _prepare(udf, arr, backend)
+    for accs in _merged(named, task_udf, arr, meta, roi, client, progress):
+        yield _publish(accs, arr, udf)
 
 
 def run(
-    udf: UDF,
+    udf: UDFs,
     arr: xr.DataArray,
     *,
     roi: Any = None,
     client: Any = None,
     progress: bool = False,
     backend: str | None = None,
-) -> xr.Dataset:
+) -> xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]:
     """Run ``udf`` over ``arr`` and return the final result as an ``xarray.Dataset``.
 
-    See :func:`iter_run` for the parameters.
+    Several UDFs (a list or a dict) run in one pass over the data and give a list or a
+    dict of Datasets. See :func:`iter_run` for the parameters.
+
+    Examples
+    --------
+    >>> from framescope.udf import MaxFrame, SumFrame
+    >>> total, brightest = fs.run([SumFrame(), MaxFrame()], arr)  # doctest: +SKIP
     """
-    meta = _meta(arr, backend)
+    named, task_udf, arr, meta = _prepare(udf, arr, backend)
     # buffers are merged in place: only the last state matters
-    (acc,) = deque(_merged(udf, arr, meta, roi, client, progress), maxlen=1)
-    return _publish(acc, arr)
+    (accs,) = deque(_merged(named, task_udf, arr, meta, roi, client, progress), maxlen=1)
+    return _publish(accs, arr, udf)

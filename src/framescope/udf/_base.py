@@ -135,6 +135,10 @@ class UDF:
     #: :meth:`process_tile` never modifies it: the engine then builds it once per worker
     #: process and reuses it for every task and job (mask matrices are not rebuilt per task)
     share_state: ClassVar[bool] = False
+    #: True if :meth:`process_tile` holds the GIL for most of its time (pure Python loops):
+    #: threads of one process would take turns, so without a cluster given the engine runs
+    #: it on framescope's ``LocalCluster`` of worker processes instead of in this process
+    needs_processes: ClassVar[bool] = False
 
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
         """Declare the result buffers for data described by ``meta``."""
