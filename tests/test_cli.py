@@ -122,4 +122,4 @@ def test_serve_parser_defaults_to_localhost():
 
     args = build_parser().parse_args(["serve", "--demo"])
     assert (args.address, args.port, args.scheduler, args.persist) == ("127.0.0.1", 5006,
-                                                                       "local", False)
+                                                                       "inline", False)

@@ -129,7 +129,7 @@ def _write_result(ds: Any, out: str) -> None:
 
 
 def _client(args: argparse.Namespace) -> Any:
-    return None if args.scheduler == "local" else args.scheduler
+    return args.scheduler  # "inline", "local" or an address: the engine resolves each
 
 
 def _cmd_virtual_image(args: argparse.Namespace) -> int:
@@ -238,8 +238,9 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help)
         p.add_argument("path")
         p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
-        p.add_argument("--scheduler", default="local",
-                       help="'local' (LocalCluster started for the job), 'inline', or a "
+        p.add_argument("--scheduler", default="inline",
+                       help="'inline' (default: threads of this process, the fastest on one "
+                            "machine), 'local' (a LocalCluster of worker processes) or a "
                             "scheduler address tcp://host:8786")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         _add_open_options(p)
@@ -275,9 +276,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="extra origin allowed to connect, e.g. behind a proxy (repeatable)")
     p.add_argument("--prefix", default="", metavar="PATH",
                    help="serve under this URL path, e.g. behind jupyter-server-proxy")
-    p.add_argument("--scheduler", default="local",
-                   help="'local' (LocalCluster started for the server), 'inline', or a "
-                        "scheduler address tcp://host:8786")
+    p.add_argument("--scheduler", default="inline",
+                   help="'inline' (default: threads of this process, the lowest edit-to-"
+                        "image latency on one machine), 'local' (a LocalCluster started for "
+                        "the server) or a scheduler address tcp://host:8786")
     p.add_argument("--persist", action="store_true",
                    help="load the data into the workers' memory first (--demo always does)")
     _add_open_options(p)

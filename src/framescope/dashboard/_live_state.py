@@ -17,9 +17,8 @@ import param
 import xarray as xr
 
 from framescope.dashboard._results import ComResult, Frame
-from framescope.dashboard._state import DashboardState
+from framescope.dashboard._state import DashboardState, summary_udfs
 from framescope.dashboard._store import FrameStore
-from framescope.dashboard._udfs import FrameSummary
 from framescope.engine import INLINE
 from framescope.errors import MaskError
 from framescope.masks import MaskStack
@@ -130,16 +129,16 @@ class LiveState(DashboardState):
                              np.zeros(self.scan_shape, dtype=bool))
             roi = self.received & ~self._sum[3]
         if roi.any():
-            self.jobs.submit("summary", lambda: self._iter_run(FrameSummary(), roi=roi),
-                             lambda ds: self._on_live_summary(roi, ds), self._on_error)
+            self.jobs.submit("summary", lambda: self._iter_run(summary_udfs(), roi=roi),
+                             lambda parts: self._on_live_summary(roi, parts), self._on_error)
 
-    def _on_live_summary(self, roi: np.ndarray, ds: xr.Dataset) -> None:
-        finished = bool(np.asarray(ds["done"], dtype=bool)[roi].all())
+    def _on_live_summary(self, roi: np.ndarray, parts: dict[str, xr.Dataset]) -> None:
+        finished = bool(np.asarray(parts["sum"]["done"], dtype=bool)[roi].all())
         with self._lock:
             total, peak, n, covered = self._sum
-            total = total + np.asarray(ds["sum"])
-            peak = np.maximum(peak, np.asarray(ds["max"]))
-            n = n + int(ds["n"])
+            total = total + np.asarray(parts["sum"]["sum"])
+            peak = np.maximum(peak, np.asarray(parts["max"]["max"]))
+            n = n + int(parts["sum"]["n"])
             if finished:  # partial sums are not kept: the next refresh redoes them
                 self._sum = (total, peak, n, covered | roi)
         if self.frame_mode in ("mean", "max") and n:

@@ -33,12 +33,11 @@ from framescope.dashboard._detectors import (
 from framescope.dashboard._images import bright_field_disk
 from framescope.dashboard._jobs import JobManager
 from framescope.dashboard._results import ComResult, Frame, Results, VirtualImage
-from framescope.dashboard._udfs import FrameSummary
 from framescope.engine import INLINE, get_client, iter_run
 from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import MaskError
 from framescope.masks import MaskStack
-from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
+from framescope.udf import ApplyMasks, CenterOfMass, MaxFrame, SumFrame
 
 __all__ = ["FRAME_MODES", "DashboardState"]
 
@@ -49,6 +48,11 @@ FRAME_MODES = ("mean", "max", "picked", "roi")
 PARTIAL_AFTER_S = 0.1
 _SUMMARY = "dashboard.frame_summary"
 _ROI_SUM = "dashboard.sum_frame"
+
+
+def summary_udfs() -> dict[str, Any]:
+    """The detector view's mean and max frame: two UDFs, one pass over the data."""
+    return {"sum": SumFrame(), "max": MaxFrame()}
 
 
 def _fraction(done: xr.DataArray) -> float:
@@ -283,14 +287,15 @@ class DashboardState(param.Parameterized):
     def _start_summary(self) -> None:
         if self.summary("mean") is not None and self.summary("max") is not None:
             return
-        self.jobs.submit("summary", lambda: self._iter_run(FrameSummary()),
+        self.jobs.submit("summary", lambda: self._iter_run(summary_udfs()),
                          self._on_summary, self._on_error)
 
-    def _on_summary(self, ds: xr.Dataset) -> None:
-        fraction = _fraction(ds["done"])
+    def _on_summary(self, parts: dict[str, xr.Dataset]) -> None:
+        fraction = _fraction(parts["sum"]["done"])
         self.results.set_progress("summary", fraction)
-        n = max(int(ds["n"]), 1)
-        frames = {"mean": np.asarray(ds["sum"]) / n, "max": np.asarray(ds["max"])}
+        n = max(int(parts["sum"]["n"]), 1)
+        frames = {"mean": np.asarray(parts["sum"]["sum"]) / n,
+                  "max": np.asarray(parts["max"]["max"])}
         if fraction == 1.0:
             for key, which in zip(self._summary_keys(), ("mean", "max"), strict=True):
                 results.put(key, frames[which])
