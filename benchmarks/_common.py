@@ -70,8 +70,10 @@ def engine_setup(doc: str) -> Setup:
     if not args.no_cluster:
         from distributed import Client, LocalCluster
 
+        # not dask's default client: analyses without client= must keep their own default
         s.client = Client(LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
-                                       dashboard_address=":0", host="127.0.0.1"))
+                                       dashboard_address=":0", host="127.0.0.1"),
+                          set_as_default=False)
     if not args.no_libertem:
         try:
             import libertem.api as lt

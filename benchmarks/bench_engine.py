@@ -61,6 +61,60 @@ def libertem_udf(kind: str, spec, h: int, w: int):
     return SumUDF()
 
 
+def mask_latency(kept, det: tuple[int, int], client) -> str:
+    kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, 10), client=client)
+    lat = []
+    for r in np.linspace(5, 60, 12):
+        t0 = time.perf_counter()
+        kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, float(r)), client=client)
+        lat.append(time.perf_counter() - t0)
+    return f"median {np.median(lat) * 1e3:.0f} ms, min {min(lat) * 1e3:.0f} ms"
+
+
+FIRST = {
+    "framescope": "import framescope as fs\n"
+                  "arr = fs.open({path!r})\n"
+                  "arr.fs.virtual_image(fs.masks.ring({cy}, {cx}, {r0}, {r1}), cache=False)\n",
+    "libertem": "import libertem.api as lt\n"
+                "from libertem.udf.masks import ApplyMasksUDF\n"
+                "import numpy as np\n"
+                "ctx = lt.Context.make_with('inline')\n"
+                "ds = ctx.load('raw', path={path!r}, nav_shape={scan}, sig_shape={det}, "
+                "dtype='uint16')\n"
+                "y, x = np.ogrid[:{det[0]}, :{det[1]}]\n"
+                "r = np.hypot(y - {cy}, x - {cx})\n"
+                "m = ((r >= {r0}) & (r < {r1})).astype(np.float32)\n"
+                "ctx.run_udf(dataset=ds, udf=ApplyMasksUDF(mask_factories=[lambda: m]))\n",
+}
+
+
+def first_image(path, scan, det, repeat: int) -> str:
+    """Seconds from a new interpreter's start to the first complete ring image (best of
+    ``repeat``, bytecode caches warm), framescope's defaults and LiberTEM's inline context."""
+    import subprocess
+    import sys
+
+    cy, cx = det[0] // 2, det[1] // 2
+    fields = {"path": str(path), "scan": tuple(scan), "det": tuple(det), "cy": cy, "cx": cx,
+              "r0": det[0] * 40 / 256, "r1": det[0] * 90 / 256}
+    out = []
+    for name, code in FIRST.items():
+        script = code.format(**fields)
+        times = []
+        for _ in range(repeat + 1):  # the first run may compile bytecode: not counted
+            t0 = time.perf_counter()
+            done = subprocess.run([sys.executable, "-c", script], capture_output=True)
+            times.append(time.perf_counter() - t0)
+            if done.returncode:
+                times = [float("nan")]
+                break
+        out.append(f"{name} {min(times[1:] or times):.2f} s")
+    bare = subprocess.run([sys.executable, "-c", "import time; t=time.perf_counter(); "
+                           "import framescope; print(time.perf_counter()-t)"],
+                          capture_output=True, text=True).stdout.strip()
+    return ", ".join(out) + f" (import framescope alone {float(bare or 'nan'):.2f} s)"
+
+
 def main() -> None:
     setup = engine_setup(__doc__)
     args, det, path, arr = setup.args, setup.det, setup.path, setup.arr
@@ -69,6 +123,7 @@ def main() -> None:
 
     print(f"{path}: {nbytes / 2**30:.2f} GiB uint16, ceiling (plain read) "
           f"{nbytes / t_ceil / 1e9:.2f} GB/s; GB/s = 1e9 bytes/s, best of {args.repeat}")
+    assert fs.engine.get_client() == "inline"  # the default: in-process, no cluster
     print(f"{'analysis':<11}{'inline':>9}{'cluster':>9}{'libertem':>9}{'ceiling':>9}"
           f"{'in/ceil':>9}{'cl/in':>7}{'in/LT':>7}")
     for name, (kind, spec) in cases(*det).items():
@@ -86,19 +141,18 @@ def main() -> None:
         print(f"{name:<11}{g[0]:>9.2f}{g[1]:>9.2f}{g[2]:>9.2f}{g[3]:>9.2f}"
               f"{g[0] / g[3]:>9.2f}{g[1] / g[0]:>7.2f}{g[0] / g[2]:>7.2f}")
 
+    # 64x64 positions (512 MiB for 256x256 frames) held in memory: in this process (the
+    # default) and in the cluster's workers
+    small = fs.open(path, chunks=16).isel(scan_y=slice(0, 64), scan_x=slice(0, 64))
+    for label, c in (("default (in-process)", None), ("cluster", client)):
+        if label == "cluster" and client is None:
+            continue
+        kept = small.fs.persist(client=c)
+        print(f"new mask -> complete image, {label}, {kept.shape} in memory: "
+              f"{mask_latency(kept, det, c)}")
+    print(f"import -> first ring image of the whole file, new process: "
+          f"{first_image(path, setup.scan, det, args.repeat)}")
     if client is not None:
-        # 64x64 positions (512 MiB for 256x256 frames), 4 partitions held by the workers
-        small = fs.open(path, chunks=16).isel(scan_y=slice(0, 64), scan_x=slice(0, 64))
-        kept = small.fs.persist(client=client)
-        kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, 10), client=client)
-        lat = []
-        for r in np.linspace(5, 60, 12):
-            t0 = time.perf_counter()
-            kept.fs.virtual_image(fm.disk(det[0] // 2, det[1] // 2, float(r)), client=client)
-            lat.append(time.perf_counter() - t0)
-        print(f"new mask -> complete image on a persisted {kept.shape} "
-              f"({kept.nbytes / 2**20:.0f} MiB): median {np.median(lat) * 1e3:.0f} ms, "
-              f"min {min(lat) * 1e3:.0f} ms")
         client.close()
     if ctx is not None:
         ctx.close()

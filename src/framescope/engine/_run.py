@@ -6,6 +6,7 @@ import logging
 import uuid
 from collections import deque
 from collections.abc import Iterator, Mapping, Sequence
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
@@ -141,6 +142,25 @@ def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
     return len(tasks), results(), futures
 
 
+def _coalesce(plan: list, tasks: int) -> list:
+    """Join file partitions into about ``tasks`` tasks (two per worker thread).
+
+    A task costs the cluster a round trip of a few milliseconds, as long as a cheap UDF
+    (a disk, a sum) takes on a 128 MiB partition; two tasks per thread keep every worker
+    busy while the next one is on its way, and bound the imbalance to half a task.
+    In-memory blocks stay one task each: they are used where they live.
+    """
+    src = [entry for entry in plan if entry[0] == "source"]
+    if len(src) <= tasks:
+        return plan
+    sizes = np.cumsum([pos.size for _, _, pos in src])
+    cut = np.searchsorted(sizes, np.linspace(0, sizes[-1], tasks + 1)[1:-1], side="right")
+    bounds = [0, *cut.tolist(), len(src)]
+    joined = [("source", src[a][1], np.concatenate([pos for _, _, pos in src[a:b]]))
+              for a, b in pairwise(bounds) if b > a]
+    return joined + [entry for entry in plan if entry[0] != "source"]
+
+
 def _cluster_lost(client: Any, address: str) -> ClusterError:
     return ClusterError(address, f"lost the connection to the scheduler (client "
                         f"{client.status}); the job's partial results are discarded, "
@@ -159,6 +179,7 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
     address = scheduler_address(client)
     if client.status != "running":  # a lost scheduler: fail now, not after a reconnect wait
         raise _cluster_lost(client, address)
+    plan = _coalesce(plan, 2 * max(1, sum(client.nthreads().values())))
     # client.map submits each kind in one message (a submit per task costs a round trip)
     futures = []
     src = [(payload, pos) for kind, payload, pos in plan if kind == "source"]
