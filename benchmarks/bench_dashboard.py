@@ -1,7 +1,7 @@
 """Dashboard latency: from a mask edit to the complete virtual image, and updates while dragging.
 
 A 64x64 scan of 256x256 uint16 frames (512 MiB, simulated once under --data-dir) is held in
-the memory of a 2-process LocalCluster. Prints:
+memory: this process's (the default executor) and a 2-process LocalCluster's, in turn. Prints:
 
 - server side (in this process, no browser): edit event -> first partial and complete image
   in the dashboard's results, the display-loop flush that updates the Bokeh models, and the
@@ -64,15 +64,22 @@ def wait_image(state, name: str, key: str, done: float = 1.0, timeout: float = 6
     raise TimeoutError(f"no image for {key}")
 
 
-def server_side(path: Path, partition_mib: float) -> None:
-    from distributed import wait
-
+def server_side(path: Path, partition_mib: float, executor: str) -> None:
+    """``executor``: "inline" (frames in this process's memory, the default) or "local"
+    (in the memory of a 2-process LocalCluster)."""
     from framescope.dashboard import Dashboard
-    from framescope.dashboard._serve import local_client
 
-    client = local_client(2)
-    arr = fs.open(path, partition_mib=partition_mib).fs.persist(client)
-    wait(arr.data)
+    if executor == "local":
+        from distributed import wait
+
+        from framescope.dashboard._serve import local_client
+
+        client = local_client(2)
+        arr = fs.open(path, partition_mib=partition_mib).fs.persist(client)
+        wait(arr.data)
+    else:
+        client = "inline"
+        arr = fs.open(path, partition_mib=partition_mib).fs.persist(client)
     n_parts = len(arr.data.chunks[0]) * len(arr.data.chunks[1])
     dash = Dashboard(arr, client=client)
     dash.__panel__().get_root()  # Bokeh models, as in a session
@@ -92,8 +99,9 @@ def server_side(path: Path, partition_mib: float) -> None:
         flushes.append(time.perf_counter() - t3)
         firsts.append(t1 - t0)
         completes.append(t2 - t0)
-    print(f"server, {arr.nbytes / 2**20:.0f} MiB in worker memory, {n_parts} partitions, "
-          f"1 disk mask:")
+    where = "this process's" if executor == "inline" else "2 workers'"
+    print(f"server, {executor}: {arr.nbytes / 2**20:.0f} MiB in {where} memory, {n_parts} "
+          f"partitions, 1 disk mask:")
     print(f"  edit -> first partial image   {ms(firsts)}")
     print(f"  edit -> complete image        {ms(completes)}")
     print(f"  display flush (Bokeh models)  {ms(flushes)}")
@@ -126,7 +134,8 @@ def server_side(path: Path, partition_mib: float) -> None:
           f"{len(seen) / duration:.1f} complete images/s, {sent / duration:.1f} display "
           f"updates/s")
     dash.close()
-    client.close()
+    if executor == "local":
+        client.close()
 
 
 JS_SUM = """([title, expected]) => {
@@ -246,10 +255,13 @@ def main() -> None:
                          "the default 128 MiB)")
     ap.add_argument("--no-browser", action="store_true")
     ap.add_argument("--no-server-side", action="store_true")
+    ap.add_argument("--executors", default="inline,local",
+                    help="server side: where jobs run, compared in one run (inline, local)")
     args = ap.parse_args()
     path = data_path(args.data_dir)
     if not args.no_server_side:
-        server_side(path, args.partition_mib)
+        for executor in args.executors.split(","):
+            server_side(path, args.partition_mib, executor)
     if not args.no_browser:
         frames = np.memmap(path, dtype=np.uint16, mode="r", shape=(*SCAN, *DET))
         browser(path, frames)

@@ -146,7 +146,8 @@ def test_cancel_and_errors(jobs):
 
 
 def test_closing_the_iter_run_generator_stops_a_stale_engine_job(jobs, small):
-    """A real iter_run: the stale job stops after one partition, the new one completes."""
+    """A real iter_run (sync: a yield per partition): the stale job stops after one
+    partition, the new one completes."""
     from framescope.engine import iter_run
     from framescope.udf import SumFrame
 
@@ -159,7 +160,7 @@ def test_closing_the_iter_run_generator_stops_a_stale_engine_job(jobs, small):
         def run():
             n = 0
             try:
-                for ds in iter_run(SumFrame(), arr, client="inline"):
+                for ds in iter_run(SumFrame(), arr, client="sync"):
                     n += 1
                     yield tag, n, ds
                     if tag == "old":

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 
@@ -92,28 +94,39 @@ def test_nav_buffers_are_placed_by_scan_position(dataset, client):
             assert res["max"].dims == ("scan_y", "scan_x")
 
 
-def test_iter_run_fills_progressively(dataset):
+@pytest.mark.parametrize("executor", ["inline", "sync"])
+def test_iter_run_fills_progressively(dataset, executor):
     arr, ref = dataset
     seen = []
-    for partial in iter_run(FrameMax(), arr, client="inline"):
+    for partial in iter_run(FrameMax(), arr, client=executor):
         done = partial["done"].values
         seen.append(int(done.sum()))
         got = partial["max"].values
         np.testing.assert_array_equal(got[done], ref.max((2, 3))[done])
         assert np.isnan(got[~done]).all()
+        time.sleep(0.02)  # a consumer slower than the tasks: completed ones merge
     assert seen == sorted(seen)
-    assert len(seen) == len(arr.data.chunks[0])
+    assert len(set(seen)) == len(seen)  # every yield brings something new
+    if executor == "sync":  # one task at a time: a yield per partition
+        assert len(seen) == len(arr.data.chunks[0])
     assert seen[-1] == 13 * 17
 
 
 def test_inline_tasks_split_partitions_across_threads(dataset):
     """One big partition still becomes a task per thread; positions land in place."""
+    from framescope.engine._executor import inline_pool
+    from framescope.engine._run import _split
+
     arr, ref = dataset
     one = framescope.open(arr.encoding["framescope_source"].reader.path, shape=ref.shape,
                           dtype=ref.dtype, chunks=13)  # a single partition
     assert one.data.npartitions == 1
+    plan = [("source", None, np.arange(13 * 17))]
+    tasks = _split(plan, 2 * inline_pool()._max_workers)
+    assert len(tasks) == 2 * inline_pool()._max_workers
+    np.testing.assert_array_equal(np.concatenate([pos for _, _, pos in tasks]),
+                                  np.arange(13 * 17))
     snaps = list(iter_run(FrameTotals(), one, client="inline"))
-    assert len(snaps) > 1  # several tasks, each merged as it completes
     np.testing.assert_array_equal(snaps[-1]["total"],
                                   ref.reshape(13, 17, -1).sum(-1, dtype="f8"))
 

@@ -103,16 +103,16 @@ class _Blocks:
         return self._delayed[iy, ix, 0, 0].compute(scheduler="sync")
 
 
-def _sync(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list) -> Iterator[Partial]:
+def _sync(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list) -> Iterator[list[Partial]]:
     """One task after another in the calling thread."""
     state = prepared(udf, meta)  # built once for all partitions in this process
     block = _Blocks(arr) if any(kind == "block" for kind, _, _ in plan) else None
     for kind, payload, pos in plan:
         if kind == "source":
-            yield run_source(udf, payload, pos, meta, state)
+            yield [run_source(udf, payload, pos, meta, state)]
         else:
             iy, ix, origin = payload
-            yield run_block(udf, block(iy, ix), origin, pos, meta, state)
+            yield [run_block(udf, block(iy, ix), origin, pos, meta, state)]
 
 
 def _split(plan: list, pieces: int) -> list:
@@ -131,7 +131,7 @@ def _split(plan: list, pieces: int) -> list:
 
 def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
     """Tasks on the inline thread pool, a task per core at a time."""
-    from concurrent.futures import as_completed
+    from concurrent.futures import FIRST_COMPLETED, wait
 
     pool = inline_pool()
     # a shared state is read-only by contract; any other UDF prepares per task, as on a cluster
@@ -148,9 +148,11 @@ def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
         for kind, payload, pos in tasks
     ]
 
-    def results() -> Iterator[Partial]:
-        for fut in as_completed(futures):
-            yield fut.result()
+    def results() -> Iterator[list[Partial]]:
+        pending = set(futures)
+        while pending:
+            done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            yield [f.result() for f in done]
 
     return len(tasks), results(), futures
 
@@ -216,20 +218,25 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
                               [meta] * len(blk), pure=False)
         del inputs, held
 
-    def results() -> Iterator[Partial]:
-        # with_results fetches in the client's event loop: no blocking round trip per task.
+    def results() -> Iterator[list[Partial]]:
+        # with_results fetches in the client's event loop: no blocking round trip per task;
+        # batches() hands over every result that arrived while the consumer was busy.
         # Each future is yielded once, even when a dead worker made dask run it again.
-        for fut, part in as_completed(futures, with_results=True, loop=client.loop):
-            if fut.status == "cancelled":
-                # a lost scheduler connection cancels every future at once (the client
-                # goes on reconnecting for its timeout): fail now with the address
-                if client.status != "running":
-                    raise _cluster_lost(client, address)
-                raise part
-            # merged: release the result, so that losing the worker that holds it does not
-            # make the scheduler compute it again (a batched message, no round trip)
-            fut.release()
-            yield part
+        done = as_completed(futures, with_results=True, loop=client.loop)
+        for batch in done.batches():
+            parts = []
+            for fut, part in batch:
+                if fut.status == "cancelled":
+                    # a lost scheduler connection cancels every future at once (the client
+                    # goes on reconnecting for its timeout): fail now with the address
+                    if client.status != "running":
+                        raise _cluster_lost(client, address)
+                    raise part
+                # merged: release the result, so that losing the worker that holds it does
+                # not make the scheduler compute it again (a batched message, no round trip)
+                fut.release()
+                parts.append(part)
+            yield parts
 
     return len(plan), results(), futures
 
@@ -264,22 +271,26 @@ def _merged(
 
         bar = tqdm(total=n, desc=desc, unit="task")
     try:
-        for part in partials:
-            seen = first.done[part.positions]
-            if seen.any():
-                # sig/single buffers are sums: a partition merged twice would count twice
-                if not seen.all():
-                    raise RuntimeError(f"{desc}: a partial result overlaps merged scan "
-                                       f"positions {part.positions[seen][:5]}")
-                log.warning("%s: skipped a repeated partial result (%d positions from %d)",
-                            desc, part.positions.size, part.positions[0])
-                continue
-            pieces = task_udf.split(part) if isinstance(task_udf, Group) else {"0": part}
-            for name, acc in accs.items():
-                acc.add(pieces[name] if len(accs) > 1 else part)
-            if progress:
-                bar.update(1)
-            yield accs
+        for parts in partials:  # the tasks that completed since the last yield
+            fresh = 0
+            for part in parts:
+                seen = first.done[part.positions]
+                if seen.any():
+                    # sig/single buffers are sums: a partition merged twice would count twice
+                    if not seen.all():
+                        raise RuntimeError(f"{desc}: a partial result overlaps merged scan "
+                                           f"positions {part.positions[seen][:5]}")
+                    log.warning("%s: skipped a repeated partial result (%d positions from "
+                                "%d)", desc, part.positions.size, part.positions[0])
+                    continue
+                pieces = task_udf.split(part) if isinstance(task_udf, Group) else {"0": part}
+                for name, acc in accs.items():
+                    acc.add(pieces[name] if len(accs) > 1 else part)
+                fresh += 1
+            if fresh:
+                if progress:
+                    bar.update(fresh)
+                yield accs
     finally:
         if progress:
             bar.close()
@@ -315,9 +326,11 @@ def iter_run(
     progress: bool = False,
     backend: str | None = None,
 ) -> Iterator[xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]]:
-    """Run ``udf`` over ``arr`` and yield the merged result after each task completes.
+    """Run ``udf`` over ``arr`` and yield the merged result as tasks complete.
 
-    Each yielded Dataset holds the UDF's results so far and a boolean ``done`` map over the
+    Tasks that completed while the consumer was busy are merged into one yield, so a slow
+    consumer (a dashboard drawing) never works through stale intermediate states; the last
+    yield is always the complete result. Each yielded Dataset holds the UDF's results so far and a boolean ``done`` map over the
     scan; float results per scan position are NaN where not done (outside ``roi``, or not
     computed yet). Closing the generator early (``break``) cancels the tasks still running.
 
