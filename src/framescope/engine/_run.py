@@ -330,9 +330,10 @@ def iter_run(
 
     Tasks that completed while the consumer was busy are merged into one yield, so a slow
     consumer (a dashboard drawing) never works through stale intermediate states; the last
-    yield is always the complete result. Each yielded Dataset holds the UDF's results so far and a boolean ``done`` map over the
-    scan; float results per scan position are NaN where not done (outside ``roi``, or not
-    computed yet). Closing the generator early (``break``) cancels the tasks still running.
+    yield is always the complete result. Each yielded Dataset holds the UDF's results so
+    far and a boolean ``done`` map over the scan; float results per scan position are NaN
+    where not done (outside ``roi``, or not computed yet). Closing the generator early
+    (``break``) cancels the tasks still running.
 
     Parameters
     ----------
