@@ -68,7 +68,9 @@ def server_side(path: Path, partition_mib: float, executor: str) -> None:
     """``executor``: "inline" (frames in this process's memory, the default) or "local"
     (in the memory of a 2-process LocalCluster)."""
     from framescope.dashboard import Dashboard
+    from framescope.engine._cache import results
 
+    results.clear()  # both executors see the same data: no image of the other's run
     if executor == "local":
         from distributed import wait
 

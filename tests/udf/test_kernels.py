@@ -12,13 +12,8 @@ import pytest
 
 import framescope.masks as fm
 from framescope.udf import ApplyMasks, Meta, Tile
-from framescope.udf._kernels import (
-    apply_masks_runs,
-    com_sums,
-    fused_view,
-    mask_runs,
-    sum_frames,
-)
+from framescope.udf._fused import apply_masks_runs, com_sums, sum_frames
+from framescope.udf._kernels import fused_view, mask_runs
 
 SHAPE = (17, 19)  # odd, so no row or run length is a multiple of a vector width
 DTYPES = ["uint8", "uint16", "uint32", "float32"]

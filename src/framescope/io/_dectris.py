@@ -13,14 +13,16 @@ import logging
 import os
 import re
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import h5py
 import numpy as np
 
 from framescope.errors import FormatError
 from framescope.io._base import FrameReader, jsonable
-from framescope.io._hdf5 import check_filters, open_h5
+from framescope.io._hdf5 import check_filters, h5py_with_plugins, open_h5
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["DataFileMissingError", "DectrisReader"]
 
@@ -64,6 +66,7 @@ def _scalar(dset: h5py.Dataset) -> Any:
 
 
 def _read_metadata(master: h5py.File) -> dict[str, Any]:
+    h5py = h5py_with_plugins()
     meta: dict[str, Any] = {}
     for group_name in META_GROUPS:
         group = master.get(group_name)
@@ -107,6 +110,7 @@ class DectrisReader(FrameReader):
     _handles: dict[int, tuple[h5py.File, h5py.Dataset]] | None = None
 
     def __init__(self, path: str) -> None:
+        h5py = h5py_with_plugins()
         self.path = os.fspath(path)
         base = os.path.dirname(os.path.abspath(self.path))
         #: (data file, dataset path inside it) per link, in frame order
@@ -153,6 +157,7 @@ class DectrisReader(FrameReader):
 
     def _target(self, master: h5py.File, group: h5py.Group, name: str, base: str
                 ) -> tuple[str, str]:
+        h5py = h5py_with_plugins()
         link = group.get(name, getlink=True)
         if isinstance(link, h5py.ExternalLink):
             filename = link.filename

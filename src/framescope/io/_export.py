@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import xarray as xr
-from tqdm.auto import tqdm
 
 from framescope.io._base import jsonable
 from framescope.io._lazy import source_of
@@ -101,6 +100,8 @@ def save(
         # carry what the source knows (detector facts, simulation parameters) into the copy
         options["metadata"] = jsonable(
             {k: v for k, v in arr.attrs.items() if k not in _NOT_METADATA})
+    from tqdm.auto import tqdm  # here, not at import: in a notebook it loads ipywidgets
+
     ny, nx, h, w = arr.shape
     bar = tqdm(total=arr.nbytes, unit="B", unit_scale=True, desc=f"{format} {Path(path).name}",
                disable=not progress)

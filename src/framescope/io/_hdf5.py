@@ -10,14 +10,15 @@ from __future__ import annotations
 import logging
 import os
 import threading
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
-import h5py
-import hdf5plugin  # noqa: F401 - registers bitshuffle/LZ4/Zstd/Blosc filters with HDF5
 import numpy as np
 
 from framescope.errors import CompressionPluginError, DatasetNotFoundError
 from framescope.io._base import FrameReader, jsonable, row_pieces
+
+if TYPE_CHECKING:
+    import h5py
 
 __all__ = ["Hdf5Reader", "check_filters", "open_h5"]
 
@@ -42,9 +43,20 @@ BITSHUFFLE_CODECS = {2: "lz4", 3: "zstd"}
 _OPEN_LOCK = threading.Lock()
 
 
+def h5py_with_plugins() -> Any:
+    """The h5py module, with hdf5plugin's filters registered, imported on first use."""
+    # not at module level: the registry imports every reader to ask guess_can_open, and
+    # h5py + hdf5plugin would add ~60 ms to every framescope.open, of any format
+    import h5py
+    import hdf5plugin  # noqa: F401 - registers bitshuffle/LZ4/Zstd/Blosc filters with HDF5
+
+    return h5py
+
+
 def open_h5(path: str) -> h5py.File:
     """Open ``path`` read-only with a chunk cache sized for frame tiles."""
-    return h5py.File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES, rdcc_nslots=CHUNK_CACHE_SLOTS)
+    return h5py_with_plugins().File(path, "r", rdcc_nbytes=CHUNK_CACHE_BYTES,
+                                    rdcc_nslots=CHUNK_CACHE_SLOTS)
 
 
 def filter_names(dset: h5py.Dataset) -> list[str]:
@@ -86,6 +98,7 @@ def check_filters(path: str, dset: h5py.Dataset) -> list[str]:
 
     Returns the filter names (for metadata).
     """
+    h5py = h5py_with_plugins()
     dcpl = dset.id.get_create_plist()
     names = []
     for i in range(dcpl.get_nfilters()):
@@ -171,6 +184,7 @@ class Hdf5Reader(FrameReader):
             return False
 
     def _pick(self, f: h5py.File, dataset: str | None) -> h5py.Dataset:
+        h5py = h5py_with_plugins()
         found: list[tuple[str, tuple[int, ...], str]] = []
         candidates: list[h5py.Dataset] = []
 

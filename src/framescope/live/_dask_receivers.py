@@ -50,7 +50,9 @@ def resolve_client(client: Any) -> Client:
                              f"distributed.Client, 'default' or a scheduler address, found "
                              f"{client!r} (for receivers in this machine's processes leave "
                              "client= out)")
-        return get_client(None if client == "default" else client)
+        if client == "default":  # receivers need processes: never the in-process default
+            return get_client(None, processes=True)
+        return get_client(client)
     raise TypeError(f"client: expected a distributed.Client, 'default' or a scheduler "
                     f"address, found {type(client).__name__}")
 

@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import h5py
+import hdf5plugin  # noqa: F401 - recordings of compressed frames need its filters to read
 import numpy as np
 
 from framescope.live._messages import SeriesStart

@@ -10,9 +10,11 @@ import numpy as np
 
 from framescope.udf._backend import to_device
 from framescope.udf._base import UDF, Buffer, Meta, Tile
-from framescope.udf._kernels import com_sums, fused_view, mask_runs, share_cores
+from framescope.udf._kernels import LazyKernel, fused_view, mask_runs, share_cores
 
 __all__ = ["CenterOfMass"]
+
+com_sums = LazyKernel("framescope.udf._fused", "com_sums")
 
 
 @dataclass(slots=True)

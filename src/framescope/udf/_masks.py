@@ -3,17 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framescope.masks import MaskStack
 from framescope.udf._backend import to_device, xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
-from framescope.udf._kernels import apply_masks_runs, fused_view, mask_runs, share_cores
-from framescope.udf._segments import Segments, apply_masks_segments, mask_segments
+from framescope.udf._kernels import LazyKernel, fused_view, mask_runs, share_cores
+
+if TYPE_CHECKING:  # _segments imports numba: prepare() imports it, not this module
+    from framescope.udf._segments import Segments
 
 __all__ = ["ApplyMasks"]
+
+apply_masks_runs = LazyKernel("framescope.udf._fused", "apply_masks_runs")
+apply_masks_segments = LazyKernel("framescope.udf._segments", "apply_masks_segments")
 
 # below this fraction of the window's pixels, gather the used pixels instead of the window
 _GATHER_BELOW = 0.05
@@ -81,6 +86,8 @@ class ApplyMasks(UDF):
             if plan.index is not None:
                 plan.index = to_device(plan.index, meta.backend)
             return plan
+        from framescope.udf._segments import mask_segments
+
         stack = dense.T.reshape(-1, *meta.frame_shape)
         # the GEMM plan stays for tiles the fused kernels cannot take
         plan.segments = mask_segments(stack)

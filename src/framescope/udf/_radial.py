@@ -13,14 +13,15 @@ from scipy.sparse import csr_matrix
 from framescope.errors import MaskError
 from framescope.udf._backend import xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
-from framescope.udf._kernels import fused_view, share_cores
-from framescope.udf._radial_kernels import radial_sums, ring_runs
+from framescope.udf._kernels import LazyKernel, fused_view, share_cores
 
 __all__ = ["RadialProfile", "RingBins"]
 
 _NORMALIZE = ("mean", "sum")
 # n_bins from a length ratio: absorb rounding such as 10 / 0.1 = 100.00000000000001
 _EPS = 1e-9
+
+radial_sums = LazyKernel("framescope.udf._radial_kernels", "radial_sums")
 
 
 @dataclass(frozen=True, slots=True)
@@ -267,6 +268,8 @@ class RadialProfile(UDF):
                                          extra_coords=b.extra_coords)}
 
     def prepare(self, meta: Meta) -> _Plan:
+        from framescope.udf._radial_kernels import ring_runs  # a numba module: not at import
+
         rings = self.rings(meta.frame_shape)
         counts = self.counts(meta.frame_shape)
         bin_map = rings.bin_map(self.mask)

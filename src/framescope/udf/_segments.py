@@ -22,7 +22,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from framescope.udf._kernels import _HELPER, _JIT, _count_zero
+from framescope.udf._fused import _HELPER, _JIT, _count_zero
 
 __all__ = ["Segments", "apply_masks_segments", "mask_segments"]
 

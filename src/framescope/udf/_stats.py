@@ -8,9 +8,11 @@ import numpy as np
 
 from framescope.udf._backend import xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
-from framescope.udf._kernels import fused_view, share_cores, sum_frames
+from framescope.udf._kernels import LazyKernel, fused_view, share_cores
 
 __all__ = ["FrameStats", "SumFrame"]
+
+sum_frames = LazyKernel("framescope.udf._fused", "sum_frames")
 
 
 class SumFrame(UDF):
