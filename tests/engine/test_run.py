@@ -239,3 +239,12 @@ def test_udf_buffer_mismatch_is_a_clear_error(dataset):
 def test_udf_key_is_stable():
     assert SumFrame().key == SumFrame().key
     assert SumFrame().key != FrameStats().key
+
+
+def test_iter_run_interval_skips_partials_but_never_the_result(dataset):
+    arr, ref = dataset
+    snaps = list(iter_run(FrameMax(), arr, client="sync", interval=60.0))
+    assert len(snaps) == 1  # done long before the first partial was due
+    assert bool(snaps[0]["done"].all())
+    np.testing.assert_array_equal(snaps[0]["max"], ref.max((2, 3)).astype("f4"))
+    assert len(list(iter_run(FrameMax(), arr, client="sync"))) == len(arr.data.chunks[0])

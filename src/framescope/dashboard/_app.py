@@ -78,6 +78,7 @@ class Dashboard(pn.viewable.Viewer):
         self._layout: pn.viewable.Viewable | None = None
         self._callback: Any = None
         self._doc: Any = None  # the served session's document, woken by new results
+        self._loading = False  # a served page that has not loaded yet: nothing is flushed
         self._last_flush = 0.0
         self._wake_lock = threading.Lock()
         self._wake_pending = False
@@ -123,6 +124,8 @@ class Dashboard(pn.viewable.Viewer):
 
     def _tick(self) -> None:
         """The periodic fallback: flush unless an update went out within the period."""
+        if self._loading:  # what it took now would be lost; the page's load flushes it all
+            return
         if time.monotonic() - self._last_flush >= 0.9e-3 * self.update_period:
             self.flush()
 
@@ -136,11 +139,14 @@ class Dashboard(pn.viewable.Viewer):
 
                 def wake_on_results() -> None:
                     # only once the page has loaded: changes sent before are lost, and the
-                    # results they carried would not be sent again
+                    # results they carried would not be sent again (nor by the periodic
+                    # flush, which waits for the load too)
+                    self._loading = False
                     self._doc = doc
                     self.state.results.listener = self._wake
                     self._wake()
 
+                self._loading = True
                 pn.state.onload(wake_on_results)
 
     def _wake(self) -> None:

@@ -112,11 +112,13 @@ class DashboardState(param.Parameterized):
 
     def _iter_run(self, udf: Any, roi: np.ndarray | None = None) -> Iterator[xr.Dataset]:
         """``iter_run`` on this dashboard's data and client, in a job thread."""
+        # partials no more often than they can be shown; a short job publishes none
+        opts = {"roi": roi, "client": self.client, "interval": PARTIAL_AFTER_S}
         if self.client == INLINE:
-            yield from iter_run(udf, self.arr, roi=roi, client=INLINE)
+            yield from iter_run(udf, self.arr, **opts)
             return
         with current_client(self.client):
-            yield from iter_run(udf, self.arr, roi=roi, client=self.client)
+            yield from iter_run(udf, self.arr, **opts)
 
     # ---- detectors ------------------------------------------------------------------------
     @property
