@@ -103,8 +103,8 @@ class FsAccessor:
             for name, frame in got.items():
                 results.put((*base, name), np.asarray(frame))
         coords = {"det_y": self._arr.det_y, "det_x": self._arr.det_x}
-        return [xr.DataArray(results.get((*base, w)).copy(), dims=("det_y", "det_x"), coords=coords,
-                             name=f"{w}_frame") for w in which]
+        return [xr.DataArray(results.get((*base, w)).copy(), dims=("det_y", "det_x"),
+                             coords=coords, name=f"{w}_frame") for w in which]
 
     def sum_frame(self, **opts: Any) -> xr.DataArray:
         """Sum of the frames (of the ROI), float64."""

@@ -41,7 +41,8 @@ class Group(UDF):
 
     A task prepares each member once (shared states come from the per-process cache, as for
     a single UDF); :meth:`split` turns the group's partial result into one per member, so
-    each member merges and publishes exactly as if it had run alone.
+    each member merges (its own :meth:`UDF.merge`) and publishes exactly as if it had run
+    alone: the group itself is never merged.
 
     Parameters
     ----------
@@ -68,12 +69,6 @@ class Group(UDF):
             u.process_tile(tile, mine, state[name])
             for k, v in mine.items():  # a member may rebind a key; keep what it left there
                 results[f"{name}/{k}"] = v
-
-    def merge(self, dest: dict[str, np.ndarray], src: dict[str, np.ndarray]) -> None:
-        for name, u in self.udfs.items():
-            theirs = _members(src, name)
-            if theirs:
-                u.merge(_members(dest, name), theirs)
 
     def split(self, part: Partial) -> dict[str, Partial]:
         """The partial result of each member UDF, by name."""

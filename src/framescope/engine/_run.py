@@ -18,8 +18,8 @@ from framescope.engine._executor import INLINE, SYNC, inline_pool
 from framescope.engine._group import Group, named_udfs
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
-from framescope.errors import ClusterError
-from framescope.io._lazy import DEFAULT_PARTITION_MIB, default_chunks, source_of
+from framescope.errors import ClusterError, DimensionError
+from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, default_chunks, source_of
 from framescope.udf._backend import resolve_backend
 from framescope.udf._base import UDF, Meta
 
@@ -195,7 +195,8 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
     address = scheduler_address(client)
     if client.status != "running":  # a lost scheduler: fail now, not after a reconnect wait
         raise _cluster_lost(client, address)
-    plan = _coalesce(plan, 2 * max(1, sum(client.nthreads().values())))
+    if sum(kind == "source" for kind, _, _ in plan) > 2:  # asking for threads is a round trip
+        plan = _coalesce(plan, 2 * max(1, sum(client.nthreads().values())))
     # client.map submits each kind in one message (a submit per task costs a round trip)
     futures = []
     src = [(payload, pos) for kind, payload, pos in plan if kind == "source"]
@@ -245,9 +246,6 @@ def _submit(udf: UDF, arr: xr.DataArray, meta: Meta, roi: np.ndarray | None, cli
 def _prepare(udfs: UDFs, arr: xr.DataArray, backend: str | None,
              ) -> tuple[dict[str, UDF], UDF, xr.DataArray, Meta]:
     """Name the UDFs, make the one the tasks run (a :class:`Group` for several), check ``arr``."""
-    from framescope.errors import DimensionError
-    from framescope.io._lazy import DIMS
-
     if tuple(arr.dims) != DIMS:
         raise DimensionError(f"framescope needs dims {DIMS}, found {tuple(arr.dims)}")
     named = named_udfs(udfs)
@@ -285,9 +283,10 @@ def _merged(
                     log.warning("%s: skipped a repeated partial result (%d positions from "
                                 "%d)", desc, part.positions.size, part.positions[0])
                     continue
-                pieces = task_udf.split(part) if isinstance(task_udf, Group) else {"0": part}
+                pieces = (task_udf.split(part) if isinstance(task_udf, Group)
+                          else dict.fromkeys(accs, part))
                 for name, acc in accs.items():
-                    acc.add(pieces[name] if len(accs) > 1 else part)
+                    acc.add(pieces[name])
                 fresh += 1
             if fresh:
                 merged += fresh
