@@ -2,12 +2,12 @@
 
 from framescope import accessor, errors, io, masks
 from framescope._version import __version__
-from framescope.engine import connect, iter_run, run
+from framescope.engine import Job, connect, iter_run, run, submit
 from framescope.io import from_array, open
 
 __all__ = [
-    "__version__", "accessor", "connect", "errors", "from_array", "io", "iter_run", "masks",
-    "open", "run",
+    "Job", "__version__", "accessor", "connect", "errors", "from_array", "io", "iter_run",
+    "masks", "open", "run", "submit",
 ]
 
 

@@ -25,11 +25,11 @@ def udfs():
             "com": CenterOfMass(radius=10)}
 
 
-def offline(arr) -> dict[str, np.ndarray]:
+def offline(arr) -> dict[tuple[str, str], np.ndarray]:
     out = {}
     for name, udf in udfs().items():
         ds = framescope.run(udf, arr, client="inline")
-        out.update({f"{name}_{k}": ds[k].values for k in ds.data_vars if k != "done"})
+        out.update({(name, k): ds[k].values for k in ds.data_vars if k != "done"})
     return out
 
 
@@ -53,15 +53,31 @@ def test_live_equals_offline(reference, protocol, compression, order, process):
             endpoint, _ = stack.enter_context(simulator_process(**kwargs))
         else:
             endpoint = stack.enter_context(simulator_thread(**kwargs))
-        run = ZMQSource(endpoint, protocol).run(udfs())  # run() starts the source
-        live = run.wait(60)
-        run.stop()
-    st = run.status
+        job = framescope.submit(udfs(), ZMQSource(endpoint, protocol))  # starts the source
+        live = job.result(60)
+        job.cancel()
+    st = job.status
     assert st.state == "finished"
     assert (st.frames_processed, st.dropped, st.gaps, st.malformed) == (42, 0, 0, 0)
-    assert bool(live.attrs["complete"])
-    for key, value in expected.items():
-        np.testing.assert_array_equal(live[key].values, value, err_msg=key)
+    assert sorted(live) == ["com", "vd"]  # a dict of UDFs gives a dict of Datasets
+    for ds in live.values():
+        assert ds.attrs["complete"] and ds.attrs["state"] == "finished"
+    for (name, key), value in expected.items():
+        np.testing.assert_array_equal(live[name][key].values, value, err_msg=f"{name} {key}")
+
+
+def test_run_and_iter_run_take_a_stream(reference):
+    """framescope.run / iter_run on a live source: the same call and result type as a file."""
+    _, expected = reference
+    kwargs = {"protocol": "native", "scan": SCAN, "det": DET, "rate": 200}
+    with simulator_thread(**kwargs) as endpoint:
+        seen = [float(ds["done"].mean()) for ds in framescope.iter_run(
+            udfs()["vd"], ZMQSource(endpoint, "native"), interval=0.02)]
+    assert seen[-1] == 1.0 and seen == sorted(seen)
+    assert len(seen) > 1  # partial results came while the series was arriving
+    with simulator_thread(**{**kwargs, "rate": 0}) as endpoint:
+        ds = framescope.run(udfs()["vd"], ZMQSource(endpoint, "native"), timeout=60)
+    np.testing.assert_array_equal(ds["intensity"].values, expected[("vd", "intensity")])
 
 
 class Gate(ApplyMasks):
@@ -94,17 +110,17 @@ def test_policies_when_analysis_falls_behind(push, reference, tmp_path, policy):
     frame_mib = frames[0].nbytes / 2**20
     src = ZMQSource(endpoint, "native", policy=policy, batch_frames=4,
                     buffer_mib=8 * frame_mib, spill_dir=str(tmp_path))
-    run = src.run(Gate(mask))
+    job = framescope.submit(Gate(mask), src)
     try:
         send_series(sock, frames, SCAN)
         until(lambda: src.status.state == "finished", what="series received")
-        behind = run.status
+        behind = job.status
         Gate.gate.set()
-        live = run.wait(60)
+        live = job.result(60)
     finally:
         Gate.gate.set()
-        run.stop()
-    st = run.status
+        job.cancel()
+    st = job.status
     assert behind.queue_depth <= behind.queue_capacity == 8
     assert behind.frames_processed == 0
     ref = framescope.run(ApplyMasks(mask), framescope.from_array(data), client="inline")
@@ -131,24 +147,24 @@ def test_sender_killed_mid_scan_leaves_partial_results(reference):
     with simulator_process(protocol="dectris-stream2", scan=SCAN, det=DET, rate=20,
                            ) as (endpoint, proc):
         src = ZMQSource(endpoint, "dectris-stream2", stall_timeout=0.3)
-        run = src.run(udfs())
+        job = framescope.submit(udfs(), src)
         try:
-            until(lambda: run.status.frames_processed >= 3, what="first frames")
+            until(lambda: job.status.frames_processed >= 3, what="first frames")
             proc.kill()
-            until(lambda: run.status.state == "stalled", what="stalled state")
-            snap = run.snapshot()
+            until(lambda: job.status.state == "stalled", what="stalled state")
+            snap = job.partial()
         finally:
-            run.stop()
-    assert snap.attrs["state"] == "stalled"
-    assert not snap.attrs["complete"]
-    done = snap["done"].values
+            job.cancel()
+    assert snap["vd"].attrs["state"] == "stalled"
+    assert not snap["vd"].attrs["complete"]
+    done = snap["vd"]["done"].values
     assert 3 <= done.sum() < 42
-    for key, value in expected.items():
-        if key.endswith(("divergence", "curl")):  # differences with missing neighbours
+    for (name, key), value in expected.items():
+        if key in ("divergence", "curl"):  # differences with missing neighbours
             continue
-        np.testing.assert_array_equal(snap[key].values[done], value[done], err_msg=key)
-    assert run.status.state == "stopped"
-    assert run.wait(0.1) is not None  # the unfinished series was closed on stop
+        np.testing.assert_array_equal(snap[name][key].values[done], value[done], err_msg=key)
+    assert job.status.state == "stopped" and job.done()
+    assert job.results is not None  # the unfinished series was closed on cancel
 
 
 def test_a_corrupt_compressed_frame_is_counted_and_the_rest_analysed(push):
@@ -159,7 +175,7 @@ def test_a_corrupt_compressed_frame_is_counted_and_the_rest_analysed(push):
     flat = data.reshape(6, 16, 16)
     enc = NativeEncoder("bslz4")
     with ZMQSource(endpoint, "native") as src:
-        run = src.run({"vd": ApplyMasks({"all": np.ones((16, 16), bool)})})
+        job = framescope.submit(ApplyMasks({"all": np.ones((16, 16), bool)}), src)
         sock.send_multipart(enc.start(SeriesStart(1, (16, 16), np.dtype("uint16"), 6, (2, 3))))
         for i in range(6):
             head, payload = enc.frame(1, i, flat[i])
@@ -170,12 +186,12 @@ def test_a_corrupt_compressed_frame_is_counted_and_the_rest_analysed(push):
                 until(lambda: src.status.frames_received == 3, what="3 frames")
                 np.testing.assert_array_equal(src.latest_frame(), flat[2])
         sock.send_multipart(enc.end(1))
-        final = run.wait(30)
-        st = run.status
+        final = job.result(30)
+        st = job.status
     assert (st.malformed, st.frames_received, st.frames_processed) == (1, 5, 5)
     assert "bslz4" in st.last_error
     done = final["done"].values.ravel()
     np.testing.assert_array_equal(done, np.arange(6) != 4)
-    got = final["vd_intensity"].values[..., 0].ravel()
+    got = final["intensity"].values[..., 0].ravel()
     np.testing.assert_array_equal(got[done], flat.sum(axis=(1, 2))[done])
     assert final.attrs["malformed"] == 1

@@ -1,9 +1,10 @@
-"""Schedules UDFs over partitions of a dataset, inline or on dask.distributed."""
+"""Runs UDFs over files (partitions, inline or on dask.distributed) and live streams."""
 
 from framescope.engine._connect import connect, disconnect, get_client
 from framescope.engine._executor import INLINE, LOCAL, SYNC
 from framescope.engine._merge import Accumulator
-from framescope.engine._run import iter_run, run
+from framescope.engine._job import Job
+from framescope.engine._submit import iter_run, run, submit
 from framescope.engine._tasks import Partial, prepared, run_frames
 
 __all__ = [
@@ -11,6 +12,7 @@ __all__ = [
     "LOCAL",
     "SYNC",
     "Accumulator",
+    "Job",
     "Partial",
     "connect",
     "disconnect",
@@ -19,4 +21,5 @@ __all__ = [
     "prepared",
     "run",
     "run_frames",
+    "submit",
 ]

@@ -1,4 +1,4 @@
-"""Run a UDF over a framescope DataArray: plan tasks, merge partial results, publish xarray."""
+"""UDFs over a framescope DataArray: plan tasks, merge partial results, publish xarray."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import logging
 import time
 import uuid
 from collections import deque
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from itertools import pairwise
 from typing import Any
 
@@ -16,6 +16,7 @@ import xarray as xr
 from framescope.engine._connect import get_client, scheduler_address
 from framescope.engine._executor import INLINE, SYNC, inline_pool
 from framescope.engine._group import Group, named_udfs
+from framescope.engine._job import Results, shaped
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
 from framescope.errors import ClusterError, DimensionError
@@ -23,7 +24,7 @@ from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, default_chunks, sou
 from framescope.udf._backend import resolve_backend
 from framescope.udf._base import UDF, Meta
 
-__all__ = ["iter_run", "run"]
+__all__ = ["iter_file", "merged_runs", "run_file", "tiled"]
 
 log = logging.getLogger(__name__)
 
@@ -308,68 +309,28 @@ def _merged(
         yield accs, True
 
 
-def _publish(accs: dict[str, Accumulator], arr: xr.DataArray, udfs: UDFs,
-             ) -> xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]:
+def _publish(accs: dict[str, Accumulator], arr: xr.DataArray, udfs: UDFs) -> Results:
     attrs = {"source": arr.attrs.get("source", "")}
-    out = {name: acc.publish(arr.coords, attrs) for name, acc in accs.items()}
-    if isinstance(udfs, UDF):
-        return out["0"]
-    if isinstance(udfs, Mapping):
-        return out
-    return list(out.values())
+    return shaped({name: acc.publish(arr.coords, attrs) for name, acc in accs.items()}, udfs)
 
 
-def iter_run(
-    udf: UDFs,
-    arr: xr.DataArray,
-    *,
-    roi: Any = None,
-    client: Any = None,
-    progress: bool = False,
-    backend: str | None = None,
-    interval: float = 0.0,
-) -> Iterator[xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]]:
-    """Run ``udf`` over ``arr`` and yield the merged result as tasks complete.
+def merged_runs(udfs: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = None,
+                progress: bool = False, backend: str | None = None,
+                ) -> tuple[Iterator[tuple[dict[str, Accumulator], bool]],
+                           Callable[[dict[str, Accumulator]], Results], int]:
+    """A file job's merged accumulators as tasks complete, how to publish them, and the
+    number of scan positions it covers (for a :class:`~framescope.engine.Job`)."""
+    named, task_udf, arr, meta = _prepare(udfs, arr, backend)
+    roi_pos = _roi_positions(roi, meta)
+    n = meta.n_positions if roi_pos is None else int(roi_pos.size)
+    gen = _merged(named, task_udf, arr, meta, roi, client, progress)
+    return gen, lambda accs: _publish(accs, arr, udfs), n
 
-    Tasks that completed while the consumer was busy are merged into one yield, so a slow
-    consumer (a dashboard drawing) never works through stale intermediate states; the last
-    yield is always the complete result. Each yielded Dataset holds the UDF's results so
-    far and a boolean ``done`` map over the scan; float results per scan position are NaN
-    where not done (outside ``roi``, or not computed yet). Closing the generator early
-    (``break``) cancels the tasks still running.
 
-    Parameters
-    ----------
-    udf : UDF, list of UDF or dict of name → UDF
-        What to compute. Several UDFs run in one pass: each tile is read once and given to
-        every UDF; a list yields a list of Datasets (in order), a dict a dict by name.
-    arr : xarray.DataArray
-        Any ``(scan_y, scan_x, det_y, det_x)`` DataArray: from :func:`framescope.open` or
-        :func:`framescope.from_array`, numpy- or dask-backed with any chunks (frames split
-        across detector chunks are joined), persisted or not, sliced with ``isel``/``sel``.
-    roi : array of bool, optional
-        Scan positions to process (scan shape; numpy or a ``(scan_y, scan_x)`` DataArray).
-    client : None, "inline", "sync", "local", str or distributed.Client
-        Where to run; see :func:`framescope.engine.get_client`. Default: a cluster you
-        connected to (:func:`framescope.connect`) or made the default, else threads of this
-        process.
-    progress : bool
-        Show a ``tqdm.auto`` progress bar.
-    backend : {None, "numpy", "cupy"}
-        Array backend of the tiles; None: cupy if ``arr`` holds cupy blocks, else numpy.
-        With "cupy" each tile is copied to the GPU and the UDF runs there; without cupy
-        and a CUDA device it raises ``RuntimeError`` before any frame is read.
-    interval : float
-        Yield partial results at most every ``interval`` seconds, the first one no sooner
-        than ``interval`` after the start (tasks go on merging in between); the complete
-        result is always yielded. A display that redraws every 0.1 s passes 0.1: a job
-        that is done sooner costs it no partial Dataset.
-
-    Examples
-    --------
-    >>> for ds in fs.iter_run(fs.udf.SumFrame(), arr):  # doctest: +SKIP
-    ...     print(float(ds["done"].mean()))
-    """
+def iter_file(udf: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = None,
+              progress: bool = False, backend: str | None = None, interval: float = 0.0,
+              ) -> Iterator[Results]:
+    """:func:`framescope.iter_run` on a DataArray."""
     named, task_udf, arr, meta = _prepare(udf, arr, backend)
     last = time.monotonic()
     for accs, complete in _merged(named, task_udf, arr, meta, roi, client, progress):
@@ -378,25 +339,9 @@ def iter_run(
             last = time.monotonic()
 
 
-def run(
-    udf: UDFs,
-    arr: xr.DataArray,
-    *,
-    roi: Any = None,
-    client: Any = None,
-    progress: bool = False,
-    backend: str | None = None,
-) -> xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]:
-    """Run ``udf`` over ``arr`` and return the final result as an ``xarray.Dataset``.
-
-    Several UDFs (a list or a dict) run in one pass over the data and give a list or a
-    dict of Datasets. See :func:`iter_run` for the parameters.
-
-    Examples
-    --------
-    >>> from framescope.udf import MaxFrame, SumFrame
-    >>> total, brightest = fs.run([SumFrame(), MaxFrame()], arr)  # doctest: +SKIP
-    """
+def run_file(udf: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = None,
+             progress: bool = False, backend: str | None = None) -> Results:
+    """:func:`framescope.run` on a DataArray."""
     named, task_udf, arr, meta = _prepare(udf, arr, backend)
     # buffers are merged in place: only the last state matters
     ((accs, _),) = deque(_merged(named, task_udf, arr, meta, roi, client, progress),

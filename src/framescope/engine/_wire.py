@@ -11,8 +11,8 @@ from typing import Any
 
 import numpy as np
 
-from framescope.engine import Partial
-from framescope.live._messages import MessageError
+from framescope.engine._tasks import Partial
+from framescope.live import MessageError
 
 __all__ = ["decode_message", "encode_message", "encode_partial", "partial_of"]
 

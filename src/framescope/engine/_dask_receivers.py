@@ -1,6 +1,6 @@
-"""Receivers of a :class:`~framescope.live.ParallelRun` as long-running tasks on dask workers.
+"""Receivers of a parallel stream job as long-running tasks on dask workers.
 
-Each receiver is one task pinned to its own worker. It runs :func:`worker_main`, exactly
+Each receiver is one task pinned to its own worker. It runs :func:`receiver_main`, exactly
 what a receiver process runs, and talks to the merging thread over the same ZeroMQ
 sockets; dask only starts it, places it and reports its end. The task leaves the worker's
 thread pool at once (:func:`distributed.secede`): the receiver works in its own receiver
@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import logging
 import uuid
+from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
 
-from framescope.engine._connect import scheduler_address
-from framescope.live._worker import worker_main
+from framescope.engine._connect import INLINE, SYNC, get_client, scheduler_address
+from framescope.engine._receiver_task import receiver_main
 
 if TYPE_CHECKING:
     from distributed import Client, Future
@@ -32,15 +33,13 @@ log = logging.getLogger(__name__)
 
 
 def resolve_client(client: Any) -> Client:
-    """The ``distributed.Client`` meant by ``client=`` of :meth:`ZMQSource.run`.
+    """The ``distributed.Client`` meant by ``client=`` of a stream job (:func:`framescope.submit`).
 
     ``"default"``: the cluster of :func:`framescope.connect`, else dask's default client,
     else framescope's own LocalCluster (as :func:`framescope.engine.get_client` with
     ``None``); another string is a scheduler address; a ``Client`` is used as given.
     """
     from distributed import Client
-
-    from framescope.engine import INLINE, SYNC, get_client
 
     if isinstance(client, Client):
         return client
@@ -58,7 +57,7 @@ def resolve_client(client: Any) -> Client:
 
 
 def receive_on_worker(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any]:
-    """The dask task of one receiver: :func:`worker_main` outside the worker's thread pool.
+    """The dask task of one receiver: :func:`receiver_main` outside the worker's thread pool.
 
     Returns the receiver's summary (``worker``, ``pid``, ``host``, ``where``,
     ``frames_received``).
@@ -73,7 +72,7 @@ def receive_on_worker(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str,
     address = get_worker().address
     secede()
     # the worker's logging is the worker's: no basicConfig here
-    summary = worker_main({**config, "where": address, "configure_logging": False,
+    summary = receiver_main({**config, "where": address, "configure_logging": False,
                            "watch_parent": False}, udfs)
     if "error" in summary:
         raise RuntimeError(f"{summary['error']} (on dask worker {address})")
@@ -117,18 +116,21 @@ class DaskLauncher:
                 f"-{token}", pure=False, workers=[address], allow_other_workers=False))
         log.info("receivers started as dask tasks on %s", ", ".join(self.workers))
 
-    def failed(self) -> list[str]:
-        out = []
-        for fut, address in zip(self.futures, self.workers, strict=False):
+    def failed(self) -> dict[int, str]:
+        out = {}
+        for k, (fut, address) in enumerate(zip(self.futures, self.workers, strict=False)):
             if fut.status == "error":
-                out.append(f"{address}: {fut.exception()}")
+                out[k] = f"{address}: {fut.exception(timeout=1)}"
             elif fut.done():
-                out.append(f"{address}: task {fut.status}")
+                out[k] = f"{address}: task {fut.status}"
         return out
 
-    def join(self, timeout: float) -> None:
+    def join(self, timeout: float, lost: Collection[int] = ()) -> None:
         from distributed import wait
 
+        gone = [f for k, f in enumerate(self.futures) if k in lost]
+        if gone:  # a lost receiver's task never ends by itself (pinned to a dead worker)
+            self.client.cancel(gone)
         try:
             wait(self.futures, timeout=timeout)
         except TimeoutError:

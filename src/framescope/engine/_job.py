@@ -1,0 +1,143 @@
+"""The handle of a running job, whatever runs it: a file job, one stream, many receivers.
+
+A :class:`Job` is shaped like a future: :attr:`Job.status`, :meth:`Job.partial`,
+:meth:`Job.result`, :meth:`Job.cancel`, :meth:`Job.done`. What runs the job is a *runner*
+behind it; the handle only forwards, and a finalizer cancels the runner when the handle is
+dropped without :meth:`Job.cancel`, so no receiver outlives the last reference to its job.
+The runners' threads never hold the handle (they would keep it alive).
+"""
+
+from __future__ import annotations
+
+import weakref
+from collections.abc import Mapping
+from typing import Any, Protocol
+
+import numpy as np
+import xarray as xr
+
+from framescope.udf._base import UDF
+
+__all__ = ["Job", "Runner", "shaped"]
+
+Results = xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]
+
+
+def shaped(out: dict[str, xr.Dataset], udfs: Any) -> Results:
+    """The per-name Datasets in the shape the UDFs were given: one, a list or a dict."""
+    if isinstance(udfs, UDF):
+        return next(iter(out.values()))
+    if isinstance(udfs, Mapping):
+        return out
+    return list(out.values())
+
+
+class Runner(Protocol):
+    """What a :class:`Job` drives (file jobs, one stream, parallel receivers)."""
+
+    def status(self) -> Any: ...
+
+    def partial(self) -> Results | None: ...
+
+    def wait(self, timeout: float | None) -> Results | None: ...
+
+    def finished(self) -> bool: ...
+
+    def cancel(self) -> None: ...
+
+    @property
+    def results(self) -> Results | None: ...
+
+
+class Job:
+    """A running job: read results while it runs, wait for the end, cancel it.
+
+    Made by :func:`framescope.submit` (a file or a stream); :func:`framescope.run` and
+    :func:`framescope.iter_run` use one internally. A stream job starts fresh results with
+    each series and runs until cancelled.
+
+    Examples
+    --------
+    >>> job = fs.submit([ApplyMasks(ring), CenterOfMass()], source)  # doctest: +SKIP
+    >>> job.partial()[0]["done"].mean()  # the image so far  # doctest: +SKIP
+    >>> images, com = job.result(timeout=60)  # doctest: +SKIP
+    >>> job.cancel()  # doctest: +SKIP
+    """
+
+    def __init__(self, runner: Runner, description: str = "") -> None:
+        self._runner = runner
+        self._description = description
+        # dropped without cancel(): stop the runner's threads, receivers and sockets
+        self._finalizer = weakref.finalize(self, runner.cancel)
+
+    @property
+    def status(self) -> Any:
+        """Where the job stands: a :class:`framescope.live.Status` (state, counters)."""
+        return self._runner.status()
+
+    def partial(self) -> Results | None:
+        """Results so far, in the shape of the UDFs given; None before any data came.
+
+        Each Dataset has a ``done`` map; float results per scan position are NaN where not
+        done. Thread-safe and cheap enough to poll a few times a second.
+        """
+        return self._runner.partial()
+
+    def result(self, timeout: float | None = None) -> Results:
+        """Final results: of the whole file, or of the current (else next) stream series.
+
+        Raises
+        ------
+        TimeoutError
+            Not finished within ``timeout`` seconds (see :attr:`status` for why, e.g.
+            ``stalled``); the job goes on.
+        RuntimeError
+            The job was cancelled, or failed, before a result.
+        """
+        out = self._runner.wait(timeout)
+        if out is None:
+            if self._runner.finished():
+                raise RuntimeError(f"{self._description or 'job'}: ended without a result "
+                                   f"({self.status.last_error or self.status.state})")
+            raise TimeoutError(f"{self._description or 'job'}: no result within "
+                               f"{timeout:g} s (state {self.status.state!r})")
+        return out
+
+    @property
+    def results(self) -> Results | None:
+        """The last final result (a stream: of the last finished series), or None."""
+        return self._runner.results
+
+    def done(self) -> bool:
+        """True once the job has ended: a file job finished, or any job cancelled."""
+        return self._runner.finished()
+
+    def cancel(self) -> None:
+        """Stop the job and release what it holds (threads, receivers, sockets)."""
+        self._finalizer()
+
+    def latest_frame(self) -> np.ndarray | None:
+        """The most recent frame received (streams; None for files or before any)."""
+        latest = getattr(self._runner, "latest_frame", None)
+        return None if latest is None else latest()
+
+    @property
+    def receivers(self) -> list[dict[str, Any]]:
+        """Where each receiver of a stream job runs and what it received (one dict each)."""
+        return list(getattr(self._runner, "receivers", []))
+
+    @property
+    def runner(self) -> Runner:
+        """What runs the job (e.g. its receivers' launcher, for diagnostics)."""
+        return self._runner
+
+    def __enter__(self) -> Job:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.cancel()
+
+    def __repr__(self) -> str:
+        s = self.status
+        return (f"<Job {self._description} {s.state}: {s.frames_processed}"
+                f"/{s.frames_expected or '?'} frames>")
