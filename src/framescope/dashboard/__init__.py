@@ -6,6 +6,11 @@ a JupyterLab cell and is servable with ``panel serve``; ``framescope serve --dem
 on the built-in synthetic dataset. Needs the ``[dashboard]`` extra (panel, holoviews,
 bokeh); importing this package does not import them, so dask workers can unpickle the
 dashboard's UDFs without panel.
+
+The ZeroMQ source widgets (:func:`source_widget`, :class:`SourceWidget` for panel,
+:class:`SourceIPyWidget` for ipywidgets) connect to a detector stream and show its status
+and latest frame; they also need the ``[live]`` extra, and import panel or ipywidgets only
+when first used.
 """
 
 from __future__ import annotations
@@ -13,12 +18,15 @@ from __future__ import annotations
 import inspect
 import sys
 import types
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 if TYPE_CHECKING:
     from framescope.dashboard._app import Dashboard
+    from framescope.dashboard._source_ipywidget import SourceIPyWidget
+    from framescope.dashboard._source_widget import SourceWidget
+    from framescope.live import ZMQSource
 
-__all__ = ["Dashboard", "dashboard", "live"]
+__all__ = ["Dashboard", "SourceIPyWidget", "SourceWidget", "dashboard", "live", "source_widget"]
 
 
 def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
@@ -85,12 +93,73 @@ def live(source: Any = None, **params: Any) -> Any:
     return LiveDashboard(source, **params)
 
 
+def source_widget(source: ZMQSource | None = None,
+                  kind: Literal["panel", "ipywidgets"] = "panel",
+                  **params: Any) -> SourceWidget | SourceIPyWidget:
+    """A ZeroMQ source widget: endpoint, protocol, scan, connect/disconnect, live status.
+
+    Parameters
+    ----------
+    source : framescope.live.ZMQSource, optional
+        A source to show (it counts as connected; the widget stops it only when the user
+        disconnects). Without one the user connects from the widget's fields.
+    kind : {"panel", "ipywidgets"}
+        :class:`SourceWidget` (panel; ``[dashboard]`` extra) or :class:`SourceIPyWidget`
+        (ipywidgets; ``[jupyter]`` extra).
+    **params
+        Field values and options of the widget, e.g. ``endpoint=``, ``protocol=``,
+        ``scan="128x128"``.
+
+    Returns
+    -------
+    SourceWidget or SourceIPyWidget
+
+    Raises
+    ------
+    ValueError
+        If ``kind`` is not one of the two.
+
+    See Also
+    --------
+    live : the widget beside the dashboard of the series it receives.
+
+    Examples
+    --------
+    >>> from framescope.dashboard import source_widget  # doctest: +SKIP
+    >>> w = source_widget(endpoint="tcp://127.0.0.1:9999", scan="128x128")  # doctest: +SKIP
+    >>> w.on_connect(lambda src: print("connected to", src.endpoint))  # doctest: +SKIP
+    >>> w  # a panel component in a notebook cell  # doctest: +SKIP
+    """
+    if kind == "panel":
+        from framescope.dashboard._source_widget import SourceWidget
+
+        return SourceWidget(source, **params)
+    if kind == "ipywidgets":
+        from framescope.dashboard._source_ipywidget import SourceIPyWidget
+
+        return SourceIPyWidget(source, **params)
+    raise ValueError(f"kind: expected 'panel' or 'ipywidgets', found {kind!r}")
+
+
 def __getattr__(name: str) -> Any:
+    # the classes import panel / ipywidgets: only on first use
     if name == "Dashboard":
         from framescope.dashboard._app import Dashboard
 
         return Dashboard
+    if name == "SourceWidget":
+        from framescope.dashboard._source_widget import SourceWidget
+
+        return SourceWidget
+    if name == "SourceIPyWidget":
+        from framescope.dashboard._source_ipywidget import SourceIPyWidget
+
+        return SourceIPyWidget
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))  # lazy names too (autodoc, completion)
 
 
 class _CallableModule(types.ModuleType):

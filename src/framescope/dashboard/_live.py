@@ -47,7 +47,7 @@ class LiveDashboard(pn.viewable.Viewer):
 
     def __init__(self, source: Any = None, detectors: Any = None, max_gib: float = 4.0,
                  **params: Any) -> None:
-        from framescope.live import SourceWidget
+        from framescope.dashboard._source_widget import SourceWidget
 
         load_extensions()
         own = {k: params.pop(k) for k in list(params) if k in self.param}

@@ -117,7 +117,7 @@ def serve_live(
     """
     from framescope.dashboard._app import load_extensions
     from framescope.dashboard._live import LiveDashboard
-    from framescope.live._display import format_scan
+    from framescope.dashboard._source_display import format_scan
 
     load_extensions()
     sessions: list[LiveDashboard] = []

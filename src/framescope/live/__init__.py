@@ -26,8 +26,6 @@ __all__ = [
     "Recorder",
     "SeriesEnd",
     "SeriesStart",
-    "SourceIPyWidget",
-    "SourceWidget",
     "Status",
     "ZMQSource",
     "make_decoder",
@@ -35,26 +33,11 @@ __all__ = [
     "read_recording",
     "replay",
     "simulate_stream",
-    "source_widget",
 ]
 
 
 def __getattr__(name: str) -> Any:
-    # the widgets import panel / ipywidgets: only on first use
-    if name == "SourceWidget":
-        from framescope.live._widget import SourceWidget
-
-        return SourceWidget
-    if name == "SourceIPyWidget":
-        from framescope.live._ipywidget import SourceIPyWidget
-
-        return SourceIPyWidget
-    if name == "source_widget":
-        from framescope.live._display import source_widget
-
-        return source_widget
+    if name in ("SourceWidget", "SourceIPyWidget", "source_widget"):
+        # faces belong to the dashboard: live/ only receives
+        raise AttributeError(f"framescope.live.{name} moved to framescope.dashboard.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def __dir__() -> list[str]:
-    return sorted(set(globals()) | set(__all__))  # lazy names too (autodoc, completion)

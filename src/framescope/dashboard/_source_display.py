@@ -1,7 +1,8 @@
 """What the source widgets show, as plain values: scan text, status table, preview image.
 
-Shared by the panel (:mod:`~framescope.live._widget`) and ipywidgets
-(:mod:`~framescope.live._ipywidget`) faces and free of both, so it is tested without either.
+Shared by the panel (:mod:`~framescope.dashboard._source_widget`) and ipywidgets
+(:mod:`~framescope.dashboard._source_ipywidget`) faces and free of both (it imports neither
+of them, nor panel or ipywidgets), so it is tested without either.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import html
 import logging
 import re
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from framescope.live._status import Status
+from framescope.dashboard._images import display_frame, downsample
 
 if TYPE_CHECKING:
-    from framescope.live._receiver import ZMQSource
+    from framescope.live import Status, ZMQSource
 
 __all__ = [
     "ORDERS",
@@ -26,7 +27,6 @@ __all__ = [
     "parse_scan",
     "poll",
     "preview_image",
-    "source_widget",
     "start_source",
     "status_html",
     "status_table",
@@ -76,7 +76,7 @@ def start_source(endpoint: str, protocol: str, scan: str, order: str, policy: st
     """
     import zmq
 
-    from framescope.live._receiver import ZMQSource
+    from framescope.live import ZMQSource
 
     try:
         src = ZMQSource(endpoint, protocol, scan=parse_scan(scan), order=order or None,
@@ -156,52 +156,8 @@ def status_html(table: dict[str, str]) -> str:
 def preview_image(frame: np.ndarray, max_side: int = PREVIEW_SIDE
                   ) -> tuple[np.ndarray, int]:
     """The preview of a frame: ``log10(1 + I)``, block-averaged to at most ``max_side``
-    pixels a side; returns ``(image, factor)`` (float32)."""
-    # the dashboard's helpers, so that the preview looks like the dashboard's frame
-    from framescope.dashboard._images import display_frame, downsample
-
+    pixels a side; returns ``(image, factor)`` (float32): the dashboard's own scaling, so
+    that the preview looks like the dashboard's frame."""
     return downsample(display_frame(frame, "log"), max_side=max_side,
                       max_bytes=max_side * max_side * 4)
 
-
-def source_widget(source: ZMQSource | None = None,
-                  kind: Literal["panel", "ipywidgets"] = "panel", **params: Any) -> Any:
-    """A ZeroMQ source widget: endpoint, protocol, scan, connect/disconnect, live status.
-
-    Parameters
-    ----------
-    source : ZMQSource, optional
-        A source to show (it counts as connected; the widget stops it only when the user
-        disconnects). Without one the user connects from the widget's fields.
-    kind : {"panel", "ipywidgets"}
-        :class:`~framescope.live.SourceWidget` (panel; ``[dashboard]`` extra) or
-        :class:`~framescope.live.SourceIPyWidget` (ipywidgets; ``[jupyter]`` extra).
-    **params
-        Field values and options of the widget, e.g. ``endpoint=``, ``protocol=``,
-        ``scan="128x128"``.
-
-    Returns
-    -------
-    SourceWidget or SourceIPyWidget
-
-    Raises
-    ------
-    ValueError
-        If ``kind`` is not one of the two.
-
-    Examples
-    --------
-    >>> from framescope.live import source_widget  # doctest: +SKIP
-    >>> w = source_widget(endpoint="tcp://127.0.0.1:9999", scan="128x128")  # doctest: +SKIP
-    >>> w.on_connect(lambda src: print("connected to", src.endpoint))  # doctest: +SKIP
-    >>> w  # a panel component in a notebook cell  # doctest: +SKIP
-    """
-    if kind == "panel":
-        from framescope.live._widget import SourceWidget
-
-        return SourceWidget(source, **params)
-    if kind == "ipywidgets":
-        from framescope.live._ipywidget import SourceIPyWidget
-
-        return SourceIPyWidget(source, **params)
-    raise ValueError(f"kind: expected 'panel' or 'ipywidgets', found {kind!r}")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import contextlib
 import io
+import multiprocessing as mp
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 
@@ -11,13 +14,15 @@ import numpy as np
 import pytest
 import xarray as xr
 
-from framescope.live import Status, ZMQSource, simulate_stream, source_widget
-from framescope.live._display import parse_scan, status_html, status_table
+from framescope.dashboard import source_widget
+from framescope.dashboard._source_display import parse_scan, status_html, status_table
 
-from .conftest import process_context, until
+from ._browser import wait_for as until
 
-pytest.importorskip("panel")
+pytest.importorskip("zmq")
 pytest.importorskip("ipywidgets")
+
+from framescope.live import Status, ZMQSource, simulate_stream
 
 SERIES = 7  # the simulator's series id
 
@@ -37,7 +42,8 @@ def _publish(q, kwargs) -> None:
 def stream(frames: np.ndarray, protocol: str) -> Iterator[tuple[str, list[int]]]:
     """One series of ``frames`` from a simulator process; yields (endpoint, [frames sent]),
     the count filled in once the simulator is done."""
-    ctx = process_context()
+    ctx = mp.get_context("forkserver")  # framescope preloaded: one slow import
+    ctx.set_forkserver_preload(["framescope.live"])
     q = ctx.Queue()
     kwargs = {"source": xr.DataArray(frames, dims=("scan_y", "scan_x", "det_y", "det_x")),
               "protocol": protocol, "rate": 0, "first_series": SERIES}
@@ -96,6 +102,19 @@ def test_status_table_and_scan_text():
             parse_scan(bad)
 
 
+def test_the_widgets_load_on_first_use_and_left_live():
+    code = ("import sys, framescope.dashboard as d, framescope.live as live; "
+            "assert callable(d.source_widget); "
+            "assert not {'panel', 'ipywidgets'} & set(sys.modules), sys.modules.keys(); "
+            "assert {'SourceWidget', 'SourceIPyWidget', 'source_widget'} <= set(dir(d)); "
+            "assert not hasattr(live, 'SourceWidget')")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    import framescope.live
+
+    with pytest.raises(AttributeError, match=r"moved to framescope\.dashboard\.source_widget"):
+        framescope.live.source_widget  # noqa: B018
+
+
 # ---- panel ---------------------------------------------------------------------------------
 
 def _bokeh_image(root) -> np.ndarray:
@@ -106,7 +125,7 @@ def _bokeh_image(root) -> np.ndarray:
 
 
 def test_panel_widget_shows_the_stream(frames):
-    from framescope.live import SourceWidget
+    from framescope.dashboard import SourceWidget
 
     before = receivers()
     with stream(frames, "dectris-stream2") as (endpoint, sent):
@@ -144,7 +163,7 @@ def test_panel_widget_shows_the_stream(frames):
 
 
 def test_panel_widget_errors_and_given_sources():
-    from framescope.live import SourceWidget
+    from framescope.dashboard import SourceWidget
 
     w = SourceWidget(endpoint="tcp://nohost:xx")
     assert w.connect() is False
@@ -188,7 +207,7 @@ def test_panel_widget_errors_and_given_sources():
 def test_ipywidget_shows_the_stream(frames):
     from PIL import Image
 
-    from framescope.live import SourceIPyWidget
+    from framescope.dashboard import SourceIPyWidget
 
     before = receivers()
     with stream(frames, "native") as (endpoint, sent):

@@ -9,16 +9,17 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import holoviews as hv
 import numpy as np
 import panel as pn
 import param
 
+from framescope.dashboard._app import load_extensions
 from framescope.dashboard._bokeh import DirectImage
 from framescope.dashboard._images import block_coords, color_limits
-from framescope.live._display import (
+from framescope.dashboard._source_display import (
     ORDERS,
     format_scan,
     parse_scan,
@@ -28,9 +29,10 @@ from framescope.live._display import (
     status_html,
     status_table,
 )
-from framescope.live._protocols import PROTOCOLS
-from framescope.live._receiver import ZMQSource
-from framescope.live._status import Status
+from framescope.live import PROTOCOLS
+
+if TYPE_CHECKING:
+    from framescope.live import Status, ZMQSource
 
 __all__ = ["SourceWidget"]
 
@@ -42,7 +44,7 @@ class SourceWidget(pn.viewable.Viewer):
 
     Parameters
     ----------
-    source : ZMQSource, optional
+    source : framescope.live.ZMQSource, optional
         A source to show. It fills the fields and counts as connected; the widget neither
         starts nor stops it unless the user clicks Disconnect (or Connect, which replaces it
         with a new source made from the fields).
@@ -53,7 +55,7 @@ class SourceWidget(pn.viewable.Viewer):
         - ``protocol`` (str): one of :data:`~framescope.live.PROTOCOLS`;
         - ``scan`` (str): scan shape ``"HEIGHTxWIDTH"``; empty takes the header's;
         - ``order`` (str): ``"raster"``, ``"snake"``, or empty for the header's;
-        - ``policy`` (str): ``"drop"`` or ``"spill"`` (see :class:`ZMQSource`);
+        - ``policy`` (str): ``"drop"`` or ``"spill"`` (see :class:`~framescope.live.ZMQSource`);
         - ``refresh_ms`` (int): milliseconds between status and preview updates (250).
 
     Attributes
@@ -72,7 +74,7 @@ class SourceWidget(pn.viewable.Viewer):
 
     Examples
     --------
-    >>> from framescope.live import SourceWidget  # doctest: +SKIP
+    >>> from framescope.dashboard import SourceWidget  # doctest: +SKIP
     >>> w = SourceWidget(endpoint="tcp://127.0.0.1:9999", scan="128x128")  # doctest: +SKIP
     >>> w.on_connect(lambda src: src.run(udfs))  # doctest: +SKIP
     >>> w.param.watch(lambda ev: print("connected:", ev.new), "connected")  # doctest: +SKIP
@@ -101,8 +103,6 @@ class SourceWidget(pn.viewable.Viewer):
                          doc="Why the last connection failed, or why a field is invalid")
 
     def __init__(self, source: ZMQSource | None = None, **params: Any) -> None:
-        from framescope.dashboard._app import load_extensions
-
         load_extensions()  # the dashboard's, once per process: JS for notebooks
         if source is not None:
             params = {"endpoint": source.endpoint, "protocol": source.protocol,

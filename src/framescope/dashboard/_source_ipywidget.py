@@ -1,9 +1,9 @@
 """The ZeroMQ source as an ipywidgets widget (for Jupyter without panel).
 
-Same fields, status table and preview as :class:`~framescope.live.SourceWidget`. A daemon
-thread refreshes the status and the preview every ``refresh_s`` while a source is connected
-(ipywidgets send value changes from any thread); it only reads ``source.status`` and
-``source.latest_frame()``, so it never slows the receiver.
+Same fields, status table and preview as :class:`~framescope.dashboard.SourceWidget`.
+A daemon thread refreshes the status and the preview every ``refresh_s`` while a source is
+connected (ipywidgets send value changes from any thread); it only reads ``source.status``
+and ``source.latest_frame()``, so it never slows the receiver.
 """
 
 from __future__ import annotations
@@ -13,13 +13,14 @@ import io
 import logging
 import threading
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import ipywidgets as widgets
 import numpy as np
 import traitlets
 
-from framescope.live._display import (
+from framescope.dashboard._images import color_limits
+from framescope.dashboard._source_display import (
     ORDERS,
     format_scan,
     parse_scan,
@@ -29,9 +30,10 @@ from framescope.live._display import (
     status_html,
     status_table,
 )
-from framescope.live._protocols import PROTOCOLS
-from framescope.live._receiver import ZMQSource
-from framescope.live._status import Status
+from framescope.live import PROTOCOLS
+
+if TYPE_CHECKING:
+    from framescope.live import Status, ZMQSource
 
 __all__ = ["SourceIPyWidget", "preview_png"]
 
@@ -45,8 +47,6 @@ def preview_png(img: np.ndarray) -> bytes | None:
         from PIL import Image
     except ImportError:
         return None
-    from framescope.dashboard._images import color_limits
-
     lo, hi = color_limits(img)
     scaled = (np.nan_to_num(img, nan=lo) - lo) * (255.0 / (hi - lo))
     grey = np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
@@ -60,7 +60,7 @@ class SourceIPyWidget(widgets.VBox):
 
     Parameters
     ----------
-    source : ZMQSource, optional
+    source : framescope.live.ZMQSource, optional
         A source to show: it fills the fields, counts as connected, and is stopped only
         when the user clicks Disconnect.
     endpoint : str
