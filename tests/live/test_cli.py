@@ -1,4 +1,6 @@
-"""The CLI handlers end to end: simulate-stream → live (→ record → replay → live)."""
+"""The live commands (:mod:`framescope.cli._live`) end to end: simulate-stream → live
+(→ record → replay → live). They stay beside the receivers' tests, whose helpers they use
+(and tests/live/test_dask_receivers.py uses :func:`parse`)."""
 
 from __future__ import annotations
 
@@ -11,7 +13,7 @@ import xarray as xr
 
 import framescope
 import framescope.masks as fm
-from framescope.live._cli import add_parsers
+from framescope.cli._live import add_parsers
 from framescope.udf import ApplyMasks, CenterOfMass
 
 from .conftest import until

@@ -1,3 +1,5 @@
+"""The dataset commands through ``main`` (and ``python -m framescope.cli``)."""
+
 from __future__ import annotations
 
 import json
@@ -100,26 +102,3 @@ def test_bad_mask_argument(capsys):
     with pytest.raises(SystemExit):
         main(["virtual-image", "x.npy", "--mask", "ring:1,2", "--out", "o.nc"])
     assert "ring:cy,cx,r_in,r_out" in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("argv", [["serve"], ["serve", "data.raw", "--demo"],
-                                  ["serve", "--demo", "--live", "tcp://127.0.0.1:9"]])
-def test_serve_needs_one_of_path_demo_or_live(argv, capsys):
-    pytest.importorskip("panel")
-    assert main(argv) == 2
-    assert "PATH, --demo or --live ENDPOINT" in capsys.readouterr().err
-
-
-def test_serve_live_refuses_an_unknown_protocol(capsys):
-    pytest.importorskip("panel")
-    pytest.importorskip("zmq")
-    assert main(["serve", "--live", "tcp://127.0.0.1:9", "--protocol", "dectris9"]) == 2
-    assert "dectris-stream2" in capsys.readouterr().err
-
-
-def test_serve_parser_defaults_to_localhost():
-    from framescope.cli import build_parser
-
-    args = build_parser().parse_args(["serve", "--demo"])
-    assert (args.address, args.port, args.scheduler, args.persist) == ("127.0.0.1", 5006,
-                                                                       "inline", False)

@@ -1,24 +1,29 @@
 """``framescope simulate-stream``, ``replay`` and ``live``: thin wrappers over framescope.live.
 
-``framescope.cli`` adds them with ``add_parsers(sub)``. Helpers of ``framescope.cli`` (mask
-specs, open options, NetCDF writing) are imported inside functions, because ``cli`` imports
-this module while it builds its parser.
+Importing this module imports :mod:`framescope.live`, so it fails without the ``[live]``
+extra; :func:`framescope.cli.build_parser` then adds stand-ins that say so.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import logging
 import signal
 import sys
 import threading
 import time
 from typing import Any
 
-__all__ = ["add_parsers", "cmd_live", "cmd_replay", "cmd_simulate_stream"]
+from framescope.cli._common import (
+    add_open_options,
+    open_array,
+    parse_mask,
+    parse_shape2,
+    write_result,
+)
+from framescope.live import ZMQSource, replay, simulate_stream
 
-log = logging.getLogger("framescope")
+__all__ = ["add_parsers", "cmd_live", "cmd_replay", "cmd_simulate_stream"]
 
 PROTOCOLS = ("dectris-stream2", "dectris-stream1", "native")
 COMPRESSIONS = ("none", "lz4", "bslz4")
@@ -28,15 +33,10 @@ def _source(args: argparse.Namespace) -> Any:
     """The frames to publish: ``--source`` opened like other commands, else None."""
     if args.source is None:
         return None
-    from framescope.cli import _open
-
-    ns = argparse.Namespace(**{**vars(args), "path": args.source})
-    return _open(ns)
+    return open_array(argparse.Namespace(**{**vars(args), "path": args.source}))
 
 
 def cmd_simulate_stream(args: argparse.Namespace) -> int:
-    from framescope.live import simulate_stream
-
     def bound(endpoint: str) -> None:
         print(f"publishing {args.protocol} on {endpoint}", file=sys.stderr, flush=True)
 
@@ -54,8 +54,6 @@ def cmd_simulate_stream(args: argparse.Namespace) -> int:
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
-    from framescope.live import replay
-
     def bound(endpoint: str) -> None:
         print(f"replaying {args.recording} as {args.protocol} on {endpoint}", file=sys.stderr,
               flush=True)
@@ -93,8 +91,6 @@ def _progress(status: Any) -> str:
 
 def cmd_live(args: argparse.Namespace) -> int:
     from framescope._version import __version__
-    from framescope.cli import _write_result
-    from framescope.live import ZMQSource
 
     udfs, attrs = _udfs(args)
     problem = ("give --mask and/or --com" if not udfs
@@ -147,7 +143,7 @@ def cmd_live(args: argparse.Namespace) -> int:
                      "framescope_version": __version__})
     ds.attrs = {k: (json.dumps(v) if isinstance(v, list | dict) else v)
                 for k, v in ds.attrs.items()}
-    _write_result(ds, args.out)
+    write_result(ds, args.out)
     print(args.out)
     if ds.attrs["state"] != "finished" or not ds.attrs["complete"]:
         print(f"framescope live: series {ds.attrs['series']} {ds.attrs['state']}, "
@@ -159,8 +155,6 @@ def cmd_live(args: argparse.Namespace) -> int:
 
 def add_parsers(sub: Any) -> None:
     """Add the ``simulate-stream``, ``replay`` and ``live`` commands to ``sub``."""
-    from framescope.cli import _add_open_options, _mask, _shape2
-
     def sender_options(p: argparse.ArgumentParser) -> None:
         p.add_argument("--bind", default="tcp://127.0.0.1:9999",
                        help="PUSH endpoint to bind (default 127.0.0.1 only; port 0: any)")
@@ -173,7 +167,7 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("simulate-stream",
                        help="publish synthetic or file frames as a detector stream")
     sender_options(p)
-    p.add_argument("--det", type=_shape2, default=(256, 256),
+    p.add_argument("--det", type=parse_shape2, default=(256, 256),
                    help="synthetic detector shape HxW (--scan: scan shape, default 128x128)")
     p.add_argument("--rate", type=float, default=5000.0,
                    help="frames per second (0: as fast as receivers take them)")
@@ -182,7 +176,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--order", default="raster", choices=["raster", "snake"])
     p.add_argument("--cache-mib", type=float, default=4096,
                    help="read sources up to this size into memory first, so the rate holds")
-    _add_open_options(p)
+    add_open_options(p)
     p.set_defaults(func=cmd_simulate_stream)
 
     p = sub.add_parser("replay", help="re-publish a recording made by 'framescope live'")
@@ -196,10 +190,10 @@ def add_parsers(sub: Any) -> None:
     p = sub.add_parser("live", help="receive one series from a detector stream and analyse it")
     p.add_argument("--connect", default="tcp://127.0.0.1:9999", help="detector PUSH endpoint")
     p.add_argument("--protocol", default="dectris-stream2", choices=PROTOCOLS)
-    p.add_argument("--scan", type=_shape2, help="scan shape HxW (default: from the header)")
+    p.add_argument("--scan", type=parse_shape2, help="scan shape HxW (default: from the header)")
     p.add_argument("--order", choices=["raster", "snake"], help="scan order (default: header)")
     p.add_argument("--channel", help="stream2 channel (default: the first)")
-    p.add_argument("--mask", type=_mask, action="append",
+    p.add_argument("--mask", type=parse_mask, action="append",
                    help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
                         "point:y,x (repeatable)")
     p.add_argument("--com", action="store_true", help="centre of mass / DPC maps")

@@ -1,0 +1,144 @@
+"""``framescope info``, ``simulate``, ``convert``, ``virtual-image`` and ``com``: datasets on
+disk, thin wrappers over the library."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from typing import Any
+
+import numpy as np
+
+from framescope.cli._common import (
+    add_open_options,
+    open_array,
+    parse_mask,
+    parse_shape2,
+    write_result,
+)
+
+__all__ = ["add_parsers", "cmd_com", "cmd_convert", "cmd_info", "cmd_simulate",
+           "cmd_virtual_image"]
+
+
+def cmd_info(args: argparse.Namespace) -> int:
+    arr = open_array(args)
+    info = {
+        "path": str(args.path),
+        "format": arr.attrs["format"],
+        "dims": list(arr.dims),
+        "shape": list(arr.shape),
+        "dtype": arr.dtype.name,
+        "bytes": int(arr.nbytes),
+        "chunks": [list(c) for c in arr.data.chunks],
+        "partitions": int(np.prod(arr.data.numblocks)),
+        "attrs": {k: v for k, v in arr.attrs.items() if k not in ("format", "dtype")},
+    }
+    print(json.dumps(info, indent=2, default=str))
+    return 0
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    from framescope.datasets import synthetic
+    from framescope.io._export import save
+
+    arr = synthetic(scan=args.scan, det=args.det, dtype=args.dtype, seed=args.seed,
+                    **({"dose": args.dose} if args.dose is not None else {}))
+    options = {"compression": args.compression} if args.compression else {}
+    out = save(arr, args.out, args.format, overwrite=args.overwrite,
+               progress=not args.quiet, **options)
+    print(out)
+    return 0
+
+
+def cmd_convert(args: argparse.Namespace) -> int:
+    from framescope.io._export import save
+
+    arr = open_array(args)
+    options = {"compression": args.compression} if args.compression else {}
+    print(save(arr, args.out, args.format, overwrite=args.overwrite, progress=not args.quiet,
+               **options))
+    return 0
+
+
+def _client(args: argparse.Namespace) -> Any:
+    return args.scheduler  # "inline", "local" or an address: the engine resolves each
+
+
+def cmd_virtual_image(args: argparse.Namespace) -> int:
+    from framescope.masks import MaskStack
+
+    arr = open_array(args)
+    stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
+    img = arr.fs.virtual_image(stack, client=_client(args), progress=not args.quiet)
+    write_result(img.to_dataset(name="intensity").assign_attrs(img.attrs), args.out)
+    print(args.out)
+    return 0
+
+
+def cmd_com(args: argparse.Namespace) -> int:
+    arr = open_array(args)
+    res = arr.fs.com(cy=args.cy, cx=args.cx, radius=args.radius, rotation=args.rotation,
+                     flip_y=args.flip_y, client=_client(args), progress=not args.quiet)
+    write_result(res, args.out)
+    print(args.out)
+    return 0
+
+
+def add_parsers(sub: Any) -> None:
+    """Add ``info``, ``simulate``, ``convert``, ``virtual-image`` and ``com`` to ``sub``."""
+    from framescope.io._export import WRITERS
+
+    p = sub.add_parser("info", help="print a dataset's shape, dtype, format and chunks as JSON")
+    p.add_argument("path")
+    add_open_options(p)
+    p.set_defaults(func=cmd_info)
+
+    p = sub.add_parser("simulate", help="write a synthetic 4D-STEM dataset")
+    p.add_argument("out")
+    p.add_argument("--scan", type=parse_shape2, default=(64, 64), help="scan shape HxW")
+    p.add_argument("--det", type=parse_shape2, default=(128, 128), help="detector shape HxW")
+    p.add_argument("--dtype", default="uint16", choices=["uint8", "uint16", "uint32", "float32"])
+    p.add_argument("--format", default="raw", choices=list(WRITERS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dose", type=float, help="mean electrons per frame")
+    p.add_argument("--compression", help="hdf5/dectris: bslz4, lz4 or gzip")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    p.set_defaults(func=cmd_simulate)
+
+    p = sub.add_parser("convert", help="rewrite a dataset in another format, chunk by chunk")
+    p.add_argument("path")
+    p.add_argument("out")
+    p.add_argument("--format", default="zarr", choices=list(WRITERS), help="output format")
+    p.add_argument("--compression", help="hdf5/dectris: bslz4, lz4 or gzip")
+    p.add_argument("--overwrite", action="store_true")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_open_options(p)
+    p.set_defaults(func=cmd_convert)
+
+    def analysis(name: str, help: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help)
+        p.add_argument("path")
+        p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
+        p.add_argument("--scheduler", default="inline",
+                       help="'inline' (default: threads of this process, the fastest on one "
+                            "machine), 'local' (a LocalCluster of worker processes) or a "
+                            "scheduler address tcp://host:8786")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+        add_open_options(p)
+        return p
+
+    p = analysis("virtual-image", "virtual images for one or more masks")
+    p.add_argument("--mask", type=parse_mask, action="append", required=True,
+                   help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
+                        "point:y,x (repeatable)")
+    p.set_defaults(func=cmd_virtual_image)
+
+    p = analysis("com", "centre of mass / DPC maps")
+    p.add_argument("--radius", type=float, help="only pixels this close to the centre")
+    p.add_argument("--cy", type=float, help="reference centre y (default det_y // 2)")
+    p.add_argument("--cx", type=float, help="reference centre x (default det_x // 2)")
+    p.add_argument("--rotation", type=float, default=0.0, help="scan rotation, degrees")
+    p.add_argument("--flip-y", action="store_true", help="flip detector y before rotating")
+    p.set_defaults(func=cmd_com)
