@@ -7,6 +7,7 @@ partials merge in this process and must equal the offline run and plain numpy.
 from __future__ import annotations
 
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -16,9 +17,9 @@ import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
 from framescope.engine import disconnect
-from framescope.live import ParallelRun, ZMQSource
-from framescope.live._dask_receivers import receive_on_worker
-from framescope.live._wire import decode_message, encode_message
+from framescope.engine._dask_receivers import receive_on_worker
+from framescope.engine._wire import decode_message, encode_message
+from framescope.live import ZMQSource
 from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
 
 from .conftest import simulator_process, until
@@ -41,9 +42,10 @@ def _receiver_keys(client) -> list[str]:
             if str(k).startswith("framescope-receiver")]
 
 
-def _assert_no_receiver_left(client, run: ParallelRun) -> None:
-    futures = run.launcher.futures
-    assert [f.status for f in futures] == ["finished"] * len(futures)
+def _assert_no_receiver_left(client, job, lost=()) -> None:
+    futures = job.runner.launcher.futures
+    assert [f.status for f in futures] == [
+        "cancelled" if k in lost else "finished" for k in range(len(futures))]
     until(lambda: not _receiver_keys(client), 30, "the scheduler to forget the receivers")
 
 
@@ -52,7 +54,7 @@ def _assert_equal_offline(live, offline, done, skip: tuple[str, ...] = ()) -> No
         for key in ds.data_vars:
             if key not in ("done", *skip):
                 want = ds[key].values[done]
-                np.testing.assert_array_equal(live[f"{name}_{key}"].values[done], want,
+                np.testing.assert_array_equal(live[name][key].values[done], want,
                                               err_msg=key)
 
 
@@ -62,35 +64,34 @@ def test_two_receivers_on_two_workers_equal_offline_and_numpy(client, data):
     assert len(pids) == 2
     with simulator_process(protocol="dectris-stream2", scan=SCAN, det=DET, rate=0,
                            compression="bslz4", peers=2, source=arr) as (endpoint, _):
-        run = ZMQSource(endpoint, "dectris-stream2", scan=SCAN).run(
-            udfs, processes=2, client=client)
+        job = framescope.submit(udfs, ZMQSource(endpoint, "dectris-stream2", scan=SCAN),
+                                processes=2, client=client)
         try:
-            live = run.wait(120)
-            st, receivers = run.status, run.receivers
+            live = job.result(120)
+            st, receivers = job.status, job.receivers
         finally:
-            run.stop()
+            job.cancel()
     # each receiver ran in a different worker process and took a share of the frames
     assert {r["where"] for r in receivers} == set(pids)
     assert all(r["pid"] == pids[r["where"]] != os.getpid() for r in receivers)
     assert all(r["frames_received"] > 0 for r in receivers)
     assert sum(r["frames_received"] for r in receivers) == N
-    summaries = [f.result() for f in run.launcher.futures]
+    summaries = [f.result() for f in job.runner.launcher.futures]
     assert sorted((s["where"], s["pid"]) for s in summaries) == sorted(pids.items())
 
     assert st.state == "finished"
     assert (st.frames_received, st.frames_processed, st.gaps, st.dropped) == (N, N, 0, 0)
-    assert bool(live.attrs["complete"])
-    assert bool(live["done"].all())
+    assert all(ds.attrs["complete"] and bool(ds["done"].all()) for ds in live.values())
     _assert_equal_offline(live, offline, np.ones(SCAN, bool))
     ref = frames.astype("f8")
     ring = np.einsum("ijkl,kl->ij", ref, RING.rasterize(DET).astype("f8"))
-    np.testing.assert_allclose(live["vd_intensity"].sel(mask="ring"), ring, rtol=1e-6)
+    np.testing.assert_allclose(live["vd"]["intensity"].sel(mask="ring"), ring, rtol=1e-6)
     y, x = np.indices(DET)
     mass = ref.sum((2, 3))
-    for name, coord in (("com_com_y", y - DET[0] // 2), ("com_com_x", x - DET[1] // 2)):
-        np.testing.assert_allclose(live[name], (ref * coord).sum((2, 3)) / mass, rtol=1e-5,
-                                   atol=1e-5)
-    _assert_no_receiver_left(client, run)
+    for name, coord in (("com_y", y - DET[0] // 2), ("com_x", x - DET[1] // 2)):
+        np.testing.assert_allclose(live["com"][name], (ref * coord).sum((2, 3)) / mass,
+                                   rtol=1e-5, atol=1e-5)
+    _assert_no_receiver_left(client, job)
 
 
 def test_stop_mid_series_keeps_the_partial_result_and_ends_the_tasks(client, data):
@@ -100,42 +101,41 @@ def test_stop_mid_series_keeps_the_partial_result_and_ends_the_tasks(client, dat
                            peers=2, source=arr, stop_after=sent) as (endpoint, _):
         framescope.connect(client)  # client="default": the connected cluster
         try:
-            run = ZMQSource(endpoint, "dectris-stream2", scan=SCAN).run(
-                udfs, processes=2, client="default")
+            job = framescope.submit(udfs, ZMQSource(endpoint, "dectris-stream2", scan=SCAN),
+                                    processes=2, client="default")
         finally:
             disconnect()  # leaves the session's client open
-        assert run.launcher.client is client
+        assert job.runner.launcher.client is client
         try:
-            until(lambda: run.status.frames_processed == sent, 60, "the frames sent")
-            assert run.status.state in ("receiving", "stalled")  # no end came
+            until(lambda: job.status.frames_processed == sent, 60, "the frames sent")
+            assert job.status.state in ("receiving", "stalled")  # no end came
         finally:
-            run.stop()
-    res = run.results
-    assert res.attrs["state"] == "stopped"
-    assert not res.attrs["complete"]
-    done = res["done"].values
+            job.cancel()
+    res = job.results
+    assert all(ds.attrs["state"] == "stopped" and not ds.attrs["complete"]
+               for ds in res.values())
+    done = res["vd"]["done"].values
     expected = np.arange(N).reshape(SCAN) < sent  # raster order: the first frames
     np.testing.assert_array_equal(done, expected)
     # divergence and curl take neighbours, missing at the edge of the partial scan
     _assert_equal_offline(res, offline, done, skip=("divergence", "curl"))
-    _assert_no_receiver_left(client, run)
+    _assert_no_receiver_left(client, job)
 
 
 def test_a_bad_endpoint_is_a_runtime_error_and_leaves_no_task(client):
     src = ZMQSource("tcp://127.0.0.1:notaport", "native", scan=(2, 2))
     with pytest.raises(RuntimeError, match=r"only 0 started.*notaport"):
-        src.run(SumFrame(), processes=2, client=client)
+        framescope.submit(SumFrame(), src, processes=2, client=client)
     until(lambda: not _receiver_keys(client), 30, "the failed receivers to end")
 
 
 def test_bad_options_are_value_errors(client):
     src = ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2))
     with pytest.raises(ValueError, match=r"processes=3: .* has 2 worker"):
-        src.run(SumFrame(), processes=3, client=client)
-    with pytest.raises(ValueError, match="receivers need a dask cluster"):
-        src.run(SumFrame(), processes=2, client="inline")
+        framescope.submit(SumFrame(), src, processes=3, client=client)
     with pytest.raises(ValueError, match=r"merge_host: .* wildcard '0\.0\.0\.0'"):
-        src.run(SumFrame(), processes=2, client=client, merge_host="0.0.0.0")
+        framescope.submit(SumFrame(), src, processes=2, client=client,
+                          merge_host="0.0.0.0")
     assert not _receiver_keys(client)
 
 
@@ -151,7 +151,7 @@ def test_a_receiver_task_ends_on_its_own_when_the_merging_side_goes(client):
               "source": {"scan": (2, 2), "order": None}, "end_grace": 0.25,
               "control": ctrl.getsockopt_string(zmq.LAST_ENDPOINT),
               "data": data.getsockopt_string(zmq.LAST_ENDPOINT), "heartbeat_timeout": 1.5}
-    udfs = {"#0": SumFrame()}
+    udfs = {"0": SumFrame()}
     try:
         fut = client.submit(receive_on_worker, {**config, "worker": 0}, udfs, pure=False,
                             workers=[worker], allow_other_workers=False)
@@ -196,3 +196,31 @@ def test_cli_runs_its_receivers_on_the_cluster(client, data, tmp_path):
     bad = parse("live", "--scheduler", client.scheduler.address, "--mask", "ring:1,1,0,1",
                 "--out", str(tmp_path / "no.nc"))
     assert bad.func(bad) == 2  # --scheduler without --processes > 1
+
+
+def test_a_killed_worker_is_named_and_the_other_receiver_finishes(client, data):
+    """SIGKILL one worker process mid-series: the status names it, the other receiver goes
+    on, the merged part is exact, the lost task is released. Last in the module: the nanny
+    restarts the worker."""
+    arr, frames, udfs, offline = data
+    pids = client.run(os.getpid)
+    with simulator_process(protocol="dectris-stream2", scan=SCAN, det=DET, rate=40,
+                           peers=2, source=arr) as (endpoint, _):
+        job = framescope.submit(udfs, ZMQSource(endpoint, "dectris-stream2", scan=SCAN),
+                                processes=2, client=client)
+        try:
+            until(lambda: job.status.frames_processed >= 20, 60, "first frames")
+            victim = job.receivers[0]
+            os.kill(pids[victim["where"]], signal.SIGKILL)
+            until(lambda: job.status.receivers_lost == 1, 10, "the lost receiver")
+            assert victim["where"] in job.status.last_error
+            live = job.result(60)
+            final = job.status
+        finally:
+            job.cancel()
+    assert final.state in ("finished", "stopped")
+    done = live["vd"]["done"].values
+    assert final.frames_processed == done.sum() > 20
+    _assert_equal_offline(live, offline, done, skip=("divergence", "curl"))
+    _assert_no_receiver_left(client, job, lost={0})
+    client.wait_for_workers(2, timeout=60)

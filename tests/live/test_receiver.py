@@ -5,6 +5,7 @@ from __future__ import annotations
 import numpy as np
 import zmq
 
+import framescope
 from framescope.live import SeriesStart, ZMQSource
 from framescope.live._stream2 import Stream2Encoder
 from framescope.udf import SumFrame
@@ -25,7 +26,7 @@ def test_bad_messages_are_counted_and_the_series_goes_on(push):
     enc = Stream2Encoder()
     data = frames(12)
     with ZMQSource(endpoint, "dectris-stream2", max_message_bytes=10_000) as src:
-        run = src.run(SumFrame())
+        job = framescope.submit(SumFrame(), src)
         sock.send_multipart(enc.start(start()))
         sock.send_multipart(enc.frame(1, 0, data[0]))
         good = enc.frame(1, 1, data[1])[0]
@@ -38,8 +39,8 @@ def test_bad_messages_are_counted_and_the_series_goes_on(push):
         for i in range(1, 12):
             sock.send_multipart(enc.frame(1, i, data[i]))
         sock.send_multipart(enc.end(1))
-        final = run.wait(30)
-        st = run.status
+        final = job.result(30)
+        st = job.status
     assert st.malformed == 6
     assert "outside" in st.last_error
     assert (st.state, st.frames_received, st.frames_processed, st.gaps) == (
@@ -53,15 +54,15 @@ def test_gaps_duplicates_and_late_frames(push):
     enc = Stream2Encoder()
     data = frames(12)
     with ZMQSource(endpoint, "dectris-stream2") as src:
-        run = src.run(SumFrame())
+        job = framescope.submit(SumFrame(), src)
         sock.send_multipart(enc.start(start()))
         for i in (0, 1, 3, 3, 2, 5, 9, 9, 8):
             sock.send_multipart(enc.frame(1, i, data[i]))
         until(lambda: src.status.frames_received == 9, what="9 frames")
         mid = src.status
         sock.send_multipart(enc.end(1))
-        final = run.wait(30)
-        st = run.status
+        final = job.result(30)
+        st = job.status
     assert (mid.duplicates, mid.out_of_order, mid.gaps) == (2, 2, 3)  # 4, 6, 7 missing
     assert (st.gaps, st.duplicates, st.frames_processed) == (12 - 7, 2, 7)
     got = {0, 1, 2, 3, 5, 8, 9}
@@ -76,14 +77,14 @@ def test_a_new_series_resets_and_a_stall_is_reported(push):
     enc = Stream2Encoder()
     data = frames(12)
     with ZMQSource(endpoint, "dectris-stream2", stall_timeout=0.2) as src:
-        run = src.run(SumFrame())
+        job = framescope.submit(SumFrame(), src)
         sock.send_multipart(enc.start(start(series=1)))
         for i in range(5):
             sock.send_multipart(enc.frame(1, i, data[i]))
         until(lambda: src.status.state == "stalled", what="stalled state")
-        assert run.status.frames_received == 5
-        until(lambda: run.status.frames_processed == 5, what="5 processed")
-        part = run.snapshot()
+        assert job.status.frames_received == 5
+        until(lambda: job.status.frames_processed == 5, what="5 processed")
+        part = job.partial()
         assert int(part["done"].sum()) == 5
         assert part.attrs["state"] == "stalled"
         sock.send_multipart(enc.start(start(series=2)))  # sender restarted: fresh series
@@ -91,10 +92,10 @@ def test_a_new_series_resets_and_a_stall_is_reported(push):
             sock.send_multipart(enc.frame(2, i, data[i]))
         sock.send_multipart(enc.frame(1, 7, data[7]))  # a late frame of the old series
         sock.send_multipart(enc.end(2))
-        until(lambda: run.status.state == "finished" and run.status.series == 2,
+        until(lambda: job.status.state == "finished" and job.status.series == 2,
               what="series 2 finished")
-        final = run.wait(10)
-        st = run.status
+        final = job.result(10)
+        st = job.status
     assert final.attrs["series"] == 2
     assert (st.frames_received, st.malformed, st.gaps) == (12, 1, 0)
     np.testing.assert_array_equal(final["sum"].values, data.sum(axis=0))
@@ -113,13 +114,13 @@ def test_joining_a_running_series_needs_the_scan(push):
     sock = zmq.Context.instance().socket(zmq.PUSH)
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     src = ZMQSource(f"tcp://127.0.0.1:{port}", "dectris-stream2", scan=(3, 4))
-    run = src.run(SumFrame())
+    job = framescope.submit(SumFrame(), src)
     for i in range(6, 12):  # header and first frames missed
         sock.send_multipart(enc.frame(4, i, data[i]))
     sock.send_multipart(enc.end(4))
-    final = run.wait(30)
+    final = job.result(30)
     np.testing.assert_array_equal(src.latest_frame(), data[11])
-    run.stop()
+    job.cancel()
     sock.close(linger=0)
     assert final["done"].values.ravel().tolist() == [False] * 6 + [True] * 6
     np.testing.assert_array_equal(final["sum"].values, data[6:].sum(axis=0))

@@ -132,7 +132,7 @@ class DaskLauncher:
         if gone:  # a lost receiver's task never ends by itself (pinned to a dead worker)
             self.client.cancel(gone)
         try:
-            wait(self.futures, timeout=timeout)
+            wait([f for k, f in enumerate(self.futures) if k not in lost], timeout=timeout)
         except TimeoutError:
             late = [a for f, a in zip(self.futures, self.workers, strict=False) if not f.done()]
             # cancelling releases the tasks; their threads end at the heartbeat timeout
