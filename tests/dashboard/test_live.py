@@ -51,11 +51,18 @@ def _until(cond, what: str, timeout: float = 60) -> None:
         time.sleep(0.02)
 
 
-def test_live_dashboard_fills_in_the_streamed_scan(small):
+def test_live_dashboard_fills_in_the_streamed_scan(small, monkeypatch):
+    """Images, mean and max frame come from the stream job: nothing is run again over the
+    kept frames (that is only for detectors drawn or edited mid-series)."""
     import framescope as fs
     from framescope.dashboard._live import LiveDashboard
+    from framescope.dashboard._live_state import LiveState
     from framescope.live import ZMQSource
 
+    reruns = []
+    rerun = LiveState._iter_run
+    monkeypatch.setattr(LiveState, "_iter_run", lambda self, udf, roi=None: (
+        reruns.append(type(udf).__name__), rerun(self, udf, roi))[1])
     arr, frames = small
     with simulator(source=arr, protocol="dectris-stream2", rate=0, first_series=3) as ep:
         source = ZMQSource(ep, protocol="dectris-stream2")
@@ -82,8 +89,21 @@ def test_live_dashboard_fills_in_the_streamed_scan(small):
                                            rtol=1e-6)
             np.testing.assert_allclose(st.summary("mean"), frames.mean(axis=(0, 1)),
                                        rtol=1e-9)
+            np.testing.assert_array_equal(st.summary("max"), frames.max(axis=(0, 1)))
             dash.dashboard.flush()
             assert dash.dashboard.progress.value == 100
+            assert sorted(dash.job.udfs) == ["max", "sum", "vd"]
+            assert reruns == []
+            # a detector drawn mid-series: computed over the kept frames, through the engine
+            new = st.add("disk", select=False, cy=10, cx=12, r=3).name
+            _until(lambda: (dash.refresh(), st.jobs.wait(timeout=60))
+                   and st.image(new) is not None and st.image(new).done == 1.0,
+                   "the new detector's image")
+            np.testing.assert_allclose(st.image(new).image,
+                                       einsum(frames, st.detector(new).spec()), rtol=1e-6)
+            assert reruns == ["ApplyMasks"]
+            dash.refresh()
+            assert new in dash.job.runner.analysis._pending[0]["vd"].masks  # next series
         finally:
             dash.close()
     assert not dash.widget.connected
@@ -103,7 +123,7 @@ def test_a_bad_endpoint_is_reported_and_leaves_no_thread():
         assert not dash.widget.connect()
         assert "tcp://nohost:xx" in dash.widget.error
         assert not dash.widget.connected
-        assert dash.run is None
+        assert dash.job is None
         assert analysis_threads() == before
     finally:
         dash.close()

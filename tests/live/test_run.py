@@ -61,7 +61,8 @@ def test_live_equals_offline(reference, protocol, compression, order, process):
     assert (st.frames_processed, st.dropped, st.gaps, st.malformed) == (42, 0, 0, 0)
     assert sorted(live) == ["com", "vd"]  # a dict of UDFs gives a dict of Datasets
     for ds in live.values():
-        assert ds.attrs["complete"] and ds.attrs["state"] == "finished"
+        assert ds.attrs["complete"]
+        assert ds.attrs["state"] == "finished"
     for (name, key), value in expected.items():
         np.testing.assert_array_equal(live[name][key].values, value, err_msg=f"{name} {key}")
 
@@ -73,7 +74,8 @@ def test_run_and_iter_run_take_a_stream(reference):
     with simulator_thread(**kwargs) as endpoint:
         seen = [float(ds["done"].mean()) for ds in framescope.iter_run(
             udfs()["vd"], ZMQSource(endpoint, "native"), interval=0.02)]
-    assert seen[-1] == 1.0 and seen == sorted(seen)
+    assert seen[-1] == 1.0
+    assert seen == sorted(seen)
     assert len(seen) > 1  # partial results came while the series was arriving
     with simulator_thread(**{**kwargs, "rate": 0}) as endpoint:
         ds = framescope.run(udfs()["vd"], ZMQSource(endpoint, "native"), timeout=60)
@@ -163,7 +165,8 @@ def test_sender_killed_mid_scan_leaves_partial_results(reference):
         if key in ("divergence", "curl"):  # differences with missing neighbours
             continue
         np.testing.assert_array_equal(snap[name][key].values[done], value[done], err_msg=key)
-    assert job.status.state == "stopped" and job.done()
+    assert job.status.state == "stopped"
+    assert job.done()
     assert job.results is not None  # the unfinished series was closed on cancel
 
 
@@ -195,3 +198,26 @@ def test_a_corrupt_compressed_frame_is_counted_and_the_rest_analysed(push):
     got = final["intensity"].values[..., 0].ravel()
     np.testing.assert_array_equal(got[done], flat.sum(axis=(1, 2))[done])
     assert final.attrs["malformed"] == 1
+
+
+def test_a_stream_job_takes_other_udfs_from_the_next_series(push, reference):
+    from framescope.udf import MaxFrame, SumFrame
+
+    sock, endpoint = push
+    data, _ = reference
+    frames = data.reshape(-1, *DET)
+    job = framescope.submit({"f": SumFrame()}, ZMQSource(endpoint, "native"))
+    try:
+        send_series(sock, frames, SCAN, series=1)
+        first = job.result(30)
+        job.update({"f": MaxFrame()})
+        assert type(job.udfs["f"]).__name__ == "SumFrame"  # until the next series starts
+        send_series(sock, frames[::-1].copy(), SCAN, series=2)
+        until(lambda: job.status.series == 2 and job.status.state == "finished",
+              what="series 2")
+        second = job.result(30)
+    finally:
+        job.cancel()
+    np.testing.assert_array_equal(first["f"]["sum"].values, frames.sum(0, dtype="f8"))
+    np.testing.assert_array_equal(second["f"]["max"].values, frames.max(0))
+    assert second["f"].attrs["series"] == 2

@@ -1,10 +1,13 @@
 """The live dashboard: a ZeroMQ source widget beside the dashboard of the series it receives.
 
-The receiver thread only decodes and hands batches on; the live run's analysis thread copies
-each batch into a :class:`~framescope.dashboard._store.FrameStore` (one memcpy per frame),
-and a periodic callback (``refresh_ms``, a few Hz) asks the
-:class:`~framescope.dashboard._live_state.LiveState` to extend its results over the positions
-that arrived, in the dashboard's job threads. Neither waits for the other, so a slow display
+The dashboard's analyses (mean and max frame, the virtual detectors, the centre of mass)
+run as one stream job (:func:`framescope.submit`) on the source: its analysis thread merges
+them batch by batch, and a periodic callback (``refresh_ms``, a few Hz) shows what the job
+has published. The job also copies each batch into a
+:class:`~framescope.dashboard._store.FrameStore` (one memcpy per frame), the frames behind
+the views: a detector drawn or edited mid-series is computed over the frames that arrived,
+through the engine, by :class:`~framescope.dashboard._live_state.LiveState`, and joins the
+job's analyses from the next series on. Neither side waits for the other, so a slow display
 never slows the receiver, and the receiver's counters tell when analysis falls behind.
 """
 
@@ -17,8 +20,9 @@ import panel as pn
 import param
 
 from framescope.dashboard._app import Dashboard, load_extensions
-from framescope.dashboard._live_state import LiveState
+from framescope.dashboard._live_state import LiveState, stream_udfs
 from framescope.dashboard._store import FrameStore
+from framescope.engine import Job, submit
 
 __all__ = ["LiveDashboard"]
 
@@ -55,7 +59,8 @@ class LiveDashboard(pn.viewable.Viewer):
         self.store = FrameStore(int(max_gib * 2**30))
         self.detectors = detectors
         self.dashboard: Dashboard | None = None
-        self.run: Any = None
+        self.job: Job | None = None
+        self._udf_keys: dict[str, str] = {}
         self._token = ""
         self._callback: Any = None
         self.message = pn.pane.Markdown("Waiting for a series: connect to a detector stream.",
@@ -68,14 +73,27 @@ class LiveDashboard(pn.viewable.Viewer):
 
     # ---- receiving ------------------------------------------------------------------------
     def _attach(self, source: Any) -> None:
-        """A (new) connected source: keep its frames from now on."""
+        """A (new) connected source: run the dashboard's analyses on it, keep its frames."""
         self._detach()
-        self.run = source.run({}, on_frames=self.store.add)
+        state = None if self.dashboard is None else self.dashboard.state
+        udfs = stream_udfs(state, self.detectors)
+        self._udf_keys = {k: u.key for k, u in udfs.items()}
+        self.job = submit(udfs, source, on_frames=self.store.add)
 
     def _detach(self) -> None:
-        if self.run is not None:
-            self.run.stop()
-            self.run = None
+        if self.job is not None:
+            self.job.cancel()
+            self.job = None
+
+    def _follow_detectors(self) -> None:
+        """The job runs the current detectors and COM settings from the next series on."""
+        if self.job is None or self.dashboard is None:
+            return
+        udfs = stream_udfs(self.dashboard.state, self.detectors)
+        keys = {k: u.key for k, u in udfs.items()}
+        if keys != self._udf_keys:
+            self.job.update(udfs)
+            self._udf_keys = keys
 
     def _on_connected(self, event: param.parameterized.Event) -> None:
         if not event.new:
@@ -94,11 +112,12 @@ class LiveDashboard(pn.viewable.Viewer):
         elif self.dashboard is not None:
             self.dashboard.state.refresh()
             self.dashboard.flush()
+        self._follow_detectors()
 
     def _new_series(self) -> None:
         previous = self.dashboard
         detectors = self.detectors if previous is None else previous.state.masks()
-        state = LiveState(self.store, detectors=detectors)
+        state = LiveState(self.store, detectors=detectors, job=self.job)
         self._token = self.store.token
         self.dashboard = Dashboard(state=state, display_loop=False)
         self.body.objects = [self.dashboard]

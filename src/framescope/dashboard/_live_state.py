@@ -1,10 +1,12 @@
 """The dashboard's state for a live series: results grow with the frames that arrive.
 
-Same detectors, views and jobs as offline (:class:`DashboardState`), on the in-memory
-frames of a :class:`~framescope.dashboard._store.FrameStore`. :meth:`LiveState.refresh`
-(called a few times a second) extends every result over the positions that arrived since
-it last ran, with the same UDFs through the engine; a detector edit recomputes its image
-over all arrived positions. No result is cached: the frames change under them.
+Same detectors, views and jobs as offline (:class:`DashboardState`). The series' stream
+job (:func:`framescope.submit` on the source) computes the mean and max frame and every
+detector and COM setting that existed when the series started; :meth:`LiveState.refresh`
+(called a few times a second) shows what it has merged. A detector drawn or edited since,
+a COM setting changed, a picked frame or an ROI sum are computed by the engine over the
+in-memory frames of a :class:`~framescope.dashboard._store.FrameStore`, extended over the
+positions that arrive. No result is cached: the frames change under them.
 """
 
 from __future__ import annotations
@@ -19,21 +21,43 @@ import xarray as xr
 from framescope.dashboard._results import ComResult, Frame
 from framescope.dashboard._state import DashboardState, summary_udfs
 from framescope.dashboard._store import FrameStore
-from framescope.engine import INLINE
+from framescope.engine import INLINE, Job
 from framescope.errors import MaskError
 from framescope.masks import MaskStack
 from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
+from framescope.udf._base import UDF
 
-__all__ = ["LiveState"]
+__all__ = ["LiveState", "stream_udfs"]
+
+
+def stream_udfs(state: DashboardState | None, detectors: Any = None) -> dict[str, UDF]:
+    """The live dashboard's analyses as one stream job's UDFs: ``sum`` and ``max`` frames,
+    ``vd`` (the valid detectors of ``state``, else ``detectors``) and ``com`` if enabled."""
+    udfs: dict[str, UDF] = dict(summary_udfs())
+    try:
+        stack = state.masks() if state is not None else (
+            None if detectors is None else MaskStack.from_any(detectors))
+    except (MaskError, TypeError, ValueError):  # one is being drawn: the last good set
+        stack = None
+    if stack is not None and len(stack):
+        udfs["vd"] = ApplyMasks(stack)
+    if state is not None and state.com_enabled:
+        try:
+            udfs["com"] = CenterOfMass(**state.com_params())
+        except ValueError:
+            pass
+    return udfs
 
 
 class LiveState(DashboardState):
     """Detectors and results of the live dashboard for one series of ``store``."""
 
-    def __init__(self, store: FrameStore, detectors: Any = None, **params: Any) -> None:
-        self.store = store
+    def __init__(self, store: FrameStore, detectors: Any = None, job: Job | None = None,
+                 **params: Any) -> None:
+        self.store, self.job = store, job
         self._lock = threading.Lock()
         self._received: np.ndarray | None = None
+        self._job_done = -1  # positions the job had merged at the last refresh
         # per detector: (mask key, image, positions in it)
         self._live: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         self._sum: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None
@@ -45,18 +69,23 @@ class LiveState(DashboardState):
         self.refresh()
 
     def refresh(self) -> bool:
-        """Extend the results over newly arrived positions; False when none arrived."""
+        """Show the stream job's results and extend the others over newly arrived
+        positions; False when nothing changed."""
         received = self.store.received()
         if received is None or received.shape != self.scan_shape or self._received is None:
             return False
-        if np.array_equal(received, self._received):
+        parts = self._job_results()
+        done = -1 if parts is None else int(next(iter(parts.values()))["done"].sum())
+        if np.array_equal(received, self._received) and done == self._job_done:
             return False
-        self._received = received
+        self._received, self._job_done = received, done
+        taken = set() if parts is None else self._from_job(parts)
         busy = set(self.jobs.busy())  # a running job is extended by the next refresh
-        self._submit_images([d for d in self.detectors if f"vi:{d.name}" not in busy])
-        if "summary" not in busy:
+        self._submit_images([d for d in self.detectors
+                             if f"vi:{d.name}" not in busy and d.name not in taken])
+        if "summary" not in busy and "summary" not in taken:
             self._start_summary()
-        if self.com_enabled and "com" not in busy:
+        if self.com_enabled and "com" not in busy and "com" not in taken:
             self._refresh_com()
         if self.frame_mode in ("picked", "roi") and "frame" not in busy:
             self._refresh_frame()
@@ -67,6 +96,60 @@ class LiveState(DashboardState):
         """Positions the results are being extended over (bool, scan shape)."""
         return self._received if self._received is not None else np.zeros(self.scan_shape,
                                                                             dtype=bool)
+
+    # ---- the stream job's results ---------------------------------------------------------
+    def _job_results(self) -> dict[str, xr.Dataset] | None:
+        """The job's results for this series (None without a job, or on another series)."""
+        parts = None if self.job is None else self.job.partial()
+        if not isinstance(parts, dict) or not parts:
+            return None
+        if next(iter(parts.values())).attrs.get("series") != self.store.series:
+            return None
+        return parts
+
+    def _from_job(self, parts: dict[str, xr.Dataset]) -> set[str]:
+        """Show what the job computes for this series; the names it covered."""
+        udfs = self.job.udfs
+        taken: set[str] = set()
+        received = self.received
+        done = np.asarray(parts["sum"]["done"], dtype=bool)
+        fraction = float(done[received].mean()) if received.any() else 0.0
+        with self._lock:
+            self._sum = (np.asarray(parts["sum"]["sum"]), np.asarray(parts["max"]["max"]),
+                         int(parts["sum"]["n"]), done)
+        taken.add("summary")
+        if self.frame_mode in ("mean", "max"):
+            self._show_summary(self.frame_mode)
+        vd = udfs.get("vd")
+        if isinstance(vd, ApplyMasks):
+            self._seq += 1
+            for det in self.detectors:
+                try:
+                    key = det.spec().key
+                except MaskError:
+                    continue
+                if det.name not in vd.masks or vd.masks[det.name].key != key:
+                    continue  # drawn or edited since the series started: computed here
+                image = np.asarray(parts["vd"]["intensity"].sel(mask=det.name),
+                                   dtype=np.float32)
+                with self._lock:
+                    self._live[det.name] = (key, image, done)
+                self.jobs.cancel(f"vi:{det.name}")
+                self.results.set_progress(f"vi:{det.name}", fraction)
+                self._put_image(det.name, image, fraction, key, self._seq)
+                taken.add(det.name)
+        com = udfs.get("com")
+        if self.com_enabled and com is not None:
+            try:
+                same = CenterOfMass(**self.com_params()).key == com.key
+            except ValueError:
+                same = False
+            if same:
+                self.jobs.cancel("com")
+                self.results.set_progress("com", fraction)
+                self.results.put("com", ComResult(parts["com"], fraction))
+                taken.add("com")
+        return taken
 
     # ---- virtual images -----------------------------------------------------------------
     def _submit_images(self, dets: Any, channel: str | None = None) -> None:
@@ -120,6 +203,16 @@ class LiveState(DashboardState):
                 return None
             total, peak, n, _ = self._sum
         return total / n if which == "mean" else peak
+
+    def _show_summary(self, mode: str) -> None:
+        """The mean or max of the frames arrived so far, with their number."""
+        self.jobs.cancel("frame")
+        with self._lock:
+            kept = self._sum
+        if kept is not None and kept[2]:
+            total, peak, n, _ = kept
+            frame = total / n if mode == "mean" else peak
+            self.results.put("frame", Frame(mode, frame, f"{mode} of {n} frames", 1.0))
 
     def _start_summary(self) -> None:
         with self._lock:

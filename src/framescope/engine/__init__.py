@@ -2,8 +2,8 @@
 
 from framescope.engine._connect import connect, disconnect, get_client
 from framescope.engine._executor import INLINE, LOCAL, SYNC
-from framescope.engine._merge import Accumulator
 from framescope.engine._job import Job
+from framescope.engine._merge import Accumulator
 from framescope.engine._submit import iter_run, run, submit
 from framescope.engine._tasks import Partial, prepared, run_frames
 

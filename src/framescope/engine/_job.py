@@ -16,6 +16,7 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
+from framescope.engine._group import Group, named_udfs
 from framescope.udf._base import UDF
 
 __all__ = ["Job", "Runner", "shaped"]
@@ -107,6 +108,30 @@ class Job:
     def results(self) -> Results | None:
         """The last final result (a stream: of the last finished series), or None."""
         return self._runner.results
+
+    def update(self, udfs: Any) -> None:
+        """Streams in this process: run ``udfs`` from the next series on.
+
+        The current series goes on with the UDFs it started with, so its results stay
+        whole; give UDFs in the same shape as before (one, a list or a dict) to keep the
+        shape of the results.
+
+        Raises
+        ------
+        TypeError
+            A file job, or parallel receivers (their UDFs are fixed at the start).
+        """
+        update = getattr(self._runner, "update", None)
+        if update is None:
+            raise TypeError(f"{self._description}: only a stream job in this process "
+                            "can change its UDFs (a file job or parallel receivers cannot)")
+        named = named_udfs(udfs)
+        update(named, udfs, next(iter(named.values())) if len(named) == 1 else Group(named))
+
+    @property
+    def udfs(self) -> dict[str, UDF]:
+        """The UDFs whose results :meth:`partial` gives now, by name."""
+        return dict(getattr(self._runner, "udfs", {}))
 
     def done(self) -> bool:
         """True once the job has ended: a file job finished, or any job cancelled."""

@@ -322,6 +322,10 @@ class ReceiversRunner:
         return None if frame is None else frame.copy()
 
     @property
+    def udfs(self) -> dict[str, UDF]:
+        return dict(self.merge.named)
+
+    @property
     def launcher(self) -> Launcher:
         """Where the receivers run (e.g. a ``DaskLauncher``'s ``futures``)."""
         return self._launcher

@@ -78,6 +78,11 @@ class Merge:
         self.finished_ids: list[int] = []
         self._on_series_end = on_series_end
 
+    def use(self, named: dict[str, UDF], udfs: Any, task_udf: UDF) -> None:
+        """Other UDFs from the next series on (called by the analysis thread at a start)."""
+        with self.lock:
+            self.named, self.udfs, self.task_udf = named, udfs, task_udf
+
     def begin(self, series: Series) -> None:
         accs = {name: Accumulator(u, series.meta) for name, u in self.named.items()}
         with self.lock:
@@ -195,6 +200,13 @@ class Analysis:
         self._state: Any = None
         self._buf: np.ndarray | None = None
         self._thread: threading.Thread | None = None
+        self._pending: tuple[dict[str, UDF], Any, UDF] | None = None
+        self._pending_lock = threading.Lock()
+
+    def use(self, named: dict[str, UDF], udfs: Any, task_udf: UDF) -> None:
+        """Run other UDFs from the next series on (the sink must have a ``use`` too)."""
+        with self._pending_lock:
+            self._pending = (named, udfs, task_udf)
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -273,6 +285,11 @@ class Analysis:
     def _begin(self, start: Start) -> None:
         series = start.series
         meta = series.meta
+        with self._pending_lock:
+            pending, self._pending = self._pending, None
+        if pending is not None:  # the UDF and the sink change together, between series
+            self.udf = pending[2]
+            self.sink.use(*pending)
         state = prepared(self.udf, meta)
         # load the JIT kernels now, not with the first batch
         run_frames(self.udf, np.zeros((1, *meta.frame_shape), meta.dtype),
@@ -340,7 +357,8 @@ class _LocalSink:
 
     def __init__(self, merge: Merge, source: str) -> None:
         self.merge, self.source = merge, source
-        self.begin, self.admit, self.add = merge.begin, merge.admit, merge.add
+        self.begin, self.admit, self.add, self.use = merge.begin, merge.admit, merge.add, \
+            merge.use
 
     def complete(self, series: Series, end: End, state: str, status: Status) -> None:
         self.merge.complete(series, status, self.source)
@@ -365,6 +383,14 @@ class StreamRunner:
 
     def status(self) -> Status:
         return self.analysis.status()
+
+    def update(self, named: dict[str, UDF], udfs: Any, task_udf: UDF) -> None:
+        self.analysis.use(named, udfs, task_udf)
+
+    @property
+    def udfs(self) -> dict[str, UDF]:
+        """The UDFs of the current series, by name."""
+        return dict(self.merge.named)
 
     def partial(self) -> Results | None:
         return self.merge.publish(self.status(), self.source.endpoint)

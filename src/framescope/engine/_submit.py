@@ -44,6 +44,7 @@ class FileRunner:
         self._gen, self._publish, n = merged_runs(udfs, arr, roi=roi, client=client,
                                                   progress=progress, backend=backend)
         self.expected, self.interval = n, interval
+        self.udfs = named_udfs(udfs)
         self.source = str(arr.attrs.get("source", ""))
         self._lock = threading.Condition()
         self._latest: Results | None = None
