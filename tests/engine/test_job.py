@@ -58,7 +58,7 @@ def test_a_file_job_can_be_cancelled_and_times_out(data):
 
 
 def test_bad_sources_and_options(data):
-    with pytest.raises(TypeError, match="xarray.DataArray or a live source"):
+    with pytest.raises(TypeError, match=r"xarray\.DataArray or a live source"):
         framescope.submit(SumFrame(), data)
     job = framescope.submit(SumFrame(), framescope.from_array(data), client="inline")
     with pytest.raises(TypeError, match="only a stream job"):
