@@ -124,11 +124,11 @@ def test_simulator_repeats_series():
     t.start()
     bound.wait(30)
     results: list[xr.Dataset] = []
-    run = ZMQSource(where[0], "native", policy="spill").run(SumFrame(),
-                                                            on_series_end=results.append)
+    job = framescope.submit(SumFrame(), ZMQSource(where[0], "native", policy="spill"),
+                            on_series_end=results.append)
     t.join(60)
     until(lambda: len(results) == 3, what="3 series")
-    run.stop()
+    job.cancel()
     assert [int(r.attrs["series"]) for r in results] == [7, 8, 9]
     for r in results:
         np.testing.assert_array_equal(r["sum"].values, data.reshape(-1, 8, 8).sum(axis=0))

@@ -14,6 +14,8 @@ import threading
 import time
 from typing import Any
 
+import xarray as xr
+
 from framescope.cli._common import (
     add_open_options,
     open_array,
@@ -21,6 +23,7 @@ from framescope.cli._common import (
     parse_shape2,
     write_result,
 )
+from framescope.engine import submit
 from framescope.live import ZMQSource, replay, simulate_stream
 
 __all__ = ["add_parsers", "cmd_live", "cmd_replay", "cmd_simulate_stream"]
@@ -104,9 +107,9 @@ def cmd_live(args: argparse.Namespace) -> int:
         return 2
     src = ZMQSource(args.connect, args.protocol, scan=args.scan, order=args.order,
                     channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
-                    spill_dir=args.spill_dir, stall_timeout=args.timeout)
-    run = src.run(udfs, record=args.record, processes=args.processes,
-                  client=args.scheduler, merge_host=args.merge_host)
+                    spill_dir=args.spill_dir, stall_timeout=args.timeout, record=args.record)
+    job = submit(udfs, src, processes=args.processes, client=args.scheduler,
+                 merge_host=args.merge_host)
     start = time.monotonic()
     ds = None
     stop = False
@@ -119,8 +122,11 @@ def cmd_live(args: argparse.Namespace) -> int:
     previous = signal.signal(signal.SIGINT, interrupt) if main else None
     try:
         while not stop:
-            ds = run.wait(0.5)
-            st = run.status
+            try:
+                ds = job.result(0.5)
+            except TimeoutError:
+                ds = None
+            st = job.status
             if not args.quiet:
                 print(_progress(st), end="", file=sys.stderr, flush=True)
             if ds is not None or st.state == "stalled":
@@ -129,16 +135,18 @@ def cmd_live(args: argparse.Namespace) -> int:
                     time.monotonic() - start > args.start_timeout:
                 break
         if ds is None:  # stalled, interrupted or nothing came: what there is, as it is
-            ds = run.snapshot()
+            ds = job.partial()
     finally:
         if main:
             signal.signal(signal.SIGINT, previous)
-        run.stop()
+        job.cancel()
         if not args.quiet:
             print(file=sys.stderr)
-    if "done" not in ds:
+    if ds is None:
         print(f"framescope live: no series received from {args.connect}", file=sys.stderr)
         return 1
+    # one file: the UDFs' results side by side (their done maps are the same)
+    ds = xr.merge(ds, compat="override", join="exact", combine_attrs="override")
     ds.attrs.update({**attrs, "protocol": args.protocol, "endpoint": args.connect,
                      "framescope_version": __version__})
     ds.attrs = {k: (json.dumps(v) if isinstance(v, list | dict) else v)
