@@ -202,7 +202,7 @@ def test_a_killed_worker_is_named_and_the_other_receiver_finishes(client, data):
     """SIGKILL one worker process mid-series: the status names it, the other receiver goes
     on, the merged part is exact, the lost task is released. Last in the module: the nanny
     restarts the worker."""
-    arr, frames, udfs, offline = data
+    arr, _frames, udfs, offline = data
     pids = client.run(os.getpid)
     with simulator_process(protocol="dectris-stream2", scan=SCAN, det=DET, rate=40,
                            peers=2, source=arr) as (endpoint, _):

@@ -50,7 +50,8 @@ def test_two_receivers_share_one_stream():
         st = job.status
         assert job.latest_frame().shape == DET
         job.cancel()
-    assert st.state == "finished" and job.done()
+    assert st.state == "finished"
+    assert job.done()
     assert (st.frames_received, st.frames_processed, st.gaps, st.dropped) == (72, 72, 0, 0)
     assert all(ds.attrs["complete"] for ds in live.values())
     _assert_equal(live, expected)
