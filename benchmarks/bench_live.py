@@ -6,7 +6,7 @@ the receiver takes it (ZeroMQ back-pressure: nothing is lost in transport). In t
 
 - ceiling: a plain PULL socket receiving the same messages (``recv_multipart(copy=False)``,
   nothing else): the transport's limit on this machine, measured in the same run;
-- live: ``ZMQSource(...).run([ApplyMasks(ring), CenterOfMass(radius)])`` with
+- live: ``framescope.submit([ApplyMasks(ring), CenterOfMass(radius)], ZMQSource(...))`` with
   ``policy="drop"``: decode, check, batch, analyse, merge. Reported: frames/s and GB/s (on
   the wire, and of decoded frames) from the first frame received to the series' results
   being final, frames dropped, and the latency from a frame's arrival to its result being
@@ -151,6 +151,7 @@ def ceiling(protocol, compression, data, n) -> dict:
 
 def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     """The live pipeline on the same messages (sender paced to ``rate`` if > 0)."""
+    import framescope
     import framescope.masks as fm
     from framescope.live import ZMQSource
     from framescope.udf import ApplyMasks, CenterOfMass
@@ -159,8 +160,9 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     udfs = [ApplyMasks({"adf": fm.ring(128, 128, 40, 90)}), CenterOfMass(radius=40)]
     done_at: list[float] = []
     c0, threads0 = time.process_time(), thread_cpu()
-    run = ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames).run(
-        udfs, on_series_end=lambda ds: done_at.append(time.perf_counter()))
+    run = framescope.submit(
+        udfs, ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames),
+        on_series_end=lambda ds: done_at.append(time.perf_counter()))
     t_first, latencies = None, []
     while not done_at:  # coarse polling: a dashboard's few Hz, not a busy loop
         st = run.status
@@ -172,8 +174,8 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     cpu, threads = time.process_time() - c0, thread_cpu()
     st = run.status
     final = run.results
-    split = split_cpu(threads0, threads, n)  # before stop(): the threads still exist
-    run.stop()
+    split = split_cpu(threads0, threads, n)  # before cancel(): the threads still exist
+    run.cancel()
     _, send_us = q.get(timeout=60)
     p.join()
     dt = done_at[0] - t_first
@@ -182,7 +184,7 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
             "frame_gbps": st.frames_processed * DET[0] * DET[1] * 2 / dt / 1e9,
             "processed": st.frames_processed, "dropped": st.dropped, "gaps": st.gaps,
             "latency_median": statistics.median(latencies) if latencies else float("nan"),
-            "latency_max": st.latency_max_s, "complete": bool(final.attrs["complete"]),
+            "latency_max": st.latency_max_s, "complete": bool(final[0].attrs["complete"]),
             "bytes_per_frame": nbytes / n, "cpu_us": cpu / n * 1e6, "send_us": send_us,
             **split}
 
