@@ -168,8 +168,8 @@ def main() -> None:
           f"({at_end.frames_processed / send_s / sustainable:.2f} of the sustainable rate)")
     zmq_mib = args.rcvhwm * data[0].nbytes / 2**20
     print(f"queue depth peak {r['peak_depth']} of {r['capacity']} frames; memory peak "
-          f"{r['growth']:.0f} MiB above the start; bounds: frame buffer {args.buffer_mib:g} + ZeroMQ queue "
-          f"{zmq_mib:.0f} + result buffers {r['results_mib']:.0f} MiB "
+          f"{r['growth']:.0f} MiB above the start; bounds: frame buffer {args.buffer_mib:g}"
+          f" + ZeroMQ queue {zmq_mib:.0f} + result buffers {r['results_mib']:.0f} MiB "
           f"(sum {args.buffer_mib + zmq_mib + r['results_mib']:.0f}) + code and kernels")
 
 
