@@ -51,3 +51,22 @@ def test_encoder_round_trip(compression):
 def test_malformed_messages(parts, match):
     with pytest.raises(MessageError, match=match):
         NativeDecoder().decode(parts)
+
+
+def test_header_arrays_travel_in_further_parts():
+    mask = np.arange(12, dtype="uint32").reshape(3, 4)
+    table = np.linspace(0, 1, 5)
+    info = SeriesStart(1, (3, 4), np.dtype("uint16"), 4, (2, 2), "raster", {},
+                       {"pixel_mask": mask, "table": table})
+    parts = NativeEncoder().start(info)
+    head = json.loads(parts[0])
+    assert head["arrays"] == [{"name": "pixel_mask", "dtype": "<u4", "shape": [3, 4]},
+                              {"name": "table", "dtype": "<f8", "shape": [5]}]
+    start = NativeDecoder().decode(parts)
+    assert start.arrays.keys() == {"pixel_mask", "table"}
+    np.testing.assert_array_equal(start.arrays["pixel_mask"], mask)
+    np.testing.assert_array_equal(start.arrays["table"], table)
+    with pytest.raises(MessageError, match="one"):
+        NativeDecoder().decode(parts[:2])
+    with pytest.raises(MessageError, match="needs 48 B"):
+        NativeDecoder().decode([parts[0], parts[1][:-4], parts[2]])

@@ -58,13 +58,25 @@ def test_headers_and_end():
     assert (basic.series, basic.frame_shape, basic.dtype, basic.n_frames) == (
         4, (24, 40), np.dtype("uint16"), 10)
     assert basic.scan_shape is None
-    pairs = [j({"htype": "dflatfield-1.0", "shape": [40, 24], "type": "float32"}), b"\0" * 8,
-             j({"htype": "dpixelmask-1.0", "shape": [40, 24], "type": "uint32"}), b"\0" * 8,
-             j({"htype": "dcountrate_table-1.0", "shape": [2, 2], "type": "float32"}), b"\0"]
+    rng = np.random.default_rng(2)
+    flat = rng.uniform(0.9, 1.1, (24, 40)).astype("float32")  # (height, width)
+    mask = rng.integers(0, 3, (24, 40)).astype("uint32")
+    table = np.arange(6, dtype="float32").reshape(2, 3)
+    pairs = [j({"htype": "dflatfield-1.0", "shape": [40, 24], "type": "float32"}),
+             flat.tobytes(),
+             j({"htype": "dpixelmask-1.0", "shape": [40, 24], "type": "uint32"}),
+             mask.tobytes(),
+             j({"htype": "dcountrate_table-1.0", "shape": [3, 2], "type": "float32"}),
+             table.tobytes()]
     appendix = j({"framescope": {"scan_shape": [2, 5], "scan_order": "snake"}})
     full = dec.decode([j({"htype": "dheader-1.0", "series": 4, "header_detail": "all"}),
                        j({**config, "trigger_mode": "inte"}), *pairs, appendix])
     assert (full.n_frames, full.scan_shape, full.scan_order) == (2, (2, 5), "snake")
+    assert full.arrays.keys() == {"flatfield", "pixel_mask", "countrate_table"}
+    for key, value in (("flatfield", flat), ("pixel_mask", mask), ("countrate_table", table)):
+        np.testing.assert_array_equal(full.arrays[key], value)
+        assert full.arrays[key].dtype == value.dtype
+    assert basic.arrays == {}
     none = dec.decode([j({"htype": "dheader-1.0", "series": 9, "header_detail": "none"})])
     assert none.frame_shape is None
     assert dec.decode([j({"htype": "dseries_end-1.0", "series": 4})]) == SeriesEnd(4)
@@ -138,3 +150,32 @@ def test_verify_hash_is_for_stream1_only():
 
     with pytest.raises(ValueError, match="dectris-stream1 only"):
         make_decoder("dectris-stream2", verify_hash=True)
+
+
+def test_header_arrays_that_do_not_fit_are_left_out(caplog):
+    config = {"x_pixels_in_detector": 4, "y_pixels_in_detector": 3, "nimages": 1}
+    pairs = [j({"htype": "dflatfield-1.0", "shape": [4, 3], "type": "float32"}), b"\0" * 8,
+             j({"htype": "dpixelmask-1.0", "shape": [4, 3], "type": "uint32"}),
+             np.ones((3, 4), "uint32").tobytes(),
+             j({"htype": "dcountrate_table-1.0", "shape": [0, 0], "type": "float32"}), b""]
+    s = Stream1Decoder().decode([j({"htype": "dheader-1.0", "series": 1,
+                                    "header_detail": "all"}), j(config), *pairs])
+    assert s.frame_shape == (3, 4)
+    assert list(s.arrays) == ["pixel_mask"]  # the flat field is short, the table empty
+    assert "dflatfield-1.0: blob of 8 B" in caplog.text
+
+
+def test_encoder_sends_header_arrays_with_header_detail_all():
+    flat = np.linspace(0.5, 1.5, 12, dtype="float32").reshape(3, 4)
+    mask = np.zeros((3, 4), "uint32")
+    mask[1, 2] = 1
+    enc, dec = Stream1Encoder(), Stream1Decoder()
+    info = SeriesStart(2, (3, 4), np.dtype("uint16"), 6, (2, 3), "raster", {},
+                       {"flatfield": flat, "pixel_mask": mask})
+    parts = enc.start(info)
+    assert json.loads(parts[0])["header_detail"] == "all"
+    start = dec.decode(parts)
+    assert (start.frame_shape, start.scan_shape) == ((3, 4), (2, 3))
+    assert start.arrays.keys() == {"flatfield", "pixel_mask"}  # the table went empty
+    np.testing.assert_array_equal(start.arrays["flatfield"], flat)
+    np.testing.assert_array_equal(start.arrays["pixel_mask"], mask)

@@ -160,3 +160,55 @@ def test_large_messages_with_payload_lookalikes_decode_as_they_are():
     bad = image(1, 0, {"t": CBORTag(40, [[64, 63], CBORTag(69, a.tobytes())])})
     with pytest.raises(MessageError, match="raw frame"):
         Stream2Decoder().decode([bad])
+
+
+def test_start_arrays_of_the_analysed_channel_are_kept_out_of_the_header(caplog):
+    rng = np.random.default_rng(8)
+    masks = {c: rng.integers(0, 2, (4, 6)).astype("uint32") for c in ("t1", "t2")}
+    flats = {c: rng.uniform(0.5, 1.5, (4, 6)).astype("float32") for c in ("t1", "t2")}
+    lut = np.arange(100, dtype="uint32")
+    start = msg({"type": "start", "series_id": 1, "channels": ["t1", "t2"],
+                 "image_size_x": 6, "image_size_y": 4, "image_dtype": "uint16",
+                 "number_of_images": 6,
+                 "pixel_mask": {c: array(m, "bslz4") for c, m in masks.items()},
+                 "flatfield": {c: array(f) for c, f in flats.items()},
+                 "countrate_correction_lookup_table": CBORTag(70, lut.tobytes()),
+                 "pixel_mask_enabled": True})
+    for channel in ("t1", "t2"):
+        s = Stream2Decoder(channel=None if channel == "t1" else channel).decode([start])
+        assert set(s.arrays) == {"pixel_mask", "flatfield",
+                                 "countrate_correction_lookup_table"}
+        np.testing.assert_array_equal(s.arrays["pixel_mask"], masks[channel])
+        np.testing.assert_array_equal(s.arrays["flatfield"], flats[channel])
+        np.testing.assert_array_equal(s.arrays["countrate_correction_lookup_table"], lut)
+        assert s.arrays["pixel_mask"].dtype == np.uint32
+        assert s.arrays["flatfield"].dtype == np.float32
+        assert s.arrays["pixel_mask"].flags.writeable  # a copy, not the message
+        assert s.header["pixel_mask_enabled"] is True
+        assert not {"pixel_mask", "flatfield", "countrate_correction_lookup_table"} & set(
+            s.header)
+    # a broken array is left out (with a warning); the header is still good
+    bad = msg({"type": "start", "series_id": 2, "channels": ["t1"], "image_size_x": 6,
+               "image_size_y": 4, "pixel_mask": {"t1": CBORTag(40, [[4, 6], CBORTag(
+                   70, b"\0" * 7)])}, "flatfield": {"t9": array(flats["t1"])}})
+    s = Stream2Decoder().decode([bad])
+    assert (s.series, s.frame_shape, s.arrays) == (2, (4, 6), {})
+    assert "pixel_mask of t1" in caplog.text
+    assert "no array for channel 't1'" in caplog.text
+
+
+def test_start_arrays_round_trip_through_the_encoder():
+    mask = np.eye(64, 80, dtype="uint32")  # > 4 KiB: not the image fast path
+    flat = np.full((64, 80), 1.25, "float32")
+    lut = np.arange(10, dtype="uint32")
+    arrays = {"pixel_mask": mask, "flatfield": flat, "countrate_correction_lookup_table": lut}
+    enc, dec = Stream2Encoder(channels=["a", "b"]), Stream2Decoder(channel="b")
+    s = dec.decode(enc.start(SeriesStart(1, (64, 80), np.dtype("uint16"), 4, (2, 2),
+                                         "raster", {}, arrays)))
+    assert s.arrays.keys() == arrays.keys()
+    for key, value in arrays.items():
+        np.testing.assert_array_equal(s.arrays[key], value)
+        assert s.arrays[key].dtype == value.dtype
+    with pytest.raises(ValueError, match="header arrays"):
+        enc.start(SeriesStart(1, (2, 2), np.dtype("uint16"), 4, (2, 2), "raster", {},
+                              {"pixel_mask": np.zeros((2, 2), "complex64")}))

@@ -24,7 +24,7 @@ import numpy as np
 
 from framescope.live._messages import MessageError
 
-__all__ = ["CODECS", "Codec", "decode", "encode"]
+__all__ = ["CODECS", "Codec", "decode", "encode", "h5_chunk"]
 
 Codec = Literal["raw", "lz4", "lz4-h5", "bslz4"]
 #: ``lz4``: one bare LZ4 block (stream v1 ``lz4<``); ``lz4-h5``: LZ4 blocks in the HDF5 LZ4
@@ -234,3 +234,34 @@ def encode(frame: np.ndarray, codec: str) -> bytes | np.ndarray:
         packed = _bitshuffle().compress_lz4(frame, block)
         return _HEADER.pack(frame.nbytes, block * frame.itemsize) + packed.tobytes()
     raise ValueError(f"unknown codec {codec!r}; expected one of {CODECS}")
+
+
+def h5_chunk(codec: str, blob: Any, nbytes: int, itemsize: int) -> Any:
+    """A received compressed payload as the chunk an HDF5 filter would have written.
+
+    Parameters
+    ----------
+    codec : {"bslz4", "lz4-h5", "lz4"}
+        How ``blob`` is compressed (after :func:`decode` accepted it).
+    blob : bytes-like
+    nbytes, itemsize : int
+        Uncompressed size of the frame and its pixel size.
+
+    Returns
+    -------
+    bytes-like or None
+        For the bitshuffle filter (``bslz4``; the 12-byte header added when the sender
+        left it out) or the LZ4 filter (``lz4-h5`` as it is; a bare ``lz4`` block framed
+        as one block). None when there is no such chunk (``raw``, unknown codecs, or a
+        bare LZ4 block as long as the frame, which the filter would read as stored).
+    """
+    blob = memoryview(blob).cast("B")
+    if codec == "bslz4":
+        if len(blob) >= _HEADER.size and blob[:4] == b"\0\0\0\0":  # see _split_header
+            return blob
+        return _HEADER.pack(nbytes, _default_block(itemsize) * itemsize) + blob
+    if codec == "lz4-h5":
+        return blob
+    if codec == "lz4" and len(blob) != nbytes:
+        return _HEADER.pack(nbytes, nbytes) + _BLOCK.pack(len(blob)) + blob
+    return None

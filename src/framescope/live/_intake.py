@@ -1,8 +1,13 @@
-"""What the receiver thread does with each message: decode, check, track, hand on.
+"""What the receiver thread does with each message: decode, check, track, record, hand on.
 
 One :class:`Intake` per source, used by its receiver thread only (other threads read its
 counters and state, or leave requests in attributes it picks up). Malformed messages are
 counted and logged (rate-limited), never raised.
+
+With a :class:`~framescope.live._record.RecordingThread`, every accepted frame goes to the
+recording here, before the batcher's drop/spill decision, and every series' header and end
+(with the counters) too: the recording is of the series as it came, not of what was
+analysed. Malformed messages are not recorded; a repeated frame number is recorded once.
 """
 
 from __future__ import annotations
@@ -12,14 +17,17 @@ import logging
 import queue
 import time
 from collections import deque
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from framescope.live._batch import Batcher, End, FrameTracker, Policy, Start
 from framescope.live._messages import Frame, MessageError, ScanOrder, SeriesEnd, SeriesStart
 from framescope.live._scan import Series, resolve_series
-from framescope.live._status import Counters, Status
+from framescope.live._status import RECEIVER_FIELDS, Counters, Status
+
+if TYPE_CHECKING:
+    from framescope.live._record import RecordingThread
 
 __all__ = ["Intake"]
 
@@ -29,12 +37,17 @@ _LOG_FIRST = 10  # malformed messages logged per series before thinning out
 
 
 class Intake:
-    """Series state and counters of one source, driven by its receiver thread."""
+    """Series state and counters of one source, driven by its receiver thread.
+
+    ``recorder``, if given, is handed every accepted frame and each series' header and end
+    (see the module docstring); it is started and closed by the owner.
+    """
 
     def __init__(self, name: str, decoder: Any, *, scan: tuple[int, int] | None,
                  order: ScanOrder | None, policy: Policy, buffer_bytes: int,
                  batch_frames: int | None, spill_dir: str | None, spill_limit: int,
-                 stall_timeout: float, max_message_bytes: int) -> None:
+                 stall_timeout: float, max_message_bytes: int,
+                 recorder: RecordingThread | None = None) -> None:
         self.name, self.decoder = name, decoder
         self.scan, self.order, self.policy = scan, order, policy
         self.buffer_bytes, self.batch_frames = buffer_bytes, batch_frames
@@ -55,10 +68,14 @@ class Intake:
         self.latest: np.ndarray | None = None
         self._last_msg = time.monotonic()
         self._logged = 0
+        self.recorder = recorder
+        self._recording = False  # the current series is being recorded
+        self._record_warned = False
 
     def status(self) -> Status:
         """Counters and state of the current series (a consistent-enough snapshot)."""
         c, s, tracker, batcher = self.counters, self.series, self.tracker, self.batcher
+        rec = None if s is None else self.recorder
         return Status(
             state=self.state, series=None if s is None else s.series,
             frames_expected=None if s is None else s.n_frames,
@@ -66,11 +83,14 @@ class Intake:
             rate_hz=c.rate_hz, mb_per_s=c.mb_per_s, dropped=c.dropped, spilled=c.spilled,
             spill_pending=0 if batcher is None else batcher.spill.pending,
             malformed=c.malformed,
+            recorded=0 if rec is None else rec.recorded(s.series),
+            record_dropped=c.record_dropped + (0 if rec is None else rec.failed(s.series)),
             gaps=0 if tracker is None else tracker.gaps(self.ended),
             duplicates=c.duplicates, out_of_order=c.out_of_order,
             queue_depth=0 if batcher is None else batcher.depth,
             queue_capacity=0 if batcher is None else batcher.capacity,
-            policy=self.policy, last_error=c.last_error,
+            policy=self.policy,
+            last_error=(rec is not None and rec.error(s.series)) or c.last_error,
         )
 
     def close(self) -> None:
@@ -159,11 +179,24 @@ class Intake:
         c.bytes_received += size
         if self.state != "receiving":
             self.state = "receiving"
-        if why:
+        if why:  # a duplicate: counted, neither recorded nor analysed again
             return
         self.latest = data
+        # recorded before the batcher, which may drop the frame (a reference is queued:
+        # the message's memory stays until the frame is written)
+        if self._recording and not self.recorder.frame(s.series, f.index, data, f.wire):
+            self._record_full(s)
         if self.batcher is not None:
             self.batcher.put(f.index, data)
+
+    def _record_full(self, s: Series) -> None:
+        self.counters.record_dropped += 1
+        if not self._record_warned:
+            self._record_warned = True
+            log.warning("series %d: the recording's buffer is full (%.0f MiB; the disk is "
+                        "slower than the stream): frames are not recorded until it drains, "
+                        "see status.record_dropped", s.series,
+                        self.recorder.buffer_bytes / 2**20)
 
     def _implicit_start(self, f: Frame) -> Series | None:
         """The series a frame belongs to when it is not the open one."""
@@ -203,6 +236,9 @@ class Intake:
         self.series, self.ended = series, False
         self.tracker = FrameTracker(series.n_frames, self.counters)
         self.state = "receiving"
+        if self.recorder is not None:
+            self._recording, self._record_warned = True, False
+            self.recorder.begin(series)
         self.batcher = self._new_batcher(series) if self._handoff is not None else None
         log.info("series %d: %s %s frames, scan %s (%s)%s", series.series, series.meta.dtype,
                  series.meta.frame_shape, series.meta.scan_shape, series.order,
@@ -235,6 +271,10 @@ class Intake:
         if self.batcher is not None:
             self.batcher.flush()
             self._handoff.put(End(s.series, ended, self.status()))
+        if self._recording:
+            self._recording = False
+            status = self.status().as_dict()
+            self.recorder.end(s.series, {k: status[k] for k in RECEIVER_FIELDS}, ended)
         gaps = self.tracker.gaps(ended=True) if self.tracker is not None else 0
         log.info("series %d %s: %d frames received, %d missing, %d dropped, %d spilled, "
                  "%d malformed", s.series, "ended" if ended else "closed unfinished",

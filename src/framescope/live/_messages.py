@@ -43,6 +43,13 @@ class SeriesStart:
     scan_order : {"raster", "snake"} or None
     header : dict
         JSON-able header fields for attrs and recordings (large arrays left out).
+    arrays : dict of str to numpy.ndarray
+        Large header arrays, decoded, in native byte order and owned (not views of a
+        message): ``pixel_mask`` and ``flatfield`` (stream v1 ``header_detail: "all"``;
+        stream2: those of the analysed channel), ``countrate_table`` (stream v1),
+        ``countrate_correction_lookup_table`` (stream2), any name (native). Kept out of
+        ``header`` (and so out of JSON attrs) for the corrections stage; recordings store
+        them as datasets. Not compared by ``==``.
     """
 
     series: int
@@ -52,16 +59,24 @@ class SeriesStart:
     scan_shape: tuple[int, int] | None = None
     scan_order: ScanOrder | None = None
     header: dict[str, Any] = field(default_factory=dict)
+    # compare=False: == on dicts of arrays would raise (ambiguous truth value)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
 
 @dataclass(slots=True)
 class Frame:
-    """One detector frame: ``data`` may view the message buffer, so copy what you keep."""
+    """One detector frame: ``data`` may view the message buffer, so copy what you keep.
+
+    ``wire`` is the compressed payload as it came, ``(codec, bytes)``, when the decoder
+    had one (``bslz4``, ``lz4-h5``): a recorder with the same compression writes it as
+    the HDF5 chunk instead of compressing again. It views the message too.
+    """
 
     series: int
     index: int
     data: np.ndarray
     nbytes: int = 0
+    wire: tuple[str, Any] | None = None
 
 
 @dataclass(frozen=True, slots=True)

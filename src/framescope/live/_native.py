@@ -3,12 +3,15 @@
 Messages are multipart; the first part is a UTF-8 JSON object whose ``htype`` is
 ``framescope-start-1``, ``framescope-frame-1`` or ``framescope-end-1``. A frame message has
 a second part with the pixels, C order, little-endian, optionally LZ4- or bitshuffle+LZ4-
-compressed (HDF5-filter framing, as in DECTRIS streams).
+compressed (HDF5-filter framing, as in DECTRIS streams). A start message may list header
+arrays (``"arrays": [{"name", "dtype", "shape"}]``, e.g. a pixel mask), each in a further
+part, raw.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +75,8 @@ class NativeDecoder:
                                    f"{head.get('compression')!r}; expected {list(_CODEC)}")
             data = _codecs.decode(parts[1], codec, shape, dtype)
             return Frame(_int(head, "series", "frame"), _int(head, "frame", "frame"), data,
-                         len(parts[0]) + len(parts[1]))
+                         len(parts[0]) + len(parts[1]),
+                         None if codec == "raw" else (codec, parts[1]))
         if htype == START:
             series = _int(head, "series", "start")
             shape, dtype = check_frame_shape(head.get("frame_shape", ()), head.get("dtype"),
@@ -86,10 +90,34 @@ class NativeDecoder:
             order = head.get("scan_order")
             return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
                                order if order in ("raster", "snake") else None,
-                               jsonable(head.get("metadata") or {}))
+                               jsonable(head.get("metadata") or {}),
+                               self._arrays(head.get("arrays") or [], parts[1:]))
         if htype == END:
             return SeriesEnd(_int(head, "series", "end"))
         raise MessageError(f"native: unknown htype {htype!r}")
+
+    def _arrays(self, specs: Any, parts: Sequence[Any]) -> dict[str, np.ndarray]:
+        """The start message's header arrays (copies: the message is reused)."""
+        if not isinstance(specs, list) or len(specs) != len(parts):
+            raise MessageError(f"native start: 'arrays' should list one {{name, dtype, "
+                               f"shape}} per further part ({len(parts)}), found {specs!r}")
+        arrays = {}
+        for spec, part in zip(specs, parts, strict=True):
+            try:
+                name, dtype = str(spec["name"]), np.dtype(spec["dtype"])
+                shape = tuple(int(v) for v in spec["shape"])
+            except (TypeError, ValueError, KeyError):
+                raise MessageError(f"native start: bad array spec {spec!r}") from None
+            if dtype.kind not in "buif" or dtype.byteorder == ">" or min(shape, default=0) < 0:
+                raise MessageError(f"native start: array {name!r}: unsupported {dtype} "
+                                   f"{shape}")
+            nbytes = math.prod(shape) * dtype.itemsize
+            if nbytes > self.max_frame_bytes or len(part) != nbytes:
+                raise MessageError(f"native start: array {name!r}: {len(part)} B, {dtype} "
+                                   f"{shape} needs {nbytes} B (at most {self.max_frame_bytes})")
+            arrays[name] = np.frombuffer(part, dtype).reshape(shape).astype(
+                dtype.newbyteorder("="))
+        return arrays
 
 
 class NativeEncoder:
@@ -108,13 +136,21 @@ class NativeEncoder:
                              f"{compression!r}")
         self.compression = compression
 
-    def start(self, info: SeriesStart) -> list[bytes]:
+    def start(self, info: SeriesStart) -> list[Any]:
+        arrays = []
+        for a in info.arrays.values():
+            a = np.asarray(a)
+            arrays.append(np.ascontiguousarray(
+                a, a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype))
         head = {"htype": START, "series": info.series, "frame_shape": list(info.frame_shape),
                 "dtype": np.dtype(info.dtype).newbyteorder("<").str,
                 "n_frames": info.n_frames,
                 "scan_shape": list(info.scan_shape) if info.scan_shape else None,
                 "scan_order": info.scan_order or "raster", "metadata": info.header}
-        return [json.dumps(head).encode()]
+        if arrays:
+            head["arrays"] = [{"name": k, "dtype": a.dtype.str, "shape": list(a.shape)}
+                              for k, a in zip(info.arrays, arrays, strict=True)]
+        return [json.dumps(head).encode(), *(a.tobytes() for a in arrays)]
 
     def frame(self, series: int, index: int, frame: np.ndarray) -> list[Any]:
         head = {"htype": FRAME, "series": series, "frame": index, "shape": list(frame.shape),

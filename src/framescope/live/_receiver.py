@@ -7,10 +7,11 @@ messages are counted and logged (rate-limited), never raised (see ``_intake``).
 
 from __future__ import annotations
 
+import os
 import queue
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal
 
 import numpy as np
 import zmq
@@ -19,12 +20,9 @@ from framescope.live._batch import Policy
 from framescope.live._intake import Intake
 from framescope.live._messages import ScanOrder
 from framescope.live._protocols import make_decoder
+from framescope.live._record import Recorder, RecordingThread
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
-
-if TYPE_CHECKING:
-    from framescope.live._parallel import ParallelRun
-    from framescope.live._run import LiveRun
 
 __all__ = ["ZMQSource"]
 
@@ -47,7 +45,7 @@ class ZMQSource:
     """Frames from a detector's ZeroMQ PUSH socket (DECTRIS stream v1/stream2, native).
 
     The source connects a PULL socket (detectors bind PUSH), decodes messages in a thread
-    and keeps counters and the latest frame. :meth:`run` attaches analyses.
+    and keeps counters and the latest frame. :func:`framescope.submit` runs analyses on it.
 
     Parameters
     ----------
@@ -85,12 +83,34 @@ class ZMQSource:
     verify_hash : bool
         dectris-stream1 only: check every blob against the MD5 in its ``dimage-1.0`` part;
         a mismatch counts as malformed. Costs ~0.2 ms per 128 KiB frame.
+    record : str or PathLike, optional
+        New HDF5 file to record into: every frame the receiver thread accepts (before the
+        drop/spill policy, so dropped frames too; a repeated frame number once), every
+        series header with its header arrays, and at each series' end the receiver's
+        counters. ``framescope replay`` re-sends it. Analyses attached or not, this
+        records what arrives on this source's socket (not on receivers in other
+        processes). A thread of its own writes, so the receiver never waits on the
+        disk. Closed by :meth:`stop`, appended to by a later :meth:`start`.
+    record_compression : {None, "bslz4", "lz4"}
+        HDF5 filter of the recorded frames. None (default) writes frames as they are;
+        frames that arrive compressed the same way are stored as they came, others are
+        compressed by the recording thread (docs/live.md, "Recording and replay", lists
+        the costs).
+    record_buffer_mib : float
+        Memory for received frames waiting to be written. When the disk is slower than
+        the stream for longer than this lasts, frames are not recorded, counted in
+        ``status.record_dropped``.
+
+    Raises
+    ------
+    FileExistsError
+        ``record`` exists.
 
     Examples
     --------
     >>> src = ZMQSource("tcp://127.0.0.1:9999", protocol="dectris-stream2", scan=(128, 128))
-    >>> run = src.run([ApplyMasks(ring), CenterOfMass()])  # doctest: +SKIP
-    >>> run.snapshot()["done"].mean()  # doctest: +SKIP
+    >>> job = framescope.submit([ApplyMasks(ring), CenterOfMass()], src)  # doctest: +SKIP
+    >>> job.partial()[0]["done"].mean()  # doctest: +SKIP
     """
 
     def __init__(
@@ -111,12 +131,15 @@ class ZMQSource:
         rcvhwm: int | None = None,
         batch_frames: int | None = None,
         verify_hash: bool = False,
+        record: str | os.PathLike[str] | None = None,
+        record_compression: Literal["bslz4", "lz4"] | None = None,
+        record_buffer_mib: float = 1024,
     ) -> None:
         if policy not in ("drop", "spill"):
             raise ValueError(f"policy: expected 'drop' or 'spill', found {policy!r}")
         if order not in (None, "raster", "snake"):
             raise ValueError(f"order: expected 'raster' or 'snake', found {order!r}")
-        # the options again, for receiver processes (ZMQSource.run(processes=N))
+        # the options again, for receivers in other processes (submit(processes=N))
         self._options = {
             "channel": channel, "policy": policy, "buffer_mib": buffer_mib,
             "spill_dir": spill_dir, "spill_limit_gib": spill_limit_gib,
@@ -131,13 +154,19 @@ class ZMQSource:
         self.max_message_bytes = int(max_message_bytes)
         self.bind, self.rcvhwm = bind, rcvhwm
         self.batch_frames = batch_frames
+        # not among _options: receivers in other processes do not record
+        self.record = None if record is None else os.fspath(record)
+        self._recorder = None if record is None else RecordingThread(
+            Recorder(record, protocol=protocol, compression=record_compression),
+            int(record_buffer_mib * 2**20))
         self._intake = Intake(
             endpoint, make_decoder(protocol, channel=channel,
                                    max_frame_bytes=min(self.max_message_bytes, 2**31),
                                    verify_hash=verify_hash),
             scan=self.scan, order=order, policy=policy, buffer_bytes=self.buffer_bytes,
             batch_frames=batch_frames, spill_dir=spill_dir, spill_limit=self.spill_limit,
-            stall_timeout=self.stall_timeout, max_message_bytes=self.max_message_bytes)
+            stall_timeout=self.stall_timeout, max_message_bytes=self.max_message_bytes,
+            recorder=self._recorder)
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()
@@ -166,8 +195,13 @@ class ZMQSource:
         return self
 
     def stop(self) -> None:
-        """Stop receiving and close the socket; an open series is handed on as unfinished."""
+        """Stop receiving and close the socket; an open series is handed on as unfinished.
+
+        The recording (``record=``) is closed, complete and readable, once this returns.
+        """
         if self._thread is None:
+            if self._recorder is not None:  # never started, or failed to
+                self._recorder.close()
             return
         self._stopping.set()
         self._thread.join()
@@ -180,83 +214,10 @@ class ZMQSource:
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
-    def run(self, udfs: Any, *, record: str | None = None, processes: int = 1,
-            mp_context: Any = "spawn", client: Any = None, merge_host: str = "127.0.0.1",
-            on_series_end: Any = None, kernel_threads: int = 1,
-            on_frames: Any = None) -> LiveRun | ParallelRun:
-        """Start analysing received frames with ``udfs`` (and start receiving).
-
-        Parameters
-        ----------
-        udfs : UDF, list of UDF or dict of name → UDF
-            A dict prefixes each UDF's result names with its key.
-        record : str, optional
-            HDF5 file to record analysed frames into (single process only).
-        processes : int
-            1: receive and analyse in this process (:class:`LiveRun`); more: that many
-            receivers PULL from the endpoint, each analysing its share, and their partial
-            results merge here (:class:`ParallelRun`; needs ``scan``; this source's own
-            socket stays closed). The receivers are processes of this machine, or tasks on
-            dask workers with ``client``.
-        mp_context : str or multiprocessing context
-            How receiver processes start ("spawn", "forkserver").
-        client : distributed.Client or str, optional
-            Run the ``processes`` receivers as long-running tasks on as many distinct
-            workers of this dask cluster (also with ``processes=1``): a ``Client``,
-            ``"default"`` (the cluster of :func:`framescope.connect`, else the engine's
-            default client) or a scheduler address. The workers connect to ``endpoint``
-            themselves, and to ``merge_host`` to send their results.
-        merge_host : str
-            Address the receivers send their results to (the merging sockets bind it):
-            127.0.0.1 serves receivers on this machine; dask workers on other hosts need
-            an address of this machine that they can reach.
-        on_series_end : callable, optional
-            Called with each series' final Dataset (single process only; in the analysis
-            thread, so keep it short).
-        kernel_threads : int
-            numba threads of the analysis (see :class:`LiveRun`).
-        on_frames : callable, optional
-            Called with every analysed batch (single process only; see :class:`LiveRun`).
-
-        Returns
-        -------
-        LiveRun or ParallelRun
-            Started; poll ``snapshot()`` and ``status``, ``wait()`` for the series' end.
-
-        Raises
-        ------
-        ValueError
-            ``processes`` > 1 without ``scan``; ``record``, ``on_series_end`` or
-            ``on_frames`` with several receivers or a ``client``; more ``processes`` than
-            the cluster has workers.
-        RuntimeError
-            A receiver could not start (e.g. a bad endpoint).
-
-        Examples
-        --------
-        >>> run = ZMQSource(endpoint, scan=(256, 256)).run(  # doctest: +SKIP
-        ...     udfs, processes=2, client="default")
-        >>> run.receivers  # where each receiver runs  # doctest: +SKIP
-        """
-        if processes > 1 or client is not None:
-            from framescope.live._parallel import ParallelRun
-
-            if record is not None or on_series_end is not None or on_frames is not None:
-                raise ValueError("record=, on_series_end= and on_frames= work with a single "
-                                 "receiver in this process only (processes=1, no client=)")
-            launcher = None
-            if client is not None:
-                from framescope.live._dask_receivers import DaskLauncher
-
-                launcher = DaskLauncher(client, processes)
-            return ParallelRun(self.endpoint, self.protocol, udfs, processes=processes,
-                               scan=self.scan, order=self.order,
-                               source_options=self._options, mp_context=mp_context,
-                               launcher=launcher, merge_host=merge_host).start()
-        from framescope.live._run import LiveRun
-
-        return LiveRun(self, udfs, record=record, on_series_end=on_series_end,
-                       on_frames=on_frames, kernel_threads=kernel_threads).start()
+    @property
+    def options(self) -> dict[str, Any]:
+        """The receiving options, for receivers started elsewhere (processes, dask workers)."""
+        return dict(self._options)
 
     # -- what users read -------------------------------------------------------------------
 
@@ -290,7 +251,7 @@ class ZMQSource:
         t = self._intake.tracker
         return (0, -1) if t is None else (t.unique, t.highest)
 
-    # -- hooks for LiveRun / parallel workers ----------------------------------------------
+    # -- hooks for the engine's analysis (framescope.submit) ---------------------------------
 
     def attach(self, handoff: queue.SimpleQueue) -> None:
         """Hand batches to ``handoff`` from now on (from the current series' next frame)."""
@@ -318,8 +279,10 @@ class ZMQSource:
 
     def _loop(self) -> None:
         try:
+            if self._recorder is not None:
+                self._recorder.start()  # (the file again, if an earlier stop() closed it)
             sock = self._open_socket()
-        except zmq.ZMQError as exc:
+        except (zmq.ZMQError, OSError) as exc:
             self._error = exc
             self._ready.set()
             return
@@ -346,5 +309,7 @@ class ZMQSource:
                 due = now + _POLL_MS / 1000
         finally:
             sock.close(linger=0)
-            intake.close()
+            intake.close()  # an open series ends unfinished, in the recording too
+            if self._recorder is not None:
+                self._recorder.close()  # writes what is queued first
 

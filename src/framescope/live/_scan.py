@@ -32,7 +32,11 @@ def positions_of(indices: np.ndarray, scan_shape: tuple[int, int], order: ScanOr
 
 @dataclass(slots=True)
 class Series:
-    """What the receiver and the analysis know about the series being received."""
+    """What the receiver and the analysis know about the series being received.
+
+    ``header`` holds the JSON-able header fields; ``arrays`` the large header arrays
+    (``pixel_mask``, ``flatfield``, … see :class:`SeriesStart`) for the corrections stage.
+    """
 
     series: int
     meta: Meta
@@ -40,6 +44,8 @@ class Series:
     n_frames: int  # frame numbers 0..n_frames-1 are accepted (= scan positions)
     header: dict[str, Any] = field(default_factory=dict)
     from_header: bool = True  # False: started from a frame (header not seen)
+    # (last and defaulted: a Series rebuilt from JSON in another process has none yet)
+    arrays: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
 
     def positions(self, indices: np.ndarray) -> np.ndarray:
         return positions_of(indices, self.meta.scan_shape, self.order)
@@ -68,4 +74,4 @@ def resolve_series(start: SeriesStart, scan: tuple[int, int] | None,
                     *shape, shape[0] * shape[1])
     meta = Meta((int(shape[0]), int(shape[1])), start.frame_shape, np.dtype(start.dtype))
     return Series(start.series, meta, order or start.scan_order or "raster",
-                  meta.n_positions, dict(start.header))
+                  meta.n_positions, dict(start.header), arrays=dict(start.arrays))

@@ -11,7 +11,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 import numpy as np
@@ -159,6 +159,7 @@ def simulate_stream(
     stop_after: int | None = None,
     stop: threading.Event | None = None,
     on_bound: Callable[[str], None] | None = None,
+    header_arrays: Mapping[str, np.ndarray] | None = None,
 ) -> dict[str, Any]:
     """Publish ``series`` scans on a PUSH socket as a detector would.
 
@@ -190,12 +191,26 @@ def simulate_stream(
         Set it to stop sending (no end message).
     on_bound : callable, optional
         Called with the bound endpoint before waiting for receivers.
+    header_arrays : mapping of str to numpy.ndarray, optional
+        Arrays every series header carries, as a detector sends its corrections:
+        ``pixel_mask`` and ``flatfield`` (stream v1 then sends ``header_detail: "all"``,
+        with ``countrate_table``; stream2 the same map for every channel, with
+        ``countrate_correction_lookup_table``; native any name). Names the protocol has
+        no place for are not sent (logged).
 
     Returns
     -------
     dict
         ``endpoint``, ``frames_sent``, ``seconds``, ``rate_hz``, ``series``.
+
+    Examples
+    --------
+    >>> mask = np.zeros((256, 256), np.uint32)
+    >>> mask[10, 20] = 1  # a dead pixel
+    >>> simulate_stream("tcp://127.0.0.1:9999", scan=(16, 16),
+    ...                 header_arrays={"pixel_mask": mask})  # doctest: +SKIP
     """
+    arrays = {k: np.asarray(v) for k, v in (header_arrays or {}).items()}
     arr = _source(source, scan, det, dtype)
     if arr.ndim != 4:
         raise ValueError(f"source: expected (scan_y, scan_x, det_y, det_x) frames, found "
@@ -215,7 +230,7 @@ def simulate_stream(
         t0 = time.perf_counter()
         for k in range(series):
             start = SeriesStart(first_series + k, (h, w), np.dtype(arr.dtype), ny * nx,
-                                (ny, nx), order, {"source": label})
+                                (ny, nx), order, {"source": label}, arrays)
             sent = pub.send_series(start, _frames_of(arr, order),
                                    stop_after=stop_after if k == 0 else None, stop=stop)
             if sent < ny * nx:
@@ -240,7 +255,8 @@ def replay(
 ) -> dict[str, Any]:
     """Re-publish a recording (:class:`~framescope.live.Recorder`) series by series.
 
-    Frame numbers, scan shape/order and header fields are those recorded; frames that were
+    Frame numbers, scan shape/order, header fields and header arrays (pixel mask, flat
+    field, … as far as ``protocol`` carries them) are those recorded; frames that were
     not recorded are skipped (a receiver sees the same gaps). Parameters as for
     :func:`simulate_stream`; ``series`` picks one recorded series id.
     """

@@ -10,9 +10,15 @@ import time
 from dataclasses import asdict, dataclass
 from typing import Any, Literal
 
-__all__ = ["Counters", "Status"]
+__all__ = ["RECEIVER_FIELDS", "Counters", "Status"]
 
 State = Literal["idle", "receiving", "stalled", "draining", "finished", "stopped"]
+
+#: The fields of a :class:`Status` that the receiver owns (a recording stores these)
+RECEIVER_FIELDS = (
+    "state", "series", "frames_expected", "frames_received", "recorded", "record_dropped",
+    "bytes_received", "dropped", "spilled", "malformed", "gaps", "duplicates",
+    "out_of_order", "policy", "last_error")
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,6 +55,13 @@ class Status:
     malformed : int
         Messages skipped: undecodable, truncated, oversized, wrong shape, frame number
         outside the scan, frames of a finished series or without a usable header.
+    recorded : int
+        Frames written to the source's recording (``ZMQSource(record=...)``): every frame
+        received (once), dropped and spilled ones included. It lags ``frames_received``
+        by the frames waiting to be written.
+    record_dropped : int
+        Frames received but not recorded: the recording's buffer was full (the disk
+        slower than the stream for too long), or writing failed (see ``last_error``).
     gaps : int
         Frame numbers below the highest one received that have not arrived (at the end of a
         series: every missing frame).
@@ -64,6 +77,12 @@ class Status:
         Time from receiving a frame to its result being visible, for the last batch.
     latency_max_s : float
         The largest ``latency_s`` of the series.
+    lost : int
+        Parallel receivers: frames a lost receiver had taken for analysis but never
+        delivered (their positions stay not done).
+    receivers_lost : int
+        Parallel receivers: receivers that died or went silent during the job (named in
+        ``last_error``); the others go on.
     policy : {"drop", "spill"}
     last_error : str
         The latest malformed-message reason.
@@ -81,6 +100,8 @@ class Status:
     spilled: int = 0
     spill_pending: int = 0
     malformed: int = 0
+    recorded: int = 0
+    record_dropped: int = 0
     gaps: int = 0
     duplicates: int = 0
     out_of_order: int = 0
@@ -88,6 +109,8 @@ class Status:
     queue_capacity: int = 0
     latency_s: float = 0.0
     latency_max_s: float = 0.0
+    lost: int = 0
+    receivers_lost: int = 0
     policy: str = "drop"
     last_error: str = ""
 
@@ -102,7 +125,7 @@ class Counters:
     __slots__ = (
         "_rate_bytes", "_rate_frames", "_rate_t", "bytes_received", "dropped", "duplicates",
         "frames_received", "last_error", "malformed", "mb_per_s", "out_of_order", "rate_hz",
-        "spilled",
+        "record_dropped", "spilled",
     )
 
     def __init__(self) -> None:

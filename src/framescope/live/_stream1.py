@@ -3,13 +3,16 @@
 A series is ``dheader-1.0`` (+ detector config JSON for ``header_detail`` basic/all, + three
 flat-field/pixel-mask/count-rate (header, blob) pairs for all, + optional appendix), then per
 frame ``dimage-1.0``, ``dimage_d-1.0``, the blob and ``dconfig-1.0``, then
-``dseries_end-1.0``. ``dimage_d`` shapes are ``[width, height]``.
+``dseries_end-1.0``. ``dimage_d`` shapes, like those of the header arrays, are
+``[width, height]``. The header arrays become :attr:`SeriesStart.arrays` ``flatfield``,
+``pixel_mask`` and ``countrate_table``, not header fields.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,8 +33,13 @@ from framescope.live._messages import (
 
 __all__ = ["Stream1Decoder", "Stream1Encoder"]
 
+log = logging.getLogger(__name__)
+
 _DECODE = {"<": ("raw", 0), "lz4<": ("lz4", 0), "bs8-lz4<": ("bslz4", 1),
            "bs16-lz4<": ("bslz4", 2), "bs32-lz4<": ("bslz4", 4)}
+# header_detail "all": the (header, blob) pairs, in the order a detector sends them
+ARRAYS = {"dflatfield-1.0": ("flatfield", "float32"), "dpixelmask-1.0": ("pixel_mask", "uint32"),
+          "dcountrate_table-1.0": ("countrate_table", "float32")}
 
 
 def _json(part: Any, what: str) -> dict[str, Any]:
@@ -60,6 +68,54 @@ def _frames_per_series(config: dict[str, Any]) -> int | None:
         return None
     # external/internal enable: one frame per trigger
     return ntrigger if config.get("trigger_mode") in ("inte", "exte") else nimages * ntrigger
+
+
+def _header_array(head: Any, blob: Any, max_bytes: int) -> tuple[str, np.ndarray]:
+    """(name, array copy) of one ``header_detail: all`` pair; MessageError if unusable."""
+    info = _json(head, "header array")
+    htype = info.get("htype")
+    if htype not in ARRAYS:
+        raise MessageError(f"stream1 dheader: unknown header array {htype!r}; expected one "
+                           f"of {list(ARRAYS)}")
+    name, default = ARRAYS[htype]
+    shape = info.get("shape")
+    try:
+        w, h = (int(v) for v in shape)
+        dtype = np.dtype(info.get("type", default))
+    except (TypeError, ValueError):
+        raise MessageError(f"stream1 {htype}: bad shape {shape!r} or type "
+                           f"{info.get('type')!r}") from None
+    if dtype.kind not in "uif" or dtype.byteorder == ">" or w < 0 or h < 0:
+        raise MessageError(f"stream1 {htype}: unsupported {dtype} or shape {shape!r}")
+    dtype = dtype.newbyteorder("<") if dtype.itemsize > 1 else dtype
+    nbytes = w * h * dtype.itemsize
+    if nbytes > max_bytes:
+        raise MessageError(f"stream1 {htype}: {nbytes} B, beyond the limit of {max_bytes} B")
+    data = _bytes(blob)
+    if len(data) != nbytes:
+        raise MessageError(f"stream1 {htype}: blob of {len(data)} B, its shape {shape!r} and "
+                           f"type {dtype.name} need {nbytes} B")
+    # [width, height] like the images; a copy, owned, not a view of the message
+    return name, np.frombuffer(data, dtype).reshape(h, w).astype(dtype.newbyteorder("="))
+
+
+def _header_arrays(parts: Sequence[Any], series: int, max_bytes: int,
+                   ) -> dict[str, np.ndarray]:
+    """The flat field, pixel mask and count-rate table of a ``header_detail: all`` header.
+
+    An array that cannot be used is left out with a warning (the frames are still good);
+    an empty one stands for none (framescope senders).
+    """
+    arrays = {}
+    for head, blob in zip(parts[0::2], parts[1::2], strict=True):
+        try:
+            name, array = _header_array(head, blob, max_bytes)
+        except MessageError as exc:
+            log.warning("series %d: %s; left out", series, exc)
+            continue
+        if array.size:
+            arrays[name] = array
+    return arrays
 
 
 class Stream1Decoder:
@@ -99,6 +155,7 @@ class Stream1Decoder:
     def _header(self, head: dict[str, Any], parts: Sequence[Any]) -> SeriesStart:
         series = _int(head, "series", "dheader")
         detail = head.get("header_detail", "basic")
+        arrays: dict[str, np.ndarray] = {}
         if detail == "none":
             return SeriesStart(series, header={"header_detail": "none"})
         if len(parts) < 2:
@@ -109,7 +166,8 @@ class Stream1Decoder:
             if len(rest) < 6:
                 raise MessageError(f"stream1 dheader (all): expected 3 (header, blob) pairs "
                                    f"after the config, found {len(rest)} parts")
-            rest = rest[6:]  # flat field, pixel mask, count-rate table: not used here
+            arrays = _header_arrays(rest[:6], series, self.max_frame_bytes)
+            rest = rest[6:]
         scan, order = None, None
         for part in rest:  # optional appendix: framescope senders put the scan there
             try:
@@ -124,7 +182,7 @@ class Stream1Decoder:
                 (config["y_pixels_in_detector"], config["x_pixels_in_detector"]), dtype,
                 self.max_frame_bytes, "stream1 dheader")
         return SeriesStart(series, shape, dtype, _frames_per_series(config), scan, order,
-                           {"header_detail": detail, **jsonable(config)})
+                           {"header_detail": detail, **jsonable(config)}, arrays)
 
     def _image(self, head: dict[str, Any], parts: Sequence[Any]) -> Frame:
         if len(parts) < 4:
@@ -158,7 +216,8 @@ class Stream1Decoder:
                 raise MessageError(f"stream1 dimage {series}/{index}: blob MD5 {found} differs "
                                    f"from the header's hash {expected}")
         data = _codecs.decode(blob, codec, frame_shape, dtype)
-        return Frame(series, index, data, sum(len(p) for p in parts))
+        return Frame(series, index, data, sum(len(p) for p in parts),
+                     None if codec == "raw" else (codec, blob))
 
 
 class Stream1Encoder:
@@ -177,7 +236,8 @@ class Stream1Encoder:
         self.compression = compression
         self.md5 = md5  # MD5 of each blob in dimage-1.0 (costs ~0.2 ms per 128 KiB)
 
-    def start(self, info: SeriesStart) -> list[bytes]:
+    def start(self, info: SeriesStart) -> list[Any]:
+        """The header; ``header_detail: "all"`` with the header arrays when it has any."""
         h, w = info.frame_shape
         extra = {k: v for k, v in info.header.items() if k != "header_detail"}
         config = {  # header fields (e.g. from a recording) never override the series' own
@@ -187,8 +247,27 @@ class Stream1Encoder:
         }
         appendix = {"framescope": {"scan_shape": list(info.scan_shape or ()),
                                    "scan_order": info.scan_order or "raster"}}
-        head = {"htype": "dheader-1.0", "series": info.series, "header_detail": "basic"}
-        return [json.dumps(p).encode() for p in (head, config, appendix)]
+        detail = "all" if info.arrays else "basic"
+        head = {"htype": "dheader-1.0", "series": info.series, "header_detail": detail}
+        pairs: list[Any] = []
+        if info.arrays:
+            unsent = set(info.arrays) - {name for name, _ in ARRAYS.values()}
+            if unsent:
+                log.info("series %d: header arrays %s have no place in stream v1; not sent",
+                         info.series, sorted(unsent))
+            for htype, (name, default) in ARRAYS.items():
+                # a detector sends all three: one not given goes empty
+                a = np.atleast_2d(info.arrays.get(name, np.zeros((0, 0), default)))
+                if a.ndim != 2:
+                    raise ValueError(f"stream v1 header arrays are 2-D, {name} is {a.ndim}-D")
+                if a.dtype == bool:
+                    a = a.astype(np.uint8)
+                le = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
+                pairs += [json.dumps({"htype": htype, "shape": [a.shape[1], a.shape[0]],
+                                      "type": a.dtype.name}).encode(),
+                          np.ascontiguousarray(a, le).tobytes()]
+        return [json.dumps(head).encode(), json.dumps(config).encode(), *pairs,
+                json.dumps(appendix).encode()]
 
     def frame(self, series: int, index: int, frame: np.ndarray) -> list[Any]:
         dtype = frame.dtype

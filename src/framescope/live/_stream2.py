@@ -5,10 +5,17 @@ Images hold ``data = {channel: tag 40 [[height, width], typed array]}``; the typ
 DECTRIS compression tag 56500 ``[algorithm, element size, bytes]`` (``bslz4``, ``lz4``,
 both in HDF5-filter framing). cbor2 leaves these tags as :class:`cbor2.CBORTag`, which is
 read here, so no ``tag_hook`` (whose signature changed in cbor2 6) is needed.
+
+The start message's ``pixel_mask`` and ``flatfield`` map channels to such tag-40 arrays
+(of any little-endian typed-array type), ``countrate_correction_lookup_table`` is a bare
+(1-D) typed array. They become :attr:`SeriesStart.arrays` (of the analysed channel), not
+header fields.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -33,11 +40,20 @@ from framescope.live._messages import (
 
 __all__ = ["Stream2Decoder", "Stream2Encoder"]
 
+log = logging.getLogger(__name__)
+
 SELF_DESCRIBE = 55799
 MD_ARRAY = 40
 COMPRESSED = 56500
 TYPED = {64: "uint8", 69: "<u2", 70: "<u4", 85: "<f4"}
 _TAG_OF = {"uint8": 64, "uint16": 69, "uint32": 70, "float32": 85}
+# header arrays: the RFC 8746 typed arrays of bytes and little-endian numbers
+HEADER_TYPED = {64: "u1", 68: "u1", 72: "i1", 69: "<u2", 70: "<u4", 71: "<u8", 77: "<i2",
+                78: "<i4", 79: "<i8", 84: "<f2", 85: "<f4", 86: "<f8"}
+_HEADER_TAG_OF = {np.dtype(v).str: k for k, v in HEADER_TYPED.items() if k not in (68,)}
+# start message arrays: per channel (tag-40 arrays) or one typed array
+PER_CHANNEL = ("pixel_mask", "flatfield")
+LOOKUP = "countrate_correction_lookup_table"
 _CODEC = {"bslz4": "bslz4", "lz4": "lz4-h5"}
 # Where an image's payload starts: a typed-array tag, optionally the compression tag 56500
 # with its algorithm and element size, then a byte string's head (its length follows)
@@ -98,6 +114,9 @@ class Stream2Decoder:
             msg = cbor2.loads(b"".join((buf[: m.start(1)], self._marker, buf[end:])))
         except Exception:  # the whole message says what is wrong
             return None
+        inner = msg.value if isinstance(msg, cbor2.CBORTag) else msg
+        if not hasattr(inner, "get") or inner.get("type") != "image":
+            return None  # a start message's arrays are decoded whole (and copied anyway)
         self._payload = buf[begin:end]
         return msg
 
@@ -156,10 +175,41 @@ class Stream2Decoder:
                                              self.max_frame_bytes, "stream2 start")
         n = msg.get("number_of_images")
         scan, order = scan_info(msg.get("user_data"))
-        big = ("pixel_mask", "flatfield", "countrate_correction_lookup_table")
-        header = jsonable({k: v for k, v in msg.items() if k not in big})
+        header = jsonable({k: v for k, v in msg.items() if k not in (*PER_CHANNEL, LOOKUP)})
         return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
-                           order, header)
+                           order, header, self._header_arrays(msg, series))
+
+    def _header_arrays(self, msg: Any, series: int) -> dict[str, np.ndarray]:
+        """The start message's arrays (those of the analysed channel), decoded and copied.
+
+        An array that cannot be decoded is left out with a warning: the frames are still
+        good, and the corrections stage says what it lacks.
+        """
+        arrays: dict[str, np.ndarray] = {}
+        for key in (*PER_CHANNEL, LOOKUP):
+            item = msg.get(key)
+            if item is None:
+                continue
+            try:
+                array = self._header_array(key, item, series)
+            except MessageError as exc:
+                log.warning("series %d: %s; left out", series, exc)
+                continue
+            if array.size:  # an empty array stands for none (framescope senders)
+                arrays[key] = array
+        return arrays
+
+    def _header_array(self, key: str, item: Any, series: int) -> np.ndarray:
+        what = f"stream2 start {key}"
+        if key in PER_CHANNEL:
+            if not hasattr(item, "get") or not item:
+                raise MessageError(f"{what}: expected a map of channel → array")
+            channel = self._channels.get(series) or next(iter(item))
+            if channel not in item:
+                raise MessageError(f"{what}: no array for channel {channel!r}, found "
+                                   f"{list(item)}")
+            what, item = f"{what} of {channel}", item[channel]
+        return header_array(item, self.max_frame_bytes, what)
 
     def _image(self, msg: Any, nbytes: int) -> Frame:
         series = _int(msg, "series_id", "image")
@@ -173,9 +223,12 @@ class Stream2Decoder:
         if channel not in data:
             raise MessageError(f"stream2 image: channel {channel!r} missing, found "
                                f"{list(data)}")
-        return Frame(series, index, self._array(data[channel]), nbytes)
+        array, codec, payload = self._array(data[channel])
+        return Frame(series, index, array, nbytes,
+                     None if codec == "raw" else (codec, payload))
 
-    def _array(self, item: Any) -> np.ndarray:
+    def _array(self, item: Any) -> tuple[np.ndarray, str, Any]:
+        """An image's array, its codec and its payload as received."""
         if not (isinstance(item, cbor2.CBORTag) and item.tag == MD_ARRAY):
             raise MessageError("stream2 image: channel data should be a tag-40 array")
         try:
@@ -213,7 +266,83 @@ class Stream2Decoder:
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise MessageError(f"stream2 image: array payload is {type(payload).__name__}, "
                                f"not bytes")
-        return _codecs.decode(payload, codec, shape, dtype)
+        return _codecs.decode(payload, codec, shape, dtype), codec, payload
+
+
+def header_array(item: Any, max_bytes: int, what: str) -> np.ndarray:
+    """A start message's array, a copy in native byte order.
+
+    ``item`` is a tag-40 ``[dims, typed array]`` or a bare typed array (1-D); the typed
+    array holds bytes or the compression tag 56500.
+
+    Raises
+    ------
+    MessageError
+        Not such an array, an unsupported type or compression, a size that does not fit
+        its dims, larger than ``max_bytes``, or corrupt compressed data.
+    """
+    dims = None
+    if isinstance(item, cbor2.CBORTag) and item.tag == MD_ARRAY:
+        try:
+            dims, item = item.value
+        except (TypeError, ValueError):
+            raise MessageError(f"{what}: tag 40 should hold [dims, typed array]") from None
+        if not isinstance(dims, list | tuple) or not all(
+                isinstance(d, int) and not isinstance(d, bool) and d >= 0 for d in dims):
+            raise MessageError(f"{what}: dims should be non-negative ints, found {dims!r}")
+    if not isinstance(item, cbor2.CBORTag) or item.tag not in HEADER_TYPED:
+        got = item.tag if isinstance(item, cbor2.CBORTag) else type(item).__name__
+        raise MessageError(f"{what}: expected a little-endian typed array (tags "
+                           f"{sorted(HEADER_TYPED)}), found {got}")
+    dtype = np.dtype(HEADER_TYPED[item.tag])
+    payload, codec = item.value, "raw"
+    if isinstance(payload, cbor2.CBORTag) and payload.tag == COMPRESSED:
+        try:
+            algorithm, _, payload = payload.value
+        except (TypeError, ValueError):
+            raise MessageError(f"{what}: tag 56500 should hold [algorithm, element size, "
+                               f"bytes]") from None
+        codec = _CODEC.get(algorithm)
+        if codec is None:
+            raise MessageError(f"{what}: unsupported compression {algorithm!r}; expected "
+                               f"one of {list(_CODEC)}")
+    if not isinstance(payload, bytes | bytearray | memoryview):
+        raise MessageError(f"{what}: payload is {type(payload).__name__}, not bytes")
+    if dims is None:  # 1-D: the length from the payload (or its compression header)
+        if codec == "raw":
+            nbytes = len(payload)
+        elif len(payload) >= 12:
+            nbytes = int.from_bytes(payload[:8], "big")
+        else:
+            raise MessageError(f"{what}: compressed payload of {len(payload)} B, shorter "
+                               f"than its 12-byte header")
+        if nbytes % dtype.itemsize:
+            raise MessageError(f"{what}: {nbytes} B is not a whole number of {dtype.name}")
+        dims = (nbytes // dtype.itemsize,)
+    nbytes = math.prod(dims) * dtype.itemsize
+    if nbytes > max_bytes:
+        raise MessageError(f"{what}: {nbytes} B, beyond the limit of {max_bytes} B")
+    if nbytes == 0:
+        return np.zeros(dims, dtype.newbyteorder("="))
+    try:
+        array = _codecs.decode(payload, codec, tuple(dims), dtype)
+    except MessageError as exc:  # (says "frame")
+        raise MessageError(f"{what}: {exc}") from exc
+    return array.astype(dtype.newbyteorder("="))  # a copy, not a view of the message
+
+
+def encode_header_array(array: np.ndarray, *, dims: bool = True) -> cbor2.CBORTag:
+    """``array`` as a tag-40 array (``dims``) or a bare typed array, little-endian, raw."""
+    array = np.asarray(array)
+    if array.dtype == bool:
+        array = array.astype(np.uint8)
+    le = array.dtype.newbyteorder("<") if array.dtype.itemsize > 1 else array.dtype
+    tag = _HEADER_TAG_OF.get(le.str)
+    if tag is None:
+        raise ValueError(f"stream2 header arrays are {sorted(set(HEADER_TYPED.values()))}, "
+                         f"not {array.dtype}")
+    typed = cbor2.CBORTag(tag, np.ascontiguousarray(array, le).tobytes())
+    return cbor2.CBORTag(MD_ARRAY, [list(array.shape), typed]) if dims else typed
 
 
 def _rational(seconds: float) -> list[int]:
@@ -252,6 +381,14 @@ class Stream2Encoder:
                 "channels": self.channels, "image_size_x": w, "image_size_y": h,
                 "image_dtype": np.dtype(info.dtype).name, "number_of_images": info.n_frames,
                 "user_data": user}
+        for key, array in info.arrays.items():
+            if key in PER_CHANNEL:  # the same map for every channel sent
+                ours[key] = dict.fromkeys(self.channels, encode_header_array(array))
+            elif key == LOOKUP:
+                ours[key] = encode_header_array(np.ravel(array), dims=False)
+            else:
+                log.info("series %d: header array %r has no place in stream2; not sent",
+                         info.series, key)
         extra = {k: v for k, v in info.header.items() if k not in ours and k != "type"}
         # "type" must be the first key; header fields (e.g. from a recording) never
         # override what this series is
