@@ -1,31 +1,37 @@
-"""Live 4D-STEM: ZeroMQ receivers (DECTRIS stream v1/stream2, native), live analysis with the
-offline merge, recording/replay and a detector simulator. See docs/live.md.
+"""Live 4D-STEM: ZeroMQ receivers (DECTRIS stream v1/stream2, native): decoding, validation,
+ordering, bounded batches, recording/replay and a detector simulator. See docs/live.md.
 
-Needs the ``live`` extra (pyzmq, cbor2, lz4, bitshuffle). The source widgets
-(:func:`source_widget`) also need panel or ipywidgets, imported only when first used.
+This package only receives: the engine runs UDFs over what it hands on
+(``framescope.submit(udfs, ZMQSource(...))``).
+
+Needs the ``live`` extra (pyzmq, cbor2, lz4, bitshuffle). The source widgets are the
+dashboard's (:func:`framescope.dashboard.source_widget`).
 """
 
 from typing import Any
 
+from framescope.live._batch import Batch, Batcher, End, Start
 from framescope.live._messages import Frame, MessageError, SeriesEnd, SeriesStart
-from framescope.live._parallel import ParallelRun
 from framescope.live._protocols import PROTOCOLS, make_decoder, make_encoder
 from framescope.live._receiver import ZMQSource
 from framescope.live._record import Recorder, read_recording
-from framescope.live._run import LiveRun
+from framescope.live._scan import Series
 from framescope.live._simulate import Publisher, replay, simulate_stream
 from framescope.live._status import Status
 
 __all__ = [
     "PROTOCOLS",
+    "Batch",
+    "Batcher",
+    "End",
     "Frame",
-    "LiveRun",
     "MessageError",
-    "ParallelRun",
     "Publisher",
     "Recorder",
+    "Series",
     "SeriesEnd",
     "SeriesStart",
+    "Start",
     "Status",
     "ZMQSource",
     "make_decoder",
