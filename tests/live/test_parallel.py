@@ -39,16 +39,20 @@ def _assert_equal(live, expected, done=None, skip=()):
 
 
 def test_two_receivers_share_one_stream():
+    """Equal to offline; the header's arrays (seen by one receiver) reach the job."""
     arr = synthetic(scan=SCAN, det=DET, seed=2)
     expected = {name: framescope.run(u, arr, client="inline") for name, u in _udfs().items()}
     src = ZMQSource("tcp://127.0.0.1:0", "dectris-stream2", scan=SCAN)
+    mask = (np.random.default_rng(1).random(DET) < 0.05).astype(np.uint32)
     with simulator_thread(protocol="dectris-stream2", scan=SCAN, det=DET, rate=0,
-                          compression="bslz4", peers=2, source=arr) as endpoint:
+                          compression="bslz4", peers=2, source=arr,
+                          header_arrays={"pixel_mask": mask}) as endpoint:
         src.endpoint = endpoint
         job = framescope.submit(_udfs(), src, processes=2, mp_context=process_context())
         live = job.result(120)
         st = job.status
         assert job.latest_frame().shape == DET
+        np.testing.assert_array_equal(job.series.arrays["pixel_mask"], mask)
         job.cancel()
     assert st.state == "finished"
     assert job.done()
@@ -130,9 +134,12 @@ def test_a_dropped_job_releases_its_receivers():
           what="receiver processes to end")
 
 
-def test_several_processes_need_the_scan_and_no_frame_tap():
+def test_several_processes_need_the_scan_no_frame_tap_and_no_recording(tmp_path):
     with pytest.raises(ValueError, match="scan="):
         framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native"), processes=2)
     with pytest.raises(ValueError, match="on_frames="):
         framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2)),
                           processes=2, on_frames=print)
+    with pytest.raises(ValueError, match="do not record"):
+        framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2),
+                                                record=str(tmp_path / "r.h5")), processes=2)

@@ -147,6 +147,14 @@ class Job:
         return None if latest is None else latest()
 
     @property
+    def series(self) -> Any:
+        """Streams: the current series (a :class:`framescope.live.Series`: ``series`` id,
+        ``meta``, ``header``, ``arrays`` such as the detector's ``pixel_mask`` and
+        ``flatfield``); None for files or before a series started."""
+        merge = getattr(self._runner, "merge", None)
+        return None if merge is None else merge.series
+
+    @property
     def receivers(self) -> list[dict[str, Any]]:
         """Where each receiver of a stream job runs and what it received (one dict each)."""
         return list(getattr(self._runner, "receivers", []))

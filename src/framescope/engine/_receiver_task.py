@@ -63,10 +63,12 @@ class _Forward:
 
     def begin(self, series: Series) -> None:
         m = series.meta
+        # the header's arrays (pixel mask, flat field) only from the receiver that saw it
         self._send(encode_message({
             "kind": "start", "worker": self.worker, "series": series.series,
             "scan_shape": m.scan_shape, "frame_shape": m.frame_shape, "dtype": m.dtype.str,
-            "order": series.order, "n_frames": series.n_frames, "header": series.header}))
+            "order": series.order, "n_frames": series.n_frames, "header": series.header},
+            [("array", name, a) for name, a in series.arrays.items()]))
 
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
         if self._claim is None:

@@ -481,7 +481,7 @@ class ReceiversRunner:
                 self._byes.add(head.get("worker"))
                 self._cond.notify_all()
             elif kind == "start":
-                self._begin(head)
+                self._begin(head, {k: a.copy() for g, k, a in arrays if g == "array"})
             elif merge.series is None or sid != merge.series.series \
                     or merge.final is not None:
                 self._s.late += kind == "partial"
@@ -502,17 +502,21 @@ class ReceiversRunner:
         if old is None or head["seq"] > old["seq"]:
             self._worker_status[head["worker"]] = head
 
-    def _begin(self, head: dict[str, Any]) -> None:
+    def _begin(self, head: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         sid = head["series"]
         merge = self.merge
-        if (merge.series is not None and merge.series.series == sid) \
-                or sid in merge.finished_ids:
+        if merge.series is not None and merge.series.series == sid:
+            if arrays and not merge.series.arrays:  # the receiver that saw the header
+                merge.series.arrays, merge.series.header = arrays, head["header"]
+            return
+        if sid in merge.finished_ids:
             return
         # a series superseded before its end
         merge.close(dataclasses.replace(self._status(), state="stopped"), self.endpoint)
         meta = Meta(tuple(head["scan_shape"]), tuple(head["frame_shape"]),
                     np.dtype(head["dtype"]))
-        series = Series(sid, meta, head["order"], head["n_frames"], head["header"])
+        series = Series(sid, meta, head["order"], head["n_frames"], head["header"],
+                        arrays=arrays)
         merge.begin(series)
         self._s = _SeriesState(ended_by={k for k in self._lost})
 

@@ -215,6 +215,10 @@ def submit(
     if on_frames is not None:
         raise ValueError("on_frames= sees the frames of a receiver in this process: not "
                          "with several receivers (processes > 1) or a dask client=")
+    if getattr(source, "record", None):
+        raise ValueError(f"record={source.record!r}: a source records what arrives on its "
+                         "own socket, in this process; receivers in other processes "
+                         "(processes > 1, client=) do not record")
     launcher = None
     if client not in (None, INLINE, SYNC):
         from framescope.engine._dask_receivers import DaskLauncher
