@@ -49,15 +49,15 @@ class _Forward:
     thread-safe); :meth:`close` runs after that thread has ended.
     """
 
-    def __init__(self, config: dict[str, Any]) -> None:
-        self.config, self.worker = config, config["worker"]
+    def __init__(self, config: dict[str, Any], zctx: zmq.Context) -> None:
+        self.config, self.worker, self.zctx = config, config["worker"], zctx
         self.head: Any = None  # set by receiver_main: the status head of the end message
         self._push: zmq.Socket | None = None
         self._claim: zmq.Socket | None = None
 
     def _send(self, parts: list[Any]) -> None:
         if self._push is None:
-            self._push = zmq.Context.instance().socket(zmq.PUSH)
+            self._push = self.zctx.socket(zmq.PUSH)
             self._push.connect(self.config["data"])
         self._push.send_multipart(parts, copy=False)
 
@@ -72,7 +72,7 @@ class _Forward:
 
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
         if self._claim is None:
-            self._claim = zmq.Context.instance().socket(zmq.DEALER)
+            self._claim = self.zctx.socket(zmq.DEALER)
             self._claim.setsockopt(zmq.LINGER, 0)
             self._claim.connect(self.config["control"])
         self._claim.send_multipart(encode_message(
@@ -132,13 +132,17 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
         logging.basicConfig(level=config.get("log_level", logging.WARNING),
                             format=f"%(levelname)s worker {worker} %(name)s: %(message)s")
     timeout = float(config.get("heartbeat_timeout", HEARTBEAT_TIMEOUT))
-    ctrl = zmq.Context.instance().socket(zmq.DEALER)
+    # an own context: terminating it at the end waits until the last partials and "bye"
+    # have left (a child process ends with os._exit, which would drop them; a dask
+    # worker's shared context must not be terminated)
+    zctx = zmq.Context()
+    ctrl = zctx.socket(zmq.DEALER)
     ctrl.setsockopt(zmq.LINGER, 2000)
     ctrl.connect(config["control"])
     source = ZMQSource(config["endpoint"], config["protocol"], **config["source"])
     named = named_udfs(udfs)
     udf = next(iter(named.values())) if len(named) == 1 else Group(named)
-    sink = _Forward(config)
+    sink = _Forward(config, zctx)
     analysis = Analysis(source, udf, sink, kernel_threads=config.get("kernel_threads", 1))
 
     def head(status: Status | None = None) -> dict[str, Any]:
@@ -158,6 +162,7 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
         why = f"{type(exc).__name__}: {exc}"
         ctrl.send_multipart(encode_message({"kind": "error", "worker": worker, "error": why}))
         ctrl.close()
+        zctx.term()
         log.debug("receiver %d could not start", worker, exc_info=True)
         return {**_where(config), "frames_received": 0,
                 "error": f"receiver {worker} for {config['endpoint']}: {why}"}
@@ -190,6 +195,7 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
         sink.close()  # the analysis thread has ended: its sockets are ours now
         ctrl.send_multipart(status_message(), copy=False)
         ctrl.close()
+        zctx.term()  # waits (up to the sockets' linger) until everything has left
     summary = {**_where(config), "frames_received": source.status.frames_received}
     if not heard:
         summary["error"] = (
