@@ -2,12 +2,13 @@
 ``--seconds``, paced (a detector does not wait), into ``framescope.submit`` on a
 ``ZMQSource``.
 
-1. The sustainable rate: the analysis thread's own work (``run_frames`` of the UDFs on
-   batches of the frames, one thread, as in a live job) timed in this process, and, as
-   the ceiling of the transport, a plain PULL socket on the same messages (``--ceiling``).
-2. The overload run: a sender process pre-encodes the frames and PUSHes them at
-   ``factor x`` that rate for ``seconds``; this process samples the job's status and its
-   own resident memory every 50 ms.
+1. The sustainable rate. The analysis thread's own work (``run_frames`` of the UDFs on
+   batches of the frames, one thread, as in a live job) timed in this process: the ceiling.
+   What the whole pipeline sustains (sender, receiver and analysis share the cores): the
+   highest paced rate a 3 s probe takes without dropping a frame.
+2. The overload run: a sender process PUSHes frames at ``factor x`` that rate for
+   ``seconds``; this process samples the job's status and its own resident memory every
+   50 ms.
 
 Printed: frames sent (the sender's own count), received, analysed, dropped, spilled and
 recorded (``--record``), the identities ``sent = received`` and ``received = analysed +
@@ -25,6 +26,7 @@ import multiprocessing as mp
 import os
 import tempfile
 import time
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 
@@ -140,17 +142,28 @@ def main() -> None:
     args = ap.parse_args()
 
     data = frames()
-    base = rss_mib()  # before any frame buffer: the runs' peaks are measured against it
     # the best of three: a busy machine only ever makes it look slower
     alone = max(analysis_rate(data) for _ in range(3))
+    # after the kernels are compiled and the UDFs' plans made, before any frame buffer: the
+    # run's peak memory is measured against this
+    base = rss_mib()
     # what the whole pipeline sustains here (sender, receiver and analysis share the cores):
-    # the analysis rate of a short run paced at the analysis' own rate
-    probe = overload(alone, 4, "drop", args.buffer_mib, args.rcvhwm, None, base)
-    sustainable = probe["at_end"].frames_processed / probe["send_s"]
+    # the highest paced rate a 3 s probe takes without a drop, from the analysis' own rate
+    # down in 15 % steps; each probe in a child process (its frame buffers would stay in
+    # this process's memory)
+    sustainable = alone
+    with ProcessPoolExecutor(1, mp_context=mp.get_context("spawn")) as pool:
+        while True:
+            probe = pool.submit(overload, sustainable, 3, "drop", args.buffer_mib,
+                                args.rcvhwm, None, 0.0).result()
+            print(f"  probe at {sustainable:.0f} frames/s: dropped {probe['st'].dropped} of "
+                  f"{probe['sent']}", flush=True)
+            if probe["st"].dropped == 0:
+                break
+            sustainable *= 0.85
     rate = args.factor * sustainable
     print(f"analysis alone: {alone:.0f} frames/s ({alone * data[0].nbytes / 1e9:.2f} GB/s, "
-          f"one thread); the pipeline sustains {sustainable:.0f} frames/s (a 4 s probe at "
-          f"{alone:.0f}/s dropped {probe['st'].dropped} of {probe['sent']})")
+          f"one thread); the pipeline sustains {sustainable:.0f} frames/s")
     print(f"sending {int(rate * args.seconds)} frames at {rate:.0f} frames/s "
           f"({args.factor:g}x) for {args.seconds:g} s, policy {args.policy}")
     r = overload(rate, args.seconds, args.policy, args.buffer_mib, args.rcvhwm, args.record,
@@ -170,7 +183,7 @@ def main() -> None:
     print(f"queue depth peak {r['peak_depth']} of {r['capacity']} frames; memory peak "
           f"{r['growth']:.0f} MiB above the start; bounds: frame buffer {args.buffer_mib:g}"
           f" + ZeroMQ queue {zmq_mib:.0f} + result buffers {r['results_mib']:.0f} MiB "
-          f"(sum {args.buffer_mib + zmq_mib + r['results_mib']:.0f}) + code and kernels")
+          f"(sum {args.buffer_mib + zmq_mib + r['results_mib']:.0f}) + batches in flight")
 
 
 if __name__ == "__main__":
