@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import xarray as xr
@@ -22,6 +22,9 @@ from framescope.udf import (
     RadialProfile,
     SumFrame,
 )
+
+if TYPE_CHECKING:  # pydantic takes ~80 ms to import: only when calibrating
+    from framescope.calibration import Calibration
 
 __all__ = ["FsAccessor"]
 
@@ -293,3 +296,51 @@ class FsAccessor:
         # analyses must use the blocks held in memory, not read the file again
         kept.encoding.pop("framescope_source", None)
         return kept
+
+    @property
+    def calibration(self) -> Calibration:
+        """The array's calibration (``attrs["calibration"]``); empty when none was set."""
+        from framescope.calibration import Calibration
+
+        text = self._arr.attrs.get("calibration")
+        return Calibration.from_json(text) if text else Calibration()
+
+    def calibrate(self, calibration: Calibration | None = None, **fields: Any,
+                  ) -> xr.DataArray:
+        """The same lazy array with a calibration and physical coordinates.
+
+        Parameters
+        ----------
+        calibration : Calibration, optional
+            Start from this one instead of the array's own.
+        **fields
+            :class:`~framescope.calibration.Calibration` fields to set: numbers in SI (eV,
+            rad, m; ``center`` in detector pixels) or strings with units (``"300 kV"``,
+            ``"20 mrad"``, ``"0.25 Å"``); each is marked as given by the user in
+            ``sources``.
+
+        Returns
+        -------
+        xarray.DataArray
+            No data is read or copied. The scan axes in nm and the detector axes as
+            scattering angle in mrad from the centre where calibrated (pixel indices
+            otherwise), ``attrs["calibration"]`` the calibration as JSON.
+
+        Raises
+        ------
+        framescope.calibration.CalibrationError
+            A field that does not parse, is out of range, or contradicts another.
+
+        Examples
+        --------
+        >>> cal = arr.fs.calibrate(energy="300 kV", semiconv="20 mrad",  # doctest: +SKIP
+        ...                        angle_per_px="0.4 mrad", scan_step="0.5 nm")
+        >>> cal.sel(scan_x=slice(2, 5))  # nm  # doctest: +SKIP
+        """
+        base = calibration if calibration is not None else self.calibration
+        cal = base.updated("user", **fields)
+        coords = {dim: xr.Variable(d, values, attrs)
+                  for dim, (d, values, attrs) in cal.coords(self._arr.shape).items()}
+        out = self._arr.assign_coords(coords)
+        out.attrs = {**self._arr.attrs, "calibration": cal.to_json()}
+        return out
