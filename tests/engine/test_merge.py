@@ -7,9 +7,9 @@ import pytest
 
 import framescope
 import framescope.masks as fm
-from framescope.engine import Accumulator, run, run_frames
+from framescope.engine import Accumulator, Partial, run, run_frames
 from framescope.engine._run import _meta
-from framescope.udf import ApplyMasks, CenterOfMass, FrameStats
+from framescope.udf import ApplyMasks, CenterOfMass, FrameStats, SumFrame
 
 
 @pytest.mark.parametrize("make", [lambda: ApplyMasks({"bf": fm.disk(6, 5, 3),
@@ -39,3 +39,13 @@ def test_run_frames_checks_its_input():
     meta = _meta(framescope.from_array(np.zeros((2, 2, 4, 4), "uint16")))
     with pytest.raises(ValueError, match="expected frames"):
         run_frames(FrameStats(), np.zeros((3, 4, 4), "uint16"), np.arange(2), meta)
+
+
+def test_a_published_done_map_is_a_snapshot():
+    """Later merges must not change a Dataset already handed out (a partial result)."""
+    arr = framescope.from_array(np.ones((1, 4, 2, 2), "uint16"))
+    acc = Accumulator(SumFrame(), _meta(arr))
+    acc.add(Partial(np.array([0]), {}, {"sum": np.ones((2, 2)), "n": np.array(1)}))
+    first = acc.publish(arr.coords)
+    acc.add(Partial(np.array([1, 2, 3]), {}, {"sum": np.ones((2, 2)), "n": np.array(3)}))
+    np.testing.assert_array_equal(first["done"].values, [[True, False, False, False]])

@@ -143,3 +143,9 @@ def test_several_processes_need_the_scan_no_frame_tap_and_no_recording(tmp_path)
     with pytest.raises(ValueError, match="do not record"):
         framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2),
                                                 record=str(tmp_path / "r.h5")), processes=2)
+
+
+def test_a_merge_host_that_is_not_here_is_a_value_error():
+    with pytest.raises(ValueError, match=r"merge_host='10\.255\.255\.1': the merging sockets"):
+        framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2)),
+                          processes=2, merge_host="10.255.255.1")

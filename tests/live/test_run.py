@@ -221,3 +221,18 @@ def test_a_stream_job_takes_other_udfs_from_the_next_series(push, reference):
     np.testing.assert_array_equal(first["f"]["sum"].values, frames.sum(0, dtype="f8"))
     np.testing.assert_array_equal(second["f"]["max"].values, frames.max(0))
     assert second["f"].attrs["series"] == 2
+
+
+def test_udfs_that_cannot_prepare_end_the_series_with_the_error(push):
+    """A mask of another detector shape: the series still ends, the error in the status."""
+    sock, endpoint = push
+    frames = np.zeros((4, 16, 16), "uint16")
+    job = framescope.submit(ApplyMasks({"a": np.ones((8, 8), bool)}),
+                            ZMQSource(endpoint, "native"))
+    try:
+        send_series(sock, frames, (2, 2))
+        final = job.result(30)
+    finally:
+        job.cancel()
+    assert not final["done"].values.any()
+    assert "does not match detector" in job.status.last_error

@@ -76,7 +76,7 @@ class SourceWidget(pn.viewable.Viewer):
     --------
     >>> from framescope.dashboard import SourceWidget  # doctest: +SKIP
     >>> w = SourceWidget(endpoint="tcp://127.0.0.1:9999", scan="128x128")  # doctest: +SKIP
-    >>> w.on_connect(lambda src: src.run(udfs))  # doctest: +SKIP
+    >>> w.on_connect(lambda src: fs.submit(udfs, src))  # doctest: +SKIP
     >>> w.param.watch(lambda ev: print("connected:", ev.new), "connected")  # doctest: +SKIP
     >>> w  # display, then click Connect (or call w.connect())  # doctest: +SKIP
     """

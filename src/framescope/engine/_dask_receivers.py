@@ -17,6 +17,7 @@ A receiver task ends on "stop" and, on its own, when the merging side has been s
 from __future__ import annotations
 
 import logging
+import time
 import uuid
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any
@@ -126,14 +127,16 @@ class DaskLauncher:
         return out
 
     def join(self, timeout: float, lost: Collection[int] = ()) -> None:
-        from distributed import wait
-
         gone = [f for k, f in enumerate(self.futures) if k in lost]
         if gone:  # a lost receiver's task never ends by itself (pinned to a dead worker)
             self.client.cancel(gone)
-        try:
-            wait([f for k, f in enumerate(self.futures) if k not in lost], timeout=timeout)
-        except TimeoutError:
+        # polled, not distributed.wait: that one uses dask's default client, and
+        # framescope's own clients are not made the default
+        live = [f for k, f in enumerate(self.futures) if k not in lost]
+        deadline = time.monotonic() + timeout
+        while not all(f.done() for f in live) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if not all(f.done() for f in live):
             late = [a for f, a in zip(self.futures, self.workers, strict=False) if not f.done()]
             # cancelling releases the tasks; their threads end at the heartbeat timeout
             log.warning("receiver tasks on %s did not stop within %.0f s; cancelling them",

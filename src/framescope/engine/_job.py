@@ -40,7 +40,7 @@ class Runner(Protocol):
 
     def partial(self) -> Results | None: ...
 
-    def wait(self, timeout: float | None) -> Results | None: ...
+    def wait(self, timeout: float | None, series: int | None = None) -> Results | None: ...
 
     def finished(self) -> bool: ...
 
@@ -100,8 +100,9 @@ class Job:
             if self._runner.finished():
                 raise RuntimeError(f"{self._description or 'job'}: ended without a result "
                                    f"({self.status.last_error or self.status.state})")
-            raise TimeoutError(f"{self._description or 'job'}: no result within "
-                               f"{timeout:g} s (state {self.status.state!r})")
+            within = "" if timeout is None else f" within {timeout:g} s"
+            raise TimeoutError(f"{self._description or 'job'}: no result{within} "
+                               f"(state {self.status.state!r})")
         return out
 
     @property

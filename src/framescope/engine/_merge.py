@@ -90,7 +90,7 @@ class Accumulator:
                                               coords={**det, **labels})
             else:
                 data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
-        data_vars["done"] = xr.DataArray(self.done.reshape(meta.scan_shape),
+        data_vars["done"] = xr.DataArray(self.done.reshape(meta.scan_shape).copy(),
                                          dims=("scan_y", "scan_x"), coords=scan)
         return xr.Dataset(data_vars, attrs={**(attrs or {}), "udf": type(udf).__name__,
                                             "complete": bool(self.done.all())})

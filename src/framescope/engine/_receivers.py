@@ -193,6 +193,7 @@ class ReceiversRunner:
         self._stopping = threading.Event()
         self._collector_done = threading.Event()
         self._ready = threading.Event()
+        self._bind_error: zmq.ZMQError | None = None
         self._cancelled = False
 
     # -- lifecycle -------------------------------------------------------------------------
@@ -212,6 +213,12 @@ class ReceiversRunner:
                                         daemon=True)
         self._thread.start()
         self._ready.wait()
+        if self._bind_error is not None:
+            self._thread.join()
+            self._thread = None
+            raise ValueError(f"merge_host={self.merge_host!r}: the merging sockets cannot "
+                             f"bind there ({self._bind_error}); expected an address of this "
+                             "machine") from self._bind_error
         config = {"endpoint": self.endpoint, "protocol": self.protocol,
                   "source": self._source_options, "control": self._ctrl_endpoint,
                   "data": self._data_endpoint, "end_grace": self._end_grace,
@@ -306,11 +313,11 @@ class ReceiversRunner:
         with self._lock:
             return self.merge.publish(self._status(), self.endpoint)
 
-    def wait(self, timeout: float | None) -> Results | None:
-        return self.merge.wait(timeout, lambda: not self._collector_done.is_set())
+    def wait(self, timeout: float | None, series: int | None = None) -> Results | None:
+        return self.merge.wait(timeout, lambda: not self._collector_done.is_set(), series)
 
     def finished(self) -> bool:
-        return self._cancelled
+        return self._cancelled or self._collector_done.is_set()
 
     @property
     def results(self) -> Results | None:
@@ -350,8 +357,16 @@ class ReceiversRunner:
         ctrl, data = zctx.socket(zmq.ROUTER), zctx.socket(zmq.PULL)
         for sock in (ctrl, data):
             sock.setsockopt(zmq.LINGER, 0)
-        ctrl.bind(f"tcp://{self.merge_host}:0")
-        data.bind(f"tcp://{self.merge_host}:0")
+        try:
+            ctrl.bind(f"tcp://{self.merge_host}:0")
+            data.bind(f"tcp://{self.merge_host}:0")
+        except zmq.ZMQError as exc:  # e.g. merge_host is not an address of this machine
+            self._bind_error = exc
+            ctrl.close()
+            data.close()
+            self._collector_done.set()
+            self._ready.set()
+            return
         self._ctrl_endpoint = ctrl.getsockopt_string(zmq.LAST_ENDPOINT)
         self._data_endpoint = data.getsockopt_string(zmq.LAST_ENDPOINT)
         self._ready.set()

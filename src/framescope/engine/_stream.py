@@ -17,6 +17,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
@@ -76,7 +77,9 @@ class Merge:
         self.final: Results | None = None
         self.last: Results | None = None
         self.finished_ids: list[int] = []
+        self.finals: dict[int, Results] = {}
         self._on_series_end = on_series_end
+        self._callbacks = ThreadPoolExecutor(1, thread_name_prefix="framescope-series-end")
 
     def use(self, named: dict[str, UDF], udfs: Any, task_udf: UDF) -> None:
         """Other UDFs from the next series on (called by the analysis thread at a start)."""
@@ -116,13 +119,15 @@ class Merge:
         with self.finished:
             if self.series is not None and self.final is None:
                 self.final = self.last = self._publish(status, source)
-                self.finished.notify_all()
+                self._keep(self.series.series, self.final)
 
     def _publish(self, status: Status, source: str) -> Results | None:
         if self.series is None:
             return None
         coords = coords_of(self.series)
-        attrs = {**status.as_dict(), "source": source}
+        # the series these results are of (the source may be on the next one already)
+        attrs = {**status.as_dict(), "source": source, "series": self.series.series,
+                 "frames_expected": self.series.n_frames}
         return shaped({name: acc.publish(coords, attrs) for name, acc in self.accs.items()},
                       self.udfs)
 
@@ -133,27 +138,52 @@ class Merge:
                     or self.final is not None):
                 return None
             self.final = self.last = self._publish(status, source)
-            self.finished_ids.append(series.series)
-            self.finished.notify_all()
+            self._keep(series.series, self.final)
             final = self.final
         if self._on_series_end is not None:
-            try:
-                self._on_series_end(final)
-            except Exception:  # a user's callback must not end the analysis
-                log.exception("on_series_end failed")
+            # in its own thread, in series order: never under the merge's lock, never
+            # holding up the analysis or the merging of receivers (a slow callback would
+            # otherwise make them look lost)
+            self._callbacks.submit(self._call, final)
         return final
 
-    def wait(self, timeout: float | None, alive: Callable[[], bool]) -> Results | None:
-        """The current (else next) series' final results; None on timeout or when not
-        ``alive()`` any more."""
+    def _call(self, final: Results) -> None:
+        try:
+            self._on_series_end(final)
+        except Exception:  # a user's callback must not end the job
+            log.exception("on_series_end failed")
+
+    def _keep(self, sid: int, final: Results) -> None:
+        """Keep ``final`` as series ``sid``'s (the last few) and wake waiters."""
+        self.finished_ids.append(sid)
+        self.finals[sid] = final
+        for old in list(self.finals)[:-8]:
+            del self.finals[old]
+        self.finished.notify_all()
+
+    def wait(self, timeout: float | None, alive: Callable[[], bool],
+             series: int | None = None) -> Results | None:
+        """Final results of series ``series``, else of the current (else next) one: the
+        series in progress when the wait began, even if the next has started since. None
+        on timeout or when not ``alive()`` any more."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self.finished:
-            while self.final is None:
+            if series is None and self.final is not None:
+                return self.final
+            target, known = series, set(self.finals)
+            while True:
+                if target is None:
+                    fresh = [s for s in self.finals if s not in known]
+                    if fresh:  # finished before this thread woke up: still the one
+                        return self.finals[fresh[0]]
+                    if self.series is not None:
+                        target = self.series.series
+                if target is not None and target in self.finals:
+                    return self.finals[target]
                 left = None if deadline is None else deadline - time.monotonic()
                 if (left is not None and left <= 0) or not alive():
-                    return self.final
+                    return None
                 self.finished.wait(0.1 if left is None else min(left, 0.1))
-            return self.final
 
 
 @dataclasses.dataclass(slots=True)
@@ -198,6 +228,7 @@ class Analysis:
         self.counts = _Counts()
         self._batcher: Batcher | None = None
         self._state: Any = None
+        self._broken = False
         self._buf: np.ndarray | None = None
         self._thread: threading.Thread | None = None
         self._pending: tuple[dict[str, UDF], Any, UDF] | None = None
@@ -290,17 +321,27 @@ class Analysis:
         if pending is not None:  # the UDF and the sink change together, between series
             self.udf = pending[2]
             self.sink.use(*pending)
-        state = prepared(self.udf, meta)
-        # load the JIT kernels now, not with the first batch
-        run_frames(self.udf, np.zeros((1, *meta.frame_shape), meta.dtype),
-                   np.zeros(1, np.int64), meta, state)
+        error = ""
+        try:
+            state = prepared(self.udf, meta)
+            # load the JIT kernels now, not with the first batch
+            run_frames(self.udf, np.zeros((1, *meta.frame_shape), meta.dtype),
+                       np.zeros(1, np.int64), meta, state)
+        except Exception as exc:  # e.g. a mask of another detector shape
+            log.exception("live analysis: the UDFs cannot run on series %d", series.series)
+            state, error = None, f"series {series.series}: {type(exc).__name__}: {exc}"
+        # the series begins either way: it ends (with nothing analysed, the error in the
+        # status) instead of leaving its job waiting for ever
         self.sink.begin(series)
         if self._batcher is not None:
             self._batcher.spill.close()
         self.series, self._batcher, self._state = series, start.batcher, state
-        self.counts = _Counts(state="running")
+        self._broken = bool(error)
+        self.counts = _Counts(state="running", error=error)
 
     def _analyse(self, frames: np.ndarray, indices: np.ndarray, t0: float) -> None:
+        if self._broken:  # the UDFs failed to prepare for this series
+            return
         series = self.series
         positions = series.positions(indices)
         keep = self.sink.admit(series, positions)
@@ -395,8 +436,8 @@ class StreamRunner:
     def partial(self) -> Results | None:
         return self.merge.publish(self.status(), self.source.endpoint)
 
-    def wait(self, timeout: float | None) -> Results | None:
-        return self.merge.wait(timeout, lambda: self.analysis.alive)
+    def wait(self, timeout: float | None, series: int | None = None) -> Results | None:
+        return self.merge.wait(timeout, lambda: self.analysis.alive, series)
 
     def finished(self) -> bool:
         return self._cancelled

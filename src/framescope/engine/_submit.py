@@ -92,7 +92,7 @@ class FileRunner:
     def partial(self) -> Results | None:
         return self._latest
 
-    def wait(self, timeout: float | None) -> Results | None:
+    def wait(self, timeout: float | None, series: int | None = None) -> Results | None:
         with self._lock:
             self._lock.wait_for(lambda: self._state != "receiving", timeout)
             return self._final
@@ -233,19 +233,22 @@ def submit(
 
 
 def stream_results(job: Job, interval: float) -> Iterator[Results]:
-    """Yield a stream job's partial results every ``interval`` s, then the series' final."""
-    last_done = -1
+    """Yield a stream job's partial results every ``interval`` s, then the final results
+    of the series they belong to (the first one the job sees)."""
+    last_done, target = -1, None
     while True:
-        final = job.runner.wait(interval)
+        final = job.runner.wait(interval, target)
         if final is not None:
             yield final
             return
+        if target is None and job.series is not None:
+            target = job.series.series
         part = job.partial()
         if part is not None:
             first = part if isinstance(part, xr.Dataset) else (
                 part[0] if isinstance(part, list) else next(iter(part.values())))
             n = int(first["done"].sum())
-            if n != last_done:
+            if n != last_done and first.attrs.get("series") == target:
                 last_done = n
                 yield part
         if job.done():
@@ -314,7 +317,8 @@ def iter_run(
         yield from iter_file(udf, source, roi=roi, client=client, progress=progress,
                              backend=backend, interval=interval)
         return
-    job = submit(udf, source, client=client, **stream_options)
+    job = submit(udf, source, client=client, roi=roi, backend=backend,
+                 **_no_progress(progress), **stream_options)
     try:
         yield from stream_results(job, max(interval, 0.05))
     finally:
@@ -349,5 +353,13 @@ def run(
             raise TypeError(f"run: {', '.join(given)} apply to live sources")
         return run_file(udf, source, roi=roi, client=client, progress=progress,
                         backend=backend)
-    with submit(udf, source, client=client, **stream_options) as job:
+    with submit(udf, source, client=client, roi=roi, backend=backend,
+                **_no_progress(progress), **stream_options) as job:
         return job.result(timeout)
+
+
+def _no_progress(progress: bool) -> dict[str, Any]:
+    if progress:
+        raise ValueError("progress= applies to files; a stream job's progress is its "
+                         "status (frames_processed of frames_expected)")
+    return {}
