@@ -149,3 +149,24 @@ def test_a_merge_host_that_is_not_here_is_a_value_error():
     with pytest.raises(ValueError, match=r"merge_host='10\.255\.255\.1': the merging sockets"):
         framescope.submit(SumFrame(), ZMQSource("tcp://127.0.0.1:1", "native", scan=(2, 2)),
                           processes=2, merge_host="10.255.255.1")
+
+
+def test_back_to_back_series_on_two_receivers_each_complete():
+    """The next series' messages from one receiver wait while the other still sends the
+    current one: every series finishes whole (it used to be cut short or re-begun)."""
+    arr = synthetic(scan=SCAN, det=DET, seed=3)
+    frames = np.asarray(arr.values).reshape(-1, *DET)
+    ends = []
+    with simulator_thread(protocol="native", scan=SCAN, det=DET, rate=0, peers=2,
+                          source=arr, series=3) as endpoint:
+        job = framescope.submit(SumFrame(), ZMQSource(endpoint, "native", scan=SCAN),
+                                processes=2, mp_context=process_context(),
+                                on_series_end=ends.append)
+        try:
+            until(lambda: len(ends) == 3, timeout=60, what="3 series")
+        finally:
+            job.cancel()
+    assert [ds.attrs["state"] for ds in ends] == ["finished"] * 3
+    for ds in ends:
+        assert bool(ds["done"].all())
+        np.testing.assert_array_equal(ds["sum"].values, frames.sum(0, dtype=np.float64))

@@ -52,6 +52,7 @@ class _Forward:
     def __init__(self, config: dict[str, Any], zctx: zmq.Context) -> None:
         self.config, self.worker, self.zctx = config, config["worker"], zctx
         self.head: Any = None  # set by receiver_main: the status head of the end message
+        self.seen: set[int] = set()  # series begun here (read by the control loop)
         self._push: zmq.Socket | None = None
         self._claim: zmq.Socket | None = None
 
@@ -62,6 +63,7 @@ class _Forward:
         self._push.send_multipart(parts, copy=False)
 
     def begin(self, series: Series) -> None:
+        self.seen.add(series.series)
         m = series.meta
         # the header's arrays (pixel mask, flat field) only from the receiver that saw it
         self._send(encode_message({
@@ -178,7 +180,7 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
                 if cmd.get("cmd") == "stop":
                     break
                 if cmd.get("cmd") == "end":
-                    _end(cmd, source, ctrl, worker, grace)
+                    _end(cmd, source, ctrl, worker, grace, sink.seen)
             now = time.monotonic()
             if now >= next_status:
                 ctrl.send_multipart(status_message(), copy=False)
@@ -206,13 +208,14 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
 
 
 def _end(cmd: dict[str, Any], source: ZMQSource, ctrl: zmq.Socket, worker: int,
-         grace: float) -> None:
+         grace: float, seen: set[int]) -> None:
     """The merging side says a series ended (its end message went to another receiver)."""
     series = cmd["series"]
     s = source.series
     if s is not None and s.series == series:
         if source.series_open:  # frames may still be in flight: end once quiet
             source.request_end(series, float(cmd.get("grace", grace)))
-    else:  # no frame of this series came here
+    elif series not in seen:  # no frame of this series came here (a receiver that moved
+        # past it ends it itself, after its last partials, on the ordered data socket)
         ctrl.send_multipart(encode_message({"kind": "end", "worker": worker,
                                             "series": series, "ended": True, "empty": True}))

@@ -49,6 +49,7 @@ _SUMMED = ("frames_received", "frames_processed", "bytes_received", "rate_hz", "
 _WILDCARDS = ("*", "0.0.0.0", "::", "")
 _BYE_TIMEOUT = 10.0  # s to wait, at stop, for receivers' last partials
 _CHECK_EVERY = 0.25  # s between looks for lost receivers
+_PENDING_MAX_S = 5.0  # s the next series' messages wait for the current one to complete
 
 
 class Launcher(Protocol):
@@ -187,6 +188,8 @@ class ReceiversRunner:
         self._worker_status: dict[int, dict[str, Any]] = {}
         self._errors: list[str] = []
         self._claimed: dict[int, np.ndarray] = {}
+        self._pending: list[tuple[dict[str, Any], list[Any]]] = []
+        self._pending_since = 0.0
         self._s = _SeriesState()
         self._latest: np.ndarray | None = None
         self._thread: threading.Thread | None = None
@@ -415,6 +418,8 @@ class ReceiversRunner:
             return
         failed = self._launcher.failed()
         with self._cond:
+            if self._pending and now - self._pending_since > _PENDING_MAX_S:
+                self._drain_pending(force=True)
             for k in self._identities:
                 if k in self._lost or k in self._byes:
                     continue
@@ -488,28 +493,57 @@ class ReceiversRunner:
         except MessageError:
             log.exception("bad message from a receiver")
             return
-        kind, sid = head.get("kind"), head.get("series")
-        merge = self.merge
         with self._cond:
             self._heard[head.get("worker")] = time.monotonic()
-            if kind == "bye":
-                self._byes.add(head.get("worker"))
-                self._cond.notify_all()
-            elif kind == "start":
-                self._begin(head, {k: a.copy() for g, k, a in arrays if g == "array"})
-            elif merge.series is None or sid != merge.series.series \
-                    or merge.final is not None:
-                self._s.late += kind == "partial"
-                if kind == "partial":
-                    log.warning("partial results of series %s after it was closed: ignored",
-                                sid)
-            elif kind == "partial":
-                part = partial_of(arrays)
-                self._s.processed += len(part.positions)
-                merge.add(merge.series, part)
-            elif kind == "end":
-                self._set_status(head)
-                self._worker_end(head["worker"], sid, head["ended"])
+            self._handle(head, arrays)
+
+    def _handle(self, head: dict[str, Any], arrays: list[Any]) -> None:
+        kind, sid = head.get("kind"), head.get("series")
+        merge = self.merge
+        if kind == "bye":
+            self._byes.add(head.get("worker"))
+            self._cond.notify_all()
+            return
+        current = merge.series
+        if (kind in ("start", "partial", "end") and current is not None
+                and merge.final is None and sid != current.series
+                and sid not in merge.finished_ids):
+            # a receiver on the next series while others still send this one (each
+            # receiver's own messages come in order): kept until this one completes
+            self._pending.append((head, arrays))
+            if len(self._pending) == 1:
+                self._pending_since = time.monotonic()
+            return
+        if kind == "start":
+            self._begin(head, {k: a.copy() for g, k, a in arrays if g == "array"})
+        elif merge.series is None or sid != merge.series.series \
+                or merge.final is not None:
+            self._s.late += kind == "partial"
+            if kind == "partial":
+                log.warning("partial results of series %s after it was closed: ignored",
+                            sid)
+        elif kind == "partial":
+            part = partial_of(arrays)
+            self._s.processed += len(part.positions)
+            merge.add(merge.series, part)
+        elif kind == "end":
+            self._set_status(head)
+            self._worker_end(head["worker"], sid, head["ended"])
+
+    def _drain_pending(self, force: bool = False) -> None:
+        """Handle the next series' messages kept while this one completed (``force``: a
+        series that did not complete in time is closed as stopped first)."""
+        if not self._pending:
+            return
+        if force:
+            log.warning("series %s: not every receiver ended it within %.0f s of the next "
+                        "series' start; closing it", self.merge.series.series,
+                        _PENDING_MAX_S)
+            self.merge.close(dataclasses.replace(self._status(), state="stopped"),
+                             self.endpoint)
+        pending, self._pending = self._pending, []
+        for head, arrays in pending:
+            self._handle(head, arrays)
 
     def _set_status(self, head: dict[str, Any]) -> None:
         """Keep a worker's newest status (heads come on two sockets, so out of order)."""
@@ -547,6 +581,7 @@ class ReceiversRunner:
             state = "finished" if s.end_sent else "stopped"
             merge.complete(merge.series, dataclasses.replace(self._status(), state=state),
                            self.endpoint)
+            self._drain_pending()
 
 
 def _final_state(final: Results) -> str:
