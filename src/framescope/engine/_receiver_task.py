@@ -215,7 +215,8 @@ def _end(cmd: dict[str, Any], source: ZMQSource, ctrl: zmq.Socket, worker: int,
     if s is not None and s.series == series:
         if source.series_open:  # frames may still be in flight: end once quiet
             source.request_end(series, float(cmd.get("grace", grace)))
-    elif series not in seen:  # no frame of this series came here (a receiver that moved
-        # past it ends it itself, after its last partials, on the ordered data socket)
+    elif series not in seen and not source.seen(series):
+        # no frame of this series came here (a receiver that received it, and moved past
+        # it, ends it itself after its last partials, on the ordered data socket)
         ctrl.send_multipart(encode_message({"kind": "end", "worker": worker,
                                             "series": series, "ended": True, "empty": True}))

@@ -59,7 +59,7 @@ class Intake:
         self.series: Series | None = None
         self.ended = False
         self._pending: SeriesStart | None = None  # header waiting for its first frame
-        self._finished_ids: deque[int] = deque(maxlen=16)
+        self.finished_ids: deque[int] = deque(maxlen=16)
         self.tracker: FrameTracker | None = None
         self.batcher: Batcher | None = None
         self._handoff: queue.SimpleQueue | None = None
@@ -200,7 +200,7 @@ class Intake:
 
     def _implicit_start(self, f: Frame) -> Series | None:
         """The series a frame belongs to when it is not the open one."""
-        if f.series in self._finished_ids:
+        if f.series in self.finished_ids:
             self._malformed(f"frame {f.index} of finished series {f.series}")
             return None
         pending = self._pending if self._pending and self._pending.series == f.series else None
@@ -266,7 +266,7 @@ class Intake:
     def _close_series(self, ended: bool) -> None:
         s = self.series
         self.ended = True
-        self._finished_ids.append(s.series)
+        self.finished_ids.append(s.series)
         self.state = "finished" if ended else "stopped"
         if self.batcher is not None:
             self.batcher.flush()

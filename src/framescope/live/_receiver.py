@@ -246,6 +246,11 @@ class ZMQSource:
         """True while a series is being received (started and not ended/closed)."""
         return self._intake.series is not None and not self._intake.ended
 
+    def seen(self, series: int) -> bool:
+        """Whether ``series`` was received here (the current one or one of the last 16)."""
+        s = self._intake.series
+        return (s is not None and s.series == series) or series in self._intake.finished_ids
+
     def frame_progress(self) -> tuple[int, int]:
         """(distinct frame numbers received, highest frame number) of the series."""
         t = self._intake.tracker
