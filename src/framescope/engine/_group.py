@@ -10,7 +10,7 @@ import numpy as np
 from framescope.engine._tasks import Partial, prepared
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 
-__all__ = ["Group", "named_udfs"]
+__all__ = ["Group", "named_udfs", "task_udf"]
 
 
 def named_udfs(udfs: UDF | Sequence[UDF] | Mapping[str, UDF]) -> dict[str, UDF]:
@@ -82,3 +82,8 @@ class Group(UDF):
 def _members(buffers: Mapping[str, Any], name: str) -> dict[str, Any]:
     prefix = f"{name}/"
     return {k[len(prefix):]: v for k, v in buffers.items() if k.startswith(prefix)}
+
+
+def task_udf(named: Mapping[str, UDF]) -> UDF:
+    """What each task (or live batch) runs: the one UDF, or a :class:`Group` of several."""
+    return next(iter(named.values())) if len(named) == 1 else Group(named)

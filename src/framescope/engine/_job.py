@@ -16,10 +16,10 @@ from typing import Any, Protocol
 import numpy as np
 import xarray as xr
 
-from framescope.engine._group import Group, named_udfs
+from framescope.engine._group import named_udfs, task_udf
 from framescope.udf._base import UDF
 
-__all__ = ["Job", "Runner", "shaped"]
+__all__ = ["Job", "Runner", "first", "shaped"]
 
 Results = xr.Dataset | list[xr.Dataset] | dict[str, xr.Dataset]
 
@@ -31,6 +31,14 @@ def shaped(out: dict[str, xr.Dataset], udfs: Any) -> Results:
     if isinstance(udfs, Mapping):
         return out
     return list(out.values())
+
+
+def first(results: Results) -> xr.Dataset:
+    """The first Dataset of a job's results, whatever their shape (their ``done`` maps and
+    status attrs are the same)."""
+    if isinstance(results, xr.Dataset):
+        return results
+    return results[0] if isinstance(results, list) else next(iter(results.values()))
 
 
 class Runner(Protocol):
@@ -127,7 +135,7 @@ class Job:
             raise TypeError(f"{self._description}: only a stream job in this process "
                             "can change its UDFs (a file job or parallel receivers cannot)")
         named = named_udfs(udfs)
-        update(named, udfs, next(iter(named.values())) if len(named) == 1 else Group(named))
+        update(named, udfs, task_udf(named))
 
     @property
     def udfs(self) -> dict[str, UDF]:

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 import zmq
 
-from framescope.engine._group import Group, named_udfs
+from framescope.engine._group import named_udfs, task_udf
 from framescope.engine._stream import Analysis
 from framescope.engine._tasks import Partial
 from framescope.engine._wire import encode_message, encode_partial
@@ -143,7 +143,7 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
     ctrl.connect(config["control"])
     source = ZMQSource(config["endpoint"], config["protocol"], **config["source"])
     named = named_udfs(udfs)
-    udf = next(iter(named.values())) if len(named) == 1 else Group(named)
+    udf = task_udf(named)
     sink = _Forward(config, zctx)
     analysis = Analysis(source, udf, sink, kernel_threads=config.get("kernel_threads", 1))
 

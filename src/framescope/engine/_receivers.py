@@ -12,8 +12,8 @@ heard from for ``lost_after`` s, is *lost*: the status names it, the others go o
 positions it claimed but never delivered stay not done (``status.lost``), and the series
 ends once the others have been quiet for ``lost_grace`` s.
 
-Where the receivers run is a :class:`Launcher`: child processes (:class:`ProcessLauncher`,
-the default) or long-running tasks on dask workers
+Where the receivers run is a :class:`~framescope.engine._launchers.Launcher`: child
+processes (the default) or long-running tasks on dask workers
 (:class:`~framescope.engine._dask_receivers.DaskLauncher`); the merging is the same.
 """
 
@@ -26,95 +26,29 @@ import multiprocessing as mp
 import queue
 import threading
 import time
-from collections.abc import Collection
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import zmq
 
+from framescope.engine._claims import Claims
 from framescope.engine._job import Results
-from framescope.engine._receiver_task import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT, receiver_main
+from framescope.engine._launchers import Launcher, ProcessLauncher
+from framescope.engine._receiver_status import SeriesState, merged_status
+from framescope.engine._receiver_task import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT
 from framescope.engine._stream import Merge
 from framescope.engine._wire import decode_message, partial_of
 from framescope.live import MessageError, Series, Status
 from framescope.udf._base import UDF, Meta
 
-__all__ = ["Launcher", "ProcessLauncher", "ReceiversRunner"]
+__all__ = ["ReceiversRunner"]
 
 log = logging.getLogger(__name__)
 
-_SUMMED = ("frames_received", "frames_processed", "bytes_received", "rate_hz", "mb_per_s",
-           "dropped", "spilled", "spill_pending", "malformed", "duplicates", "out_of_order",
-           "queue_depth", "queue_capacity")
 _WILDCARDS = ("*", "0.0.0.0", "::", "")
 _BYE_TIMEOUT = 10.0  # s to wait, at stop, for receivers' last partials
 _CHECK_EVERY = 0.25  # s between looks for lost receivers
 _PENDING_MAX_S = 5.0  # s the next series' messages wait for the current one to complete
-
-
-class Launcher(Protocol):
-    """Where the receivers of a parallel stream job run: starts, watches and ends them."""
-
-    kind: str  # "process", "dask task": for messages
-
-    def launch(self, configs: list[dict[str, Any]], udfs: dict[str, Any]) -> None:
-        """Start one receiver per config (each calls :func:`receiver_main` with it)."""
-
-    def failed(self) -> dict[int, str]:
-        """Receivers (by index) that have ended, each with why."""
-
-    def join(self, timeout: float, lost: Collection[int] = ()) -> None:
-        """Wait up to ``timeout`` s for the receivers to end (after "stop"); force the rest
-        and, at once, the ``lost`` ones."""
-
-
-class ProcessLauncher:
-    """Receivers as child processes of this one (the default).
-
-    Parameters
-    ----------
-    mp_context : str or multiprocessing context
-        How the processes start ("spawn", "forkserver").
-    """
-
-    kind = "process"
-
-    def __init__(self, mp_context: str | mp.context.BaseContext = "spawn") -> None:
-        self._ctx = mp.get_context(mp_context) if isinstance(mp_context, str) else mp_context
-        self._procs: list[Any] = []
-
-    def launch(self, configs: list[dict[str, Any]], udfs: dict[str, Any]) -> None:
-        for config in configs:
-            # own processes: their logging is ours to set up; they also watch their parent
-            config = {**config, "configure_logging": True, "watch_parent": True,
-                      "log_level": logging.getLogger("framescope").getEffectiveLevel()}
-            p = self._ctx.Process(target=receiver_main, args=(config, udfs), daemon=True,
-                                  name=f"framescope-receiver-{config['worker']}")
-            p.start()
-            self._procs.append(p)
-
-    def failed(self) -> dict[int, str]:
-        return {k: f"{p.name} (pid {p.pid}) exited with code {p.exitcode}"
-                for k, p in enumerate(self._procs) if not p.is_alive()}
-
-    def join(self, timeout: float, lost: Collection[int] = ()) -> None:
-        deadline = time.monotonic() + timeout
-        for k, p in enumerate(self._procs):
-            p.join(0 if k in lost else max(0.0, deadline - time.monotonic()))
-            if p.is_alive():
-                log.warning("receiver process %s did not stop; terminating it", p.name)
-                p.terminate()
-                p.join(5)
-
-
-@dataclasses.dataclass(slots=True)
-class _SeriesState:
-    """What the merging thread knows of the current series beyond the results."""
-
-    ended_by: set[int] = dataclasses.field(default_factory=set)
-    end_sent: bool = False
-    late: int = 0
-    processed: int = 0
 
 
 class ReceiversRunner:
@@ -187,10 +121,10 @@ class ReceiversRunner:
         self._byes: set[int] = set()
         self._worker_status: dict[int, dict[str, Any]] = {}
         self._errors: list[str] = []
-        self._claimed: dict[int, np.ndarray] = {}
+        self._claims = Claims()
         self._pending: list[tuple[dict[str, Any], list[Any]]] = []
         self._pending_since = 0.0
-        self._s = _SeriesState()
+        self._s = SeriesState()
         self._latest: np.ndarray | None = None
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -276,41 +210,16 @@ class ReceiversRunner:
             return self._status()
 
     def _status(self) -> Status:
-        series, s = self.merge.series, self._s
-        sid = None if series is None else series.series
-        sts = [w for w in self._worker_status.values() if w["status"]["series"] == sid]
-        summed = {k: sum(w["status"][k] for w in sts) for k in _SUMMED}
-        summed["frames_processed"] = s.processed  # counted here: statuses lag
-        summed["malformed"] += s.late
-        state = "idle"
-        if self.merge.final is not None:
-            state = _final_state(self.merge.final)
-        elif s.end_sent:
-            state = "draining"
-        elif series is not None:
-            states = {w["status"]["state"] for w in sts}
-            state = "stalled" if states == {"stalled"} else "receiving"
-        unique = sum(w["unique"] for w in sts)
-        ended = s.end_sent or self.merge.final is not None
-        top = (series.n_frames if ended and series is not None
-               else max((w["highest"] for w in sts), default=-1) + 1)
-        errors = [w["status"]["last_error"] for w in sts if w["status"]["last_error"]]
-        return Status(
-            state=state, series=sid,
-            frames_expected=None if series is None else series.n_frames,
-            gaps=max(0, top - unique) if series is not None else 0,
-            lost=self._lost_frames(), receivers_lost=len(self._lost),
-            latency_s=max((w["status"]["latency_s"] for w in sts), default=0.0),
-            latency_max_s=max((w["status"]["latency_max_s"] for w in sts), default=0.0),
-            policy=self.policy, last_error=(self._errors or errors or [""])[-1], **summed)
+        return merged_status(self._worker_status.values(), self.merge, self._s,
+                             lost=self._lost_frames(), receivers_lost=len(self._lost),
+                             policy=self.policy, errors=self._errors)
 
     def _lost_frames(self) -> int:
         """Positions claimed for analysis but never merged: held by a lost receiver."""
         series = self.merge.series
-        if not self._lost or series is None or series.series not in self._claimed:
+        if not self._lost or series is None:
             return 0
-        done = next(iter(self.merge.accs.values())).done
-        return int((self._claimed[series.series] & ~done).sum())
+        return self._claims.unmerged(series.series, next(iter(self.merge.accs.values())).done)
 
     def partial(self) -> Results | None:
         with self._lock:
@@ -456,7 +365,8 @@ class ReceiversRunner:
             return
         kind, worker = head.get("kind"), head.get("worker")
         if kind == "claim":
-            ctrl.send_multipart([identity, self._claim(head, arrays[0][2]).tobytes()])
+            granted = self._claims.grant(head["series"], int(head["n"]), arrays[0][2])
+            ctrl.send_multipart([identity, granted.tobytes()])
             return
         with self._cond:
             self._heard[worker] = time.monotonic()
@@ -473,19 +383,6 @@ class ReceiversRunner:
             elif kind == "end":
                 self._worker_end(worker, head["series"], head["ended"])
             self._cond.notify_all()
-
-    def _claim(self, head: dict[str, Any], positions: np.ndarray) -> np.ndarray:
-        """Grant the positions nobody claimed yet (bool per position), and mark them."""
-        sid, n = head["series"], int(head["n"])
-        with self._lock:
-            taken = self._claimed.get(sid)
-            if taken is None:
-                taken = self._claimed[sid] = np.zeros(n, dtype=bool)
-                for old in list(self._claimed)[:-4]:  # a few series back, for late claims
-                    del self._claimed[old]
-            fresh = ~taken[positions]
-            taken[positions] = True
-        return fresh
 
     def _on_data(self, parts: list[Any]) -> None:
         try:
@@ -567,7 +464,7 @@ class ReceiversRunner:
         series = Series(sid, meta, head["order"], head["n_frames"], head["header"],
                         arrays=arrays)
         merge.begin(series)
-        self._s = _SeriesState(ended_by={k for k in self._lost})
+        self._s = SeriesState(ended_by={k for k in self._lost})
 
     def _worker_end(self, worker: int, sid: int, ended: bool) -> None:
         merge, s = self.merge, self._s
@@ -582,9 +479,3 @@ class ReceiversRunner:
             merge.complete(merge.series, dataclasses.replace(self._status(), state=state),
                            self.endpoint)
             self._drain_pending()
-
-
-def _final_state(final: Results) -> str:
-    first = final if not isinstance(final, (list, dict)) else (
-        final[0] if isinstance(final, list) else next(iter(final.values())))
-    return first.attrs.get("state", "finished")

@@ -15,7 +15,7 @@ import xarray as xr
 
 from framescope.engine._connect import get_client, scheduler_address
 from framescope.engine._executor import INLINE, SYNC, inline_pool
-from framescope.engine._group import Group, named_udfs
+from framescope.engine._group import Group, named_udfs, task_udf
 from framescope.engine._job import Results, shaped
 from framescope.engine._merge import Accumulator
 from framescope.engine._tasks import Partial, prepared, run_block, run_source
@@ -250,21 +250,20 @@ def _prepare(udfs: UDFs, arr: xr.DataArray, backend: str | None,
     if tuple(arr.dims) != DIMS:
         raise DimensionError(f"framescope needs dims {DIMS}, found {tuple(arr.dims)}")
     named = named_udfs(udfs)
-    task_udf = next(iter(named.values())) if len(named) == 1 else Group(named)
     arr = tiled(arr)
-    return named, task_udf, arr, _meta(arr, backend)
+    return named, task_udf(named), arr, _meta(arr, backend)
 
 
 def _merged(
-    named: dict[str, UDF], task_udf: UDF, arr: xr.DataArray, meta: Meta, roi: Any,
+    named: dict[str, UDF], task: UDF, arr: xr.DataArray, meta: Meta, roi: Any,
     client: Any, progress: bool,
 ) -> Iterator[tuple[dict[str, Accumulator], bool]]:
     """Yield the accumulators (one per UDF), and whether all tasks are in, as tasks complete."""
     roi_pos = _roi_positions(roi, meta)
     accs = {name: Accumulator(u, meta) for name, u in named.items()}
     first = next(iter(accs.values()))
-    client = get_client(client, processes=task_udf.needs_processes)
-    n, partials, futures = _submit(task_udf, arr, meta, roi_pos, client)
+    client = get_client(client, processes=task.needs_processes)
+    n, partials, futures = _submit(task, arr, meta, roi_pos, client)
     desc = "+".join(type(u).__name__ for u in named.values())
     if progress:
         from tqdm.auto import tqdm  # loads ipywidgets in Jupyter: only when a bar is wanted
@@ -284,7 +283,7 @@ def _merged(
                     log.warning("%s: skipped a repeated partial result (%d positions from "
                                 "%d)", desc, part.positions.size, part.positions[0])
                     continue
-                pieces = (task_udf.split(part) if isinstance(task_udf, Group)
+                pieces = (task.split(part) if isinstance(task, Group)
                           else dict.fromkeys(accs, part))
                 for name, acc in accs.items():
                     acc.add(pieces[name])
@@ -320,10 +319,10 @@ def merged_runs(udfs: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any =
                            Callable[[dict[str, Accumulator]], Results], int]:
     """A file job's merged accumulators as tasks complete, how to publish them, and the
     number of scan positions it covers (for a :class:`~framescope.engine.Job`)."""
-    named, task_udf, arr, meta = _prepare(udfs, arr, backend)
+    named, task, arr, meta = _prepare(udfs, arr, backend)
     roi_pos = _roi_positions(roi, meta)
     n = meta.n_positions if roi_pos is None else int(roi_pos.size)
-    gen = _merged(named, task_udf, arr, meta, roi, client, progress)
+    gen = _merged(named, task, arr, meta, roi, client, progress)
     return gen, lambda accs: _publish(accs, arr, udfs), n
 
 
@@ -331,9 +330,9 @@ def iter_file(udf: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = No
               progress: bool = False, backend: str | None = None, interval: float = 0.0,
               ) -> Iterator[Results]:
     """:func:`framescope.iter_run` on a DataArray."""
-    named, task_udf, arr, meta = _prepare(udf, arr, backend)
+    named, task, arr, meta = _prepare(udf, arr, backend)
     last = time.monotonic()
-    for accs, complete in _merged(named, task_udf, arr, meta, roi, client, progress):
+    for accs, complete in _merged(named, task, arr, meta, roi, client, progress):
         if complete or time.monotonic() - last >= interval:
             yield _publish(accs, arr, udf)
             last = time.monotonic()
@@ -342,8 +341,8 @@ def iter_file(udf: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = No
 def run_file(udf: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = None,
              progress: bool = False, backend: str | None = None) -> Results:
     """:func:`framescope.run` on a DataArray."""
-    named, task_udf, arr, meta = _prepare(udf, arr, backend)
+    named, task, arr, meta = _prepare(udf, arr, backend)
     # buffers are merged in place: only the last state matters
-    ((accs, _),) = deque(_merged(named, task_udf, arr, meta, roi, client, progress),
+    ((accs, _),) = deque(_merged(named, task, arr, meta, roi, client, progress),
                          maxlen=1)
     return _publish(accs, arr, udf)

@@ -18,8 +18,8 @@ import numpy as np
 import xarray as xr
 
 from framescope.engine._executor import INLINE, SYNC
-from framescope.engine._group import Group, named_udfs
-from framescope.engine._job import Job, Results
+from framescope.engine._group import named_udfs, task_udf
+from framescope.engine._job import Job, Results, first
 from framescope.engine._run import iter_file, merged_runs, run_file
 from framescope.udf._base import UDF
 
@@ -29,10 +29,6 @@ __all__ = ["FileRunner", "is_stream", "iter_run", "run", "submit"]
 def is_stream(source: Any) -> bool:
     """True for a live source (anything with the receiver's ``attach`` hook)."""
     return not isinstance(source, xr.DataArray) and hasattr(source, "attach")
-
-
-def _task_udf(named: dict[str, UDF]) -> UDF:
-    return next(iter(named.values())) if len(named) == 1 else Group(named)
 
 
 class FileRunner:
@@ -203,11 +199,11 @@ def submit(
     if roi is not None or backend not in (None, "numpy"):
         raise ValueError("roi= and backend= apply to files; a stream job analyses every "
                          "frame that arrives, on the CPU")
-    task_udf = _task_udf(named)
+    task = task_udf(named)
     if processes == 1 and client in (None, INLINE, SYNC):
         from framescope.engine._stream import StreamRunner
 
-        runner = StreamRunner(source, named, udfs, task_udf, on_series_end=on_series_end,
+        runner = StreamRunner(source, named, udfs, task, on_series_end=on_series_end,
                               on_frames=on_frames, kernel_threads=kernel_threads)
         return Job(runner.start(), f"{desc} on {source.endpoint}")
     from framescope.engine._receivers import ReceiversRunner
@@ -225,7 +221,7 @@ def submit(
 
         launcher = DaskLauncher(client, processes)
     runner = ReceiversRunner(
-        source.endpoint, source.protocol, named, udfs, task_udf, processes=processes,
+        source.endpoint, source.protocol, named, udfs, task, processes=processes,
         scan=source.scan, order=source.order, source_options=source.options,
         mp_context=mp_context, launcher=launcher, merge_host=merge_host,
         kernel_threads=kernel_threads, on_series_end=on_series_end, lost_after=lost_after)
@@ -245,10 +241,9 @@ def stream_results(job: Job, interval: float) -> Iterator[Results]:
             target = job.series.series
         part = job.partial()
         if part is not None:
-            first = part if isinstance(part, xr.Dataset) else (
-                part[0] if isinstance(part, list) else next(iter(part.values())))
-            n = int(first["done"].sum())
-            if n != last_done and first.attrs.get("series") == target:
+            head = first(part)
+            n = int(head["done"].sum())
+            if n != last_done and head.attrs.get("series") == target:
                 last_done = n
                 yield part
         if job.done():
