@@ -76,7 +76,11 @@ class Accumulator:
         for key, value in out.items():
             b = decl[key]
             extra = b.extra_dims or tuple(f"{key}_dim_{i}" for i in range(len(b.extra_shape)))
-            labels = {d: list(c) for d, c in zip(extra, b.extra_coords, strict=False)}
+            labels: dict[str, Any] = {d: list(c) for d, c in zip(extra, b.extra_coords,
+                                                                  strict=False)}
+            for d, unit in zip(extra, b.coord_units, strict=False):
+                if d in labels and unit:
+                    labels[d] = xr.Variable(d, labels[d], {"units": unit})
             if b.kind == "nav":
                 value = value.reshape(*meta.scan_shape, *b.extra_shape)
                 if value.dtype.kind in "fc" and not self.done.all():
@@ -90,7 +94,12 @@ class Accumulator:
                                               coords={**det, **labels})
             else:
                 data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
+        for key, value in out.items():
+            if decl[key].units:
+                data_vars[key].attrs["units"] = decl[key].units
         data_vars["done"] = xr.DataArray(self.done.reshape(meta.scan_shape).copy(),
                                          dims=("scan_y", "scan_x"), coords=scan)
-        return xr.Dataset(data_vars, attrs={**(attrs or {}), "udf": type(udf).__name__,
-                                            "complete": bool(self.done.all())})
+        attrs = {**(attrs or {}), "udf": type(udf).__name__, "complete": bool(self.done.all())}
+        if meta.calibration is not None:
+            attrs["calibration"] = meta.calibration.to_json()
+        return xr.Dataset(data_vars, attrs=attrs)

@@ -54,7 +54,13 @@ def tiled(arr: xr.DataArray) -> xr.DataArray:
 
 def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
     ny, nx, h, w = arr.shape
-    return Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data))
+    calibration = None
+    if "calibration" in arr.attrs:  # pydantic is imported only for calibrated data
+        from framescope.calibration import Calibration
+
+        calibration = Calibration.from_json(arr.attrs["calibration"])
+    return Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data),
+                calibration)
 
 
 def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:

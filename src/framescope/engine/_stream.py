@@ -36,9 +36,12 @@ log = logging.getLogger(__name__)
 _STOP = object()
 
 
-def coords_of(series: Series) -> dict[str, np.ndarray]:
-    """Pixel coordinates of a series' scan and detector axes."""
+def coords_of(series: Series) -> dict[str, Any]:
+    """Coordinates of a series' scan and detector axes: physical where it is calibrated,
+    pixel indices otherwise."""
     (ny, nx), (h, w) = series.meta.scan_shape, series.meta.frame_shape
+    if series.meta.calibration is not None:
+        return series.meta.calibration.coords((ny, nx, h, w))
     return {"scan_y": np.arange(ny), "scan_x": np.arange(nx), "det_y": np.arange(h),
             "det_x": np.arange(w)}
 

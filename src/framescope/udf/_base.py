@@ -10,9 +10,12 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+
+if TYPE_CHECKING:  # pydantic is imported only by data that carries a calibration
+    from framescope.calibration import Calibration
 
 __all__ = ["UDF", "Buffer", "Meta", "Tile"]
 
@@ -37,6 +40,12 @@ class Buffer:
         Initial value; nav positions never processed (outside an ROI, missing frames) keep it.
     extra_coords : tuple of sequences
         Coordinate labels for each extra dimension (e.g. mask names), or empty.
+    units : str
+        Physical units of the values (``attrs["units"]`` of the published variable), or
+        empty.
+    coord_units : tuple of str
+        Units of each extra dimension's coordinate labels (e.g. ``"mrad"`` for radial
+        bins), or empty.
     """
 
     kind: Literal["nav", "sig", "single"]
@@ -45,6 +54,8 @@ class Buffer:
     extra_dims: tuple[str, ...] = ()
     fill: float = 0.0
     extra_coords: tuple[tuple[Any, ...], ...] = ()
+    units: str = ""
+    coord_units: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.kind not in ("nav", "sig", "single"):
@@ -71,13 +82,16 @@ class Meta:
     """What a UDF may know about the data: shapes and dtype, never the data source.
 
     ``backend`` says where tiles live: ``"numpy"`` (host) or ``"cupy"`` (GPU); a UDF that
-    supports cupy builds its state there in :meth:`UDF.prepare`.
+    supports cupy builds its state there in :meth:`UDF.prepare`. ``calibration`` is the
+    data's physical calibration when it has one (masks given in mrad, results in physical
+    units); None otherwise.
     """
 
     scan_shape: tuple[int, int]
     frame_shape: tuple[int, int]
     dtype: np.dtype
     backend: Literal["numpy", "cupy"] = "numpy"
+    calibration: Calibration | None = None
 
     @property
     def n_positions(self) -> int:

@@ -1,4 +1,4 @@
-"""Physical calibration of a 4D-STEM dataset: beam, detector and scan, as frozen data.
+"""The calibration model: beam, detector and scan, as frozen, validated data.
 
 A :class:`Calibration` holds SI numbers (eV, rad, m; the detector centre in pixels), is
 validated on construction (units parsed, signs and consistency checked), round-trips
@@ -179,6 +179,9 @@ class Calibration(BaseModel):
                     f"pixel_size / camera_length = {implied * 1e3:.4g} mrad (more than 1 %); "
                     "give one of them")
         return self
+
+    def __hash__(self) -> int:  # ``sources`` is a dict: hash the JSON form instead
+        return hash(self.to_json())
 
     # ---- derived ----------------------------------------------------------------------
     @property

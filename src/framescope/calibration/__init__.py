@@ -1,0 +1,16 @@
+"""Physical calibration: the :class:`Calibration` model and the helpers that measure it.
+
+A :class:`Calibration` holds SI numbers (eV, rad, m; the detector centre in pixels), is
+validated on construction, round-trips through JSON (``arr.attrs["calibration"]``) and gives
+the physical coordinates of every axis. ``arr.fs.calibrate(...)`` applies one to a
+DataArray.
+"""
+
+from framescope.calibration._model import (
+    Calibration,
+    CalibrationError,
+    electron_wavelength,
+    parse_quantity,
+)
+
+__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "parse_quantity"]
