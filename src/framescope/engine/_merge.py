@@ -94,7 +94,7 @@ class Accumulator:
                                               coords={**det, **labels})
             else:
                 data_vars[key] = xr.DataArray(value, dims=extra, coords=labels)
-        for key, value in out.items():
+        for key in out:
             if decl[key].units:
                 data_vars[key].attrs["units"] = decl[key].units
         data_vars["done"] = xr.DataArray(self.done.reshape(meta.scan_shape).copy(),
