@@ -39,6 +39,11 @@ class FrameReader(abc.ABC):
         ``(scan_y, scan_x)`` when the file itself says it (a 4D dataset, a header).
     metadata : dict
         Detector metadata found in the file; values are JSON-able scalars, strings or lists.
+    calibration_fields : dict
+        Physical calibration found in the file: :class:`~framescope.calibration.Calibration`
+        field name -> ``(value, where)``, the value in SI units (or a string with a unit)
+        and ``where`` naming the file and field it was read from (``"scan_master.h5:
+        /entry/instrument/detector/detector_distance"``). Empty when the file has none.
     """
 
     #: short format name, e.g. ``"mib"``; used by ``framescope.open(format=...)``
@@ -52,6 +57,7 @@ class FrameReader(abc.ABC):
     dtype: np.dtype
     scan_shape: tuple[int, int] | None = None
     metadata: dict[str, Any]
+    calibration_fields: dict[str, tuple[Any, str]] = {}  # noqa: RUF012 (never mutated)
 
     # names of attributes holding per-process handles; dropped when pickled
     _handle_attrs: ClassVar[tuple[str, ...]] = ()
