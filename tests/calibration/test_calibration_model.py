@@ -8,7 +8,12 @@ import numpy as np
 import pytest
 
 import framescope as fs
-from framescope.calibration import Calibration, CalibrationError, electron_wavelength
+from framescope.calibration import (
+    Calibration,
+    CalibrationError,
+    electron_wavelength,
+    energy_from_wavelength,
+)
 
 
 @pytest.mark.parametrize(("kv", "pm"), [(100, 3.7014), (200, 2.5079), (300, 1.9687)])
@@ -72,3 +77,18 @@ def test_calibrate_gives_physical_coordinates_on_the_same_lazy_data():
     np.testing.assert_allclose(again["scan_x"], np.arange(6) * 2.0)
     uncal = arr.fs.calibrate(energy="200 kV")  # no geometry: the axes stay pixels
     assert uncal["det_x"].attrs["units"] == "px"
+
+
+@pytest.mark.parametrize("kv", [60, 200, 300])
+def test_energy_from_wavelength_inverts_the_electron_wavelength(kv):
+    lam = electron_wavelength(kv * 1e3)
+    assert energy_from_wavelength(lam) == pytest.approx(kv * 1e3, rel=1e-12)
+
+
+def test_xray_wavelength_is_hc_over_e():
+    # 12.398 419 84 keV photons have a 1 Å wavelength (CODATA hc = 12.398 419 84 keV Å)
+    cal = Calibration(energy="12.39841984 keV", radiation="xray")
+    assert cal.wavelength == pytest.approx(1e-10, rel=1e-9)
+    assert energy_from_wavelength(1e-10, "xray") == pytest.approx(12398.41984, rel=1e-9)
+    with pytest.raises(CalibrationError, match="radiation"):
+        Calibration(radiation="neutron")

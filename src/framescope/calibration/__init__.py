@@ -10,7 +10,10 @@ from framescope.calibration._model import (
     Calibration,
     CalibrationError,
     electron_wavelength,
+    energy_from_wavelength,
     parse_quantity,
+    photon_wavelength,
 )
 
-__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "parse_quantity"]
+__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "energy_from_wavelength",
+           "parse_quantity", "photon_wavelength"]

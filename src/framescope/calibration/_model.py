@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
 from framescope.errors import FramescopeError
 
-__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "parse_quantity"]
+__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "energy_from_wavelength",
+           "parse_quantity", "photon_wavelength"]
 
 # CODATA 2018
 _H = 6.62607015e-34  # J s
@@ -79,6 +80,26 @@ def electron_wavelength(energy_ev: float) -> float:
     return _H / math.sqrt(2 * _M0 * e * (1 + e / (2 * _M0 * _C**2)))
 
 
+def photon_wavelength(energy_ev: float) -> float:
+    """X-ray photon wavelength (m) for a photon energy in eV (12.398 keV: 1 Å)."""
+    if not energy_ev > 0:
+        raise CalibrationError(f"energy: expected a positive energy in eV, found {energy_ev}")
+    return _H * _C / (energy_ev * _E)
+
+
+def energy_from_wavelength(wavelength: float,
+                           radiation: Literal["electron", "xray"] = "electron") -> float:
+    """The beam energy (eV) of a wavelength (m): inverse of :func:`electron_wavelength`
+    (kinetic energy, relativistic) or :func:`photon_wavelength`."""
+    if not wavelength > 0:
+        raise CalibrationError(f"wavelength: expected a positive length, found {wavelength}")
+    if radiation == "xray":
+        return _H * _C / (wavelength * _E)
+    # p = h / λ;  E_kin = sqrt((pc)² + (m c²)²) - m c²
+    pc, mc2 = _H / wavelength * _C, _M0 * _C**2
+    return (math.sqrt(pc * pc + mc2 * mc2) - mc2) / _E
+
+
 _QUANTITY = {"energy": "energy", "semiconv": "angle", "angle_per_px": "angle",
              "camera_length": "length", "pixel_size": "length", "rotation": "angle"}
 
@@ -92,7 +113,10 @@ class Calibration(BaseModel):
     Parameters
     ----------
     energy : float or str, optional
-        Beam energy in eV (the electrons' kinetic energy: 300 kV → 300e3).
+        Beam energy in eV: the electrons' kinetic energy (300 kV → 300e3), or the photon
+        energy for ``radiation="xray"``.
+    radiation : {"electron", "xray"}
+        What ``energy`` is the energy of; sets how :attr:`wavelength` follows from it.
     semiconv : float or str, optional
         Convergence semi-angle (rad).
     angle_per_px : float or str, optional
@@ -122,6 +146,7 @@ class Calibration(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
     energy: float | None = None
+    radiation: Literal["electron", "xray"] = "electron"
     semiconv: float | None = None
     angle_per_px: float | None = None
     camera_length: float | None = None
@@ -186,8 +211,13 @@ class Calibration(BaseModel):
     # ---- derived ----------------------------------------------------------------------
     @property
     def wavelength(self) -> float | None:
-        """Relativistic electron wavelength (m), None without ``energy``."""
-        return None if self.energy is None else electron_wavelength(self.energy)
+        """Wavelength (m) of the beam: relativistic for electrons, ``hc/E`` for X-rays; None
+        without ``energy``."""
+        if self.energy is None:
+            return None
+        if self.radiation == "xray":
+            return photon_wavelength(self.energy)
+        return electron_wavelength(self.energy)
 
     @property
     def detector_angle(self) -> float | None:
