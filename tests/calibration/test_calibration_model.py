@@ -92,3 +92,19 @@ def test_xray_wavelength_is_hc_over_e():
     assert energy_from_wavelength(1e-10, "xray") == pytest.approx(12398.41984, rel=1e-9)
     with pytest.raises(CalibrationError, match="radiation"):
         Calibration(radiation="neutron")
+
+
+def test_beam_energy_tells_electrons_from_photons():
+    from framescope.calibration import beam_energy
+
+    lam = electron_wavelength(300e3)
+    assert beam_energy(wavelength=lam) == (pytest.approx(300e3), "electron")
+    assert beam_energy(energy=300e3, wavelength=lam) == (pytest.approx(300e3), "electron")
+    # 8 keV photons: 1.5498 Å, both given or the wavelength alone
+    assert beam_energy(energy=8000.0, wavelength=1.5498e-10) == (8000.0, "xray")
+    e, kind = beam_energy(wavelength=1.5498e-10)
+    assert kind == "xray"
+    assert e == pytest.approx(8000.0, rel=1e-4)
+    assert beam_energy(energy=200e3) == (200e3, "electron")
+    assert beam_energy(energy=8000.0, radiation="xray") == (8000.0, "xray")
+    assert beam_energy(energy=0.0, wavelength=float("nan")) is None

@@ -6,6 +6,8 @@ the physical coordinates of every axis. ``arr.fs.calibrate(...)`` applies one to
 DataArray.
 """
 
+from framescope.calibration._beam import beam_energy
+from framescope.calibration._combine import combine
 from framescope.calibration._model import (
     Calibration,
     CalibrationError,
@@ -15,5 +17,5 @@ from framescope.calibration._model import (
     photon_wavelength,
 )
 
-__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "energy_from_wavelength",
-           "parse_quantity", "photon_wavelength"]
+__all__ = ["Calibration", "CalibrationError", "beam_energy", "combine", "electron_wavelength",
+           "energy_from_wavelength", "parse_quantity", "photon_wavelength"]
