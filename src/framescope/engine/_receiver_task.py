@@ -69,7 +69,8 @@ class _Forward:
         self._send(encode_message({
             "kind": "start", "worker": self.worker, "series": series.series,
             "scan_shape": m.scan_shape, "frame_shape": m.frame_shape, "dtype": m.dtype.str,
-            "order": series.order, "n_frames": series.n_frames, "header": series.header},
+            "order": series.order, "n_frames": series.n_frames, "header": series.header,
+            "calibration": None if m.calibration is None else m.calibration.to_json()},
             [("array", name, a) for name, a in series.arrays.items()]))
 
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:

@@ -51,6 +51,14 @@ _CHECK_EVERY = 0.25  # s between looks for lost receivers
 _PENDING_MAX_S = 5.0  # s the next series' messages wait for the current one to complete
 
 
+def _calibration(text: str | None) -> Any:
+    if text is None:
+        return None
+    from framescope.calibration import Calibration
+
+    return Calibration.from_json(text)
+
+
 class ReceiversRunner:
     """A stream job analysed in ``processes`` receivers sharing one PUSH stream.
 
@@ -451,16 +459,19 @@ class ReceiversRunner:
     def _begin(self, head: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         sid = head["series"]
         merge = self.merge
+        cal = _calibration(head.get("calibration"))
         if merge.series is not None and merge.series.series == sid:
-            if arrays and not merge.series.arrays:  # the receiver that saw the header
+            if head["header"] and not merge.series.header:  # the receiver that saw it
                 merge.series.arrays, merge.series.header = arrays, head["header"]
+                if cal is not None and cal != merge.series.meta.calibration:
+                    merge.recalibrate(cal)
             return
         if sid in merge.finished_ids:
             return
         # a series superseded before its end
         merge.close(dataclasses.replace(self._status(), state="stopped"), self.endpoint)
         meta = Meta(tuple(head["scan_shape"]), tuple(head["frame_shape"]),
-                    np.dtype(head["dtype"]))
+                    np.dtype(head["dtype"]), calibration=cal)
         series = Series(sid, meta, head["order"], head["n_frames"], head["header"],
                         arrays=arrays)
         merge.begin(series)

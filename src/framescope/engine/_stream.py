@@ -94,6 +94,16 @@ class Merge:
         with self.lock:
             self.series, self.accs, self.final = series, accs, None
 
+    def recalibrate(self, calibration: Any) -> None:
+        """The current series' calibration, learnt after it began (parallel receivers: the
+        header reaches one receiver, not necessarily the first to report)."""
+        with self.lock:
+            if self.series is None:
+                return
+            self.series.meta = dataclasses.replace(self.series.meta, calibration=calibration)
+            for acc in self.accs.values():
+                acc.meta = self.series.meta
+
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
         return None  # one receiver: its tracker already dropped repeated frame numbers
 

@@ -47,8 +47,10 @@ class Intake:
                  order: ScanOrder | None, policy: Policy, buffer_bytes: int,
                  batch_frames: int | None, spill_dir: str | None, spill_limit: int,
                  stall_timeout: float, max_message_bytes: int,
-                 recorder: RecordingThread | None = None) -> None:
+                 recorder: RecordingThread | None = None,
+                 calibration: str | None = None) -> None:
         self.name, self.decoder = name, decoder
+        self.calibration = calibration  # the user's, as JSON
         self.scan, self.order, self.policy = scan, order, policy
         self.buffer_bytes, self.batch_frames = buffer_bytes, batch_frames
         self.spill_dir, self.spill_limit = spill_dir, spill_limit
@@ -223,7 +225,7 @@ class Intake:
             self._open(start, from_header=True)
 
     def _open(self, start: SeriesStart, from_header: bool) -> Series | None:
-        series = resolve_series(start, self.scan, self.order)
+        series = resolve_series(start, self.scan, self.order, self.calibration)
         if isinstance(series, str):
             self._malformed(series)
             return None

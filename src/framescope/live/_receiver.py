@@ -41,6 +41,19 @@ def _pair(value: Any, name: str) -> tuple[int, int] | None:
     return a, b
 
 
+def _calibration_json(value: Any) -> str | None:
+    """The user's calibration as JSON (validated now: a bad field fails at construction)."""
+    if value is None:
+        return None
+    from framescope.calibration import Calibration
+
+    if isinstance(value, str):
+        return Calibration.from_json(value).to_json()
+    if not isinstance(value, Calibration):
+        value = Calibration().updated("user", **dict(value))
+    return value.to_json()
+
+
 class ZMQSource:
     """Frames from a detector's ZeroMQ PUSH socket (DECTRIS stream v1/stream2, native).
 
@@ -100,6 +113,12 @@ class ZMQSource:
         Memory for received frames waiting to be written. When the disk is slower than
         the stream for longer than this lasts, frames are not recorded, counted in
         ``status.record_dropped``.
+    calibration : Calibration, dict of fields or JSON str, optional
+        The data's physical calibration (see :class:`framescope.calibration.Calibration`).
+        Combined with what the series header says (DECTRIS beam centre, pixel size,
+        detector distance, wavelength; a framescope sender's whole calibration), the
+        given fields winning; results then carry physical coordinates and masks may be
+        given in mrad.
 
     Raises
     ------
@@ -134,6 +153,7 @@ class ZMQSource:
         record: str | os.PathLike[str] | None = None,
         record_compression: Literal["bslz4", "lz4"] | None = None,
         record_buffer_mib: float = 1024,
+        calibration: Any = None,
     ) -> None:
         if policy not in ("drop", "spill"):
             raise ValueError(f"policy: expected 'drop' or 'spill', found {policy!r}")
@@ -144,7 +164,8 @@ class ZMQSource:
             "channel": channel, "policy": policy, "buffer_mib": buffer_mib,
             "spill_dir": spill_dir, "spill_limit_gib": spill_limit_gib,
             "stall_timeout": stall_timeout, "max_message_bytes": max_message_bytes,
-            "rcvhwm": rcvhwm, "batch_frames": batch_frames, "verify_hash": verify_hash}
+            "rcvhwm": rcvhwm, "batch_frames": batch_frames, "verify_hash": verify_hash,
+            "calibration": _calibration_json(calibration)}
         self.endpoint, self.protocol = endpoint, protocol
         self.scan, self.order = _pair(scan, "scan"), order
         self.policy: Policy = policy
@@ -166,7 +187,7 @@ class ZMQSource:
             scan=self.scan, order=order, policy=policy, buffer_bytes=self.buffer_bytes,
             batch_frames=batch_frames, spill_dir=spill_dir, spill_limit=self.spill_limit,
             stall_timeout=self.stall_timeout, max_message_bytes=self.max_message_bytes,
-            recorder=self._recorder)
+            recorder=self._recorder, calibration=self._options["calibration"])
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()

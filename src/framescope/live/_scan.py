@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from framescope.live._calibration import header_calibration
 from framescope.live._messages import ScanOrder, SeriesStart
 from framescope.udf._base import Meta
 
@@ -52,11 +53,12 @@ class Series:
 
 
 def resolve_series(start: SeriesStart, scan: tuple[int, int] | None,
-                   order: ScanOrder | None) -> Series | str:
+                   order: ScanOrder | None, calibration: str | None = None) -> Series | str:
     """The series to receive, or why it cannot be (a message for the log).
 
     The user's ``scan``/``order`` win over the header's; without either the frames form one
-    scan row.
+    scan row. The series' calibration combines the header's fields (see
+    :func:`header_calibration`) with the user's (``calibration``, JSON), the user's winning.
     """
     if start.frame_shape is None or start.dtype is None:
         return (f"series {start.series}: header carries no frame shape/dtype (e.g. stream1 "
@@ -72,6 +74,16 @@ def resolve_series(start: SeriesStart, scan: tuple[int, int] | None,
         log.warning("series %d: header announces %d frames, the %dx%d scan has %d positions; "
                     "frames beyond the scan are rejected", start.series, start.n_frames,
                     *shape, shape[0] * shape[1])
-    meta = Meta((int(shape[0]), int(shape[1])), start.frame_shape, np.dtype(start.dtype))
+    found = header_calibration(start.header)
+    cal = None
+    if found or calibration is not None:
+        from framescope.calibration import CalibrationError, combine
+
+        try:
+            cal = combine(found, calibration)
+        except CalibrationError as exc:
+            return f"series {start.series}: {exc}"
+    meta = Meta((int(shape[0]), int(shape[1])), start.frame_shape, np.dtype(start.dtype),
+                calibration=cal)
     return Series(start.series, meta, order or start.scan_order or "raster",
                   meta.n_positions, dict(start.header), arrays=dict(start.arrays))

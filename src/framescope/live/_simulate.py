@@ -7,6 +7,7 @@ blocks (never drops) while no receiver is connected or all are full.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import threading
@@ -19,6 +20,7 @@ import xarray as xr
 import zmq
 from zmq.utils.monitor import recv_monitor_message
 
+from framescope.live._calibration import HEADER_KEY
 from framescope.live._messages import ScanOrder, SeriesStart
 from framescope.live._protocols import make_encoder
 from framescope.live._scan import positions_of
@@ -215,6 +217,10 @@ def simulate_stream(
     if arr.ndim != 4:
         raise ValueError(f"source: expected (scan_y, scan_x, det_y, det_x) frames, found "
                          f"dims {arr.dims}")
+    header: dict[str, Any] = {}
+    if "calibration" in arr.attrs:
+        # a calibrated dataset replays with its calibration, as a detector sends its geometry
+        header[HEADER_KEY] = json.loads(arr.attrs["calibration"])
     if arr.nbytes <= cache_mib * 2**20:
         log.info("reading %d frames (%.0f MiB) into memory before sending", arr.shape[0]
                  * arr.shape[1], arr.nbytes / 2**20)
@@ -230,7 +236,7 @@ def simulate_stream(
         t0 = time.perf_counter()
         for k in range(series):
             start = SeriesStart(first_series + k, (h, w), np.dtype(arr.dtype), ny * nx,
-                                (ny, nx), order, {"source": label}, arrays)
+                                (ny, nx), order, {"source": label, **header}, arrays)
             sent = pub.send_series(start, _frames_of(arr, order),
                                    stop_after=stop_after if k == 0 else None, stop=stop)
             if sent < ny * nx:
