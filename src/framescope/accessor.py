@@ -144,7 +144,8 @@ class FsAccessor:
         Parameters
         ----------
         masks : mask spec, MaskStack, dict/list of specs, or a 2D/3D array
-            The virtual detectors (see :mod:`framescope.masks`).
+            The virtual detectors (see :mod:`framescope.masks`); masks in mrad or 1/Å
+            need a calibrated array (:meth:`calibrate`).
         roi : array of bool, optional
             Scan positions to compute; others are NaN.
         cache : bool
@@ -158,21 +159,36 @@ class FsAccessor:
         xarray.DataArray
             ``(scan_y, scan_x)`` for a single mask spec or 2D array, else
             ``(scan_y, scan_x, mask)`` with the mask names as coordinate. The mask
-            definitions (JSON) are in ``attrs["masks"]``.
+            definitions (JSON) are in ``attrs["masks"]``; for masks in physical units the
+            pixel masks they implied in ``attrs["masks_px"]``, and the array's calibration
+            in ``attrs["calibration"]``.
+
+        Raises
+        ------
+        framescope.errors.MaskError
+            A mask in physical units on an array without the calibration it needs.
 
         Examples
         --------
         >>> adf = arr.fs.virtual_image(fs.masks.ring(128, 128, 40, 90))  # doctest: +SKIP
+        >>> cal = arr.fs.calibrate(angle_per_px="0.5 mrad")  # doctest: +SKIP
+        >>> haadf = cal.fs.virtual_image(fs.masks.ring(r_in=60, r_out=150,  # doctest: +SKIP
+        ...                                            units="mrad"))
         """
         stack = MaskStack.from_any(masks)
         single = len(stack) == 1 and (isinstance(masks, MaskSpec)
                                       or getattr(masks, "ndim", 0) == 2)
+        # masks in mrad/1/Å become pixels here: cached images are keyed by the pixel masks
+        # (the data key ignores the calibration, so a recalibrated array must miss)
+        pixels = stack.resolved(self.calibration if stack.is_physical else None,
+                                self._arr.shape[2:])
         base = (data_key(self._arr), roi_key(roi))
-        keys = {name: (*base, spec.key) for name, spec in stack.items()}
+        keys = {name: (*base, spec.key) for name, spec in pixels.items()}
         missing = [n for n in stack.names if not cache or results.get(keys[n]) is None]
         images: dict[str, np.ndarray] = {}
         if missing:
-            res = run(ApplyMasks(stack.subset(missing)), self._arr, roi=roi, **opts)["intensity"]
+            res = run(ApplyMasks(pixels.subset(missing)), self._arr, roi=roi,
+                      **opts)["intensity"]
             for name in missing:
                 images[name] = img = res.sel(mask=name).values  # NaN outside the ROI
                 if cache:
@@ -189,6 +205,10 @@ class FsAccessor:
             attrs={"masks": stack.to_json(), "framescope_version": __version__,
                    "source": self._arr.attrs.get("source", "")},
         )
+        if stack.is_physical:  # what the masks in mrad/1/Å were on this detector
+            out.attrs["masks_px"] = pixels.to_json()
+        if "calibration" in self._arr.attrs:
+            out.attrs["calibration"] = self._arr.attrs["calibration"]
         return out.isel(mask=0, drop=True) if single else out
 
     def com(self, *, cy: float | None = None, cx: float | None = None,
@@ -337,10 +357,7 @@ class FsAccessor:
         ...                        angle_per_px="0.4 mrad", scan_step="0.5 nm")
         >>> cal.sel(scan_x=slice(2, 5))  # nm  # doctest: +SKIP
         """
+        from framescope.calibration._apply import with_calibration
+
         base = calibration if calibration is not None else self.calibration
-        cal = base.updated("user", **fields)
-        coords = {dim: xr.Variable(d, values, attrs)
-                  for dim, (d, values, attrs) in cal.coords(self._arr.shape).items()}
-        out = self._arr.assign_coords(coords)
-        out.attrs = {**self._arr.attrs, "calibration": cal.to_json()}
-        return out
+        return with_calibration(self._arr, base.updated("user", **fields))
