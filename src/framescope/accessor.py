@@ -180,8 +180,8 @@ class FsAccessor:
                                       or getattr(masks, "ndim", 0) == 2)
         # masks in mrad/1/Å become pixels here: cached images are keyed by the pixel masks
         # (the data key ignores the calibration, so a recalibrated array must miss)
-        pixels = stack.resolved(self.calibration if stack.is_physical else None,
-                                self._arr.shape[2:])
+        known = stack.is_physical and "calibration" in self._arr.attrs
+        pixels = stack.resolved(self.calibration if known else None, self._arr.shape[2:])
         base = (data_key(self._arr), roi_key(roi))
         keys = {name: (*base, spec.key) for name, spec in pixels.items()}
         missing = [n for n in stack.names if not cache or results.get(keys[n]) is None]

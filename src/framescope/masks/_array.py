@@ -39,6 +39,7 @@ class ArrayMask(MaskSpec):
     values: np.ndarray
     _key: str = field(init=False, repr=False)
     kind = "array"
+    units = "px"  # values per detector pixel: never physical
 
     def __post_init__(self) -> None:
         a = np.asarray(self.values)

@@ -11,12 +11,13 @@ import numpy as np
 
 from framescope.errors import MaskError
 from framescope.masks._spec import MaskSpec, coord, register
+from framescope.masks._units import Scale, unit_name
 
 __all__ = ["Polygon", "polygon"]
 
 
 @register
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, repr=False)
 class Polygon(MaskSpec):
     """Pixels whose centre lies inside a polygon (even-odd rule), vertices as ``(y, x)``.
 
@@ -24,6 +25,9 @@ class Polygon(MaskSpec):
     polygons follow the even-odd rule: regions covered twice are outside. A pixel centre
     exactly on an edge counts as inside on left/top edges and outside on right/bottom ones,
     so polygons sharing an edge do not double-count.
+
+    In physical units (``units="mrad"`` …) the vertices are relative to the beam centre, in
+    the detector frame (the scan rotation and flip of a calibration do not apply).
 
     Examples
     --------
@@ -33,9 +37,11 @@ class Polygon(MaskSpec):
     """
 
     vertices: tuple[tuple[float, float], ...]
+    units: str = "px"
     kind = "polygon"
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "units", unit_name("polygon", self.units))
         try:
             pts = [tuple(v) for v in self.vertices]
         except TypeError:
@@ -55,6 +61,9 @@ class Polygon(MaskSpec):
 
     def _params(self) -> dict[str, Any]:
         return {"vertices": [list(v) for v in self.vertices]}
+
+    def _in_pixels(self, s: Scale) -> Polygon:
+        return Polygon(tuple((s.y(y), s.x(x)) for y, x in self.vertices))
 
     def _raster(self, det_shape: tuple[int, int]) -> np.ndarray:
         ny, nx = det_shape
@@ -90,12 +99,17 @@ def _inside_even_odd(v: np.ndarray, py: np.ndarray, px: np.ndarray) -> np.ndarra
     return inside
 
 
-def polygon(vertices: Iterable[Sequence[float]]) -> Polygon:
+def polygon(vertices: Iterable[Sequence[float]], *, units: str = "px") -> Polygon:
     """A polygon detector from ``(y, x)`` vertices; see :class:`Polygon`.
+
+    ``units`` as for :func:`~framescope.masks.disk`: physical vertices are relative to the
+    beam centre.
 
     Examples
     --------
     >>> polygon([(10, 10), (10, 50), (40, 30)]).kind
     'polygon'
+    >>> polygon([(-5, -5), (-5, 5), (5, 0)], units="mrad").units
+    'mrad'
     """
-    return Polygon(vertices)  # type: ignore[arg-type]  # normalised in __post_init__
+    return Polygon(vertices, units)  # type: ignore[arg-type]  # normalised in __post_init__

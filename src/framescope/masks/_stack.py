@@ -20,6 +20,7 @@ from framescope.masks._matrix import (
     window_of,
 )
 from framescope.masks._spec import MaskSpec, check_det_shape, digest
+from framescope.masks._units import CalibrationLike
 
 __all__ = ["MaskStack"]
 
@@ -178,6 +179,50 @@ class MaskStack(Mapping[str, MaskSpec]):
         if name in self._names:
             raise MaskError(f"mask {name!r} already exists; masks: {list(self._names)}")
         return MaskStack({**dict(self.items()), name: _as_spec(spec, f"mask {name!r}")})
+
+    # ---- physical units ------------------------------------------------------------------
+    @property
+    def is_physical(self) -> bool:
+        """True if some mask is in physical units (mrad, 1/Å …) and needs a calibration."""
+        return any(s.is_physical for s in self._specs)
+
+    def to_pixels(self, angle_per_px: float, center: tuple[float, float],
+                  wavelength: float | None = None) -> MaskStack:
+        """The same names with every mask in pixels; see :meth:`MaskSpec.to_pixels`.
+
+        Examples
+        --------
+        >>> from framescope.masks import MaskStack, disk, ring
+        >>> stack = MaskStack({"bf": disk(r=10, units="mrad"), "adf": ring(64, 64, 40, 90)})
+        >>> stack.to_pixels(0.5e-3, (63.5, 64))["bf"]
+        Disk(cy=63.5, cx=64.0, r=20.0)
+        """
+        if not self.is_physical:
+            return self
+        out = {}
+        for name, spec in zip(self._names, self._specs, strict=True):
+            try:
+                out[name] = spec.to_pixels(angle_per_px, center, wavelength)
+            except MaskError as exc:
+                raise MaskError(f"mask {name!r}: {exc}") from exc
+        return MaskStack(out)
+
+    def resolved(self, calibration: CalibrationLike | None,
+                 det_shape: tuple[int, int]) -> MaskStack:
+        """The all-pixel stack on a detector of ``det_shape`` with ``calibration`` (a
+        :class:`~framescope.calibration.Calibration` or None); returns ``self`` when every
+        mask is in pixels already.
+
+        Raises
+        ------
+        MaskError
+            A mask in physical units without the calibration it needs, naming the mask, its
+            units and how to calibrate.
+        """
+        if not self.is_physical:
+            return self
+        return MaskStack({n: s.resolved(calibration, det_shape, name=n)
+                          for n, s in zip(self._names, self._specs, strict=True)})
 
     # ---- serialisation -------------------------------------------------------------------
     def to_json(self, indent: int | None = None) -> str:

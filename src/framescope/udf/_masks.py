@@ -52,7 +52,15 @@ class ApplyMasks(UDF):
     Parameters
     ----------
     masks : MaskStack or anything :meth:`MaskStack.from_any` accepts
-        The virtual detectors.
+        The virtual detectors. Masks in physical units (``ring(r_in=20, r_out=60,
+        units="mrad")``) become the pixel masks they imply with the data's calibration
+        (``meta.calibration``), the same way for files, arrays and streams.
+
+    Raises
+    ------
+    framescope.errors.MaskError
+        From :meth:`buffers`, before any frame is read: a mask in physical units on data
+        without the calibration it needs.
     """
 
     share_state = True  # the plan depends on the masks (params) and Meta only
@@ -63,13 +71,19 @@ class ApplyMasks(UDF):
     def params(self) -> dict[str, Any]:
         return {"masks": self.masks.key}
 
+    def pixel_masks(self, meta: Meta) -> MaskStack:
+        """The masks in detector pixels, physical ones resolved with ``meta.calibration``."""
+        return self.masks.resolved(meta.calibration, meta.frame_shape)
+
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
+        self.pixel_masks(meta)  # a mask in mrad on uncalibrated data fails here, early
         return {"intensity": Buffer("nav", "float32", (len(self.masks),), ("mask",),
                                     extra_coords=(self.masks.names,))}
 
     def prepare(self, meta: Meta) -> _Plan:
-        dense = self.masks.dense(meta.frame_shape)  # (pixels, k), validated (shape, NaN)
-        win = self.masks.bounding_box(meta.frame_shape)
+        masks = self.pixel_masks(meta)
+        dense = masks.dense(meta.frame_shape)  # (pixels, k), validated (shape, NaN)
+        win = masks.bounding_box(meta.frame_shape)
         ys, xs = win.slices
         cube = dense.reshape(*meta.frame_shape, -1)[ys, xs]
         used = np.flatnonzero(np.any(cube != 0, axis=-1).ravel())
@@ -91,7 +105,7 @@ class ApplyMasks(UDF):
         stack = dense.T.reshape(-1, *meta.frame_shape)
         # the GEMM plan stays for tiles the fused kernels cannot take
         plan.segments = mask_segments(stack)
-        if plan.segments is None and len(self.masks) <= _RUNS_MAX_K:
+        if plan.segments is None and len(masks) <= _RUNS_MAX_K:
             plan.runs = mask_runs(stack)
         if plan.segments is not None or plan.runs is not None:
             share_cores()  # prepare runs in the thread that runs the tiles
