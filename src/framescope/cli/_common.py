@@ -7,7 +7,9 @@ from typing import Any
 
 __all__ = [
     "MASK_ARGS",
+    "add_calibration_options",
     "add_open_options",
+    "apply_calibration",
     "open_array",
     "parse_mask",
     "parse_shape",
@@ -15,8 +17,14 @@ __all__ = [
     "write_result",
 ]
 
-#: mask kinds of ``--mask`` and how many numbers each takes
+#: mask kinds of ``--mask`` and how many numbers each takes (``polygon``: 3 or more y,x pairs)
 MASK_ARGS = {"disk": 3, "ring": 4, "box": 4, "point": 2}
+#: in physical units a disk or ring may leave out its centre (the beam centre)
+_CENTRED_ARGS = {"disk": 1, "ring": 2}
+_MASK_HELP = ("[name=]KIND:NUMBERS[@UNITS] with disk:cy,cx,r | ring:cy,cx,r_in,r_out | "
+              "box:y0,x0,y1,x1 | point:y,x | polygon:y,x,y,x,y,x,...; UNITS px (default), "
+              "mrad, rad, 1/A or 1/nm, relative to the beam centre, where disk:r and "
+              "ring:r_in,r_out are centred on it (e.g. adf=ring:20,60@mrad)")
 
 
 def parse_shape2(text: str) -> tuple[int, int]:
@@ -64,21 +72,101 @@ def open_array(args: argparse.Namespace) -> Any:
 
 
 def parse_mask(text: str) -> tuple[str | None, Any]:
-    """``[name=]kind:a,b,c`` → (name, mask spec), e.g. ``adf=ring:128,128,40,90``."""
+    """``[name=]kind:a,b,c[@units]`` → (name, mask spec), e.g. ``adf=ring:128,128,40,90``
+    or, around the beam centre of calibrated data, ``adf=ring:20,60@mrad``."""
     import framescope.masks as fm
+    from framescope.errors import MaskError
 
     name, _, spec = text.rpartition("=")
+    spec, _, units = spec.partition("@")
     kind, _, values = spec.partition(":")
-    want = MASK_ARGS.get(kind)
+    units = units or "px"
     try:
         nums = [float(v) for v in values.split(",")]
     except ValueError:
         nums = []
-    if want is None or len(nums) != want:
-        forms = ", ".join(f"{k}:{n} numbers" for k, n in MASK_ARGS.items())
-        raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected [name=]KIND:NUMBERS with "
-                                         f"{forms} (disk:cy,cx,r ring:cy,cx,r_in,r_out)")
-    return (name or None), getattr(fm, kind)(*nums)
+    try:
+        if kind == "polygon" and len(nums) >= 6 and len(nums) % 2 == 0:
+            return (name or None), fm.polygon(list(zip(nums[::2], nums[1::2], strict=True)),
+                                              units=units)
+        if kind in MASK_ARGS and len(nums) == MASK_ARGS[kind]:
+            return (name or None), getattr(fm, kind)(*nums, units=units)
+        # px without a centre: the factory says the centre is required
+        if kind in _CENTRED_ARGS and len(nums) == _CENTRED_ARGS[kind]:
+            radii = dict(zip(("r",) if kind == "disk" else ("r_in", "r_out"), nums,
+                             strict=True))
+            return (name or None), getattr(fm, kind)(**radii, units=units)
+    except MaskError as e:
+        raise argparse.ArgumentTypeError(f"bad mask {text!r}: {e}") from None
+    raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected {_MASK_HELP}")
+
+
+def _quantity(kind: str, example: str) -> Any:
+    """An argparse type: a number with a unit of ``kind`` (a bare number is refused: SI
+    radians or metres are never what a user means by ``0.5``), in SI."""
+
+    def parse(text: str) -> float:
+        from framescope.calibration import CalibrationError, parse_quantity
+
+        try:
+            float(text)
+        except ValueError:
+            pass
+        else:
+            raise argparse.ArgumentTypeError(f"expected a number with a unit such as "
+                                             f"{example!r}, found {text!r}")
+        try:
+            return parse_quantity(text, kind, "value")
+        except CalibrationError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value: ")) from None
+
+    parse.__name__ = kind  # argparse names the type in its messages
+    return parse
+
+
+def _steps(text: str) -> tuple[float, float]:
+    parse = _quantity("length", "0.5nm")
+    steps = [parse(v) for v in text.split(",")]
+    if len(steps) not in (1, 2):
+        raise argparse.ArgumentTypeError(f"expected one step or dy,dx such as 0.5nm or "
+                                         f"0.5nm,0.4nm, found {text!r}")
+    return (steps[0], steps[-1])
+
+
+def _center(text: str) -> tuple[float, float]:
+    try:
+        cy, cx = (float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected the beam centre cy,cx in detector pixels "
+                                         f"such as 127.5,128, found {text!r}") from None
+    return cy, cx
+
+
+def add_calibration_options(p: argparse.ArgumentParser) -> None:
+    """``--energy``, ``--semiconv``, ``--angle-per-px``, ``--scan-step``, ``--center``: set
+    on the data by :func:`apply_calibration` (they override what the file says)."""
+    g = p.add_argument_group("calibration (numbers with units; masks in mrad need "
+                             "--angle-per-px unless the file gives it)")
+    g.add_argument("--energy", type=_quantity("energy", "300kV"),
+                   help="beam energy, e.g. 300kV")
+    g.add_argument("--semiconv", type=_quantity("angle", "20mrad"),
+                   help="convergence semi-angle, e.g. 20mrad")
+    g.add_argument("--angle-per-px", type=_quantity("angle", "0.5mrad"),
+                   help="scattering angle per detector pixel, e.g. 0.5mrad")
+    g.add_argument("--scan-step", type=_steps,
+                   help="distance between scan positions, e.g. 0.5nm, or dy,dx")
+    g.add_argument("--center", type=_center,
+                   help="beam centre cy,cx in detector pixels (default: the middle)")
+
+
+def apply_calibration(arr: Any, args: argparse.Namespace) -> Any:
+    """``arr.fs.calibrate(...)`` with the options of :func:`add_calibration_options` that were
+    given; ``arr`` itself when none was."""
+    fields = {"energy": args.energy, "semiconv": args.semiconv,
+              "angle_per_px": args.angle_per_px, "scan_step": args.scan_step,
+              "center": args.center}
+    given = {k: v for k, v in fields.items() if v is not None}
+    return arr.fs.calibrate(**given) if given else arr
 
 
 def write_result(ds: Any, out: str) -> None:

@@ -10,7 +10,9 @@ from typing import Any
 import numpy as np
 
 from framescope.cli._common import (
+    add_calibration_options,
     add_open_options,
+    apply_calibration,
     open_array,
     parse_mask,
     parse_shape2,
@@ -68,7 +70,7 @@ def _client(args: argparse.Namespace) -> Any:
 def cmd_virtual_image(args: argparse.Namespace) -> int:
     from framescope.masks import MaskStack
 
-    arr = open_array(args)
+    arr = apply_calibration(open_array(args), args)
     stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
     img = arr.fs.virtual_image(stack, client=_client(args), progress=not args.quiet)
     write_result(img.to_dataset(name="intensity").assign_attrs(img.attrs), args.out)
@@ -77,7 +79,7 @@ def cmd_virtual_image(args: argparse.Namespace) -> int:
 
 
 def cmd_com(args: argparse.Namespace) -> int:
-    arr = open_array(args)
+    arr = apply_calibration(open_array(args), args)
     res = arr.fs.com(cy=args.cy, cx=args.cx, radius=args.radius, rotation=args.rotation,
                      flip_y=args.flip_y, client=_client(args), progress=not args.quiet)
     write_result(res, args.out)
@@ -127,12 +129,16 @@ def add_parsers(sub: Any) -> None:
                             "scheduler address tcp://host:8786")
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         add_open_options(p)
+        add_calibration_options(p)
         return p
 
     p = analysis("virtual-image", "virtual images for one or more masks")
     p.add_argument("--mask", type=parse_mask, action="append", required=True,
-                   help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
-                        "point:y,x (repeatable)")
+                   help="[name=]KIND:NUMBERS[@UNITS]: disk:cy,cx,r | ring:cy,cx,r_in,r_out | "
+                        "box:y0,x0,y1,x1 | point:y,x | polygon:y,x,y,x,y,x,...; UNITS px "
+                        "(default), mrad, rad, 1/A or 1/nm, relative to the beam centre "
+                        "(disk:r and ring:r_in,r_out centred on it), e.g. "
+                        "adf=ring:20,60@mrad (repeatable)")
     p.set_defaults(func=cmd_virtual_image)
 
     p = analysis("com", "centre of mass / DPC maps")
