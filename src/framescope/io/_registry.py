@@ -25,6 +25,8 @@ _BUILTIN = {
     "zarr": "framescope.io._zarr:ZarrReader",
     "npy": "framescope.io._npy:NpyReader",
     "raw": "framescope.io._raw:RawReader",
+    # last: framescope's own readers keep their suffixes; imports rosettasciio only on open
+    "rsciio": "framescope.io._rsciio:RsciioReader",
 }
 
 
