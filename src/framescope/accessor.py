@@ -19,6 +19,7 @@ from framescope.udf import (
     CenterOfMass,
     FrameStats,
     MaxFrame,
+    PolarTransform,
     RadialProfile,
     SumFrame,
 )
@@ -212,17 +213,22 @@ class FsAccessor:
         return out.isel(mask=0, drop=True) if single else out
 
     def com(self, *, cy: float | None = None, cx: float | None = None,
-            radius: float | None = None, rotation: float = 0.0, flip_y: bool = False,
-            roi: Any = None, **opts: Any) -> xr.Dataset:
+            radius: float | None = None, rotation: float | None = None,
+            flip_y: bool | None = None, roi: Any = None, **opts: Any) -> xr.Dataset:
         """Centre of mass / DPC: ``com_y``, ``com_x``, ``field_y``, ``field_x``,
-        ``magnitude``, ``divergence`` and ``curl`` over the scan.
+        ``magnitude``, ``divergence`` and ``curl`` over the scan (px); on calibrated data
+        also ``deflection_y/x`` (mrad) and, with the beam energy, ``phase_gradient_y/x``
+        (rad/Å).
 
-        See :class:`framescope.udf.CenterOfMass` for the conventions.
+        The centre, ``rotation`` (degrees) and ``flip_y`` default to the calibration's
+        (``center``, ``rotation``, ``flip``), else the detector middle, 0 and False; the
+        values in effect are in ``attrs`` (``com_cy``, ``com_rotation``, ...). See
+        :class:`framescope.udf.CenterOfMass` for the conventions.
         """
         udf = CenterOfMass(cy=cy, cx=cx, radius=radius, rotation=rotation, flip_y=flip_y)
         res = run(udf, self._arr, roi=roi, **opts)
-        res.attrs.update({f"com_{k}": ("none" if v is None else v)
-                          for k, v in udf.params().items()})
+        used = udf.resolved(self._arr.shape[2:], self._calibration_or_none())
+        res.attrs.update({f"com_{k}": ("none" if v is None else v) for k, v in used.items()})
         res.attrs["framescope_version"] = __version__
         return res
 
@@ -237,6 +243,7 @@ class FsAccessor:
         r_min: float = 0.0,
         mask: Any = None,
         normalize: Literal["mean", "sum"] = "mean",
+        unit: str = "px",
         roi: Any = None,
         **opts: Any,
     ) -> xr.DataArray:
@@ -249,14 +256,18 @@ class FsAccessor:
         Parameters
         ----------
         cy, cx : float, optional
-            Centre in detector pixels; default ``(det_y // 2, det_x // 2)``.
+            Centre in detector pixels; default the calibration's ``center``, else
+            ``(det_y // 2, det_x // 2)``.
         n_bins, r_max, bin_width, r_min : optional
-            The equal-width bins: two of ``n_bins``, ``r_max``, ``bin_width`` (default
-            ``bin_width`` 1 px, out to the farthest pixel).
+            The equal-width bins, in ``unit``: two of ``n_bins``, ``r_max``,
+            ``bin_width`` (default ``bin_width`` 1 px, out to the farthest pixel).
         mask : array of bool, optional
             Detector pixels to exclude (True), shape ``(det_y, det_x)``.
         normalize : {"mean", "sum"}
             Mean intensity per ring pixel, or the ring's summed intensity.
+        unit : {"px", "mrad", "2th_deg", "q_nm^-1", "k_A^-1"}
+            Unit of the bins (pixels; scattering angle 2θ in mrad or degrees; q in 1/nm;
+            k in 1/Å); all but pixels need a calibration (``arr.fs.calibrate``).
         roi : array of bool, optional
             Scan positions to compute; others are NaN.
         **opts
@@ -266,10 +277,13 @@ class FsAccessor:
         -------
         xarray.DataArray
             ``(scan_y, scan_x, radius)`` float32; ``radius`` holds the bin centres (px) and
-            the non-index coordinate ``counts`` the pixels per bin. The resolved bins
-            (``cy``, ``cx``, ``r_min``, ``r_max``, ``bin_width``, ``n_bins``),
-            ``normalize``, the number of ``masked_pixels`` and ``framescope_version`` are
-            in ``attrs``.
+            the non-index coordinate ``counts`` the pixels per bin. Binned in another
+            ``unit`` the last dimension is ``angle``, ``two_theta``, ``q`` or ``k``. On
+            calibrated data the bin centres are also coordinates in the other units
+            (``radius`` px, ``angle`` mrad, ``two_theta`` deg, ``q`` 1/nm, ``k`` 1/Å).
+            The resolved bins (``cy``, ``cx``, ``r_min``, ``r_max``, ``bin_width``,
+            ``n_bins``, ``unit``), ``normalize``, the number of ``masked_pixels`` and
+            ``framescope_version`` are in ``attrs``.
 
         Raises
         ------
@@ -283,16 +297,73 @@ class FsAccessor:
         >>> prof.mean(("scan_y", "scan_x")).plot()  # doctest: +SKIP
         """
         udf = RadialProfile(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
-                            r_min=r_min, mask=mask, normalize=normalize)
-        rings = udf.rings(self._arr.shape[2:])
-        udf.counts(rings.frame_shape)  # raise here, not in a worker after the reads start
+                            r_min=r_min, mask=mask, normalize=normalize, unit=unit)
+        cal = self._calibration_or_none()
+        rings = udf.rings(self._arr.shape[2:], cal)
+        udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
         res = run(udf, self._arr, roi=roi, **opts)
-        out = res["profile"].assign_coords(counts=("radius", res["counts"].values))
-        out.radius.attrs["units"] = "px"
+        out = res["profile"].assign_coords(counts=(rings.dim, res["counts"].values))
         out.name = "radial_profile"
         out.attrs = {
             "cy": rings.cy, "cx": rings.cx, "r_min": rings.r_min, "r_max": rings.r_max,
-            "bin_width": rings.bin_width, "n_bins": rings.n_bins, "normalize": normalize,
+            "bin_width": rings.bin_width, "n_bins": rings.n_bins, "unit": rings.unit,
+            "normalize": normalize,
+            "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
+            "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
+        }
+        return out
+
+    def polar(
+        self,
+        cy: float | None = None,
+        cx: float | None = None,
+        *,
+        n_bins: int | None = None,
+        r_max: float | None = None,
+        bin_width: float | None = None,
+        r_min: float = 0.0,
+        n_chi: int = 36,
+        mask: Any = None,
+        normalize: Literal["mean", "sum"] = "mean",
+        unit: str = "px",
+        per_position: bool = False,
+        roi: Any = None,
+        **opts: Any,
+    ) -> xr.DataArray:
+        """Polar transform: intensities binned in radius (or 2θ, q, k) × azimuth χ.
+
+        The radial bins, centre, mask and ``unit`` are those of :meth:`radial_profile`;
+        ``n_chi`` equal sectors of χ = atan2(y - cy, x - cx) in degrees (pyFAI's
+        convention). By default one pattern over the scan (or ``roi``): the polar image
+        of the mean frame (``normalize="mean"``) or of the sum frame (``"sum"``);
+        ``per_position=True`` gives one per scan position (small bin counts only). See
+        :class:`framescope.udf.PolarTransform`.
+
+        Returns
+        -------
+        xarray.DataArray
+            ``(<radial>, chi)`` float64, or ``(scan_y, scan_x, <radial>, chi)`` float32
+            with ``per_position``; ``counts`` (pixels per bin) and the radial coordinates
+            of :meth:`radial_profile` as coordinates; the resolved bins in ``attrs``.
+
+        Examples
+        --------
+        >>> cal = arr.fs.calibrate(energy="200 kV", angle_per_px="0.5 mrad")  # doctest: +SKIP
+        >>> cal.fs.polar(unit="q_nm^-1", n_chi=72).plot()  # doctest: +SKIP
+        """
+        udf = PolarTransform(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
+                             r_min=r_min, n_chi=n_chi, mask=mask, normalize=normalize,
+                             unit=unit, per_position=per_position)
+        cal = self._calibration_or_none()
+        rings = udf.rings(self._arr.shape[2:], cal)
+        udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
+        res = run(udf, self._arr, roi=roi, **opts)
+        out = res["polar"].assign_coords(counts=((rings.dim, "chi"), res["counts"].values))
+        out.name = "polar"
+        out.attrs = {
+            "cy": rings.cy, "cx": rings.cx, "r_min": rings.r_min, "r_max": rings.r_max,
+            "bin_width": rings.bin_width, "n_bins": rings.n_bins, "unit": rings.unit,
+            "n_chi": udf.n_chi, "normalize": normalize, "per_position": udf.per_position,
             "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
             "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
         }
@@ -316,6 +387,12 @@ class FsAccessor:
         # analyses must use the blocks held in memory, not read the file again
         kept.encoding.pop("framescope_source", None)
         return kept
+
+    def _calibration_or_none(self) -> Calibration | None:
+        """The array's calibration, None (and no pydantic import) when it has none."""
+        if not self._arr.attrs.get("calibration"):
+            return None
+        return self.calibration
 
     @property
     def calibration(self) -> Calibration:

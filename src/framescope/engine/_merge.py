@@ -102,4 +102,6 @@ class Accumulator:
         attrs = {**(attrs or {}), "udf": type(udf).__name__, "complete": bool(self.done.all())}
         if meta.calibration is not None:
             attrs["calibration"] = meta.calibration.to_json()
-        return xr.Dataset(data_vars, attrs=attrs)
+        # outputs declared as coordinates label another output's dimension (q of radial bins)
+        return xr.Dataset(data_vars, attrs=attrs).set_coords(
+            [k for k in out if decl[k].coord])

@@ -46,6 +46,9 @@ class Buffer:
     coord_units : tuple of str
         Units of each extra dimension's coordinate labels (e.g. ``"mrad"`` for radial
         bins), or empty.
+    coord : bool
+        Publish the output as a coordinate along its dimensions rather than a data
+        variable (e.g. the q of radial bins binned in pixels).
     """
 
     kind: Literal["nav", "sig", "single"]
@@ -56,6 +59,7 @@ class Buffer:
     extra_coords: tuple[tuple[Any, ...], ...] = ()
     units: str = ""
     coord_units: tuple[str, ...] = ()
+    coord: bool = False
 
     def __post_init__(self) -> None:
         if self.kind not in ("nav", "sig", "single"):

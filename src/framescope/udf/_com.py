@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import functools
+import logging
+import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -13,6 +15,11 @@ from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import LazyKernel, fused_view, mask_runs, share_cores
 
 __all__ = ["CenterOfMass"]
+
+if TYPE_CHECKING:
+    from framescope.calibration import Calibration
+
+log = logging.getLogger(__name__)
 
 com_sums = LazyKernel("framescope.udf._fused", "com_sums")
 
@@ -32,7 +39,7 @@ class _Plan:
 class CenterOfMass(UDF):
     """Centre of mass of each frame relative to a reference centre, and the DPC field.
 
-    Outputs (all per scan position, in detector pixels):
+    Outputs (all per scan position, in detector pixels, ``attrs["units"]`` ``"px"``):
 
     - ``com_y``, ``com_x``: COM shift on the detector, ``sum(I * (y - cy)) / sum(I)``;
     - ``field_y``, ``field_x``: the shift in scan coordinates: detector y flipped when
@@ -43,50 +50,106 @@ class CenterOfMass(UDF):
       so the divergence is proportional to the phase Laplacian (charge density) and the curl
       should vanish: a non-zero curl flags a wrong rotation.
 
+    On calibrated data (``Meta.calibration`` with a detector angle, e.g. from
+    ``arr.fs.calibrate(angle_per_px=...)``) also, in scan coordinates like the field:
+
+    - ``deflection_y``, ``deflection_x`` (mrad): the beam deflection, ``field *
+      angle_per_px`` (the linear mapping; ``pixel_size / camera_length`` when those are
+      given instead);
+    - ``phase_gradient_y``, ``phase_gradient_x`` (rad/Å): the projected phase gradient of
+      a thin object, ``dφ/dx = 2π θ_x / λ`` (needs the beam energy; left out, with a debug
+      log, without it). It is the probe-intensity-weighted average gradient.
+
     Parameters
     ----------
     cy, cx : float, optional
-        Reference centre (detector pixels, pixel centres at integers); default
-        ``(det_y // 2, det_x // 2)``, where an FFT-shifted zero frequency lies.
+        Reference centre (detector pixels, pixel centres at integers); default the
+        calibration's ``center`` when the data has one, else ``(det_y // 2, det_x // 2)``,
+        where an FFT-shifted zero frequency lies.
     radius : float, optional
         Only pixels within this distance of the centre count (e.g. the bright-field disk);
         default the whole frame.
-    rotation : float
-        Scan rotation in degrees between detector and scan axes.
-    flip_y : bool
-        Flip the detector y axis before rotating.
+    rotation : float, optional
+        Scan rotation in degrees between detector and scan axes; default the
+        calibration's ``rotation`` (stored in rad), else 0. An explicit value wins.
+    flip_y : bool, optional
+        Flip the detector y axis before rotating; default the calibration's ``flip``,
+        else False. An explicit value wins.
     """
 
     share_state = True  # the plan depends on params() and Meta only
 
     def __init__(self, cy: float | None = None, cx: float | None = None,
-                 radius: float | None = None, rotation: float = 0.0,
-                 flip_y: bool = False) -> None:
+                 radius: float | None = None, rotation: float | None = None,
+                 flip_y: bool | None = None) -> None:
         if radius is not None and not radius > 0:
             raise ValueError(f"radius: expected a positive number, found {radius!r}")
+        if rotation is not None and not math.isfinite(rotation):
+            raise ValueError(f"rotation: expected a finite angle in degrees, found "
+                             f"{rotation!r}")
         self.cy, self.cx, self.radius = cy, cx, radius
-        self.rotation, self.flip_y = float(rotation), bool(flip_y)
+        self.rotation = None if rotation is None else float(rotation)
+        self.flip_y = None if flip_y is None else bool(flip_y)
 
     def params(self) -> dict[str, Any]:
         return {"cy": self.cy, "cx": self.cx, "radius": self.radius,
                 "rotation": self.rotation, "flip_y": self.flip_y}
 
-    def _centre(self, meta: Meta) -> tuple[float, float]:
-        h, w = meta.frame_shape
-        return (h // 2 if self.cy is None else self.cy, w // 2 if self.cx is None else self.cx)
+    def resolved(self, frame_shape: tuple[int, int],
+                 calibration: Calibration | None = None) -> dict[str, Any]:
+        """The parameters in effect on frames of ``frame_shape`` with ``calibration``:
+        ``cy``, ``cx``, ``radius``, ``rotation`` (degrees) and ``flip_y``, the defaults
+        taken from the calibration."""
+        cal = calibration
+        cy, cx = self._centre(frame_shape, cal)
+        rotation = self.rotation
+        if rotation is None:
+            rotation = 0.0 if cal is None else math.degrees(cal.rotation)
+        flip = self.flip_y
+        if flip is None:
+            flip = False if cal is None else cal.flip
+        return {"cy": cy, "cx": cx, "radius": self.radius, "rotation": rotation,
+                "flip_y": flip}
+
+    def _centre(self, frame_shape: tuple[int, int],
+                calibration: Calibration | None) -> tuple[float, float]:
+        h, w = frame_shape
+        centre = None if calibration is None else calibration.center
+        cy, cx = (h // 2, w // 2) if centre is None else centre
+        return (cy if self.cy is None else self.cy, cx if self.cx is None else self.cx)
+
+    @staticmethod
+    def _physical(meta: Meta) -> tuple[float | None, float | None]:
+        """(rad per detector pixel, wavelength in m) of the data, None where unknown."""
+        cal = meta.calibration
+        if cal is None:
+            return None, None
+        return cal.detector_angle, cal.wavelength
 
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
         # raw sums (I, I*dy, I*dx) merge by placement; the ratios are taken in finalize
         return {"sums": Buffer("nav", "float64", (3,), ("sum",), fill=np.nan)}
 
     def outputs(self, meta: Meta) -> dict[str, Buffer]:
-        nav = Buffer("nav", "float32", fill=np.nan)
-        return {k: nav for k in ("com_y", "com_x", "field_y", "field_x", "magnitude",
-                                 "divergence", "curl")}
+        px = Buffer("nav", "float32", fill=np.nan, units="px")
+        out = {k: px for k in ("com_y", "com_x", "field_y", "field_x", "magnitude")}
+        out.update(dict.fromkeys(("divergence", "curl"), Buffer("nav", "float32", fill=np.nan)))
+        angle, wavelength = self._physical(meta)
+        if angle is not None:
+            out.update(dict.fromkeys(("deflection_y", "deflection_x"),
+                                     Buffer("nav", "float32", fill=np.nan, units="mrad")))
+            if wavelength is not None:
+                out.update(dict.fromkeys(("phase_gradient_y", "phase_gradient_x"),
+                                         Buffer("nav", "float32", fill=np.nan,
+                                                units="rad/Å")))
+            else:
+                log.debug("CenterOfMass: no beam energy in the calibration, so no "
+                          "phase_gradient_y/x (calibrate(energy=...) adds them)")
+        return out
 
     def prepare(self, meta: Meta) -> _Plan:
         h, w = meta.frame_shape
-        cy, cx = self._centre(meta)
+        cy, cx = self._centre(meta.frame_shape, meta.calibration)
         if self.radius is None:
             ys, xs = slice(0, h), slice(0, w)
         else:
@@ -129,8 +192,9 @@ class CenterOfMass(UDF):
         with np.errstate(invalid="ignore", divide="ignore"):
             com_y = sums[..., 1] / sums[..., 0]
             com_x = sums[..., 2] / sums[..., 0]
-        dy = -com_y if self.flip_y else com_y
-        t = np.deg2rad(self.rotation)
+        params = self.resolved(meta.frame_shape, meta.calibration)
+        dy = -com_y if params["flip_y"] else com_y
+        t = np.deg2rad(params["rotation"])
         field_y = np.cos(t) * dy + np.sin(t) * com_x
         field_x = -np.sin(t) * dy + np.cos(t) * com_x
         grads = {}
@@ -144,4 +208,11 @@ class CenterOfMass(UDF):
             "divergence": grads["y"][0] + grads["x"][1],
             "curl": grads["x"][0] - grads["y"][1],
         }
+        angle, wavelength = self._physical(meta)
+        if angle is not None:
+            for axis, f in (("y", field_y), ("x", field_x)):
+                theta = f * angle  # rad: small deflections, linear in the shift
+                out[f"deflection_{axis}"] = theta * 1e3
+                if wavelength is not None:  # dφ/dx = 2π θ / λ, in rad/Å
+                    out[f"phase_gradient_{axis}"] = 2 * np.pi * theta / wavelength * 1e-10
         return {k: v.astype(np.float32).reshape(meta.n_positions) for k, v in out.items()}
