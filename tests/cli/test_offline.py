@@ -102,3 +102,91 @@ def test_bad_mask_argument(capsys):
     with pytest.raises(SystemExit):
         main(["virtual-image", "x.npy", "--mask", "ring:1,2", "--out", "o.nc"])
     assert "ring:cy,cx,r_in,r_out" in capsys.readouterr().err
+
+
+def test_virtual_image_in_mrad_with_calibration_options(tmp_path):
+    """The real CLI: --angle-per-px/--center/--scan-step calibrate, --mask ...@mrad selects by
+    scattering angle; the file has the masks, their pixels, the calibration and nm coords."""
+    import xarray as xr
+
+    import framescope.masks as fm
+    from framescope.calibration import Calibration
+
+    src = tmp_path / "s.npy"
+    ref = synthetic(scan=(4, 5), det=(32, 32), seed=2).values.astype("f8")
+    np.save(src, ref.astype("uint16").reshape(20, 32, 32))
+    out = tmp_path / "vi.nc"
+    proc = subprocess.run(
+        [sys.executable, "-m", "framescope.cli", "virtual-image", str(src), "--scan", "4x5",
+         "--angle-per-px", "0.5mrad", "--center", "15.5,16.2", "--scan-step", "0.25nm",
+         "--energy", "300kV", "--mask", "adf=ring:2.1,6.3@mrad", "--mask", "bf=disk:8,9,3",
+         "--mask", "g=ring:0.15,0.3@1/A", "--mask", "tri=polygon:-5,-4,-4.7,5.2,4.9,0.3@mrad",
+         "--out", str(out), "-q"], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    ds = xr.open_dataset(out, engine="h5netcdf")
+    # the pixel masks by hand: px = centre + mrad / 0.5; 1/Å: theta = k * lambda
+    lam_mrad = Calibration(energy=300e3).wavelength * 1e10 * 1e3  # mrad per 1/Å
+    by_hand = {"adf": fm.ring(15.5, 16.2, 4.2, 12.6), "bf": fm.disk(8, 9, 3),
+               "g": fm.ring(15.5, 16.2, 0.15 * lam_mrad / 0.5, 0.3 * lam_mrad / 0.5),
+               "tri": fm.polygon([(15.5 - 10, 16.2 - 8), (15.5 - 9.4, 16.2 + 10.4),
+                                  (15.5 + 9.8, 16.2 + 0.6)])}
+    for name, spec in by_hand.items():
+        expected = (ref * spec.rasterize((32, 32))).sum(axis=(2, 3))
+        np.testing.assert_allclose(ds["intensity"].sel(mask=name), expected, rtol=1e-6,
+                                   err_msg=name)
+    stack = fm.MaskStack.from_json(ds.attrs["masks"])
+    assert stack["adf"] == fm.ring(r_in=2.1, r_out=6.3, units="mrad")
+    assert stack["g"].units == "1/Å"
+    assert not fm.MaskStack.from_json(ds.attrs["masks_px"]).is_physical
+    cal = Calibration.from_json(ds.attrs["calibration"])
+    assert cal.angle_per_px == pytest.approx(0.5e-3)
+    assert cal.center == (15.5, 16.2)
+    assert cal.energy == pytest.approx(300e3)
+    assert ds["scan_x"].attrs["units"] == "nm"
+    np.testing.assert_allclose(ds["scan_x"].values, np.arange(5) * 0.25)
+    ds.close()
+
+
+def test_mrad_mask_without_calibration_and_bare_numbers_are_clear_errors(tmp_path, capsys):
+    src = tmp_path / "s.npy"
+    np.save(src, np.ones((4, 8, 8), "uint16"))
+    args = ["virtual-image", str(src), "--scan", "2x2", "--out", str(tmp_path / "o.nc"), "-q"]
+    assert main([*args, "--mask", "adf=ring:2,6@mrad"]) == 2
+    err = capsys.readouterr().err
+    assert "mask 'adf' is in mrad, found uncalibrated data" in err
+    assert "--angle-per-px" in err
+    assert not (tmp_path / "o.nc").exists()
+    with pytest.raises(SystemExit):  # 0.5 rad per pixel is never meant: a unit is required
+        main([*args, "--mask", "adf=ring:2,6@mrad", "--angle-per-px", "0.5"])
+    assert "expected a number with a unit such as '0.5mrad', found '0.5'" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--mask", "adf=ring:2,6@mrad", "--angle-per-px", "0.5nm"])
+    assert "found 'nm' in '0.5nm'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--mask", "ring:2,6@parsec", "--angle-per-px", "0.5mrad"])
+    assert "units must be one of ['px', 'mrad', 'rad', '1/Å', '1/nm'], found 'parsec'" in \
+        capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main([*args, "--mask", "ring:2,6@mrad", "--center", "3"])
+    assert "expected the beam centre cy,cx in detector pixels" in capsys.readouterr().err
+
+
+def test_com_takes_the_calibration_options(tmp_path):
+    import xarray as xr
+
+    from framescope.calibration import Calibration
+
+    src = tmp_path / "s.npy"
+    np.save(src, synthetic(scan=(3, 4), det=(16, 16), seed=1).values.reshape(12, 16, 16))
+    out = tmp_path / "com.nc"
+    assert main(["com", str(src), "--scan", "3x4", "--out", str(out), "--scheduler", "inline",
+                 "-q", "--energy", "200kV", "--semiconv", "20mrad", "--angle-per-px",
+                 "1mrad", "--scan-step", "0.5nm,0.4nm"]) == 0
+    com = xr.open_dataset(out, engine="h5netcdf")
+    cal = Calibration.from_json(com.attrs["calibration"])
+    assert cal.semiconv == pytest.approx(20e-3)
+    assert cal.scan_step == pytest.approx((0.5e-9, 0.4e-9))
+    np.testing.assert_allclose(com["scan_y"].values, np.arange(3) * 0.5)
+    np.testing.assert_allclose(com["scan_x"].values, np.arange(4) * 0.4)
+    com.close()

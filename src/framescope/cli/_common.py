@@ -97,7 +97,8 @@ def parse_mask(text: str) -> tuple[str | None, Any]:
                              strict=True))
             return (name or None), getattr(fm, kind)(**radii, units=units)
     except MaskError as e:
-        raise argparse.ArgumentTypeError(f"bad mask {text!r}: {e}") from None
+        raise argparse.ArgumentTypeError(f"bad mask {text!r}: {e}; expected {_MASK_HELP}"
+                                         ) from None
     raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected {_MASK_HELP}")
 
 
