@@ -44,6 +44,10 @@ class FrameReader(abc.ABC):
         field name -> ``(value, where)``, the value in SI units (or a string with a unit)
         and ``where`` naming the file and field it was read from (``"scan_master.h5:
         /entry/instrument/detector/detector_distance"``). Empty when the file has none.
+    calibration_defaults : dict
+        Like ``calibration_fields``, for known properties of the detector that the file does
+        not store (a Medipix3's 55 µm pixels). ``framescope.open`` uses them only when some
+        calibration is read or given, below everything else.
     """
 
     #: short format name, e.g. ``"mib"``; used by ``framescope.open(format=...)``
@@ -58,6 +62,7 @@ class FrameReader(abc.ABC):
     scan_shape: tuple[int, int] | None = None
     metadata: dict[str, Any]
     calibration_fields: dict[str, tuple[Any, str]] = {}  # noqa: RUF012 (never mutated)
+    calibration_defaults: dict[str, tuple[Any, str]] = {}  # noqa: RUF012 (never mutated)
 
     # names of attributes holding per-process handles; dropped when pickled
     _handle_attrs: ClassVar[tuple[str, ...]] = ()

@@ -20,6 +20,7 @@ import numpy as np
 from framescope.errors import FormatError
 from framescope.io._base import FrameReader, jsonable
 from framescope.io._hdf5 import check_filters, h5py_with_plugins, open_h5
+from framescope.io._nexus import beam_fields, detector_fields, scalar
 
 if TYPE_CHECKING:
     import h5py
@@ -85,6 +86,26 @@ def _read_metadata(master: h5py.File) -> dict[str, Any]:
     return jsonable(meta)
 
 
+def _calibration(master: h5py.File, path: str) -> dict[str, tuple[Any, str]]:
+    """Detector geometry and beam energy of a master file (see docs/formats.md).
+
+    The beam: ``/entry/instrument/beam/incident_energy`` and/or ``incident_wavelength``
+    (else ``detectorSpecific/photon_energy``, ``monochromator/wavelength``). DECTRIS writes
+    these fields whatever the radiation; an EIGER at a synchrotron gives the photons' (1 Å
+    at 12.4 keV), an electron detector the electrons' (0.0251 Å at 200 kV).
+    :func:`~framescope.calibration.beam_energy` tells which: both values together decide,
+    else a wavelength longer than 0.1 Å is X-ray; so an X-ray file never gets an electron
+    energy.
+    """
+    label = os.path.basename(path)
+    det = master.get(DETECTOR_GROUP)
+    beam = master.get("/entry/instrument/beam")
+    energy = scalar(beam, "incident_energy") or scalar(det, "detectorSpecific/photon_energy")
+    wavelength = (scalar(beam, "incident_wavelength")
+                  or scalar(master.get("/entry/instrument/monochromator"), "wavelength"))
+    return {**detector_fields(det, label), **beam_fields(energy, wavelength, label)}
+
+
 class DectrisReader(FrameReader):
     """Frames of a DECTRIS HDF5 series, opened through its ``*_master.h5`` file.
 
@@ -138,6 +159,7 @@ class DectrisReader(FrameReader):
                 self.files.append(target)
                 counts.append(int(dset.shape[0]))
             self.metadata = _read_metadata(master)
+            self.calibration_fields = _calibration(master, self.path)
         self.offsets = np.concatenate(([0], np.cumsum(counts))).astype(np.int64)
         self.n_frames = int(self.offsets[-1])
         self.metadata.update(

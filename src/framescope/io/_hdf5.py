@@ -16,6 +16,7 @@ import numpy as np
 
 from framescope.errors import CompressionPluginError, DatasetNotFoundError
 from framescope.io._base import FrameReader, jsonable, row_pieces
+from framescope.io._nexus import hdf5_fields
 
 if TYPE_CHECKING:
     import h5py
@@ -142,6 +143,14 @@ class Hdf5Reader(FrameReader):
         Path of the dataset inside the file. Default: the 4D dataset, else the 3D one, with
         the most elements (searching the whole file, following soft but not external links).
 
+    Notes
+    -----
+    Calibration (``calibration_fields``) comes from the dataset's NXentry (NXdetector
+    distance, pixel size and beam centre; NXbeam incident energy or wavelength), its NXdata
+    axes (scan axes in a length unit, detector axes in an angle unit) and framescope's
+    ``calibration`` attribute (JSON) on the dataset or a group above it; see
+    docs/formats.md.
+
     Raises
     ------
     DatasetNotFoundError
@@ -171,6 +180,7 @@ class Hdf5Reader(FrameReader):
             self.dtype = dset.dtype.newbyteorder("=")
             filters = check_filters(self.path, dset)
             self.metadata = self._metadata(dset, filters)
+            self.calibration_fields = hdf5_fields(f, dset, self.path)
 
     @classmethod
     def guess_can_open(cls, path: str | os.PathLike[str]) -> bool:

@@ -244,6 +244,19 @@ class MibReader(FrameReader):
     path : str
         A ``.mib`` file (its ``.hdr``, if next to it, adds metadata and the scan shape), or a
         ``.hdr`` file whose ``<stem>.mib`` or ``<stem>_<n>.mib`` files hold the frames.
+    flip_y : bool
+        Return every frame flipped vertically (last row first). Default False keeps the
+        file's row order (as LiberTEM does); True gives the frames as rosettasciio, HyperSpy
+        and pyxem show them. Costs nothing extra: the copy out of the file reads rows
+        backwards. A calibration's ``center``, ``rotation`` and ``flip`` refer to the frames
+        as returned.
+
+    Notes
+    -----
+    Merlin headers hold no beam or geometry calibration. The Medipix3 pixel pitch, 55 µm,
+    is a property of the detector, not of the file: it is used as ``pixel_size`` only when
+    some calibration is read or given (``calibration_defaults``), so ``calibration=
+    {"camera_length": "0.2 m"}`` suffices for detector angles.
 
     Raises
     ------
@@ -262,6 +275,10 @@ class MibReader(FrameReader):
     format = "mib"
     suffixes = (".mib", ".hdr")
     _handle_attrs: ClassVar[tuple[str, ...]] = ("_maps",)
+    #: every Merlin is a Medipix3 (55 µm pixels); not stored in the files
+    calibration_defaults: ClassVar[dict[str, tuple[Any, str]]] = {
+        "pixel_size": (55e-6, "Medipix3 pixel pitch (a detector property, not in the file)"),
+    }
 
     @classmethod
     def guess_can_open(cls, path: str | os.PathLike[str]) -> bool:
@@ -275,8 +292,9 @@ class MibReader(FrameReader):
             return True  # let opening report what is wrong with the file
         return head.startswith(b"HDR") or b"Frames in Acquisition" in head
 
-    def __init__(self, path: str) -> None:
+    def __init__(self, path: str, *, flip_y: bool = False) -> None:
         self.path = os.fspath(path)
+        self.flip_y = bool(flip_y)
         given = Path(self.path)
         if given.suffix.lower() == ".hdr":
             hdr: Path | None = given
@@ -314,6 +332,8 @@ class MibReader(FrameReader):
                 log.warning("%s: the .hdr says %s frames, the files hold %d", self.path,
                             self.metadata["frames_in_acquisition"], self.n_frames)
         self.scan_shape = self._scan_from_hdr()
+        if self.flip_y:
+            self.metadata["flip_y"] = True
 
     def _frames_in(self, file: str, first: _FrameHeader) -> int:
         size = os.stat(file).st_size
@@ -362,7 +382,7 @@ class MibReader(FrameReader):
         stats = [(os.path.abspath(f), (st := os.stat(f)).st_size, st.st_mtime_ns) for f in files]
         return (
             type(self).__qualname__, os.path.abspath(self.path), tuple(stats), self.n_frames,
-            self.frame_shape, self.dtype.str, self._header_len,
+            self.frame_shape, self.dtype.str, self._header_len, self.flip_y,
         )
 
     def _map(self, i: int) -> np.memmap:
@@ -392,5 +412,8 @@ class MibReader(FrameReader):
         while i < len(self._files) and self._starts[i] < stop:
             lo = self._starts[i]
             a, b = max(start, lo), min(stop, lo + self._counts[i])
-            out[a - start : b - start] = self._view(i)[a - lo : b - lo]  # byte-swaps
+            frames = self._view(i)[a - lo : b - lo]
+            if self.flip_y:  # a negative-stride view: the copy below does the flip
+                frames = frames[:, ::-1]
+            out[a - start : b - start] = frames  # byte-swaps
             i += 1

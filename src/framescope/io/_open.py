@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import os
-from typing import Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
 
 import dask.array as da
 import numpy as np
 import xarray as xr
 
 from framescope.errors import ScanShapeError
+from framescope.io._calibration import calibrate_opened
 from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, default_chunks, to_dataarray
 from framescope.io._registry import reader_for
+
+if TYPE_CHECKING:
+    from framescope.calibration import Calibration
 
 __all__ = ["from_array", "open"]
 
@@ -24,6 +29,7 @@ def open(
     sync_offset: int = 0,
     chunks: Any = None,
     partition_mib: float = DEFAULT_PARTITION_MIB,
+    calibration: Calibration | Mapping[str, Any] | str | None = None,
     **options: Any,
 ) -> xr.DataArray:
     """Open a 4D-STEM dataset lazily as ``(scan_y, scan_x, det_y, det_x)``.
@@ -48,18 +54,28 @@ def open(
         ``partition_mib`` MiB per partition.
     partition_mib : float
         Target partition size in MiB.
+    calibration : Calibration, dict of fields, JSON str or None
+        Physical calibration (``{"energy": "300 kV", "semiconv": "20 mrad"}``). Merged with
+        what the file says (see docs/formats.md); the given fields win, and one that
+        contradicts the file by more than 1 % is logged once.
     **options
-        Reader options, e.g. ``shape``, ``dtype``, ``offset`` (raw) or ``dataset`` (HDF5/Zarr).
+        Reader options, e.g. ``shape``, ``dtype``, ``offset`` (raw), ``dataset`` (HDF5/Zarr)
+        or ``flip_y`` (MIB).
 
     Returns
     -------
     xarray.DataArray
-        Lazy, dask-backed; attrs hold format, source, dtype and detector metadata.
+        Lazy, dask-backed; attrs hold format, source, dtype and detector metadata. With a
+        calibration (read or given) the coordinates are physical, as
+        ``arr.fs.calibrate(...)`` gives them, and ``attrs["calibration"]`` is its JSON
+        (``sources`` says where each field came from); without one, pixel indices.
 
     Raises
     ------
     framescope.errors.FramescopeError
         Subclasses name the file and what was expected versus found.
+    framescope.calibration.CalibrationError
+        A given or read calibration value that does not parse or contradicts another.
 
     Examples
     --------
@@ -69,10 +85,11 @@ def open(
     """
     cls = reader_for(path, format)
     reader = cls(os.fspath(path), **options)
-    return to_dataarray(
+    arr = to_dataarray(
         reader, scan=scan, sync_offset=sync_offset, chunks=chunks,
         partition_mib=partition_mib, options=options,
     )
+    return calibrate_opened(arr, reader, calibration)
 
 
 def from_array(

@@ -1,7 +1,9 @@
 """Raw binary frames: explicit ``shape``/``dtype``/``offset`` or a JSON sidecar.
 
 The sidecar (``scan.raw.json`` or ``scan.json`` next to ``scan.raw``) is described in
-``docs/formats.md``; it is validated with pydantic so a typo gives a message naming the field.
+``docs/formats.md``; it is validated with pydantic (in ``_raw_sidecar``, imported when a raw
+file is opened, not when the reader registry loads this module) so a typo gives a message
+naming the field.
 """
 
 from __future__ import annotations
@@ -9,56 +11,25 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from framescope.errors import FileSizeError, HeaderError
 from framescope.io._base import FrameReader
 
+if TYPE_CHECKING:
+    from framescope.io._raw_sidecar import RawSidecar
+
 __all__ = ["RawReader", "RawSidecar", "sidecar_path"]
 
 
-class RawSidecar(BaseModel):
-    """The JSON sidecar that describes a raw file (see docs/formats.md)."""
+def __getattr__(name: str) -> Any:
+    if name == "RawSidecar":  # pydantic only when asked for
+        from framescope.io._raw_sidecar import RawSidecar
 
-    model_config = ConfigDict(extra="forbid")
-
-    shape: tuple[int, ...] = Field(
-        description="(scan_y, scan_x, det_y, det_x) or (frames, det_y, det_x)"
-    )
-    dtype: str = Field(description="numpy dtype name, e.g. uint16, float32")
-    byteorder: Literal["little", "big"] = "little"
-    offset: int = Field(0, ge=0, description="bytes before the first frame")
-    frame_header: int = Field(0, ge=0, description="bytes before each frame")
-    frame_footer: int = Field(0, ge=0, description="bytes after each frame")
-    metadata: dict[str, Any] = Field(default_factory=dict)
-
-    @field_validator("shape")
-    @classmethod
-    def _shape(cls, v: tuple[int, ...]) -> tuple[int, ...]:
-        if len(v) not in (3, 4) or min(v) < 1:
-            raise ValueError(f"expected 3 or 4 positive sizes, found {list(v)}")
-        return v
-
-    @field_validator("dtype")
-    @classmethod
-    def _dtype(cls, v: str) -> str:
-        try:
-            dt = np.dtype(v)
-        except TypeError as e:
-            raise ValueError(f"not a numpy dtype: {v!r}") from e
-        if dt.kind not in "uif":
-            raise ValueError(f"expected an integer or float dtype, found {v!r}")
-        return v
-
-
-def _explain(err: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']} (found {e.get('input')!r})"
-        for e in err.errors()
-    )
+        return RawSidecar
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def sidecar_path(path: str | os.PathLike[str]) -> Path | None:
@@ -86,6 +57,12 @@ class RawReader(FrameReader):
     byteorder : {"little", "big"}, optional
         Byte order of the pixels; default the order ``dtype`` names (``">u2"``: big), else
         little.
+
+    Raises
+    ------
+    framescope.calibration.CalibrationError
+        The sidecar's ``calibration`` has an unknown field or a value that does not parse
+        (names the sidecar and the field).
     """
 
     format = "raw"
@@ -107,9 +84,16 @@ class RawReader(FrameReader):
         frame_footer: int = 0,
         byteorder: Literal["little", "big"] | None = None,
     ) -> None:
+        from pydantic import ValidationError
+
+        from framescope.io._raw_sidecar import RawSidecar, explain, sidecar_calibration
+
         self.path = path
         if shape is None:
-            spec = self._load_sidecar(path)
+            side = self._sidecar(path)
+            spec = self._load_sidecar(side)
+            if spec.calibration:
+                self.calibration_fields = sidecar_calibration(spec.calibration, side)
         else:
             if dtype is None:
                 raise TypeError(f"{path}: raw files opened with shape= need dtype= too")
@@ -125,7 +109,7 @@ class RawReader(FrameReader):
                     frame_header=frame_header, frame_footer=frame_footer, byteorder=byteorder,
                 )
             except ValidationError as e:
-                raise HeaderError(path, f"invalid raw options: {_explain(e)}") from None
+                raise HeaderError(path, f"invalid raw options: {explain(e)}") from None
         self.spec = spec
         native = np.dtype(spec.dtype)
         self.dtype = native.newbyteorder("=")
@@ -146,19 +130,27 @@ class RawReader(FrameReader):
             )
 
     @staticmethod
-    def _load_sidecar(path: str) -> RawSidecar:
+    def _sidecar(path: str) -> Path:
         side = sidecar_path(path)
         if side is None:
             raise HeaderError(
                 path, f"raw file without shape/dtype: pass shape= and dtype=, or write "
                 f"{Path(path).name}.json (see docs/formats.md)",
             )
+        return side
+
+    @staticmethod
+    def _load_sidecar(side: Path) -> RawSidecar:
+        from pydantic import ValidationError
+
+        from framescope.io._raw_sidecar import RawSidecar, explain
+
         try:
             return RawSidecar.model_validate(json.loads(side.read_text()))
         except json.JSONDecodeError as e:
             raise HeaderError(side, f"raw sidecar is not valid JSON: {e}") from None
         except ValidationError as e:
-            raise HeaderError(side, f"invalid raw sidecar: {_explain(e)}") from None
+            raise HeaderError(side, f"invalid raw sidecar: {explain(e)}") from None
 
     def _memmap(self) -> np.ndarray:
         mm = self.__dict__.get("_mm")
