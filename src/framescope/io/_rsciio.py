@@ -74,6 +74,11 @@ def _unit(units: Any) -> tuple[str, float] | None:
     return None
 
 
+def _named(units: Any) -> bool:
+    """Whether an axis names a unit at all (rsciio says "<undefined>" or None when not)."""
+    return isinstance(units, str) and units.strip() not in ("", "<undefined>")
+
+
 def _get(tree: Any, path: str) -> Any:
     """``tree["a"]["b"]`` for ``"a.b"``; None when any step is missing."""
     for key in path.split("."):
@@ -192,7 +197,7 @@ def axes_calibration(
             step = (sy + sx) / 2
         else:
             log.debug("%s: detector axes have different steps %s %s; left out", name, sy, sx)
-    elif any(u is not None for u in units):
+    elif any(_named(a.get("units")) for a in sig):
         log.debug("%s: detector axes %s not calibrated alike in a known unit; left out",
                   name, [(a.get("scale"), a.get("units")) for a in sig])
     diffraction = kind in ("angle", "reciprocal") or "diffraction" in signal_type
