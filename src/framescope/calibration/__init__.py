@@ -8,6 +8,9 @@ DataArray.
 
 from framescope.calibration._beam import beam_energy
 from framescope.calibration._combine import combine
+from framescope.calibration._descan import DescanFit, descan_fit
+from framescope.calibration._disk import DiskFit, bf_disk
+from framescope.calibration._dpc import DpcRotation, dpc_rotation
 from framescope.calibration._model import (
     Calibration,
     CalibrationError,
@@ -17,5 +20,7 @@ from framescope.calibration._model import (
     photon_wavelength,
 )
 
-__all__ = ["Calibration", "CalibrationError", "beam_energy", "combine", "electron_wavelength",
-           "energy_from_wavelength", "parse_quantity", "photon_wavelength"]
+__all__ = ["Calibration", "CalibrationError", "DescanFit", "DiskFit", "DpcRotation",
+           "beam_energy", "bf_disk", "combine", "descan_fit", "dpc_rotation",
+           "electron_wavelength", "energy_from_wavelength", "parse_quantity",
+           "photon_wavelength"]

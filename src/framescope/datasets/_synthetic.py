@@ -16,6 +16,16 @@ in detector pixels, where ``<.>`` is the average over the probe intensity ``|P|Â
 the continuum for any probe with a centrosymmetric aperture, so defocus does not bias it).
 Positive phase gradient along ``y`` moves the pattern towards larger ``det_y``. The
 ``true_phase_gradient_y/x`` coordinates of :func:`synthetic` hold ``<grad phi>`` in rad/px.
+
+Scan rotation and flip move the scan over the object (the detector axes stay the object's),
+see :mod:`framescope.datasets._geometry`; the ground truth is then given in *scan* axes,
+so ``CenterOfMass(rotation=degrees(rotation), flip_y=flip)`` turns the COM into
+``det / (2*pi) * true_phase_gradient`` (square detectors). Descan adds
+``descan @ (iy, ix) + descan_offset`` detector px to every COM.
+
+Physical units: a real-space pixel is ``pixel_size`` metres and the beam has ``energy`` eV,
+so one detector pixel is ``wavelength / (W * pixel_size)`` rad; :meth:`SyntheticReader.
+calibration` gives the exact :class:`~framescope.calibration.Calibration`.
 """
 
 from __future__ import annotations
@@ -23,12 +33,22 @@ from __future__ import annotations
 import logging
 import math
 import threading
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import numpy as np
 import scipy.fft as sfft
 import xarray as xr
 
+from framescope.datasets._geometry import (
+    as_descan,
+    descan_ramps,
+    placement,
+    sample_periodic,
+    scan_extent,
+    scan_matrix,
+    shifted_probes,
+)
 from framescope.datasets._physics import (
     NOISE_KEY,
     convergent_probe,
@@ -37,6 +57,9 @@ from framescope.datasets._physics import (
 )
 from framescope.io._base import FrameReader
 from framescope.io._lazy import DEFAULT_PARTITION_MIB, DIMS, to_dataarray
+
+if TYPE_CHECKING:
+    from framescope.calibration import Calibration
 
 __all__ = ["SyntheticReader", "synthetic"]
 
@@ -89,6 +112,21 @@ class SyntheticReader(FrameReader):
         integers for integer dtypes).
     seed : int
         Non-negative seed of the object and of the noise.
+    energy : float
+        Beam energy, eV (default 300 keV); only enters the calibration.
+    pixel_size : float
+        Real-space pixel of the object and probe window, m (default 0.2 Ã…); only enters the
+        calibration.
+    rotation : float
+        Scan rotation, rad, in the :class:`~framescope.calibration.Calibration` convention
+        (see :mod:`framescope.datasets._geometry`); needs a square detector.
+    flip : bool
+        Detector y mirrored against the scan axes.
+    descan : 2x2 array-like, optional
+        Pattern shift in detector px per scan step: row 0 (1) the ``det_y`` (``det_x``)
+        shift, column 0 (1) per step along ``scan_y`` (``scan_x``).
+    descan_offset : (float, float)
+        Pattern shift ``(dy, dx)`` in detector px at scan position ``(0, 0)``.
     """
 
     format: ClassVar[str] = "synthetic"
@@ -110,6 +148,12 @@ class SyntheticReader(FrameReader):
         smooth_phase: float = 1.0,
         noise: bool = True,
         seed: int = 0,
+        energy: float = 300e3,
+        pixel_size: float = 0.2e-10,
+        rotation: float = 0.0,
+        flip: bool = False,
+        descan: Sequence[Sequence[float]] | np.ndarray | None = None,
+        descan_offset: Sequence[float] = (0.0, 0.0),
     ) -> None:
         self.scan_shape = _pair(scan, "scan")
         self.frame_shape = _pair(det, "det")
@@ -129,21 +173,42 @@ class SyntheticReader(FrameReader):
             raise ValueError(f"step must be a positive int, found {step}")
         if int(seed) != seed or seed < 0:
             raise ValueError(f"seed must be a non-negative int, found {seed}")
+        for name, value in (("energy", energy), ("pixel_size", pixel_size)):
+            if not (math.isfinite(value) and value > 0):
+                raise ValueError(f"{name} must be a positive number, found {value}")
+        if not math.isfinite(rotation):
+            raise ValueError(f"rotation must be a finite angle in rad, found {rotation}")
+        if rotation % (2 * math.pi) and h != w:  # COM scales h/2pi and w/2pi would not rotate
+            raise ValueError(f"a scan rotation needs a square detector, found {h}x{w}")
+        matrix_d, offset_d = as_descan(descan, descan_offset)
         self.params: dict[str, Any] = {
             "seed": int(seed), "dose": float(dose), "semiconv": semiconv,
             "defocus": float(defocus), "step": int(step), "atom_phase": float(atom_phase),
             "atom_sigma": float(atom_sigma), "atom_density": float(atom_density),
             "smooth_phase": float(smooth_phase), "noise": bool(noise),
+            "energy": float(energy), "pixel_size": float(pixel_size),
+            "rotation": float(rotation), "flip": bool(flip), "descan": matrix_d,
+            "descan_offset": offset_d,
         }
         ny, nx = self.scan_shape
+        # scan displacement -> object displacement; None: the plain integer scan
+        self._matrix = None if rotation == 0 and not flip else scan_matrix(rotation, flip)
+        self._descan = (None if matrix_d == ((0.0, 0.0), (0.0, 0.0)) and offset_d == (0.0, 0.0)
+                        else (np.array(matrix_d), np.array(offset_d)))
         # the object holds every probe window without wrapping
-        self.object_shape = ((ny - 1) * self.params["step"] + h, (nx - 1) * self.params["step"] + w)
+        if self._matrix is None:
+            self._low = np.zeros(2)
+            span = ((ny - 1) * self.params["step"], (nx - 1) * self.params["step"])
+        else:
+            self._low, span = scan_extent(self._matrix, self.params["step"], self.scan_shape)
+        self.object_shape = (int(span[0]) + h, int(span[1]) + w)
         self.path = "<synthetic>"
         self.n_frames = ny * nx
         self.metadata = {
             "simulated": True, **self.params,
             "n_atoms": round(atom_density * self.object_shape[0] * self.object_shape[1]),
             "object_shape": list(self.object_shape),
+            "descan": [list(row) for row in matrix_d], "descan_offset": list(offset_d),
         }
         # frames per FFT block: a function of the frame shape only, so blocks never move
         self.block = max(1, min(64, _BLOCK_BYTES // (h * w * 8)))
@@ -195,6 +260,8 @@ class SyntheticReader(FrameReader):
         return {
             "phase": phase,
             "probe": probe,
+            "ramp": ramp,
+            "spectrum": sfft.fft2(probe),  # for sub-pixel probe positions
             "shifted_probe": (probe * ramp).astype(np.complex64),
             "windows": np.lib.stride_tricks.sliding_window_view(transmission, (h, w)),
         }
@@ -210,27 +277,83 @@ class SyntheticReader(FrameReader):
         return self._get_model()["probe"]
 
     def probe_centres(self) -> tuple[np.ndarray, np.ndarray]:
-        """Object pixel ``(y, x)`` under the probe centre, each of shape ``scan_shape``."""
+        """Object pixel ``(y, x)`` under the probe centre, each of shape ``scan_shape``.
+
+        Integers for an unrotated scan, else fractional (the probe sits between pixels).
+        """
         ny, nx = self.scan_shape
         h, w = self.frame_shape
         step = self.params["step"]
-        yy, xx = np.meshgrid(np.arange(ny) * step + h // 2, np.arange(nx) * step + w // 2,
-                             indexing="ij")
-        return yy, xx
+        if self._matrix is None:
+            yy, xx = np.meshgrid(np.arange(ny) * step + h // 2, np.arange(nx) * step + w // 2,
+                                 indexing="ij")
+            return yy, xx
+        iy, ix = np.divmod(np.arange(self.n_frames), nx)
+        top, frac = placement(self._matrix, step, iy, ix, self._low)
+        centre = top + frac + (h // 2, w // 2)
+        return centre[:, 0].reshape(ny, nx), centre[:, 1].reshape(ny, nx)
 
     def true_phase(self) -> np.ndarray:
-        """Object phase (rad) at each probe centre, shape ``scan_shape``."""
-        return self.phase[self.probe_centres()]
+        """Object phase (rad) at each probe centre, shape ``scan_shape`` (cubic-spline
+        interpolated between object pixels for a rotated scan)."""
+        return sample_periodic(self.phase, *self.probe_centres())
 
     def true_phase_gradient(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(<d phi/dy>, <d phi/dx>)`` in rad/px over the probe intensity per position.
+        """``(<d phi/dy>, <d phi/dx>)`` in rad/px over the probe intensity per position,
+        along the scan axes (``A.T`` times the object-axes gradient, see
+        :mod:`~framescope.datasets._geometry`).
 
         Multiply by ``det_y / (2*pi)`` (``det_x / (2*pi)``) for the expected COM shift in
-        detector px.
+        detector px (after rotating the COM into scan axes when the scan is rotated or
+        flipped; descan not included). Between object pixels the smooth, probe-averaged
+        gradient is interpolated with a cubic spline.
         """
         gy, gx = probe_smoothed_gradient(self.phase, np.abs(self.probe) ** 2)
         centres = self.probe_centres()
-        return gy[centres], gx[centres]
+        gy, gx = sample_periodic(gy, *centres), sample_periodic(gx, *centres)
+        if self._matrix is None:
+            return gy, gx
+        (a, b), (c, d) = self._matrix
+        # d(phi)/d(scan) = A.T @ d(phi)/d(object)
+        return a * gy + c * gx, b * gy + d * gx
+
+    def descan_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pattern shift ``(dy, dx)`` (detector px) from descan per scan position."""
+        ny, nx = self.scan_shape
+        iy, ix = np.meshgrid(np.arange(ny), np.arange(nx), indexing="ij")
+        (a, b), (c, d) = self.params["descan"]
+        oy, ox = self.params["descan_offset"]
+        return a * iy + b * ix + oy, c * iy + d * ix + ox
+
+    def calibration(self) -> Calibration:
+        """The exact physical calibration of these frames.
+
+        One detector pixel is ``wavelength / (W * pixel_size)`` rad (the Fourier bin of the
+        probe window); the convergence semi-angle is ``semiconv`` of those; the scan step is
+        ``step * pixel_size``; the centre is ``(H//2, W//2)`` plus ``descan_offset``;
+        ``rotation`` and ``flip`` as given. Every field's source is ``"synthetic"``.
+
+        Raises
+        ------
+        framescope.calibration.CalibrationError
+            The detector is not square (a calibration has one angle per pixel).
+        """
+        from framescope.calibration import Calibration, CalibrationError, electron_wavelength
+
+        h, w = self.frame_shape
+        if h != w:
+            raise CalibrationError(f"synthetic: angle_per_px needs a square detector (one "
+                                   f"angle per pixel), found {h}x{w}")
+        p = self.params
+        angle = electron_wavelength(p["energy"]) / (w * p["pixel_size"])
+        oy, ox = p["descan_offset"]
+        fields = {
+            "energy": p["energy"], "semiconv": p["semiconv"] * angle, "angle_per_px": angle,
+            "center": (h // 2 + oy, w // 2 + ox),
+            "scan_step": (p["step"] * p["pixel_size"],) * 2,
+            "rotation": p["rotation"], "flip": p["flip"],
+        }
+        return Calibration(**fields, sources=dict.fromkeys(fields, "synthetic"))
 
     # -- frames ----------------------------------------------------------------------------
 
@@ -242,8 +365,22 @@ class SyntheticReader(FrameReader):
         nx = self.scan_shape[1]
         step = self.params["step"]
         iy, ix = np.divmod(np.arange(first, stop), nx)
-        waves = model["windows"][iy * step, ix * step]  # (n, h, w) copy
-        waves *= model["shifted_probe"]
+        if self._matrix is None:
+            waves = model["windows"][iy * step, ix * step]  # (n, h, w) copy
+            waves *= model["shifted_probe"]
+        else:
+            top, frac = placement(self._matrix, step, iy, ix, self._low)
+            waves = model["windows"][top[:, 0], top[:, 1]]
+            if frac.any():  # the probe sits between object pixels: move it inside its window
+                waves *= shifted_probes(model["spectrum"], frac) * model["ramp"]
+            else:
+                waves *= model["shifted_probe"]
+        if self._descan is not None:
+            matrix, offset = self._descan
+            ramp_y, ramp_x = descan_ramps(np.stack([iy, ix], -1) @ matrix.T + offset,
+                                          self.frame_shape)
+            waves *= ramp_y
+            waves *= ramp_x
         # per-frame FFTs are independent, so threads only split the work
         spectra = sfft.fft2(waves, norm="ortho", workers=-1, overwrite_x=True)
         lam = np.square(spectra.real)
@@ -296,6 +433,13 @@ def synthetic(
     smooth_phase: float = 1.0,
     noise: bool = True,
     seed: int = 0,
+    energy: float = 300e3,
+    pixel_size: float = 0.2e-10,
+    rotation: float = 0.0,
+    flip: bool = False,
+    descan: Sequence[Sequence[float]] | np.ndarray | None = None,
+    descan_offset: Sequence[float] = (0.0, 0.0),
+    calibrated: bool = False,
     chunks: Any = None,
     partition_mib: float = DEFAULT_PARTITION_MIB,
 ) -> xr.DataArray:
@@ -309,6 +453,10 @@ def synthetic(
 
     Parameters
     ----------
+    calibrated : bool
+        Give the array its exact calibration (:meth:`SyntheticReader.calibration`) as
+        ``arr.fs.calibrate`` does: scan coordinates in nm, detector in mrad,
+        ``attrs["calibration"]``. Off by default: pixel coordinates, as before.
     chunks, partition_mib
         Passed to :func:`framescope.io.to_dataarray`.
 
@@ -320,8 +468,12 @@ def synthetic(
 
         * ``true_phase``: object phase (rad) under the probe centre;
         * ``true_phase_gradient_y``, ``true_phase_gradient_x``: phase gradient (rad/px)
-          averaged over the probe intensity, what centre of mass measures:
-          ``COM_y - det_y//2 = det_y / (2*pi) * true_phase_gradient_y`` detector px.
+          along the scan axes, averaged over the probe intensity, what centre of mass
+          measures: ``COM_y - det_y//2 = det_y / (2*pi) * true_phase_gradient_y`` detector
+          px (without rotation, flip and descan).
+
+        The simulation parameters (including ``rotation``, ``flip``, ``descan``) are in
+        ``attrs``.
 
     Examples
     --------
@@ -332,8 +484,11 @@ def synthetic(
     reader = SyntheticReader(
         scan, det, dtype=dtype, dose=dose, semiconv=semiconv, defocus=defocus, step=step,
         atom_phase=atom_phase, atom_sigma=atom_sigma, atom_density=atom_density,
-        smooth_phase=smooth_phase, noise=noise, seed=seed,
+        smooth_phase=smooth_phase, noise=noise, seed=seed, energy=energy,
+        pixel_size=pixel_size, rotation=rotation, flip=flip, descan=descan,
+        descan_offset=descan_offset,
     )
+    calibration = reader.calibration() if calibrated else None
     arr = to_dataarray(reader, chunks=chunks, partition_mib=partition_mib)
     scan_dims = DIMS[:2]
     gy, gx = reader.true_phase_gradient()
@@ -352,5 +507,7 @@ def synthetic(
             "com_px_per_rad_per_px": w / (2 * np.pi),
         }),
     )
+    if calibration is not None:
+        arr = arr.fs.calibrate(calibration)
     arr.encoding.update(encoding)  # keeps framescope_source if assign_coords dropped it
     return arr
