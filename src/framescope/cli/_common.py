@@ -171,12 +171,7 @@ def apply_calibration(arr: Any, args: argparse.Namespace) -> Any:
 
 
 def write_result(ds: Any, out: str) -> None:
-    """NetCDF/HDF5 via xarray; attrs made NetCDF-safe (no bools or None)."""
-    import xarray as xr
+    """NetCDF/HDF5 via :func:`framescope.io.write_netcdf` (CF units, calibration kept)."""
+    from framescope.io import write_netcdf
 
-    if isinstance(ds, xr.DataArray):
-        ds = ds.to_dataset()
-    for obj in (ds, *ds.variables.values()):
-        obj.attrs = {k: (int(v) if isinstance(v, bool) else "none" if v is None else v)
-                     for k, v in obj.attrs.items()}
-    ds.to_netcdf(out, engine="h5netcdf")
+    write_netcdf(ds, out, overwrite=True)

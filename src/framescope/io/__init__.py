@@ -1,7 +1,7 @@
 """Readers: one module per format, each a :class:`FrameReader`; ``open`` picks one."""
 
 from framescope.io._base import FrameReader
-from framescope.io._export import save
+from framescope.io._export import save, write_netcdf
 from framescope.io._lazy import DIMS, ReaderArray, ScanLayout, to_dataarray
 from framescope.io._open import from_array, open
 from framescope.io._registry import ENTRY_POINT_GROUP, available_readers, reader_for
@@ -18,4 +18,5 @@ __all__ = [
     "reader_for",
     "save",
     "to_dataarray",
+    "write_netcdf",
 ]

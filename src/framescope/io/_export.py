@@ -1,9 +1,11 @@
-"""Write any framescope DataArray to a file, block by block, with a progress bar."""
+"""Write any framescope DataArray to a file, block by block, with a progress bar; write
+analysis results to NetCDF."""
 
 from __future__ import annotations
 
 import importlib
 import inspect
+import json
 import os
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -16,7 +18,7 @@ import xarray as xr
 from framescope.io._base import jsonable
 from framescope.io._lazy import source_of
 
-__all__ = ["WRITERS", "iter_frame_blocks", "save"]
+__all__ = ["WRITERS", "iter_frame_blocks", "save", "write_netcdf"]
 
 # attrs that describe the opened copy, not the data: never written as metadata
 _NOT_METADATA = frozenset({"source", "format", "dtype", "n_frames", "sync_offset"})
@@ -118,3 +120,64 @@ def save(
         )
     finally:
         bar.close()
+
+
+def _netcdf_attrs(attrs: dict[str, Any]) -> dict[str, Any]:
+    """Attributes NetCDF can hold: bools as 0/1, None as "none", nested values as JSON."""
+    out: dict[str, Any] = {}
+    for key, value in attrs.items():
+        if isinstance(value, bool | np.bool_):
+            value = int(value)
+        elif value is None:
+            value = "none"
+        elif isinstance(value, dict) or (isinstance(value, list | tuple) and not all(
+                isinstance(v, int | float | str) and not isinstance(v, bool) for v in value)):
+            value = json.dumps(value, default=str)
+        out[key] = value
+    return out
+
+
+def write_netcdf(
+    results: xr.Dataset | xr.DataArray,
+    path: str | os.PathLike[str],
+    *,
+    overwrite: bool = False,
+) -> Path:
+    """Write analysis results (or any small Dataset) to NetCDF4 with CF-style attributes.
+
+    Coordinates keep their ``units`` and ``long_name`` (calibrated ones: ``nm``, ``mrad``),
+    the data's calibration JSON is the global attribute ``calibration`` (also when it sat on
+    a DataArray), and attributes NetCDF cannot hold are converted (bools to 0/1, None to
+    ``"none"``, dicts to JSON). The file is HDF5 (``h5netcdf``): read it back with
+    ``xarray.open_dataset(path)`` or the ``netCDF4`` library.
+
+    Parameters
+    ----------
+    results : xarray.Dataset or xarray.DataArray
+        In memory or lazy (computed while writing).
+    path : path-like
+        Output file (``.nc`` or ``.h5``); never replaced unless ``overwrite``.
+    overwrite : bool
+        Replace an existing file (else :class:`FileExistsError`).
+
+    Returns
+    -------
+    pathlib.Path
+        The file written.
+    """
+    from framescope.io._write import check_new
+
+    out = check_new(path, overwrite)
+    if isinstance(results, xr.DataArray):
+        cal = results.attrs.get("calibration")
+        results = results.to_dataset(name=results.name or "data")
+        if cal is not None:
+            results.attrs.setdefault("calibration", cal)
+    ds = results.copy()  # shallow: only attrs change
+    ds.attrs = _netcdf_attrs(ds.attrs)
+    for name, var in ds.variables.items():
+        var.attrs = _netcdf_attrs(var.attrs)
+        if name in ds.coords:  # CF: coordinates have no fill value
+            var.encoding["_FillValue"] = None
+    ds.to_netcdf(out, engine="h5netcdf")
+    return out
