@@ -28,6 +28,7 @@ from framescope.dashboard._editor import DetectorEditor
 from framescope.dashboard._export import notebook_code, results_bytes, write_results
 from framescope.dashboard._scan import ScanView
 from framescope.dashboard._state import DashboardState
+from framescope.dashboard._units import UNITS
 
 __all__ = ["Dashboard", "load_extensions"]
 
@@ -231,6 +232,14 @@ class Dashboard(pn.viewable.Viewer):
         self.code_pane.object = f"```python\n{notebook_code(self.state)}```"
 
     # ---- layout ----------------------------------------------------------------------------
+    def units_toggle(self) -> pn.viewable.Viewable:
+        """``units: px | physical`` for the axes, detector fields and readouts; shown only
+        for a calibrated array (detector angle or scan step known)."""
+        buttons = pn.widgets.RadioButtonGroup.from_param(
+            self.state.param.units, options=list(UNITS), width=150, margin=(2, 5))
+        return pn.Row(pn.pane.Str("units", margin=(8, 0, 0, 10)), buttons,
+                      visible=self.state.calibrated)
+
     def __panel__(self) -> pn.viewable.Viewable:
         self._start_updates()
         if self._layout is not None:
@@ -253,7 +262,7 @@ class Dashboard(pn.viewable.Viewer):
 
         tabs.param.watch(on_tab, "active")
         self._layout = pn.Column(
-            pn.Row(title, self.progress, self.activity, self.message),
+            pn.Row(title, self.units_toggle(), self.progress, self.activity, self.message),
             pn.Row(self.editor, pn.Column(self.detector_view), tabs),
             pn.pane.Markdown("**Virtual images**", margin=(0, 10)),
             self.scan_view.gallery,

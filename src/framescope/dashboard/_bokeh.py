@@ -13,6 +13,7 @@ cost of one data-source update.
 
 from __future__ import annotations
 
+import math
 import weakref
 from collections.abc import Mapping
 from typing import Any
@@ -20,7 +21,38 @@ from typing import Any
 import numpy as np
 from bokeh.models import ColumnDataSource
 
-__all__ = ["DirectImage", "image_columns"]
+__all__ = ["DirectImage", "equal_aspect", "frame_size", "image_columns"]
+
+#: room a figure needs beside its plot frame: axes, toolbar, colour bar (px)
+_FRAME_MARGIN = 80
+
+
+def frame_size(shape: tuple[int, int], size: int) -> tuple[int, int]:
+    """``(frame_width, frame_height)`` of a plot of a ``(ny, nx)`` pixel grid whose figure
+    is about ``size`` px: the longer side fills it, the other follows the aspect."""
+    ny, nx = shape
+    side = max(size - _FRAME_MARGIN, 60)
+    if nx >= ny:
+        return side, max(round(side * ny / nx), 20)
+    return max(round(side * nx / ny), 20), side
+
+
+def equal_aspect(xlim: tuple[float, float], ylim: tuple[float, float],
+                 frame: tuple[int, int]) -> tuple[tuple[float, float], tuple[float, float]]:
+    """``xlim``, ``ylim`` widened about their centres so that one data unit spans as many
+    screen pixels along x as along y in a ``(frame_width, frame_height)`` frame (data
+    aspect 1: pixels of unequal physical steps are drawn unequal, not squeezed)."""
+    (x0, x1), (y0, y1) = xlim, ylim
+    fw, fh = frame
+    xspan, yspan = abs(x1 - x0), abs(y1 - y0)
+    if not (fw > 0 and fh > 0 and xspan > 0 and yspan > 0):
+        return xlim, ylim
+    want_x = yspan * fw / fh  # the x span that matches the y span at this frame shape
+    if want_x > xspan:
+        pad = (want_x - xspan) / 2 * math.copysign(1, x1 - x0)
+        return (x0 - pad, x1 + pad), ylim
+    pad = (xspan * fh / fw - yspan) / 2 * math.copysign(1, y1 - y0)
+    return xlim, (y0 - pad, y1 + pad)
 
 
 def image_columns(x: np.ndarray, y: np.ndarray, z: np.ndarray) -> dict[str, list[Any]]:
@@ -88,6 +120,15 @@ class DirectImage:
                     plot.state.title.text = data["title"]
         return True
 
+    def fit(self, data: Mapping[str, Any]) -> None:
+        """Fit the axes of every shown plot to the extent of ``data`` (``x``, ``y``, ``z``
+        as for :meth:`image`): after a change of units, which holoviews does not do for
+        a plot it has drawn."""
+        columns = image_columns(data["x"], data["y"], data["z"])
+        for plot in self._shown():
+            with _hold(plot):
+                _fit_ranges(plot, {}, columns)
+
     def outlines(self, segments: Mapping[str, list[Any]], labels: Mapping[str, list[Any]]
                  ) -> None:
         """Redraw the outline segments (``x0 y0 x1 y1 name color lw``) and name labels
@@ -105,17 +146,23 @@ class DirectImage:
 
 
 def _fit_ranges(plot: Any, old: Mapping[str, Any], new: Mapping[str, list[Any]]) -> None:
-    """A new extent (another frame shape): the axes follow it, inverted ones stay so."""
-    if all(k in old and len(old[k]) and float(old[k][0]) == new[k][0]
+    """A new extent (another frame shape or unit): the axes follow it, with equal aspect
+    when the figure has a fixed frame; inverted ones stay so."""
+    # approximate: holoviews' bounds of the same pixel centres may differ in the last bit
+    if all(k in old and len(old[k]) and math.isclose(float(old[k][0]), new[k][0],
+                                                     rel_tol=1e-9, abs_tol=1e-12)
            for k in ("x", "y", "dw", "dh")):
         return
     fig = plot.state
-    for rng, lo, size in ((fig.x_range, new["x"][0], new["dw"][0]),
-                          (fig.y_range, new["y"][0], new["dh"][0])):
+    xlim = (new["x"][0], new["x"][0] + new["dw"][0])
+    ylim = (new["y"][0], new["y"][0] + new["dh"][0])
+    if fig.frame_width and fig.frame_height:
+        xlim, ylim = equal_aspect(xlim, ylim, (fig.frame_width, fig.frame_height))
+    for rng, (lo, hi) in ((fig.x_range, xlim), (fig.y_range, ylim)):
         if not hasattr(rng, "start"):
             continue
         flipped = rng.start is not None and rng.end is not None and rng.start > rng.end
-        rng.update(start=lo + size if flipped else lo, end=lo if flipped else lo + size)
+        rng.update(start=hi if flipped else lo, end=lo if flipped else hi)
 
 
 def _add_outlines(fig: Any, segments: dict[str, list[Any]], labels: dict[str, list[Any]]

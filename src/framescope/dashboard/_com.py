@@ -1,4 +1,8 @@
-"""COM / DPC view: centre-of-mass maps with an editable reference centre and rotation."""
+"""COM / DPC view: centre-of-mass maps with an editable reference centre and rotation.
+
+The maps' axes are in the displayed scan units (px, or nm for a calibrated array); the
+reference centre and radius fields are detector pixels, as the COM parameters are.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import numpy as np
 import panel as pn
 import param
 
-from framescope.dashboard._bokeh import DirectImage
+from framescope.dashboard._bokeh import DirectImage, equal_aspect, frame_size
 from framescope.dashboard._images import block_coords, color_limits, downsample
 from framescope.dashboard._results import ComResult
 from framescope.dashboard._state import DashboardState
@@ -36,11 +40,23 @@ class ComView(pn.viewable.Viewer):
         self._direct = DirectImage()
         image = hv.DynamicMap(self._image, streams=[self._pipe])
         self.tap = hv.streams.Tap(source=image)
-        self.tap.add_subscriber(lambda x, y: None if x is None else state.pick(y, x))
-        ny, nx = state.scan_shape
-        self.plot = image.opts(width=self.size, height=self.size, invert_yaxis=True,
-                               xlim=(-0.5, nx - 0.5), ylim=(-0.5, ny - 0.5))
+        self.tap.add_subscriber(lambda x, y: None if x is None else state.pick_shown(y, x))
+        self._frame = frame_size(state.scan_shape, self.size - 40)  # room for the colour bar
+        self.plot = image.opts(frame_width=self._frame[0], frame_height=self._frame[1],
+                               data_aspect=1, invert_yaxis=True, **self._limits())
         self.param.watch(lambda *_: self._pipe.send(self._data()), ["component"])
+        state.param.watch(lambda *_: self._on_units(), ["units"])
+
+    def _limits(self) -> dict[str, tuple[float, float]]:
+        xlim, ylim = self.state.display.scan.extent(self.state.scan_shape)
+        xlim, ylim = equal_aspect(xlim, ylim, self._frame)
+        return {"xlim": xlim, "ylim": ylim}
+
+    def _on_units(self) -> None:
+        self.plot.opts(**self._limits())  # plots made from now on
+        data = self._data()
+        self._pipe.send(data)  # holoviews relabels the axes of the plots it drew …
+        self._direct.fit(data)  # … but leaves their ranges
 
     def show(self, result: ComResult) -> None:
         self.result = result
@@ -60,12 +76,16 @@ class ComView(pn.viewable.Viewer):
         if name in _SIGNED:
             lo, hi = -max(abs(lo), abs(hi)), max(abs(lo), abs(hi))
         suffix = "" if done >= 1 else f" ({done:.0%})"
-        return {"x": block_coords(nx, f), "y": block_coords(ny, f), "z": z, "clim": (lo, hi),
-                "cmap": "coolwarm" if name in _SIGNED else "viridis",
-                "title": f"COM: {name}{suffix}"}
+        units = self.state.display
+        return {"x": units.scan.x(block_coords(nx, f)), "y": units.scan.y(block_coords(ny, f)),
+                "z": z, "clim": (lo, hi), "cmap": "coolwarm" if name in _SIGNED else "viridis",
+                "title": f"COM: {name}{suffix}", "xunit": units.unit("scan_x"),
+                "yunit": units.unit("scan_y")}
 
     def _image(self, data: dict[str, Any]) -> hv.Image:
-        return hv.Image((data["x"], data["y"], data["z"]), kdims=["scan_x", "scan_y"],
+        kdims = [hv.Dimension("scan_x", unit=data["xunit"]),
+                 hv.Dimension("scan_y", unit=data["yunit"])]
+        return hv.Image((data["x"], data["y"], data["z"]), kdims=kdims,
                         vdims=["value"]).opts(
             cmap=data["cmap"], clim=data["clim"], title=data["title"], colorbar=True,
             tools=["hover", "tap"], clipping_colors={"NaN": "transparent"},

@@ -9,6 +9,10 @@ moves the detector under the pointer while the drag is on: outline and virtual i
 live, and the PointDraw report at the end is authoritative (a pan that was not a PointDraw
 drag, e.g. with the box tool active, is undone then). Boxes use BoxEdit (Shift+drag draws,
 drag moves, Backspace deletes), polygons PolyDraw/PolyEdit; both report on release.
+
+The plot's data coordinates are the displayed units (:mod:`~framescope.dashboard._units`:
+pixels, or mrad from the beam centre for a calibrated array): tables sent to it are
+converted from the detectors' pixels, and what the tools report is converted back.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import numpy as np
 import panel as pn
 import param
 
-from framescope.dashboard._bokeh import DirectImage
+from framescope.dashboard._bokeh import DirectImage, equal_aspect, frame_size
 from framescope.dashboard._detectors import (
     BoxDetector,
     DiskDetector,
@@ -96,14 +100,28 @@ class DetectorView(pn.viewable.Viewer):
         self.poly_draw.add_subscriber(self._on_polygons)
         self.poly_edit.add_subscriber(self._on_polygons)
         self.pan.add_subscriber(self._on_pan)
-        h, w = state.det_shape
+        self._frame = frame_size(state.det_shape, self.size)
         self.plot = (image * boxes * polys * centres).opts(
-            hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
-                            xlim=(-0.5, w - 0.5), ylim=(-0.5, h - 0.5),
+            hv.opts.Overlay(frame_width=self._frame[0], frame_height=self._frame[1],
+                            data_aspect=1, invert_yaxis=True, **self._limits(),
                             active_tools=["point_draw", "wheel_zoom"], toolbar="right",
             hooks=[hover_off]))
         state.param.watch(lambda *_: self.push_shapes(), ["shapes", "selected"])
+        state.param.watch(lambda *_: self._on_units(), ["units"])
         self.param.watch(lambda *_: self.redraw(), ["scale", "cmap", "clim"])
+
+    def _limits(self) -> dict[str, tuple[float, float]]:
+        xlim, ylim = self.state.display.det.extent(self.state.det_shape)
+        xlim, ylim = equal_aspect(xlim, ylim, self._frame)
+        return {"xlim": xlim, "ylim": ylim}
+
+    def _on_units(self) -> None:
+        """Axes, frame and shapes in the units just chosen."""
+        self.plot.opts(hv.opts.Overlay(**self._limits()))  # plots made from now on
+        data = self._display_data()
+        self._frame_pipe.send(data)  # holoviews relabels the axes of the plots it drew …
+        self._direct.fit(data)  # … but leaves their ranges
+        self.push_shapes(force=True)
 
     # ---- the frame -------------------------------------------------------------------------
     def show(self, frame: Frame) -> None:
@@ -119,18 +137,26 @@ class DetectorView(pn.viewable.Viewer):
 
     def _display_data(self) -> dict[str, Any]:
         h, w = self.state.det_shape
+        units = self.state.display
+        dims = {"xunit": units.unit("det_x"), "yunit": units.unit("det_y")}
+        m = units.det
         if self.frame is None:
-            return {"x": np.arange(w), "y": np.arange(h),
+            return {"x": m.x(np.arange(w)), "y": m.y(np.arange(h)),
                     "z": np.zeros((h, w), np.float32), "clim": (0.0, 1.0),
-                    "title": "detector: computing…"}
+                    "title": "detector: computing…", **dims}
         img, f = downsample(display_frame(self.frame.image, self.scale))
         done = "" if self.frame.done >= 1 else f" ({self.frame.done:.0%})"
-        return {"x": block_coords(w, f), "y": block_coords(h, f), "z": img,
-                "clim": color_limits(img, self.clim),
-                "title": f"detector: {self.frame.label}{done}"}
+        label = self.frame.label
+        if self.frame.at is not None:  # a picked frame: its position in the units shown
+            label = f"frame at scan ({units.position(*self.frame.at)})"
+        return {"x": m.x(block_coords(w, f)), "y": m.y(block_coords(h, f)), "z": img,
+                "clim": color_limits(img, self.clim), "title": f"detector: {label}{done}",
+                **dims}
 
     def _image(self, data: dict[str, Any]) -> hv.Image:
-        return hv.Image((data["x"], data["y"], data["z"]), kdims=["det_x", "det_y"],
+        kdims = [hv.Dimension("det_x", unit=data["xunit"]),
+                 hv.Dimension("det_y", unit=data["yunit"])]
+        return hv.Image((data["x"], data["y"], data["z"]), kdims=kdims,
                         vdims=["intensity"]).opts(
             cmap=self.cmap, clim=data["clim"], title=data["title"], colorbar=False,
             tools=["hover"], clipping_colors={"NaN": "transparent"},
@@ -138,11 +164,14 @@ class DetectorView(pn.viewable.Viewer):
 
     # ---- detector overlays -------------------------------------------------------------------
     def _tables(self) -> dict[str, Any]:
-        dets, sel = self.state.detectors, self.state.selected
-        return {"outlines": (_widths(outline_segments(dets), sel), _labels(dets)),
-                "centres": centres_table(dets, only=sel),
-                "boxes": _widths(boxes_table(dets), sel),
-                "polygons": [{**p, "lw": _width(p["name"], sel)}
+        """What the plot shows of the detectors, in the displayed units."""
+        dets, sel, m = self.state.detectors, self.state.selected, self.state.display.det
+        segments = m.columns(outline_segments(dets), ("x0", "x1"), ("y0", "y1"))
+        return {"outlines": (_widths(segments, sel), m.columns(_labels(dets))),
+                "centres": m.columns(centres_table(dets, only=sel)),
+                "boxes": _widths(m.columns(boxes_table(dets), ("x0", "x1"), ("y0", "y1")),
+                                 sel),
+                "polygons": [{**m.columns(p), "lw": _width(p["name"], sel)}
                              for p in polygons_table(dets)]}
 
     def push_shapes(self, force: bool = False) -> None:
@@ -178,17 +207,22 @@ class DetectorView(pn.viewable.Viewer):
     def _on_centres(self, data: dict[str, list[Any]] | None) -> None:
         log.debug("PointDraw report %s", data)
         self._point_reports += 1
-        for name, (cy, cx) in read_centres(data).items():
+        px = None if data is None else self.state.display.det.columns(data, to_px=True)
+        for name, (cy, cx) in read_centres(px).items():
             det = self._find(name, DiskDetector | RingDetector)
             if det is not None and (det.cy, det.cx) != (cy, cx):
                 det.param.update(cy=cy, cx=cx)
 
     def _on_boxes(self, data: dict[str, list[Any]] | None) -> None:
         log.debug("BoxEdit report %s", data)
+        if data is not None:
+            data = self.state.display.det.columns(data, ("x0", "x1"), ("y0", "y1"), to_px=True)
         self._sync_drawn(BoxDetector, [(n, g) for n, g in read_boxes(data)], "box")
 
     def _on_polygons(self, data: dict[str, list[Any]] | None) -> None:
         log.debug("PolyDraw/PolyEdit report %s", data)
+        if data is not None:
+            data = self.state.display.det.columns(data, ("xs",), ("ys",), to_px=True)
         rows = [(n, {"vertices": v}) for n, v in read_polygons(data)]
         self._sync_drawn(PolygonDetector, rows, "polygon")
 
@@ -227,6 +261,8 @@ class DetectorView(pn.viewable.Viewer):
                   stroke_count, self._stroke, self._in_stroke, self._drag is not None)
         if x is None or y is None:
             return
+        m = self.state.display.det
+        x, y = m.x_px(x), m.y_px(y)  # the plot's units → the detectors' pixels
         if stroke_count != self._stroke:  # the pan-end event of the current stroke
             self._stroke, self._in_stroke = stroke_count, False
             if self._drag is not None:
@@ -241,8 +277,9 @@ class DetectorView(pn.viewable.Viewer):
             self._move(x, y)
 
     def _hit(self, x: float, y: float) -> dict[str, Any] | None:
-        xr_ = self.ranges.x_range or (-0.5, self.state.det_shape[1] - 0.5)
-        tol = _HIT_PX * abs(xr_[1] - xr_[0]) / self.size
+        m = self.state.display.det
+        xr_ = self.ranges.x_range or m.extent(self.state.det_shape)[0]
+        tol = m.length_px(_HIT_PX * abs(xr_[1] - xr_[0]) / self._frame[0])
         best = self._find(self.state.selected, DiskDetector | RingDetector)
         if best is None or math.hypot(best.cx - x, best.cy - y) > tol:
             return None

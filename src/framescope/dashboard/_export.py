@@ -39,15 +39,22 @@ def notebook_code(state: DashboardState) -> str:
     >>> print(notebook_code(state))  # doctest: +SKIP
     import framescope as fs
     <BLANKLINE>
-    masks = fs.masks.MaskStack({
+    masks = fs.masks.MaskStack({  # detector pixels
         'bf': fs.masks.disk(cy=64.0, cx=64.0, r=16.0),
     })
     images = arr.fs.virtual_image(masks)  # (scan_y, scan_x, mask), masks JSON in attrs
     bf = arr.fs.virtual_image(fs.masks.disk(cy=64.0, cx=64.0, r=16.0))
+
+    For a calibrated array the code calibrates ``arr`` first (``arr.fs.calibrate(...)``
+    with the dashboard's calibration, SI units), so the results have the same physical
+    coordinates; masks stay in detector pixels.
     """
     specs = _valid(state)
-    lines = ["import framescope as fs", "", "# arr: the DataArray shown in the dashboard",
-             "masks = fs.masks.MaskStack({"]
+    lines = ["import framescope as fs", "", "# arr: the DataArray shown in the dashboard"]
+    calibration = _calibrate_code(state)
+    if calibration:
+        lines.append(calibration)
+    lines.append("masks = fs.masks.MaskStack({  # detector pixels")
     codes = {}
     for d in state.detectors:
         if d.name in specs:
@@ -73,19 +80,34 @@ def notebook_code(state: DashboardState) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _calibrate_code(state: DashboardState) -> str:
+    """``arr = arr.fs.calibrate(...)`` giving ``arr`` the dashboard's calibration ('' for
+    none)."""
+    cal = state.calibration
+    if cal is None:
+        return ""
+    fields = cal.model_dump(exclude_defaults=True, exclude={"sources"})
+    if not fields:
+        return ""
+    args = ", ".join(f"{k}={v!r}" for k, v in fields.items())
+    return f"arr = arr.fs.calibrate({args})  # SI units: eV, rad, m; center in px"
+
+
 def results_dataset(state: DashboardState) -> xr.Dataset:
     """Current results: ``virtual_image`` (scan_y, scan_x, mask) with the masks JSON and the
     framescope version in attrs (as ``arr.fs.virtual_image``), the detector-view ``frame``
     and, once computed, the COM maps (``com_*``) with their parameters in attrs.
 
     Images still being computed are included as they are (NaN where not done yet);
-    ``virtual_image_done`` gives each one's completed fraction.
+    ``virtual_image_done`` gives each one's completed fraction. Coordinates are the
+    array's, with their ``units`` attrs (nm and mrad for a calibrated array), and
+    ``attrs["calibration"]`` its calibration.
     """
     arr = state.arr
     specs = _valid(state)
     names = list(specs)
     ny, nx = state.scan_shape
-    scan = {"scan_y": arr.coords["scan_y"].values, "scan_x": arr.coords["scan_x"].values}
+    scan = {d: arr.coords[d].variable.copy() for d in ("scan_y", "scan_x")}  # with attrs
     images, done = [], []
     for name in names:
         vi = state.image(name)
@@ -103,18 +125,23 @@ def results_dataset(state: DashboardState) -> xr.Dataset:
         attrs={"framescope_version": __version__, "source": arr.attrs.get("source", ""),
                "masks": masks_json, "code": notebook_code(state)},
     )
+    if state.calibration is not None:
+        ds.attrs["calibration"] = state.calibration.to_json()
     frame = state.results.get("frame")
     if frame is not None:
+        det = {d: arr.coords[d].variable.copy() for d in ("det_y", "det_x")}
         ds["frame"] = xr.DataArray(np.asarray(frame.image), dims=("det_y", "det_x"),
-                                   attrs={"mode": frame.mode, "label": frame.label,
-                                          "done": frame.done})
+                                   coords=det, attrs={"mode": frame.mode,
+                                                      "label": frame.label,
+                                                      "done": frame.done})
     com = state.results.get("com")
     if com is not None:
         for key, var in com.data.data_vars.items():
             if key == "done":
                 continue
             name = key if key.startswith("com_") else f"com_{key}"
-            ds[name] = xr.DataArray(np.asarray(var), dims=("scan_y", "scan_x"))
+            ds[name] = xr.DataArray(np.asarray(var), dims=("scan_y", "scan_x"),
+                                    attrs=dict(var.attrs))  # units
         ds.attrs.update({f"com_{k}": v for k, v in state.com_params().items()})
         ds.attrs["com_done"] = com.done
     return ds

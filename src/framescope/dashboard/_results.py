@@ -29,12 +29,14 @@ class VirtualImage:
 
 @dataclass(frozen=True, slots=True)
 class Frame:
-    """The detector view's frame: ``mode`` (mean/max/picked/roi) and a title."""
+    """The detector view's frame: ``mode`` (mean/max/picked/roi) and a title; ``at``, the
+    scan position (y, x) of a picked frame, for titles in the displayed units."""
 
     mode: str
     image: np.ndarray
     label: str
     done: float
+    at: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,10 @@
-"""Scan view: the virtual images, where a tap picks a frame and a drawn box/polygon is an ROI."""
+"""Scan view: the virtual images, where a tap picks a frame and a drawn box/polygon is an ROI.
+
+The main image's data coordinates are the displayed units (scan pixels, or nm for a
+calibrated array; :mod:`~framescope.dashboard._units`): taps and drawn ROIs are converted
+back to pixels, and the ROI is kept in pixels to be redrawn when the units change. The
+thumbnails have no axes and stay in pixels.
+"""
 
 from __future__ import annotations
 
@@ -9,7 +15,7 @@ import numpy as np
 import panel as pn
 import param
 
-from framescope.dashboard._bokeh import DirectImage
+from framescope.dashboard._bokeh import DirectImage, equal_aspect, frame_size
 from framescope.dashboard._detector import hover_off
 from framescope.dashboard._detectors import read_boxes, read_polygons
 from framescope.dashboard._images import block_coords, color_limits, downsample, roi_mask
@@ -71,10 +77,12 @@ class ScanView(pn.viewable.Viewer):
         self.tap.add_subscriber(self._on_tap)
         self.roi_box.add_subscriber(lambda data: self._on_roi())
         self.roi_poly.add_subscriber(lambda data: self._on_roi())
-        ny, nx = state.scan_shape
+        # the drawn ROI in scan pixels: boxes {y0, x0, y1, x1}, polygons [(y, x), …]
+        self._roi_px: tuple[list[dict[str, float]], list[list[tuple[float, float]]]] = ([], [])
+        self._frame = frame_size(state.scan_shape, self.size - 40)  # room for the colour bar
         self.plot = (image * roi_boxes * roi_polys * marker).opts(
-            hv.opts.Overlay(width=self.size, height=self.size, invert_yaxis=True,
-                            xlim=(-0.5, nx - 0.5), ylim=(-0.5, ny - 0.5),
+            hv.opts.Overlay(frame_width=self._frame[0], frame_height=self._frame[1],
+                            data_aspect=1, invert_yaxis=True, **self._limits(),
                             active_tools=["tap", "wheel_zoom"], toolbar="right",
                             hooks=[hover_off]))
         self._thumbs: dict[str, tuple[hv.streams.Pipe, DirectImage]] = {}
@@ -89,6 +97,7 @@ class ScanView(pn.viewable.Viewer):
         state.param.watch(lambda *_: self.redraw(), ["selected"])
         state.param.watch(lambda *_: self._marker.send(self._marker_data()),
                           ["picked", "frame_mode"])
+        state.param.watch(lambda *_: self._on_units(), ["units"])
         self.param.watch(lambda *_: self.redraw(all_thumbs=True), ["cmap", "clim"])
 
     # ---- updates from the display loop -------------------------------------------------------
@@ -111,16 +120,35 @@ class ScanView(pn.viewable.Viewer):
             for name, (pipe, _) in self._thumbs.items():
                 pipe.send(scan_image_data(self.state, self.state.image(name), name, self.clim))
 
+    def _limits(self) -> dict[str, tuple[float, float]]:
+        xlim, ylim = self.state.display.scan.extent(self.state.scan_shape)
+        xlim, ylim = equal_aspect(xlim, ylim, self._frame)
+        return {"xlim": xlim, "ylim": ylim}
+
+    def _on_units(self) -> None:
+        """Axes, image, marker and ROI in the units just chosen."""
+        self.plot.opts(hv.opts.Overlay(**self._limits()))  # plots made from now on
+        data = self._main_data()
+        self._pipe.send(data)  # holoviews relabels the axes of the plots it drew …
+        self._direct.fit(data)  # … but leaves their ranges
+        self._marker.send(self._marker_data())
+        self._send_roi()
+
     def _main_data(self) -> dict[str, Any]:
         name = self.state.selected
         data = scan_image_data(self.state, self.state.image(name) if name else None, name,
                                self.clim)
         done = "" if data["done"] >= 1 else f" ({data['done']:.0%})"
-        data["title"] = f"scan: {name}{done}"
+        units = self.state.display
+        data.update(title=f"scan: {name}{done}", x=units.scan.x(data["x"]),
+                    y=units.scan.y(data["y"]), xunit=units.unit("scan_x"),
+                    yunit=units.unit("scan_y"))
         return data
 
     def _image(self, data: dict[str, Any]) -> hv.Image:
-        return hv.Image((data["x"], data["y"], data["z"]), kdims=["scan_x", "scan_y"],
+        kdims = [hv.Dimension("scan_x", unit=data["xunit"]),
+                 hv.Dimension("scan_y", unit=data["yunit"])]
+        return hv.Image((data["x"], data["y"], data["z"]), kdims=kdims,
                         vdims=["intensity"]).opts(
             cmap=self.cmap, clim=data["clim"], title=data["title"], colorbar=True,
             tools=["hover", "tap"], clipping_colors={"NaN": "transparent"},
@@ -130,7 +158,8 @@ class ScanView(pn.viewable.Viewer):
         if self.state.frame_mode != "picked":
             return {"x": [], "y": []}
         y, x = self.state.picked
-        return {"x": [float(x)], "y": [float(y)]}
+        m = self.state.display.scan
+        return {"x": [m.x(float(x))], "y": [m.y(float(y))]}
 
     # ---- thumbnails ----------------------------------------------------------------------
     def _sync_thumbnails(self) -> None:
@@ -164,15 +193,33 @@ class ScanView(pn.viewable.Viewer):
     # ---- interactions -------------------------------------------------------------------------
     def _on_tap(self, x: float | None, y: float | None) -> None:
         if x is not None and y is not None:
-            self.state.pick(y, x)
+            self.state.pick_shown(y, x)
 
     def _on_roi(self) -> None:
-        boxes = [g for _, g in read_boxes(self.roi_box.data)]
-        polys = [v for _, v in read_polygons(self.roi_poly.data)]
+        m = self.state.display.scan
+        box_data = self.roi_box.data and m.columns(self.roi_box.data, ("x0", "x1"),
+                                                   ("y0", "y1"), to_px=True)
+        poly_data = self.roi_poly.data and m.columns(self.roi_poly.data, ("xs",), ("ys",),
+                                                     to_px=True)
+        boxes = [g for _, g in read_boxes(box_data)]
+        polys = [v for _, v in read_polygons(poly_data)]
+        self._roi_px = (boxes, polys)
         self.state.set_roi(roi_mask(self.state.scan_shape, boxes, polys))
+
+    def _send_roi(self) -> None:
+        """Redraw the ROI (kept in pixels) in the displayed units."""
+        m = self.state.display.scan
+        boxes, polys = self._roi_px
+        self._roi_box_pipe.send({"x0": [m.x(b["x0"]) for b in boxes],
+                                 "y0": [m.y(b["y0"]) for b in boxes],
+                                 "x1": [m.x(b["x1"]) for b in boxes],
+                                 "y1": [m.y(b["y1"]) for b in boxes]})
+        self._roi_poly_pipe.send([{"x": [m.x(x) for _, x in v], "y": [m.y(y) for y, _ in v]}
+                                  for v in polys])
 
     def clear_roi(self) -> None:
         """Remove the drawn ROI shapes and go back to the mean frame."""
+        self._roi_px = ([], [])
         self._roi_box_pipe.send(dict(_EMPTY_BOXES))
         self._roi_poly_pipe.send([])
         self.state.set_roi(None)

@@ -33,6 +33,7 @@ from framescope.dashboard._detectors import (
 from framescope.dashboard._images import bright_field_disk
 from framescope.dashboard._jobs import JobManager
 from framescope.dashboard._results import ComResult, Frame, Results, VirtualImage
+from framescope.dashboard._units import UNITS, DisplayUnits, calibration_of, display_units
 from framescope.engine import INLINE, get_client, iter_run
 from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import MaskError
@@ -75,17 +76,27 @@ class DashboardState(param.Parameterized):
                               doc="COM: only pixels this close to the centre (px)")
     com_rotation = param.Number(default=0.0, doc="Scan rotation (degrees)")
     com_flip_y = param.Boolean(default=False, doc="Flip detector y before rotating")
+    units = param.Selector(default="px", objects=list(UNITS), doc=(
+        "Units of the axes, number fields and readouts: px, or physical (detector in mrad "
+        "from the beam centre, scan in nm) for a calibrated array. Only the display: "
+        "geometry, ROI and masks stay in pixels"))
     shapes = param.Event(doc="A detector was added, removed, moved or restyled")
     status = param.String(default="", doc="Last message for the user")
 
     def __init__(self, arr: xr.DataArray, client: Any = None,
                  detectors: Any = None, **params: Any) -> None:
-        super().__init__(**params)
         arr.fs  # noqa: B018  (checks the dims, raises DimensionError)
-        self.arr = in_memory(arr)
-        self.client = get_client(client)
         self.scan_shape: tuple[int, int] = (arr.sizes["scan_y"], arr.sizes["scan_x"])
         self.det_shape: tuple[int, int] = (arr.sizes["det_y"], arr.sizes["det_x"])
+        #: the array's calibration (``attrs["calibration"]``), None without one
+        self.calibration = calibration_of(arr.attrs)
+        #: whether physical units can be shown (detector angle or scan step known)
+        self.calibrated = display_units(self.calibration, self.det_shape).labelled
+        if self.calibrated:
+            params.setdefault("units", "physical")
+        super().__init__(**params)
+        self.arr = in_memory(arr)
+        self.client = get_client(client)
         self.data_key = data_key(arr)
         self.results = Results()
         self.jobs = JobManager()
@@ -94,6 +105,9 @@ class DashboardState(param.Parameterized):
         self._shown: dict[str, int] = {}  # detector -> submission its image comes from
         stack = MaskStack.from_any(default_detectors(self.det_shape) if detectors is None
                                    else detectors)
+        # masks given in physical units (fm.ring(r_in=20, r_out=60, units="mrad")) become
+        # the pixel detectors they imply on this array: the dashboard edits pixels
+        stack = stack.resolved(self.calibration, self.det_shape)
         for name, spec in stack.items():
             color = next_color(d.color for d in self.detectors)
             self._attach(detector_from_spec(name, spec, color))
@@ -119,6 +133,32 @@ class DashboardState(param.Parameterized):
             return
         with current_client(self.client):
             yield from iter_run(udf, self.arr, **opts)
+
+    # ---- display units ------------------------------------------------------------------
+    @property
+    def display(self) -> DisplayUnits:
+        """The maps from pixels to what is displayed, for the current :attr:`units`."""
+        return display_units(self.calibration, self.det_shape, self.units)
+
+    def shown_geometry(self, name: str) -> dict[str, Any]:
+        """Detector ``name``'s geometry in the displayed units (what the editor shows)."""
+        det, m = self.detector(name), self.display.det
+        return {p: m.geometry(p, getattr(det, p)) for p in det.geometry}
+
+    def set_shown_geometry(self, name: str, **values: Any) -> None:
+        """Set geometry of detector ``name`` given in the displayed units (typed in the
+        editor), e.g. ``r_out=20.0`` mrad; stored in pixels."""
+        det, m = self.detector(name), self.display.det
+        unknown = set(values) - set(det.geometry)
+        if unknown:
+            raise ValueError(f"{name}: expected parameters of {sorted(det.geometry)}, found "
+                             f"{sorted(unknown)}")
+        det.param.update(**{p: m.geometry_px(p, v) for p, v in values.items()})
+
+    def pick_shown(self, y: float, x: float) -> None:
+        """:meth:`pick` at a scan position in the displayed units (a tap)."""
+        m = self.display.scan
+        self.pick(m.y_px(y), m.x_px(x))
 
     # ---- detectors ------------------------------------------------------------------------
     @property
@@ -323,18 +363,18 @@ class DashboardState(param.Parameterized):
             y, x = (int(v) for v in self.picked)
             roi = np.zeros(self.scan_shape, dtype=bool)
             roi[y, x] = True
-            label = f"frame at scan (y={y}, x={x})"
+            label, at = f"frame at scan (y={y}, x={x})", (y, x)
         else:
             if self.roi is None:
                 self.status = "draw a box or polygon ROI on the scan view"
                 return
             roi = np.asarray(self.roi, dtype=bool)
-            label = f"ROI sum of {int(roi.sum())} frames"
+            label, at = f"ROI sum of {int(roi.sum())} frames", None
         key = (self.data_key, roi_key(roi), _ROI_SUM)
         cached = results.get(key)
         if cached is not None:
             self.jobs.cancel("frame")
-            self.results.put("frame", Frame(mode, cached, label, 1.0))
+            self.results.put("frame", Frame(mode, cached, label, 1.0, at))
             return
 
         def on_update(ds: xr.Dataset) -> None:
@@ -345,7 +385,7 @@ class DashboardState(param.Parameterized):
             frame = np.asarray(ds["sum"])
             if fraction == 1.0:
                 results.put(key, frame)
-            self.results.put("frame", Frame(mode, frame, label, fraction))
+            self.results.put("frame", Frame(mode, frame, label, fraction, at))
 
         self.jobs.submit("frame", lambda: self._iter_run(SumFrame(), roi=roi),
                          on_update, self._on_error)
