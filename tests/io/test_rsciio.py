@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import framescope
-from framescope.calibration import combine
+from framescope.calibration import Calibration, combine
 from framescope.errors import FormatError, FramescopeError
 from framescope.io import reader_for
 from framescope.io._rsciio import RsciioReader, axes_calibration
@@ -80,6 +80,11 @@ def test_blockfile_frames_and_calibration(blockfile):
     assert cal.scan_step == pytest.approx((2.0e-9, 2.5e-9))
     assert cal.energy == pytest.approx(200e3)
     assert cal.sources["scan_step"] == fields["scan_step"][1]
+    # framescope.open applies what the file says: scan coords in nm, attrs["calibration"]
+    np.testing.assert_allclose(arr.scan_y.values, np.arange(3) * 2.0)
+    np.testing.assert_allclose(arr.scan_x.values, np.arange(5) * 2.5)
+    assert arr.scan_x.attrs["units"] == "nm"
+    assert Calibration.from_json(arr.attrs["calibration"]) == cal
     # the rsciio facts are in attrs, JSON-able
     assert arr.attrs["rsciio_axes_units"] == ["nm", "nm", "cm", "cm"]
     assert arr.attrs["rsciio_beam_energy_kv"] == pytest.approx(200.0)
@@ -141,9 +146,12 @@ def test_tvips_reciprocal_axes_become_mrad(tmp_path):
     # 2 nm⁻¹ per pixel × λ(200 kV) = 5.016 mrad per pixel
     assert fields["angle_per_px"][0] == pytest.approx(2e9 * LAMBDA_200KV, rel=1e-4)
     assert "1/nm" in fields["angle_per_px"][1]
-    cal = combine(fields)
-    det_x = cal.coords(arr.shape)["det_x"][1]
-    np.testing.assert_allclose(np.diff(det_x), 2e9 * LAMBDA_200KV * 1e3, rtol=1e-4)
+    # opened with the file's calibration: the detector in mrad from the middle
+    assert arr.det_x.attrs["units"] == "mrad"
+    np.testing.assert_allclose(arr.det_x.values, (np.arange(16) - 8) * 2e9 * LAMBDA_200KV * 1e3,
+                               rtol=1e-4)
+    assert Calibration.from_json(arr.attrs["calibration"]).sources == {
+        k: where for k, (_, where) in fields.items()}
 
 
 # ---- EMPAD: XML + raw written byte by byte (rsciio has no EMPAD writer) -------------------
