@@ -31,9 +31,7 @@ from scipy import ndimage
 __all__ = ["as_descan", "descan_ramps", "placement", "sample_periodic", "scan_extent",
            "scan_matrix", "shifted_probes"]
 
-# scan positions that are integers up to float error (cos/sin of multiples of 90 degrees)
-# must floor to the integer, not to the one below
-_EPS = 1e-9
+_EPS = 1e-9  # px: closer than this to a whole pixel is on it
 
 
 def scan_matrix(rotation: float, flip: bool) -> np.ndarray:
@@ -55,9 +53,16 @@ def placement(
     the scan) and the remainder ``u - floor(u)`` in ``[0, 1)`` by which the probe is moved
     inside its window.
     """
-    u = step * np.stack([iy, ix], axis=-1).astype(np.float64) @ matrix.T
-    whole = np.floor(u + _EPS)
+    u = _snap(step * np.stack([iy, ix], axis=-1).astype(np.float64) @ matrix.T)
+    whole = np.floor(u)
     return (whole - low).astype(np.int64), u - whole
+
+
+def _snap(u: np.ndarray) -> np.ndarray:
+    # positions whole up to float error (cos/sin of multiples of 90 degrees) become whole,
+    # so they take the exact integer-shift path
+    near = np.round(u)
+    return np.where(np.abs(u - near) < _EPS, near, u)
 
 
 def scan_extent(
@@ -67,7 +72,7 @@ def scan_extent(
     of the window corners over the scan (object shape = span + window)."""
     ny, nx = scan
     corners = np.array([[0, 0], [ny - 1, 0], [0, nx - 1], [ny - 1, nx - 1]], np.float64)
-    u = np.floor(step * corners @ matrix.T + _EPS)
+    u = np.floor(_snap(step * corners @ matrix.T))
     low = u.min(axis=0)
     return low, u.max(axis=0) - low
 

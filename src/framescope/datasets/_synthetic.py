@@ -208,7 +208,8 @@ class SyntheticReader(FrameReader):
             "simulated": True, **self.params,
             "n_atoms": round(atom_density * self.object_shape[0] * self.object_shape[1]),
             "object_shape": list(self.object_shape),
-            "descan": [list(row) for row in matrix_d], "descan_offset": list(offset_d),
+            # attrs hold 1D lists (NetCDF): the matrix row-major
+            "descan": [*matrix_d[0], *matrix_d[1]], "descan_offset": list(offset_d),
         }
         # frames per FFT block: a function of the frame shape only, so blocks never move
         self.block = max(1, min(64, _BLOCK_BYTES // (h * w * 8)))
@@ -472,8 +473,8 @@ def synthetic(
           measures: ``COM_y - det_y//2 = det_y / (2*pi) * true_phase_gradient_y`` detector
           px (without rotation, flip and descan).
 
-        The simulation parameters (including ``rotation``, ``flip``, ``descan``) are in
-        ``attrs``.
+        The simulation parameters are in ``attrs`` (``rotation``, ``flip``, ``descan`` as
+        the row-major 2x2 matrix, ``descan_offset``).
 
     Examples
     --------
