@@ -282,6 +282,10 @@ class RsciioReader(FrameReader):
         chosen = signals[index]
         data = chosen["data"]
         nav, sig = _split_axes(chosen["axes"])
+        where = [a.get("index_in_array", i) for i, a in enumerate(nav + sig)]
+        if where[: len(nav)] != list(range(len(nav))):  # _read slices the leading axes
+            raise FormatError(self.path, f"expected the navigation axes first in the array, "
+                              f"found them at {where[: len(nav)]}")
         self._shape = tuple(int(n) for n in data.shape)
         dtype = np.dtype(data.dtype)
         if dtype.kind not in "uif" or dtype.fields is not None:
