@@ -132,3 +132,24 @@ def test_simulator_repeats_series():
     assert [int(r.attrs["series"]) for r in results] == [7, 8, 9]
     for r in results:
         np.testing.assert_array_equal(r["sum"].values, data.reshape(-1, 8, 8).sum(axis=0))
+
+
+def test_live_takes_the_calibration_and_masks_in_mrad(tmp_path):
+    data = np.random.default_rng(8).poisson(3, (4, 5, 20, 20)).astype("uint16")
+    np.save(tmp_path / "scan.npy", data)
+    out = tmp_path / "out.nc"
+    endpoint = f"tcp://127.0.0.1:{free_port()}"
+    t = sender("simulate-stream", "--bind", endpoint, "--protocol", "dectris-stream2",
+               "--source", str(tmp_path / "scan.npy"), "--rate", "0")
+    live = parse("live", "--connect", endpoint, "--mask", "adf=ring:2,4@mrad",
+                 "--angle-per-px", "0.5mrad", "--center", "10,9.5", "--scan-step", "0.2nm",
+                 "--out", str(out), "-q")
+    assert live.func(live) == 0
+    t.join(30)
+    # 2..4 mrad at 0.5 mrad/px around (10, 9.5): the ring 4..8 px
+    want = framescope.run(ApplyMasks({"adf": fm.ring(10, 9.5, 4, 8)}),
+                          framescope.from_array(data), client="inline")
+    with xr.open_dataset(out, engine="h5netcdf") as ds:
+        np.testing.assert_array_equal(ds["intensity"].values, want["intensity"].values)
+        assert ds["scan_x"].attrs["units"] == "nm"
+        np.testing.assert_allclose(ds["scan_x"].values, np.arange(5) * 0.2)

@@ -7,9 +7,11 @@ from typing import Any
 
 __all__ = [
     "MASK_ARGS",
+    "MASK_HELP",
     "add_calibration_options",
     "add_open_options",
     "apply_calibration",
+    "calibration_fields",
     "open_array",
     "parse_mask",
     "parse_shape",
@@ -21,7 +23,7 @@ __all__ = [
 MASK_ARGS = {"disk": 3, "ring": 4, "box": 4, "point": 2}
 #: in physical units a disk or ring may leave out its centre (the beam centre)
 _CENTRED_ARGS = {"disk": 1, "ring": 2}
-_MASK_HELP = ("[name=]KIND:NUMBERS[@UNITS] with disk:cy,cx,r | ring:cy,cx,r_in,r_out | "
+MASK_HELP = ("[name=]KIND:NUMBERS[@UNITS] with disk:cy,cx,r | ring:cy,cx,r_in,r_out | "
               "box:y0,x0,y1,x1 | point:y,x | polygon:y,x,y,x,y,x,...; UNITS px (default), "
               "mrad, rad, 1/A or 1/nm, relative to the beam centre, where disk:r and "
               "ring:r_in,r_out are centred on it (e.g. adf=ring:20,60@mrad)")
@@ -97,9 +99,9 @@ def parse_mask(text: str) -> tuple[str | None, Any]:
                              strict=True))
             return (name or None), getattr(fm, kind)(**radii, units=units)
     except MaskError as e:
-        raise argparse.ArgumentTypeError(f"bad mask {text!r}: {e}; expected {_MASK_HELP}"
+        raise argparse.ArgumentTypeError(f"bad mask {text!r}: {e}; expected {MASK_HELP}"
                                          ) from None
-    raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected {_MASK_HELP}")
+    raise argparse.ArgumentTypeError(f"bad mask {text!r}; expected {MASK_HELP}")
 
 
 def _quantity(kind: str, example: str) -> Any:
@@ -160,13 +162,18 @@ def add_calibration_options(p: argparse.ArgumentParser) -> None:
                    help="beam centre cy,cx in detector pixels (default: the middle)")
 
 
-def apply_calibration(arr: Any, args: argparse.Namespace) -> Any:
-    """``arr.fs.calibrate(...)`` with the options of :func:`add_calibration_options` that were
-    given; ``arr`` itself when none was."""
+def calibration_fields(args: argparse.Namespace) -> dict[str, Any]:
+    """The calibration fields of :func:`add_calibration_options` that were given."""
     fields = {"energy": args.energy, "semiconv": args.semiconv,
               "angle_per_px": args.angle_per_px, "scan_step": args.scan_step,
               "center": args.center}
-    given = {k: v for k, v in fields.items() if v is not None}
+    return {k: v for k, v in fields.items() if v is not None}
+
+
+def apply_calibration(arr: Any, args: argparse.Namespace) -> Any:
+    """``arr.fs.calibrate(...)`` with the options of :func:`add_calibration_options` that were
+    given; ``arr`` itself when none was."""
+    given = calibration_fields(args)
     return arr.fs.calibrate(**given) if given else arr
 
 

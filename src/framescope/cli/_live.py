@@ -17,7 +17,10 @@ from typing import Any
 import xarray as xr
 
 from framescope.cli._common import (
+    MASK_HELP,
+    add_calibration_options,
     add_open_options,
+    calibration_fields,
     open_array,
     parse_mask,
     parse_shape2,
@@ -107,7 +110,8 @@ def cmd_live(args: argparse.Namespace) -> int:
         return 2
     src = ZMQSource(args.connect, args.protocol, scan=args.scan, order=args.order,
                     channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
-                    spill_dir=args.spill_dir, stall_timeout=args.timeout, record=args.record)
+                    spill_dir=args.spill_dir, stall_timeout=args.timeout, record=args.record,
+                    calibration=calibration_fields(args) or None)
     job = submit(udfs, src, processes=args.processes, client=args.scheduler,
                  merge_host=args.merge_host)
     start = time.monotonic()
@@ -202,8 +206,7 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--order", choices=["raster", "snake"], help="scan order (default: header)")
     p.add_argument("--channel", help="stream2 channel (default: the first)")
     p.add_argument("--mask", type=parse_mask, action="append",
-                   help="[name=]disk:cy,cx,r | ring:cy,cx,r_in,r_out | box:y0,x0,y1,x1 | "
-                        "point:y,x (repeatable)")
+                   help=f"{MASK_HELP} (repeatable)")
     p.add_argument("--com", action="store_true", help="centre of mass / DPC maps")
     p.add_argument("--com-radius", type=float, help="COM: only pixels this close to the centre")
     p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
@@ -228,4 +231,5 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--start-timeout", type=float, default=0.0,
                    help="give up if no series started within this many seconds (0: wait)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
+    add_calibration_options(p)
     p.set_defaults(func=cmd_live)
