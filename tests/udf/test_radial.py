@@ -271,3 +271,110 @@ def test_cupy_matches_numpy(executor, client):
     gpu = framescope.run(udf, arr, client=c, backend="cupy")
     np.testing.assert_allclose(gpu["profile"].values, cpu["profile"].values, rtol=1e-6)
     np.testing.assert_array_equal(gpu["counts"].values, cpu["counts"].values)
+
+
+# ---- physical units --------------------------------------------------------------------------
+A = 0.5e-3  # rad per pixel
+
+
+def _calibrated(ref, **fields):
+    return framescope.from_array(ref).fs.calibrate(**fields)
+
+
+def test_calibration_adds_every_unit_and_keeps_the_pixel_result():
+    from framescope.calibration import electron_wavelength
+
+    ref = _frames("uint16")
+    plain = framescope.run(RadialProfile(6.3, 7.6, bin_width=1.5), framescope.from_array(ref),
+                           client="inline")
+    assert set(plain.coords) == {"scan_y", "scan_x", "radius"}
+    cal = _calibrated(ref, energy="200 kV", angle_per_px=A)
+    res = framescope.run(RadialProfile(6.3, 7.6, bin_width=1.5), cal, client="inline")
+    np.testing.assert_array_equal(res["profile"], plain["profile"])
+    np.testing.assert_array_equal(res["counts"], plain["counts"])
+    r = res["radius"].values
+    tth = r * A  # angle_per_px only: the linear mapping
+    lam = electron_wavelength(200e3)
+    expected = {"angle": (tth * 1e3, "mrad"), "two_theta": (np.degrees(tth), "deg"),
+                "q": (4 * np.pi * np.sin(tth / 2) / lam * 1e-9, "1/nm"),
+                "k": (2 * np.sin(tth / 2) / lam * 1e-10, "1/Å")}
+    for name, (values, units) in expected.items():
+        assert name in res.coords
+        assert res[name].dims == ("radius",)
+        np.testing.assert_allclose(res[name].values, values, rtol=1e-12)
+        assert res[name].attrs["units"] == units
+    # a flat detector (camera length and pixel size): 2θ = atan(r p / L)
+    flat = _calibrated(ref, camera_length=0.1, pixel_size=55e-6)
+    res = framescope.run(RadialProfile(r_max=9), flat, client="inline")
+    np.testing.assert_allclose(res["angle"].values,
+                               np.arctan(res["radius"].values * 55e-6 / 0.1) * 1e3, rtol=1e-12)
+    assert "q" not in res.coords  # no energy, no wavelength
+
+
+def test_bins_in_mrad_are_the_pixel_bins_they_equal():
+    # integer centre: many pixel centres lie exactly on the edges (r = 1, 2, ...); at
+    # 0.3 mrad/px, r * 0.3 / 0.3 rounds below r for 12 of them: the mrad bins must still
+    # put them where the pixel bins do
+    a = 0.3e-3
+    ref = _frames("float32")
+    arr = framescope.from_array(ref)
+    cal = _calibrated(ref, angle_per_px=a, center=(6, 7))
+    px = arr.fs.radial_profile(6, 7, r_max=8, mask=HOT, client="inline")
+    mrad = cal.fs.radial_profile(unit="mrad", bin_width=a * 1e3, r_max=8 * a * 1e3,
+                                 mask=HOT, client="inline")
+    assert mrad.dims == ("scan_y", "scan_x", "angle")
+    np.testing.assert_allclose(mrad.angle, 0.3 * (np.arange(8) + 0.5))
+    np.testing.assert_allclose(mrad.radius, px.radius)
+    np.testing.assert_array_equal(mrad.counts, px.counts)
+    np.testing.assert_array_equal(mrad.values, px.values)
+    assert (mrad.attrs["unit"], mrad.attrs["cy"], mrad.attrs["cx"]) == ("mrad", 6, 7)
+
+
+def test_bins_in_q_against_numpy():
+    from framescope.calibration import electron_wavelength
+
+    ref = _frames("uint16")
+    cal = _calibrated(ref, energy="300 kV", camera_length=0.2, pixel_size=1e-3,
+                      center=(6.3, 7.6))
+    got = cal.fs.radial_profile(unit="q_nm^-1", r_min=2, bin_width=3, client="inline")
+    lam = electron_wavelength(300e3)
+    yy, xx = np.indices(DET)
+    q = 4 * np.pi * np.sin(np.arctan(np.hypot(yy - 6.3, xx - 7.6) * 1e-3 / 0.2) / 2) / lam
+    b = np.floor((q * 1e-9 - 2) / 3).astype(int)
+    n = got.sizes["q"]
+    assert b.max() == n - 1  # the default bins reach the farthest pixel
+    keep = b >= 0
+    counts = np.bincount(b[keep], minlength=n)
+    flat = ref.reshape(-1, *DET).astype("f8")
+    exp = np.stack([np.bincount(b[keep], weights=f[keep], minlength=n) for f in flat])
+    np.testing.assert_array_equal(got.counts, counts)
+    with np.errstate(invalid="ignore"):
+        np.testing.assert_allclose(got.values.reshape(-1, n), exp / counts, rtol=2e-6)
+    np.testing.assert_allclose(got.q, 2 + 3 * (np.arange(n) + 0.5))
+
+
+def test_default_centre_is_the_calibration_s():
+    ref = _frames("uint16")
+    got = _calibrated(ref, center=(4.5, 9.0)).fs.radial_profile(r_max=4, client="inline")
+    exp, _ = _reference(ref, 4.5, 9.0, 0, 1, 4)
+    np.testing.assert_allclose(got.values, exp, rtol=2e-6)
+    assert (got.attrs["cy"], got.attrs["cx"]) == (4.5, 9.0)
+
+
+def test_units_the_calibration_cannot_give_are_named():
+    from framescope.calibration import CalibrationError
+
+    ref = _frames("uint8")
+    with pytest.raises(ValueError, match=r"unit: expected one of \['px', 'mrad'"):
+        RadialProfile(unit="nm")
+    with pytest.raises(ValueError, match=r"bin_width: expected a positive number of 1/nm"):
+        RadialProfile(unit="q_nm^-1", bin_width=-1)
+    with pytest.raises(CalibrationError, match=r"angle_per_px .*found uncalibrated data"):
+        framescope.from_array(ref).fs.radial_profile(unit="mrad", client="inline")
+    with pytest.raises(CalibrationError, match=r"energy: .*'q_nm\^-1' needs.*energy="):
+        _calibrated(ref, angle_per_px=A).fs.radial_profile(unit="q_nm^-1", client="inline")
+    # the default bin width in mrad: one pixel
+    with pytest.raises(ValueError, match=r"no detector pixel in any bin: radii 50.0 to "
+                                         r"50.5 mrad"):
+        _calibrated(ref, angle_per_px=A).fs.radial_profile(unit="mrad", r_min=50, n_bins=1,
+                                                           client="inline")

@@ -210,9 +210,9 @@ class CenterOfMass(UDF):
         }
         angle, wavelength = self._physical(meta)
         if angle is not None:
-            for axis, f in (("y", field_y), ("x", field_x)):
-                theta = f * angle  # rad: small deflections, linear in the shift
-                out[f"deflection_{axis}"] = theta * 1e3
-                if wavelength is not None:  # dφ/dx = 2π θ / λ, in rad/Å
-                    out[f"phase_gradient_{axis}"] = 2 * np.pi * theta / wavelength * 1e-10
+            theta = {"y": field_y * angle, "x": field_x * angle}  # rad: small, linear
+            out.update({f"deflection_{a}": t * 1e3 for a, t in theta.items()})
+            if wavelength is not None:  # dφ/dx = 2π θ / λ, in rad/Å
+                out.update({f"phase_gradient_{a}": 2 * np.pi * t / wavelength * 1e-10
+                            for a, t in theta.items()})
         return {k: v.astype(np.float32).reshape(meta.n_positions) for k, v in out.items()}

@@ -30,6 +30,8 @@ __all__ = ["RadialProfile", "RingBins", "RingUDF"]
 _NORMALIZE = ("mean", "sum")
 # n_bins from a length ratio: absorb rounding such as 10 / 0.1 = 100.00000000000001
 _EPS = 1e-9
+# bin index tolerance for physical units (see RingBins.bin_map)
+_SNAP = 1e-9
 
 radial_sums = LazyKernel("framescope.udf._radial_kernels", "radial_sums")
 
@@ -105,8 +107,11 @@ class RingBins:
         -------
         ndarray of int64, shape ``frame_shape``
         """
-        # floor of the float64 ratio: pixels exactly on an edge go to the outer bin
-        b = np.floor((self.distance() - self.r_min) / self.bin_width)
+        # floor of the float64 ratio: pixels exactly on an edge go to the outer bin; in
+        # physical units the conversion rounds (20 mrad at 0.5 mrad/px may come out as
+        # 39.99999999999999 px), so a pixel within 1e-9 bins of an edge counts as on it
+        b = np.floor((self.distance() - self.r_min) / self.bin_width
+                     + (0.0 if self.unit == "px" else _SNAP))
         out = np.where((b >= 0) & (b < self.n_bins), b, -1).astype(np.int64)
         if exclude is not None:
             out[exclude] = -1
