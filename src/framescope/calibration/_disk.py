@@ -68,9 +68,9 @@ class DiskFit:
             h, w = self.frame.shape
             parts.append(hv.Image((np.arange(w), np.arange(h), self.frame),
                                   kdims=["det_x", "det_y"], vdims=["intensity"]))
-        parts.append(hv.Ellipse(cx, cy, 2 * self.radius).opts(color="red"))
-        parts.append(hv.Points([(cx, cy)], kdims=["det_x", "det_y"]).opts(
-            color="red", marker="+", size=12))
+        # unstyled: options need a plotting extension loaded; the dashboard styles them
+        parts.append(hv.Ellipse(cx, cy, 2 * self.radius))
+        parts.append(hv.Points([(cx, cy)], kdims=["det_x", "det_y"]))
         return hv.Overlay(parts).relabel(
             f"BF disk: centre ({cy:.2f}, {cx:.2f}) px, radius {self.radius:.2f} px")
 

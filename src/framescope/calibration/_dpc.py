@@ -130,7 +130,7 @@ class DpcRotation:
         deg = np.degrees(self.angles)
         curves = [hv.Curve((deg, self.curl_curves[i]), "rotation (deg)", "RMS curl",
                            label=f"flip={bool(i)}") for i in (0, 1)]
-        return hv.Overlay([*curves, hv.VLine(self.degrees).opts(color="red")]).relabel(
+        return hv.Overlay([*curves, hv.VLine(self.degrees)]).relabel(
             f"scan rotation {self.degrees:.2f} deg, flip={self.flip}")
 
 
@@ -149,7 +149,7 @@ def _quadratic(dy: np.ndarray, dx: np.ndarray, step: tuple[float, float],
 
 
 def dpc_rotation(com_y: Any, com_x: Any = None, *, step: tuple[float, float] = (1.0, 1.0),
-                 n_angles: int = 181) -> DpcRotation:
+                 n_angles: int = 180) -> DpcRotation:
     """The scan rotation and flip that make a centre-of-mass field curl-free.
 
     Parameters
@@ -162,7 +162,8 @@ def dpc_rotation(com_y: Any, com_x: Any = None, *, step: tuple[float, float] = (
         Scan step ``(dy, dx)`` in any common unit: only their ratio matters (non-square
         scan pixels).
     n_angles : int
-        Number of angles over ``[-90, 90)`` degrees for :attr:`DpcRotation.curl_curves`.
+        Number of angles over ``[-90, 90)`` degrees for :attr:`DpcRotation.curl_curves`
+        (default one per degree).
 
     Returns
     -------
