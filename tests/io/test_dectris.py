@@ -36,8 +36,14 @@ def make_frames(n: int, dtype: str, seed: int = 0) -> np.ndarray:
 def build_series(
     folder: Path, frames: np.ndarray, frames_per_file: int, *,
     compression: dict[str, Any] | None = None, nimages: int | None = None,
+    instrument: dict[str, tuple[Any, str | None] | None] | None = None,
 ) -> Path:
-    """A DECTRIS-like series written with plain h5py, independent of write_dectris."""
+    """A DECTRIS-like series written with plain h5py, independent of write_dectris.
+
+    ``instrument``: entries under ``/entry/instrument`` as ``path -> (value, units)``
+    (``"beam/incident_wavelength": (0.0197, "angstrom")``), added to or replacing the
+    defaults; None removes a default.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     compression = dict(hdf5plugin.Bitshuffle(cname="lz4")) if compression is None else compression
     master = folder / "scan_master.h5"
@@ -49,11 +55,18 @@ def build_series(
                                  chunks=(1, *FRAME), **compression)
             m[f"/entry/data/data_{i:06d}"] = h5py.ExternalLink(name, "/entry/data/data")
         det = m.create_group("/entry/instrument/detector")
-        for key, value, units in [("detector_distance", 0.25, "m"), ("count_time", 0.001, "s"),
-                                  ("beam_center_x", 2.5, "pixel"), ("description", "EIGER", None)]:
-            det[key] = value
+        entries: dict[str, tuple[Any, str | None] | None] = {
+            "detector/detector_distance": (0.25, "m"), "detector/count_time": (0.001, "s"),
+            "detector/beam_center_x": (2.5, "pixel"), "detector/description": ("EIGER", None),
+            **(instrument or {}),
+        }
+        for key, entry in entries.items():
+            if entry is None:
+                continue
+            value, units = entry
+            m[f"/entry/instrument/{key}"] = value
             if units:
-                det[key].attrs["units"] = units
+                m[f"/entry/instrument/{key}"].attrs["units"] = units
         det["detectorSpecific/nimages"] = len(frames) if nimages is None else nimages
         det["detectorSpecific/ntrigger"] = 1
         det["detectorSpecific/flatfield"] = np.ones(FRAME, np.float32)

@@ -163,7 +163,7 @@ def beam_fields(energy: tuple[Any, Any, str] | None, wavelength: tuple[Any, Any,
 
 def _axis(group: h5py.Group, name: str, n: int, label: str
           ) -> tuple[float, float, str, str] | None:
-    """``(first value, step, units, where)`` of a uniform 1D axis of ``n`` values."""
+    """``(first value, step, units, path)`` of a uniform 1D axis of ``n`` values."""
     obj = group.get(name) if name and name != "." else None
     if obj is None or not hasattr(obj, "dtype") or obj.shape != (n,) or n < 2 \
             or obj.dtype.kind not in "uif":
@@ -176,7 +176,7 @@ def _axis(group: h5py.Group, name: str, n: int, label: str
         log.info("%s: axis %s is not evenly spaced; not used for the calibration", label,
                  obj.name)
         return None
-    return float(values[0]), step, units_text(obj.attrs.get("units")), f"{label}: {obj.name}"
+    return float(values[0]), step, units_text(obj.attrs.get("units")), obj.name
 
 
 def _axes_names(group: h5py.Group, ndim: int) -> list[str] | None:
@@ -206,19 +206,19 @@ def axes_fields(dset: h5py.Dataset, label: str) -> Found:
     axes = [_axis(group, name, n, label) for name, n in zip(names, dset.shape, strict=True)]
     found: Found = {}
     if dset.ndim == 4 and axes[0] and axes[1]:
-        steps = [quantity(a[1], a[2], "length", a[3]) if a[2] else None
+        steps = [quantity(a[1], a[2], "length", f"{label}: {a[3]}") if a[2] else None
                  for a in axes[:2]]
         if None not in steps:
-            found["scan_step"] = (tuple(steps), f"{axes[0][3]} + {axes[1][3]}")
+            found["scan_step"] = (tuple(steps), f"{label}: {axes[0][3]} + {axes[1][3]}")
     det = axes[-2:]
     if det[0] and det[1] and det[0][2] and det[1][2]:
-        per = [quantity(a[1], a[2], "angle", a[3]) for a in det]
+        per = [quantity(a[1], a[2], "angle", f"{label}: {a[3]}") for a in det]
         if None not in per:
             if abs(per[0] - per[1]) > 0.01 * per[1]:  # type: ignore[operator]
                 log.warning("%s: detector axes step %g and %g rad per pixel; the calibration "
                             "assumes square pixels, so no angle is read", label, *per)
             else:
-                where = f"{det[0][3]} + {det[1][3]}"
+                where = f"{label}: {det[0][3]} + {det[1][3]}"
                 found["angle_per_px"] = (per[1], where)
                 # the step's conversion factor applies to the first value too
                 found["center"] = ((-det[0][0] / det[0][1], -det[1][0] / det[1][1]), where)
