@@ -334,6 +334,11 @@ def test_mib_flip_y(mib):
     np.testing.assert_array_equal(flipped[1, 1:3, 2:5].values, decoded[1, 1:3, ::-1][:, 2:5])
     assert flipped.data.name != plain.data.name
     assert flipped.attrs["flip_y"] is True
+    # through the xarray backend, with a calibration too
+    ds = xr.open_dataset(path, engine="framescope", flip_y=True,
+                         calibration={"camera_length": 0.2})
+    np.testing.assert_array_equal(ds.frames.values, decoded[:, :, ::-1, :])
+    assert cal_of(ds.frames).camera_length == 0.2
 
 
 def test_mib_flip_y_matches_rosettasciio(mib):

@@ -19,7 +19,7 @@ class FramescopeBackend(BackendEntrypoint):
     url = "https://github.com/framescope/framescope"
     open_dataset_parameters = (
         "filename_or_obj", "drop_variables", "format", "scan", "sync_offset",
-        "partition_mib", "dataset", "shape", "dtype", "offset",
+        "partition_mib", "dataset", "shape", "dtype", "offset", "calibration", "flip_y",
     )
 
     def guess_can_open(self, filename_or_obj: Any) -> bool:
