@@ -3,14 +3,13 @@
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._com import CenterOfMass
 from framescope.udf._extrema import MaxFrame
-from framescope.udf._geometry import RADIAL_UNITS, ScatteringGeometry
+from framescope.udf._geometry import ScatteringGeometry
 from framescope.udf._masks import ApplyMasks
 from framescope.udf._polar import PolarTransform
 from framescope.udf._radial import RadialProfile, RingBins
 from framescope.udf._stats import FrameStats, SumFrame
 
 __all__ = [
-    "RADIAL_UNITS",
     "UDF",
     "ApplyMasks",
     "Buffer",
