@@ -98,7 +98,9 @@ class SyntheticReader(FrameReader):
         Expected electrons per frame (exact in expectation: a phase object absorbs nothing).
     semiconv : float, optional
         Convergence semi-angle as the bright-field disk radius in detector pixels; default
-        ``min(det) / 8``.
+        ``min(det) / 8``. The aperture's amplitude is anti-aliased over one pixel, so the
+        disk's intensity (amplitude squared) covers the area of a radius about
+        ``semiconv - 1/6``.
     defocus : float
         Defocus phase at the aperture rim, rad. The defocused probe (radius about
         ``defocus * det / (pi * semiconv)`` px) must fit the ``det`` window; a warning is
