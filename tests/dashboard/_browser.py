@@ -75,6 +75,16 @@ JS_TOOL_ACTIVE = "([prefix, tool]) => {" + _FIGURE + """
   return t != null && t.active;
 }"""
 
+# a figure's axis labels, data ranges and plot frame size (px)
+JS_AXES = "([prefix]) => {" + _FIGURE + """
+  const v = figureView(prefix);
+  if (v == null) return null;
+  const m = v.model;
+  return {x: m.below[0].axis_label, y: m.left[0].axis_label,
+          x_range: [m.x_range.start, m.x_range.end], y_range: [m.y_range.start, m.y_range.end],
+          frame: [v.frame.bbox.width, v.frame.bbox.height]};
+}"""
+
 # page coordinates of data point (x, y) in a figure
 JS_TO_PAGE = "([prefix, x, y]) => {" + _FIGURE + """
   const v = figureView(prefix);

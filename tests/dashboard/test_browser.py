@@ -2,7 +2,8 @@
 
 Every value is read from the page's Bokeh document and compared with a numpy reference
 computed here from the same synthetic frames. The tests share one server and one page and
-run in file order (each builds on the page the previous one left).
+run in file order (each builds on the page the previous one left). The demo is calibrated
+and opens in physical units; the second test switches to pixels, the units of the rest.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ import framescope.masks as fm
 from ._browser import (
     CHROMIUM,
     CHROMIUM_ARGS,
+    JS_AXES,
     JS_TO_PAGE,
     JS_TOOL_ACTIVE,
     JS_TOOL_BUTTON,
@@ -139,6 +141,50 @@ def test_page_loads_with_the_demo_images(page, frames):
         # the gallery's thumbnail is painted, in the colours of those values
         wait_for(lambda n=name, e=expected: assert_image_on_screen(page, n, e), 10,
                  f"the thumbnail of {name} on screen")
+    settle(page)
+    assert page.console_errors == []
+
+
+def _axes(page, prefix: str, x: str, y: str) -> dict | None:
+    """The figure's axes, once labelled ``x`` and ``y``."""
+    axes = page.evaluate(JS_AXES, [prefix])
+    return axes if axes and (axes["x"], axes["y"]) == (x, y) else None
+
+
+def _assert_equal_aspect(axes: dict) -> None:
+    """One data unit spans as many screen pixels along x as along y (data aspect 1)."""
+    (x0, x1), (y0, y1) = axes["x_range"], axes["y_range"]
+    w, h = axes["frame"]
+    assert abs(x1 - x0) / w == pytest.approx(abs(y1 - y0) / h, rel=0.03), axes
+
+
+def test_units_toggle_switches_mrad_and_nm_to_px(page):
+    from framescope.dashboard._serve import demo_data
+
+    cal = demo_data().fs.calibration
+    mrad, nm = cal.detector_angle * 1e3, cal.scan_step[1] * 1e9
+    det = wait_for(lambda: _axes(page, "detector", "det_x (mrad)", "det_y (mrad)"), 30,
+                   "the detector axes in mrad")
+    # ticks in mrad from the beam centre: the range is the 128 px frame's edges
+    assert det["x_range"] == pytest.approx([(-0.5 - 64) * mrad, (127.5 - 64) * mrad])
+    _assert_equal_aspect(det)
+    scan = wait_for(lambda: _axes(page, "scan:", "scan_x (nm)", "scan_y (nm)"), 30,
+                    "the scan axes in nm")
+    assert scan["y_range"][0] == pytest.approx(63.5 * nm, rel=0.02)  # inverted: top row
+    _assert_equal_aspect(scan)
+    # bf's radius, 16 px, in mrad in the editor
+    assert float(field(page, "r (mrad)").input_value()) == pytest.approx(16 * mrad, abs=1e-3)
+
+    page.get_by_role("button", name="px", exact=True).first.click()
+    det = wait_for(lambda: _axes(page, "detector", "det_x (px)", "det_y (px)"), 30,
+                   "the detector axes in px")
+    wait_for(lambda: page.evaluate(JS_AXES, ["detector"])["x_range"] == [-0.5, 127.5], 10,
+             "the detector range in px")
+    _assert_equal_aspect(det)
+    scan = wait_for(lambda: _axes(page, "scan:", "scan_x (px)", "scan_y (px)"), 30,
+                    "the scan axes in px")
+    _assert_equal_aspect(scan)
+    wait_for(lambda: float(field(page, "r (px)").input_value()) == 16, 20, "r in px")
     settle(page)
     assert page.console_errors == []
 

@@ -26,6 +26,7 @@ class DetectorEditor(pn.viewable.Viewer):
         self.state = state
         self._watches: list[tuple[Any, Any]] = []  # (detector, watcher) of the fields shown
         self._syncing = False  # a field being set from its detector, not typed
+        self._generation = 0  # fields of older generations are no longer shown
         self.select = pn.widgets.Select(label="detector", options=state.names,
                                         value=state.selected or None, width=260)
         self.select.param.watch(self._on_select, "value")
@@ -50,6 +51,7 @@ class DetectorEditor(pn.viewable.Viewer):
         for obj, watcher in self._watches:  # stop updating the previous detector's fields
             obj.param.unwatch(watcher)
         self._watches = []
+        self._generation += 1
         if not name or name not in self.state.names:
             return pn.pane.Markdown("No detector: add one or draw a box/polygon.")
         det = self.state.detector(name)
@@ -75,15 +77,17 @@ class DetectorEditor(pn.viewable.Viewer):
                 w = pn.widgets.FloatInput(label=f"{p} ({m.unit})", value=shown[p], step=step,
                                           width=120)
             # the detector, not its name, which may be edited while the fields are shown
-            w.param.watch(lambda ev, p=p: self._typed(det, p, ev.new), "value")
+            w.param.watch(lambda ev, p=p, g=self._generation: self._typed(det, p, ev.new, g),
+                          "value")
             self._watches.append((det, det.param.watch(
                 lambda ev, w=w: self._follow(det, ev.name, w), p)))
             out.append(w)
         return out
 
-    def _typed(self, det: Detector, param: str, value: Any) -> None:
-        if self._syncing or value is None or det not in self.state.detectors:
-            return
+    def _typed(self, det: Detector, param: str, value: Any, generation: int) -> None:
+        if (self._syncing or value is None or generation != self._generation
+                or det not in self.state.detectors):
+            return  # set from the detector, emptied, or a field of other units
         try:
             self.state.set_shown_geometry(det.name, **{param: value})
         except (TypeError, ValueError) as exc:  # e.g. vertices that are not (y, x) pairs

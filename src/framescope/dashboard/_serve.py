@@ -21,10 +21,11 @@ DEMO_PARTITION_MIB = 8
 
 
 def demo_data() -> xr.DataArray:
-    """The built-in synthetic dataset served by ``framescope serve --demo``."""
+    """The built-in synthetic dataset served by ``framescope serve --demo``, with its exact
+    calibration (detector in mrad, scan in nm; the dashboard's units toggle shows px)."""
     from framescope.datasets import synthetic
 
-    return synthetic(**DEMO, partition_mib=DEMO_PARTITION_MIB)
+    return synthetic(**DEMO, partition_mib=DEMO_PARTITION_MIB, calibrated=True)
 
 
 def local_client(n_workers: int | None = None) -> Any:
