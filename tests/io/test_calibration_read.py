@@ -372,7 +372,7 @@ def test_results_to_netcdf_keep_units_and_calibration(tmp_path):
         assert (f["det_x"].units, f["det_x"].long_name) == ("mrad", "scattering angle")
         assert (f["scan_y"].units, f["scan_y"].long_name) == ("nm", "scan position")
         assert "_FillValue" not in f["det_x"].ncattrs()
-        np.testing.assert_allclose(f["det_x"][:], (np.arange(FRAME[1]) - FRAME[1] / 2) * 0.5)
+        np.testing.assert_allclose(f["det_x"][:], (np.arange(FRAME[1]) - FRAME[1] // 2) * 0.5)
         np.testing.assert_allclose(f["scan_y"][:], [0, 0.2, 0.4])
         np.testing.assert_array_equal(f["sum"][:], data.sum(axis=(0, 1)))
         assert f.getncattr("complete") == 1  # a bool, as NetCDF can hold it

@@ -124,8 +124,9 @@ class Calibration(BaseModel):
     camera_length, pixel_size : float or str, optional
         Effective camera length and the detector's physical pixel size (m).
     center : (float, float), optional
-        Detector position of the unscattered beam ``(cy, cx)`` in pixels; default the
-        middle of the detector.
+        Detector position of the unscattered beam ``(cy, cx)`` in pixels (pixel centres at
+        integers); default ``(det_y // 2, det_x // 2)``, where an FFT-shifted zero
+        frequency lies and where COM and radial profiles centre without a calibration.
     scan_step : (float, float) or str, optional
         Distance between scan positions ``(dy, dx)`` (m); one value for both.
     rotation : float or str
@@ -230,9 +231,10 @@ class Calibration(BaseModel):
         return None
 
     def centre(self, det_shape: tuple[int, int]) -> tuple[float, float]:
-        """The detector centre in pixels (the middle of ``det_shape`` when not given)."""
-        return self.center if self.center is not None else (det_shape[0] / 2,
-                                                            det_shape[1] / 2)
+        """The beam centre in pixels: ``center``, else ``(det_y // 2, det_x // 2)`` (the
+        same default as the analyses' own)."""
+        return self.center if self.center is not None else (float(det_shape[0] // 2),
+                                                            float(det_shape[1] // 2))
 
     # ---- coordinates ------------------------------------------------------------------
     def coords(self, shape: tuple[int, int, int, int]) -> dict[str, tuple[str, np.ndarray,

@@ -145,6 +145,9 @@ def add_parsers(sub: Any) -> None:
     p.add_argument("--radius", type=float, help="only pixels this close to the centre")
     p.add_argument("--cy", type=float, help="reference centre y (default det_y // 2)")
     p.add_argument("--cx", type=float, help="reference centre x (default det_x // 2)")
-    p.add_argument("--rotation", type=float, default=0.0, help="scan rotation, degrees")
-    p.add_argument("--flip-y", action="store_true", help="flip detector y before rotating")
+    p.add_argument("--rotation", type=float,
+                   help="scan rotation, degrees (default: the calibration's, else 0)")
+    p.add_argument("--flip-y", action=argparse.BooleanOptionalAction, default=None,
+                   help="flip detector y before rotating (default: the calibration's, "
+                        "else no)")
     p.set_defaults(func=cmd_com)

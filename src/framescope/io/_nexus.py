@@ -237,7 +237,7 @@ def _entry(dset: h5py.Dataset) -> h5py.Group | None:
 
 def _groups(entry: h5py.Group, label: str) -> dict[str, h5py.Group]:
     """The first NXdetector, NXbeam and NXsource group below ``entry`` (by name)."""
-    h5py = _h5py()
+    import h5py  # the file is open: _hdf5 has imported it with its filter plugins
     found: dict[str, list[h5py.Group]] = {}
 
     def visit(name: str, obj: Any) -> None:
@@ -255,12 +255,6 @@ def _groups(entry: h5py.Group, label: str) -> dict[str, h5py.Group]:
                      cls, groups[0].name)
         out[cls] = groups[0]
     return out
-
-
-def _h5py() -> Any:
-    from framescope.io._hdf5 import h5py_with_plugins
-
-    return h5py_with_plugins()
 
 
 def hdf5_fields(f: h5py.File, dset: h5py.Dataset, path: str) -> Found:
