@@ -274,6 +274,14 @@ def _figures(root) -> dict[str, object]:
             if f.title is not None and f.title.text.startswith(("scan", "detector", "COM"))}
 
 
+def _hover(fig) -> list[str]:
+    """The image's hover readout labels (what the pointer's position is shown as)."""
+    from bokeh.models import HoverTool
+
+    return [label for h in fig.select({"type": HoverTool}) for label, _ in h.tooltips
+            if label.startswith(("det_", "scan_"))]
+
+
 def _axes(fig) -> tuple[str, str, tuple[float, float], tuple[float, float], float]:
     xs, ys = (fig.x_range.start, fig.x_range.end), (fig.y_range.start, fig.y_range.end)
     per_px = (abs(xs[1] - xs[0]) / fig.frame_width, abs(ys[1] - ys[0]) / fig.frame_height)
@@ -290,6 +298,7 @@ def test_bokeh_axes_follow_the_toggle(calibrated):
         figs = _figures(root)
         xl, yl, xs, ys, aspect = _axes(figs["detector"])
         assert (xl, yl) == ("det_x (mrad)", "det_y (mrad)")
+        assert _hover(figs["detector"]) == ["det_x (mrad)", "det_y (mrad)"]
         assert xs == pytest.approx((-8.75, 7.25))  # (-0.5 - 17) * 0.5 … (31.5 - 17) * 0.5
         assert ys == pytest.approx((8.25, -7.75))  # inverted: top row first
         assert aspect == pytest.approx(1, rel=0.02)
@@ -304,6 +313,7 @@ def test_bokeh_axes_follow_the_toggle(calibrated):
         asyncio.run(flip())
         xl, yl, xs, ys, aspect = _axes(figs["detector"])
         assert (xl, yl) == ("det_x (px)", "det_y (px)")
+        assert _hover(figs["detector"]) == ["det_x (px)", "det_y (px)"]
         assert xs == pytest.approx((-0.5, 31.5))
         assert aspect == pytest.approx(1, rel=0.02)
         xl, yl, xs, ys, aspect = _axes(figs["scan"])
