@@ -25,7 +25,7 @@ from framescope.udf import (
 )
 
 if TYPE_CHECKING:  # pydantic takes ~80 ms to import: only when calibrating
-    from framescope.calibration import Calibration
+    from framescope.calibration import Calibration, DiskFit
 
 __all__ = ["FsAccessor"]
 
@@ -117,6 +117,25 @@ class FsAccessor:
     def mean_frame(self, **opts: Any) -> xr.DataArray:
         """Mean frame (of the ROI); see :meth:`summary` for several frames in one pass."""
         return self.summary("mean", **opts)[0]
+
+    def bf_disk(self, semiconv: float | str | None = None, *, roi: Any = None,
+                smooth: float = 1.0, **opts: Any) -> DiskFit:
+        """The bright-field disk's centre and radius (sub-pixel) in the mean frame.
+
+        One pass for the mean frame (of ``roi``), then
+        :func:`framescope.calibration.bf_disk`. With the known convergence semi-angle it
+        gives the angle per pixel.
+
+        Examples
+        --------
+        >>> fit = arr.fs.bf_disk(semiconv="20 mrad")  # doctest: +SKIP
+        >>> arr = arr.fs.calibrate(fit.calibration(arr.fs.calibration))  # doctest: +SKIP
+        >>> fit.overlay()  # the disk drawn on the mean frame  # doctest: +SKIP
+        """
+        from framescope.calibration import bf_disk
+
+        mean = self.summary("mean", roi=roi, **opts)[0]
+        return bf_disk(mean.values, semiconv, smooth=smooth)
 
     def frame_stats(self, **opts: Any) -> xr.Dataset:
         """Per-pixel ``mean``, ``var``, ``std``, ``min``, ``max`` and count ``n``."""

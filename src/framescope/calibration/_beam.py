@@ -6,7 +6,7 @@ import logging
 import math
 from typing import Literal
 
-from framescope.calibration._model import (
+from framescope.calibration._quantities import (
     electron_wavelength,
     energy_from_wavelength,
     photon_wavelength,

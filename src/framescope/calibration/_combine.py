@@ -6,7 +6,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from framescope.calibration._model import Calibration, CalibrationError
+from framescope.calibration._model import Calibration
+from framescope.calibration._quantities import CalibrationError
 
 __all__ = ["combine"]
 

@@ -9,7 +9,7 @@ import numpy as np
 import xarray as xr
 
 from framescope.calibration._dpc import as_maps, com_pair
-from framescope.calibration._model import CalibrationError
+from framescope.calibration._quantities import CalibrationError
 
 if TYPE_CHECKING:
     import holoviews as hv

@@ -8,7 +8,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 from scipy import ndimage
 
-from framescope.calibration._model import Calibration, CalibrationError, parse_quantity
+from framescope.calibration._model import Calibration
+from framescope.calibration._quantities import CalibrationError, parse_quantity
 
 if TYPE_CHECKING:
     import holoviews as hv

@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import xarray as xr
 
-from framescope.calibration._model import Calibration, CalibrationError
+from framescope.calibration._model import Calibration
+from framescope.calibration._quantities import CalibrationError
 
 if TYPE_CHECKING:
     import holoviews as hv

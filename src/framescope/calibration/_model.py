@@ -10,95 +10,20 @@ applies one to a DataArray.
 
 from __future__ import annotations
 
-import math
-import re
 from typing import Any, Literal
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError, field_validator, model_validator
 
-from framescope.errors import FramescopeError
+from framescope.calibration._quantities import (
+    CalibrationError,
+    displaced,
+    electron_wavelength,
+    parse_quantity,
+    photon_wavelength,
+)
 
-__all__ = ["Calibration", "CalibrationError", "electron_wavelength", "energy_from_wavelength",
-           "parse_quantity", "photon_wavelength"]
-
-# CODATA 2018
-_H = 6.62607015e-34  # J s
-_M0 = 9.1093837015e-31  # kg
-_E = 1.602176634e-19  # C
-_C = 299792458.0  # m/s
-
-# unit → (quantity, factor to SI); the SI units are eV, rad and m
-_UNITS: dict[str, tuple[str, float]] = {
-    "ev": ("energy", 1.0), "kev": ("energy", 1e3), "mev": ("energy", 1e6),
-    "v": ("energy", 1.0), "kv": ("energy", 1e3),  # accelerating voltage, as users say
-    "rad": ("angle", 1.0), "mrad": ("angle", 1e-3), "urad": ("angle", 1e-6),
-    "µrad": ("angle", 1e-6), "deg": ("angle", math.pi / 180), "°": ("angle", math.pi / 180),
-    "m": ("length", 1.0), "cm": ("length", 1e-2), "mm": ("length", 1e-3),
-    "um": ("length", 1e-6), "µm": ("length", 1e-6), "nm": ("length", 1e-9),
-    "a": ("length", 1e-10), "å": ("length", 1e-10), "angstrom": ("length", 1e-10),
-    "pm": ("length", 1e-12),
-}
-_NUMBER = re.compile(r"^\s*([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(\S*)\s*$")
-
-
-class CalibrationError(FramescopeError, ValueError):
-    """A calibration field that does not parse, is out of range or contradicts another."""
-
-
-def parse_quantity(value: Any, quantity: str, field: str) -> float:
-    """``value`` in SI units: a number (already SI) or a string with a unit (``"20 mrad"``).
-
-    Raises
-    ------
-    CalibrationError
-        Not a number, an unknown unit, or a unit of another quantity.
-    """
-    if isinstance(value, (int, float, np.integer, np.floating)) and not isinstance(value, bool):
-        return float(value)
-    if isinstance(value, str):
-        m = _NUMBER.match(value)
-        if m is not None:
-            number, unit = float(m.group(1)), m.group(2).lower()
-            if not unit:
-                return number
-            kind, factor = _UNITS.get(unit, (None, 0.0))
-            if kind == quantity:
-                return number * factor
-            known = sorted(u for u, (k, _) in _UNITS.items() if k == quantity)
-            raise CalibrationError(f"{field}: expected a {quantity} unit ({', '.join(known)}),"
-                                   f" found {m.group(2)!r} in {value!r}")
-    raise CalibrationError(f"{field}: expected a number in SI units or a string with a "
-                           f"{quantity} unit such as '20 mrad', found {value!r}")
-
-
-def electron_wavelength(energy_ev: float) -> float:
-    """Relativistic electron wavelength (m) for a kinetic energy in eV (200 kV: 2.508 pm)."""
-    if not energy_ev > 0:
-        raise CalibrationError(f"energy: expected a positive energy in eV, found {energy_ev}")
-    e = energy_ev * _E
-    return _H / math.sqrt(2 * _M0 * e * (1 + e / (2 * _M0 * _C**2)))
-
-
-def photon_wavelength(energy_ev: float) -> float:
-    """X-ray photon wavelength (m) for a photon energy in eV (12.398 keV: 1 Å)."""
-    if not energy_ev > 0:
-        raise CalibrationError(f"energy: expected a positive energy in eV, found {energy_ev}")
-    return _H * _C / (energy_ev * _E)
-
-
-def energy_from_wavelength(wavelength: float,
-                           radiation: Literal["electron", "xray"] = "electron") -> float:
-    """The beam energy (eV) of a wavelength (m): inverse of :func:`electron_wavelength`
-    (kinetic energy, relativistic) or :func:`photon_wavelength`."""
-    if not wavelength > 0:
-        raise CalibrationError(f"wavelength: expected a positive length, found {wavelength}")
-    if radiation == "xray":
-        return _H * _C / (wavelength * _E)
-    # p = h / λ;  E_kin = sqrt((pc)² + (m c²)²) - m c²
-    pc, mc2 = _H / wavelength * _C, _M0 * _C**2
-    return (math.sqrt(pc * pc + mc2 * mc2) - mc2) / _E
-
+__all__ = ["Calibration"]
 
 _QUANTITY = {"energy": "energy", "semiconv": "angle", "angle_per_px": "angle",
              "camera_length": "length", "pixel_size": "length", "rotation": "angle"}
@@ -270,15 +195,24 @@ class Calibration(BaseModel):
     # ---- combining and storing ----------------------------------------------------------
     def updated(self, source: str = "user", **fields: Any) -> Calibration:
         """A new calibration with ``fields`` replaced (None leaves a field), each marked as
-        coming from ``source``."""
+        coming from ``source``.
+
+        A new ``angle_per_px`` drops the camera length; a new camera length or pixel size
+        drops ``angle_per_px`` (see :func:`displaced`): the newer statement of the
+        detector angle wins instead of contradicting the older one.
+        """
         given = {k: v for k, v in fields.items() if v is not None}
         unknown = set(given) - set(_FIELDS)
         if unknown:
             raise CalibrationError(f"unknown calibration field(s) {sorted(unknown)}; "
                                    f"expected some of {sorted(_FIELDS)}")
         data = self.model_dump()
+        sources = dict(self.sources)
+        for field in displaced(given) - set(given):
+            data[field] = None
+            sources.pop(field, None)
         data.update(given)
-        data["sources"] = {**self.sources, **dict.fromkeys(given, source)}
+        data["sources"] = {**sources, **dict.fromkeys(given, source)}
         return Calibration(**data)
 
     def to_json(self) -> str:

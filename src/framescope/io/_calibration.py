@@ -18,8 +18,10 @@ import json
 import logging
 import math
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from framescope.calibration import displaced  # no pydantic: see framescope.calibration
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -135,30 +137,12 @@ def own_fields(text: Any, where: str) -> Found:
     return out
 
 
-def _displaced(fields: Iterable[str]) -> set[str]:
-    """The fields that ``fields``, given at a higher precedence, replace below it.
-
-    Each field replaces itself; and the detector angle is ``angle_per_px`` or ``pixel_size /
-    camera_length``: an ``angle_per_px`` from above replaces a camera length from below (a
-    pixel size is a fact of the detector and stays), a camera length or pixel size from
-    above replaces an ``angle_per_px`` from below. Without this a user's angle would
-    contradict a file's camera length (the :class:`Calibration` refuses both when they
-    disagree).
-    """
-    top = set(fields)
-    out = set(top)
-    if "angle_per_px" in top:
-        out.add("camera_length")
-    elif top & {"camera_length", "pixel_size"}:
-        out.add("angle_per_px")
-    return out
-
-
 def layered(*layers: Mapping[str, tuple[Any, str]]) -> Found:
-    """Merge found fields, lowest precedence first (see :func:`_displaced`)."""
+    """Merge found fields, lowest precedence first (see
+    :func:`~framescope.calibration.displaced`)."""
     out: Found = {}
     for layer in layers:
-        drop = _displaced(layer) - set(layer)
+        drop = displaced(layer) - set(layer)
         for field in drop & set(out):
             log.info("calibration %s read from %s is not used: %s sets the detector angle",
                      field, out[field][1], ", ".join(sorted(set(layer) & {
@@ -209,7 +193,7 @@ def calibrate_opened(arr: xr.DataArray, reader: FrameReader,
         user = _given_fields(given)
         # only what the user replaces indirectly is dropped here; fields the user gives
         # stay in `found` so that combine() can log a contradiction
-        drop = _displaced(user) - set(user)
+        drop = displaced(user) - set(user)
         found = dict(found)
         for field in drop & set(found):
             log.info("calibration %s read from %s is not used: the given %s sets the "
