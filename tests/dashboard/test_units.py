@@ -373,3 +373,20 @@ def test_export_reproduces_the_calibration(cstate, small, tmp_path):
     assert ds["frame"]["det_x"].attrs["units"] == "mrad"
     np.testing.assert_allclose(ds["frame"]["det_y"], (np.arange(32) - 15.0) * 0.5)
     assert type(cstate.calibration).from_json(ds.attrs["calibration"]) == cstate.calibration
+
+
+def test_dpc_starts_from_the_calibrations_scan_rotation():
+    import math
+
+    from framescope.dashboard._state import DashboardState
+    from framescope.datasets import synthetic
+
+    arr = synthetic(scan=(4, 4), det=(16, 16)).fs.calibrate(rotation="30 deg", flip=True,
+                                                            angle_per_px="1 mrad")
+    state = DashboardState(arr, client="inline")
+    try:
+        assert state.com_rotation == pytest.approx(30.0)
+        assert state.com_flip_y is True
+        assert state.com_params()["rotation"] == pytest.approx(math.degrees(math.pi / 6))
+    finally:
+        state.close()

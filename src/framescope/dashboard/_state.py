@@ -9,6 +9,7 @@ and that tests drive directly. Every edit starts the job it needs in a latest-wi
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -94,6 +95,9 @@ class DashboardState(param.Parameterized):
         self.calibrated = display_units(self.calibration, self.det_shape).labelled
         if self.calibrated:
             params.setdefault("units", "physical")
+        if self.calibration is not None:  # DPC starts from the calibration's scan rotation
+            params.setdefault("com_rotation", math.degrees(self.calibration.rotation))
+            params.setdefault("com_flip_y", self.calibration.flip)
         super().__init__(**params)
         self.arr = in_memory(arr)
         self.client = get_client(client)
