@@ -106,7 +106,8 @@ class FsAccessor:
                 got["max"] = st["max"].astype(self._arr.dtype)  # as MaxFrame gives it
             for name, frame in got.items():
                 results.put((*base, name), np.asarray(frame))
-        coords = {"det_y": self._arr.det_y, "det_x": self._arr.det_x}
+        coords = {k: self._arr[k] for k in ("det_y", "det_x", "k_y", "k_x")
+                  if k in self._arr.coords}
         return [xr.DataArray(results.get((*base, w)).copy(), dims=("det_y", "det_x"),
                              coords=coords, name=f"{w}_frame") for w in which]
 

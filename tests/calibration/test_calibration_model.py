@@ -108,3 +108,17 @@ def test_beam_energy_tells_electrons_from_photons():
     assert beam_energy(energy=200e3) == (200e3, "electron")
     assert beam_energy(energy=8000.0, radiation="xray") == (8000.0, "xray")
     assert beam_energy(energy=0.0, wavelength=float("nan")) is None
+
+
+def test_spatial_frequency_coordinates_with_an_energy():
+    arr = fs.datasets.synthetic(scan=(2, 3), det=(16, 16)).fs.calibrate(
+        energy="300 kV", angle_per_px="1 mrad", center=(8, 7.5))
+    lam_a = electron_wavelength(300e3) * 1e10
+    np.testing.assert_allclose(arr["k_x"].values, (np.arange(16) - 7.5) * 1e-3 / lam_a)
+    assert arr["k_y"].dims == ("det_y",)
+    assert arr["k_y"].attrs["units"] == "1/Å"
+    frame = arr.fs.sum_frame(client="inline")
+    np.testing.assert_array_equal(frame["k_y"].values, arr["k_y"].values)
+    # without an energy there is no k, and recalibrating drops a stale one
+    again = arr.fs.calibrate(Calibration(angle_per_px=1e-3))
+    assert "k_x" not in again.coords

@@ -32,8 +32,10 @@ def with_calibration(arr: xr.DataArray, cal: Calibration) -> xr.DataArray:
         Scan axes in nm, detector axes as scattering angle in mrad from the centre where
         calibrated, pixel indices otherwise (see :meth:`Calibration.coords`).
     """
-    coords = {dim: xr.Variable(d, values, attrs)
-              for dim, (d, values, attrs) in cal.coords(arr.shape).items()}
-    out = arr.assign_coords(coords)
+    coords = {name: xr.Variable(d, values, attrs)
+              for name, (d, values, attrs) in cal.coords(arr.shape).items()}
+    # a recalibration without an energy leaves no stale spatial frequencies behind
+    out = arr.drop_vars([k for k in ("k_y", "k_x") if k in arr.coords and k not in coords])
+    out = out.assign_coords(coords)
     out.attrs = {**arr.attrs, "calibration": cal.to_json()}
     return out

@@ -169,7 +169,9 @@ class Calibration(BaseModel):
         Calibrated axes: the scan in nm (from 0), the detector as scattering angle in mrad
         from the centre, the units users read and select in (``arr.sel(scan_x=slice(2,
         5))`` in nm); uncalibrated ones stay pixel indices (``units: px``). Each entry is
-        ``(dim, values, attrs)`` for ``DataArray.assign_coords``.
+        ``(dim, values, attrs)`` for ``DataArray.assign_coords``. With a detector angle
+        and a wavelength, ``k_y``/``k_x`` along ``det_y``/``det_x`` give the spatial
+        frequency ``k = θ / λ`` in 1/Å (``1/d``; the convention of masks in 1/Å).
         """
         ny, nx, h, w = shape
         out = {}
@@ -190,6 +192,11 @@ class Calibration(BaseModel):
                                                else "nm", "long_name": name})
             else:
                 result[dim] = (dim, np.arange(n), {"units": "px"})
+        lam = self.wavelength
+        if angle is not None and lam is not None:
+            for dim in ("det_y", "det_x"):  # mrad -> rad, / λ in Å
+                result["k" + dim[-2:]] = (dim, out[dim] * 1e-3 / (lam * 1e10),
+                                          {"units": "1/Å", "long_name": "spatial frequency"})
         return result
 
     # ---- combining and storing ----------------------------------------------------------

@@ -72,6 +72,9 @@ class Accumulator:
         out = udf.finalize({k: v.copy() for k, v in self.buffers.items()}, meta)
         scan = {d: coords[d] for d in ("scan_y", "scan_x")}
         det = {d: coords[d] for d in ("det_y", "det_x")}
+        for name in ("k_y", "k_x"):  # spatial frequencies of a calibrated detector
+            if name in coords:
+                det[name] = coords[name]
         data_vars = {}
         for key, value in out.items():
             b = decl[key]
