@@ -454,7 +454,7 @@ class FsAccessor:
         ...                        angle_per_px="0.4 mrad", scan_step="0.5 nm")
         >>> cal.sel(scan_x=slice(2, 5))  # nm  # doctest: +SKIP
         """
-        from framescope.calibration._apply import with_calibration
+        from framescope.calibration import with_calibration
 
         base = calibration if calibration is not None else self.calibration
         return with_calibration(self._arr, base.updated("user", **fields))

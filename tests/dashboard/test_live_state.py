@@ -99,3 +99,28 @@ def test_a_series_too_big_is_refused_with_a_message(small):
     assert store.data is None
     assert "exceed" in store.error
     assert "series 1" in store.error
+
+
+def test_a_calibrated_series_is_shown_in_units(small):
+    from framescope.calibration import Calibration
+    from framescope.dashboard._live_state import LiveState
+    from framescope.dashboard._store import FrameStore
+
+    frames = small[0].values
+    ny, nx, h, w = frames.shape
+    cal = Calibration(angle_per_px=0.5e-3, center=(16, 15), scan_step=0.2e-9)
+    series = SimpleNamespace(series=3, meta=Meta((ny, nx), (h, w), frames.dtype,
+                                                 calibration=cal))
+    store = FrameStore()
+    flat = frames.reshape(-1, h, w)
+    store.add(series, flat[:4], np.arange(4))
+    arr = store.array()
+    np.testing.assert_allclose(arr["det_x"].values, (np.arange(w) - 15) * 0.5)
+    st = LiveState(store, detectors={"adf": fm.ring(r_in=2, r_out=4, units="mrad")})
+    try:
+        assert st.calibrated
+        assert st.units == "physical"
+        # the mrad ring became the pixel ring it implies around the calibrated centre
+        assert st.masks()["adf"].params == fm.ring(16, 15, 4, 8).params
+    finally:
+        st.close()

@@ -13,6 +13,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from framescope.calibration._apply import with_calibration
     from framescope.calibration._beam import beam_energy
     from framescope.calibration._combine import combine
     from framescope.calibration._descan import DescanFit, descan_fit
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 _WHERE = {
     "Calibration": "_model", "combine": "_combine", "beam_energy": "_beam",
     "DescanFit": "_descan", "descan_fit": "_descan", "DiskFit": "_disk", "bf_disk": "_disk",
-    "DpcRotation": "_dpc", "dpc_rotation": "_dpc",
+    "DpcRotation": "_dpc", "dpc_rotation": "_dpc", "with_calibration": "_apply",
     **dict.fromkeys(("CalibrationError", "displaced", "electron_wavelength",
                      "energy_from_wavelength", "parse_quantity", "photon_wavelength"),
                     "_quantities"),
@@ -53,6 +54,7 @@ __all__ = [
     "energy_from_wavelength",
     "parse_quantity",
     "photon_wavelength",
+    "with_calibration",
 ]
 assert sorted(__all__) == sorted(_WHERE)
 

@@ -35,6 +35,7 @@ class FrameStore:
         self._received: np.ndarray | None = None
         self.error = ""
         self.token = ""  # identifies the current series' array (a new one per series)
+        self.calibration: Any = None  # the series' (ZMQSource(calibration=) + its header)
 
     def add(self, series: Any, frames: np.ndarray, positions: np.ndarray) -> None:
         """Copy ``frames`` to their flat scan ``positions`` of ``series`` (a live ``Series``)."""
@@ -52,6 +53,7 @@ class FrameStore:
         shape = (*meta.scan_shape, *meta.frame_shape)
         nbytes = int(np.prod(shape)) * np.dtype(meta.dtype).itemsize
         self.series, self.token = series.series, uuid.uuid4().hex
+        self.calibration = meta.calibration
         if nbytes > self.max_bytes:
             self.data = self._received = None
             self.error = (f"series {series.series}: {nbytes / 2**30:.1f} GiB of frames "
@@ -71,7 +73,7 @@ class FrameStore:
         """The current series' frames as a dask-backed DataArray (whole scan rows per
         chunk); positions that have not arrived are zeros."""
         with self._lock:
-            data, token = self.data, self.token
+            data, token, cal = self.data, self.token, self.calibration
         if data is None:
             raise ValueError("no series is being kept")
         ny, nx, h, w = data.shape
@@ -80,8 +82,13 @@ class FrameStore:
         # every task reads the frames there are when it runs
         lazy = da.from_array(_Frames(data), chunks=(min(rows, ny), nx, h, w),
                              name=f"live-{token}", asarray=False, meta=data[:0, :0, :0, :0])
-        return xr.DataArray(lazy, dims=("scan_y", "scan_x", "det_y", "det_x"),
-                            attrs={"source": f"live series {self.series}"})
+        arr = xr.DataArray(lazy, dims=("scan_y", "scan_x", "det_y", "det_x"),
+                           attrs={"source": f"live series {self.series}"})
+        if cal is None:
+            return arr
+        from framescope.calibration import with_calibration
+
+        return with_calibration(arr, cal)  # the dashboard shows a calibrated stream in units
 
 
 class _Frames:

@@ -182,8 +182,7 @@ def calibrate_opened(arr: xr.DataArray, reader: FrameReader,
     if not found and given is None:
         arr.attrs.pop(OWN_KEY, None)
         return arr
-    from framescope.calibration import Calibration, combine
-    from framescope.calibration._apply import with_calibration
+    from framescope.calibration import Calibration, combine, with_calibration
 
     if isinstance(given, str):
         given = Calibration.from_json(given)
