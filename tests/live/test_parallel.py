@@ -106,7 +106,7 @@ def test_a_killed_receiver_is_named_and_the_others_finish_the_series():
             until(lambda: job.status.receivers_lost == 1, timeout=10, what="lost receiver")
             st = job.status
             assert f"receiver 1 (process, pid {victim['pid']}" in st.last_error
-            assert st.state == "receiving"  # the others go on
+            assert st.state in ("receiving", "draining")  # the others go on
             live = job.result(60)
             final = job.status
             lost = [r for r in job.receivers if r["lost"]]
