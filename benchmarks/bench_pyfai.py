@@ -30,6 +30,8 @@ from framescope.calibration import photon_wavelength
 
 PIXEL, DISTANCE, ENERGY = 75e-6, 0.1, 12.4e3  # m, m, eV
 N_BINS = 200
+# the beam off the pixel grid (no pixel at q = 0, where engines differ by a float's width)
+OFF = (-0.3, 0.4)
 
 
 def integrator(h: int, w: int):
@@ -39,7 +41,7 @@ def integrator(h: int, w: int):
         from pyFAI.integrator.azimuthal import AzimuthalIntegrator
     except ImportError:  # pyFAI < 2024.1
         from pyFAI.azimuthalIntegrator import AzimuthalIntegrator
-    cy, cx = h // 2, w // 2  # the calibration's default centre; pixel i centred at (i+.5) p
+    cy, cx = h // 2 + OFF[0], w // 2 + OFF[1]  # pixel i is centred at (i + 0.5) p
     return AzimuthalIntegrator(dist=DISTANCE, poni1=(cy + 0.5) * PIXEL,
                                poni2=(cx + 0.5) * PIXEL, wavelength=photon_wavelength(ENERGY),
                                detector=Detector(pixel1=PIXEL, pixel2=PIXEL, max_shape=(h, w)))
@@ -53,15 +55,18 @@ def main() -> None:
     if setup.ctx is not None:
         setup.ctx.close()
     arr = arr.fs.calibrate(energy=ENERGY, radiation="xray", camera_length=DISTANCE,
-                           pixel_size=PIXEL)
+                           pixel_size=PIXEL, center=(h // 2 + OFF[0], w // 2 + OFF[1]))
+    # bins out to the inscribed circle (whole rings, no empty corner bins)
+    r = (min(h, w) // 2 - 2) * PIXEL
+    q_max = 4 * np.pi * np.sin(np.arctan(r / DISTANCE) / 2) / photon_wavelength(ENERGY) * 1e-9
     frames = np.memmap(path, dtype="uint16", mode="r").reshape(-1, h, w)
     n, nbytes = frames.shape[0], arr.nbytes
 
     def ours():
-        return arr.fs.radial_profile(unit="q_nm^-1", n_bins=N_BINS, client="inline")
+        return arr.fs.radial_profile(unit="q_nm^-1", n_bins=N_BINS, r_max=q_max,
+                                     client="inline")
 
     prof = ours()
-    q_max = float(prof["q"].values[-1] + (prof["q"].values[1] - prof["q"].values[0]) / 2)
     ai = integrator(h, w)
     methods = {"pyFAI csr": ("no", "csr", "cython"),
                "pyFAI histogram": ("no", "histogram", "cython")}
