@@ -8,6 +8,13 @@ import numpy as np
 import xarray as xr
 
 from framescope._version import __version__
+from framescope.corrections import (
+    ENCODING_KEY,
+    Corrections,
+    corrected_calibration,
+    corrected_coords,
+    with_corrections,
+)
 from framescope.engine import iter_run, run
 from framescope.engine._cache import data_key, results, roi_key
 from framescope.errors import DimensionError
@@ -83,7 +90,8 @@ class FsAccessor:
         bad = [w for w in which if w not in _SUMMARY]
         if bad:
             raise ValueError(f"summary: unknown frame(s) {bad}; expected {sorted(_SUMMARY)}")
-        base = (data_key(self._arr), roi_key(roi), "summary")
+        arr = self._use(opts)
+        base = (data_key(arr), roi_key(roi), "summary")
         missing = [w for w in which if results.get((*base, w)) is None]
         if missing:
             # the cheapest UDFs that give every missing frame, in one pass
@@ -93,7 +101,7 @@ class FsAccessor:
                 udfs["max"] = MaxFrame()
             if {"sum", "mean"} & set(missing):
                 udfs["sum"] = SumFrame()
-            res = run(udfs, self._arr, roi=roi, **opts)
+            res = run(udfs, arr, roi=roi, **opts)
             got = {}
             if "sum" in res:
                 total = res["sum"]["sum"]
@@ -106,8 +114,9 @@ class FsAccessor:
                 got["max"] = st["max"].astype(self._arr.dtype)  # as MaxFrame gives it
             for name, frame in got.items():
                 results.put((*base, name), np.asarray(frame))
-        coords = {k: self._arr[k] for k in ("det_y", "det_x", "k_y", "k_x")
-                  if k in self._arr.coords}
+        raw = {k: arr[k].variable for k in ("det_y", "det_x", "k_y", "k_x")
+               if k in arr.coords}
+        coords = corrected_coords(raw, arr.encoding.get(ENCODING_KEY))
         return [xr.DataArray(results.get((*base, w)).copy(), dims=("det_y", "det_x"),
                              coords=coords, name=f"{w}_frame") for w in which]
 
@@ -140,7 +149,7 @@ class FsAccessor:
 
     def frame_stats(self, **opts: Any) -> xr.Dataset:
         """Per-pixel ``mean``, ``var``, ``std``, ``min``, ``max`` and count ``n``."""
-        return run(FrameStats(), self._arr, **opts).drop_vars("done")
+        return run(FrameStats(), self._use(opts), **opts).drop_vars("done")
 
     def std_frame(self, **opts: Any) -> xr.DataArray:
         """Per-pixel standard deviation over the frames (of the ROI); see :meth:`summary`."""
@@ -201,14 +210,15 @@ class FsAccessor:
                                       or getattr(masks, "ndim", 0) == 2)
         # masks in mrad/1/Å become pixels here: cached images are keyed by the pixel masks
         # (the data key ignores the calibration, so a recalibrated array must miss)
-        known = stack.is_physical and "calibration" in self._arr.attrs
-        pixels = stack.resolved(self.calibration if known else None, self._arr.shape[2:])
-        base = (data_key(self._arr), roi_key(roi))
+        arr = self._use(opts)
+        det_shape, cal = self._geometry(arr)
+        pixels = stack.resolved(cal if stack.is_physical else None, det_shape)
+        base = (data_key(arr), roi_key(roi))
         keys = {name: (*base, spec.key) for name, spec in pixels.items()}
         missing = [n for n in stack.names if not cache or results.get(keys[n]) is None]
         images: dict[str, np.ndarray] = {}
         if missing:
-            res = run(ApplyMasks(pixels.subset(missing)), self._arr, roi=roi,
+            res = run(ApplyMasks(pixels.subset(missing)), arr, roi=roi,
                       **opts)["intensity"]
             for name in missing:
                 images[name] = img = res.sel(mask=name).values  # NaN outside the ROI
@@ -246,8 +256,9 @@ class FsAccessor:
         :class:`framescope.udf.CenterOfMass` for the conventions.
         """
         udf = CenterOfMass(cy=cy, cx=cx, radius=radius, rotation=rotation, flip_y=flip_y)
-        res = run(udf, self._arr, roi=roi, **opts)
-        used = udf.resolved(self._arr.shape[2:], self._calibration_or_none())
+        arr = self._use(opts)
+        res = run(udf, arr, roi=roi, **opts)
+        used = udf.resolved(*self._geometry(arr))
         res.attrs.update({f"com_{k}": ("none" if v is None else v) for k, v in used.items()})
         res.attrs["framescope_version"] = __version__
         return res
@@ -318,10 +329,11 @@ class FsAccessor:
         """
         udf = RadialProfile(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
                             r_min=r_min, mask=mask, normalize=normalize, unit=unit)
-        cal = self._calibration_or_none()
-        rings = udf.rings(self._arr.shape[2:], cal)
+        arr = self._use(opts)
+        det_shape, cal = self._geometry(arr)
+        rings = udf.rings(det_shape, cal)
         udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
-        res = run(udf, self._arr, roi=roi, **opts)
+        res = run(udf, arr, roi=roi, **opts)
         out = res["profile"].assign_coords(counts=(rings.dim, res["counts"].values))
         out.name = "radial_profile"
         out.attrs = {
@@ -374,10 +386,11 @@ class FsAccessor:
         udf = PolarTransform(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
                              r_min=r_min, n_chi=n_chi, mask=mask, normalize=normalize,
                              unit=unit, per_position=per_position)
-        cal = self._calibration_or_none()
-        rings = udf.rings(self._arr.shape[2:], cal)
+        arr = self._use(opts)
+        det_shape, cal = self._geometry(arr)
+        rings = udf.rings(det_shape, cal)
         udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
-        res = run(udf, self._arr, roi=roi, **opts)
+        res = run(udf, arr, roi=roi, **opts)
         out = res["polar"].assign_coords(counts=((rings.dim, "chi"), res["counts"].values))
         out.name = "polar"
         out.attrs = {
@@ -407,6 +420,48 @@ class FsAccessor:
         # analyses must use the blocks held in memory, not read the file again
         kept.encoding.pop("framescope_source", None)
         return kept
+
+    def _use(self, opts: dict[str, Any]) -> xr.DataArray:
+        """The array with ``opts``' ``corrections`` (popped) attached, else as it is."""
+        corrections = opts.pop("corrections", None)
+        return self._arr if corrections is None else with_corrections(self._arr, corrections)
+
+    def _geometry(self, arr: xr.DataArray) -> tuple[tuple[int, int], Calibration | None]:
+        """The detector shape and calibration the analyses of ``arr`` see (after the crop
+        and binning of its corrections)."""
+        raw = tuple(arr.shape[2:])
+        cal = self._calibration_or_none()
+        corrections = arr.encoding.get(ENCODING_KEY)
+        if corrections is None:
+            return raw, cal
+        return corrections.output_shape(raw), corrected_calibration(cal, corrections, raw)
+
+    def with_corrections(self, corrections: Corrections | None = None,
+                         **params: Any) -> xr.DataArray:
+        """The same lazy array with detector corrections every later analysis applies.
+
+        Parameters
+        ----------
+        corrections : framescope.corrections.Corrections, optional
+            The corrections; else built from ``params`` (``dark=``, ``gain=``, ``bad=``,
+            ``bad_fill=``, ``offset=``, ``threshold=``, ``crop=``, ``bin=``). None with no
+            params detaches them.
+
+        Examples
+        --------
+        >>> stats = fs.corrections.from_dark(dark_arr)  # doctest: +SKIP
+        >>> clean = arr.fs.with_corrections(stats.corrections(bad_fill="neighbours"))
+        ... # doctest: +SKIP
+        >>> clean.fs.virtual_image(ring)  # doctest: +SKIP
+        """
+        if corrections is None and params:
+            corrections = Corrections(**params)
+        return with_corrections(self._arr, corrections)
+
+    @property
+    def corrections(self) -> Corrections | None:
+        """The corrections attached to the array (:meth:`with_corrections`), or None."""
+        return self._arr.encoding.get(ENCODING_KEY)
 
     def _calibration_or_none(self) -> Calibration | None:
         """The array's calibration, None (and no pydantic import) when it has none."""

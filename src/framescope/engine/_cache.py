@@ -22,9 +22,11 @@ def data_key(arr: xr.DataArray) -> str:
         return "lazy-" + uuid.uuid4().hex
     name = getattr(arr.data, "name", None)
     if name is None:  # numpy-backed: hash the bytes once
-        return "np-" + hashlib.blake2b(np.ascontiguousarray(arr.data).data,
+        name = "np-" + hashlib.blake2b(np.ascontiguousarray(arr.data).data,
                                        digest_size=16).hexdigest()
-    return str(name)
+    corrections = arr.encoding.get("framescope_corrections")
+    # corrected frames are other frames: their results must not meet the raw ones'
+    return str(name) if corrections is None else f"{name}+corrections-{corrections.key}"
 
 
 def roi_key(roi: Any) -> str:

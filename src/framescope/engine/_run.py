@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import time
 import uuid
@@ -13,6 +14,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from framescope.corrections import ENCODING_KEY, corrected_coords, corrected_meta
 from framescope.engine._connect import get_client, scheduler_address
 from framescope.engine._executor import INLINE, SYNC, inline_pool
 from framescope.engine._group import Group, named_udfs, task_udf
@@ -59,8 +61,9 @@ def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
         from framescope.calibration import Calibration
 
         calibration = Calibration.from_json(arr.attrs["calibration"])
-    return Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data),
+    meta = Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data),
                 calibration)
+    return corrected_meta(meta, arr.encoding.get(ENCODING_KEY))
 
 
 def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:
@@ -316,7 +319,11 @@ def _merged(
 
 def _publish(accs: dict[str, Accumulator], arr: xr.DataArray, udfs: UDFs) -> Results:
     attrs = {"source": arr.attrs.get("source", "")}
-    return shaped({name: acc.publish(arr.coords, attrs) for name, acc in accs.items()}, udfs)
+    corrections = arr.encoding.get(ENCODING_KEY)
+    if corrections is not None:
+        attrs["corrections"] = json.dumps(corrections.params())
+    coords = corrected_coords(arr.coords, corrections)
+    return shaped({name: acc.publish(coords, attrs) for name, acc in accs.items()}, udfs)
 
 
 def merged_runs(udfs: UDFs, arr: xr.DataArray, *, roi: Any = None, client: Any = None,

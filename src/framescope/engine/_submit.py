@@ -122,6 +122,7 @@ def submit(
     mp_context: Any = "spawn",
     merge_host: str = "127.0.0.1",
     lost_after: float = 1.5,
+    corrections: Any = None,
 ) -> Job:
     """Start ``udfs`` on a file or a live stream and return its :class:`Job` at once.
 
@@ -166,6 +167,9 @@ def submit(
         an address of this machine they can reach.
     lost_after : float
         Parallel receivers: seconds without a message after which a receiver is lost.
+    corrections : framescope.corrections.Corrections, optional
+        Files: applied to every frame before the UDFs see it (see
+        ``arr.fs.with_corrections``, which attaches them to the array instead).
 
     Returns
     -------
@@ -193,9 +197,12 @@ def submit(
         if not isinstance(source, xr.DataArray):
             raise TypeError(f"source: expected an xarray.DataArray or a live source "
                             f"(framescope.live.ZMQSource), found {type(source).__name__}")
-        runner = FileRunner(udfs, source, roi=roi, client=client, progress=progress,
-                            backend=backend, interval=interval)
+        runner = FileRunner(udfs, _corrected(source, corrections), roi=roi, client=client,
+                            progress=progress, backend=backend, interval=interval)
         return Job(runner.start(), desc)
+    if corrections is not None:
+        raise ValueError("corrections= on a live source: not yet; correct a recording "
+                         "offline, or analyse the stream uncorrected")
     if roi is not None or backend not in (None, "numpy"):
         raise ValueError("roi= and backend= apply to files; a stream job analyses every "
                          "frame that arrives, on the CPU")
@@ -260,6 +267,7 @@ def iter_run(
     progress: bool = False,
     backend: str | None = None,
     interval: float = 0.0,
+    corrections: Any = None,
     **stream_options: Any,
 ) -> Iterator[Results]:
     """Run ``udf`` over a file or a stream series and yield the merged result as it grows.
@@ -298,6 +306,10 @@ def iter_run(
         than ``interval`` after the start (tasks go on merging in between); the complete
         result is always yielded. A display that redraws every 0.1 s passes 0.1: a job
         that is done sooner costs it no partial Dataset. Streams: at least 0.05 s.
+    corrections : framescope.corrections.Corrections, optional
+        Detector corrections applied to every frame (in the tile loop) before the UDFs see
+        it; results then describe the corrected frames and name them in
+        ``attrs["corrections"]``.
     **stream_options
         Streams: ``processes``, ``on_frames``, ... as for :func:`submit`.
 
@@ -309,11 +321,11 @@ def iter_run(
     if not is_stream(source):
         if stream_options:
             raise TypeError(f"iter_run: {', '.join(stream_options)} apply to live sources")
-        yield from iter_file(udf, source, roi=roi, client=client, progress=progress,
-                             backend=backend, interval=interval)
+        yield from iter_file(udf, _corrected(source, corrections), roi=roi, client=client,
+                             progress=progress, backend=backend, interval=interval)
         return
     job = submit(udf, source, client=client, roi=roi, backend=backend,
-                 **_no_progress(progress), **stream_options)
+                 corrections=corrections, **_no_progress(progress), **stream_options)
     try:
         yield from stream_results(job, max(interval, 0.05))
     finally:
@@ -329,6 +341,7 @@ def run(
     progress: bool = False,
     backend: str | None = None,
     timeout: float | None = None,
+    corrections: Any = None,
     **stream_options: Any,
 ) -> Results:
     """Run ``udf`` over a file, or a stream's next series, and return the final result.
@@ -346,11 +359,21 @@ def run(
         if stream_options or timeout is not None:
             given = [*stream_options, *(["timeout"] if timeout is not None else [])]
             raise TypeError(f"run: {', '.join(given)} apply to live sources")
-        return run_file(udf, source, roi=roi, client=client, progress=progress,
-                        backend=backend)
+        return run_file(udf, _corrected(source, corrections), roi=roi, client=client,
+                        progress=progress, backend=backend)
     with submit(udf, source, client=client, roi=roi, backend=backend,
-                **_no_progress(progress), **stream_options) as job:
+                corrections=corrections, **_no_progress(progress),
+                **stream_options) as job:
         return job.result(timeout)
+
+
+def _corrected(arr: Any, corrections: Any) -> Any:
+    """``arr`` with ``corrections`` attached (those given win over attached ones)."""
+    if corrections is None or not isinstance(arr, xr.DataArray):
+        return arr
+    from framescope.corrections import with_corrections
+
+    return with_corrections(arr, corrections)
 
 
 def _no_progress(progress: bool) -> dict[str, Any]:

@@ -145,7 +145,9 @@ def _run_tiles(
         state = prepared(udf, meta)
     decl, nav, acc = _buffers(udf, meta, positions.size)
     per = tile_frames(meta)
-    buf = np.empty((per, *meta.frame_shape), dtype=meta.dtype)
+    correct = _corrector(meta, per)
+    raw_shape, raw_dtype = meta.raw or (meta.frame_shape, meta.dtype)
+    buf = np.empty((per, *raw_shape), dtype=raw_dtype)
     for at, first, length in frame_runs(positions):
         off = 0
         while off < length:
@@ -153,10 +155,28 @@ def _run_tiles(
             if split:
                 n = min(n, split - (first + off) % split)
             data = read(first + off, n, buf[:n])
+            if correct is not None:
+                data = correct(data)
             _process(udf, meta, data, positions[at + off : at + off + n], at + off, nav, acc,
                      decl, state)
             off += n
     return _partial(positions, nav, acc)
+
+
+def _corrector(meta: Meta, per: int) -> Any:
+    """``correct(raw_tile) -> corrected tile`` for ``meta.corrections`` (None without):
+    one float32 buffer of ``per`` frames, reused for every tile of the task."""
+    if meta.corrections is None:
+        return None
+    from framescope.corrections import plan_for
+
+    p = plan_for(meta.corrections, meta.raw[0], meta.backend)
+    out = array_module(meta.backend).empty((per, *p.shape), np.float32)
+
+    def correct(data: Any) -> Any:
+        return p.apply(to_device(data, meta.backend), out[: len(data)])
+
+    return correct
 
 
 def run_frames(
@@ -186,9 +206,12 @@ def run_frames(
         state = prepared(udf, meta)
     decl, nav, acc = _buffers(udf, meta, positions.size)
     per = tile_frames(meta)
+    correct = _corrector(meta, per)
     for at in range(0, len(positions), per):
-        _process(udf, meta, frames[at : at + per], positions[at : at + per], at, nav, acc,
-                 decl, state)
+        data = frames[at : at + per]
+        if correct is not None:
+            data = correct(data)
+        _process(udf, meta, data, positions[at : at + per], at, nav, acc, decl, state)
     return _partial(positions, nav, acc)
 
 
@@ -206,7 +229,7 @@ def run_source(
         lo = first + offset
         if zero_copy and lo >= 0 and lo + n <= reader.n_frames:
             v = view(lo, lo + n)  # memory-mapped frames: no copy at all
-            if v is not None and v.dtype == meta.dtype:
+            if v is not None and v.dtype == (meta.raw[1] if meta.raw else meta.dtype):
                 return v
         return source.read_positions(first, first + n, out)
 
@@ -230,7 +253,7 @@ def run_block(
     y0, x0 = origin
     nx = meta.scan_shape[1]
     if block.flags.c_contiguous:
-        frames = block.reshape(-1, *meta.frame_shape)
+        frames = block.reshape(-1, *block.shape[2:])
 
         def read(first: int, n: int, out: np.ndarray) -> np.ndarray:
             # consecutive scan positions are consecutive block frames within a row, and

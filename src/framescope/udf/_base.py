@@ -16,6 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:  # pydantic is imported only by data that carries a calibration
     from framescope.calibration import Calibration
+    from framescope.corrections import Corrections
 
 __all__ = ["UDF", "Buffer", "Meta", "Tile"]
 
@@ -88,7 +89,10 @@ class Meta:
     ``backend`` says where tiles live: ``"numpy"`` (host) or ``"cupy"`` (GPU); a UDF that
     supports cupy builds its state there in :meth:`UDF.prepare`. ``calibration`` is the
     data's physical calibration when it has one (masks given in mrad, results in physical
-    units); None otherwise.
+    units); None otherwise. With ``corrections`` the tiles a UDF sees are corrected
+    frames: ``frame_shape`` and ``dtype`` (float32) are theirs, ``raw`` the shape and dtype
+    of the frames read, and ``calibration`` describes the corrected frames (crop and
+    binning applied).
     """
 
     scan_shape: tuple[int, int]
@@ -96,6 +100,8 @@ class Meta:
     dtype: np.dtype
     backend: Literal["numpy", "cupy"] = "numpy"
     calibration: Calibration | None = None
+    corrections: Corrections | None = None
+    raw: tuple[tuple[int, int], np.dtype] | None = None
 
     @property
     def n_positions(self) -> int:

@@ -1,0 +1,203 @@
+"""Detector corrections as one declarative value, applied tile by tile before any analysis.
+
+A :class:`Corrections` holds the per-pixel arrays (dark, gain, bad-pixel mask) and the
+parameters (offset, threshold, crop, binning). The engine applies it inside the tile loop,
+to each tile of raw frames just read, into one reused float32 tile buffer: no extra pass over
+the data and no float copy of the dataset. UDFs see the corrected frames (and a
+:class:`~framescope.udf.Meta` with their shape and dtype).
+
+Order, per frame ``x`` (raw counts as float32):
+
+1. crop to ``crop = (y0, y1, x0, x1)`` (first, so nothing outside is computed);
+2. ``x -= dark`` then ``x -= offset``;
+3. ``x *= gain`` (a flat field: the factor that makes a uniform illumination uniform);
+4. bad pixels (``bad`` True) become 0 (``bad_fill="zero"``), or the mean of their good
+   8-neighbours (``"neighbours"``; 0 when none is good);
+5. values below ``threshold`` become 0;
+6. ``bin``: k × k pixels summed (the cropped frame must divide by k).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import numpy as np
+
+from framescope.errors import FramescopeError
+
+__all__ = ["Corrections", "CorrectionsError"]
+
+
+class CorrectionsError(FramescopeError, ValueError):
+    """A correction array or parameter that does not fit the frames (names which, expected
+    versus found)."""
+
+
+def _frame_array(name: str, value: Any, dtype: Any) -> np.ndarray | None:
+    if value is None:
+        return None
+    a = np.asarray(value)
+    if hasattr(value, "values") and not isinstance(value, np.ndarray):  # xarray, dask
+        a = np.asarray(value.values)
+    if a.ndim != 2:
+        raise CorrectionsError(f"{name}: expected a 2D (det_y, det_x) array, found shape "
+                               f"{a.shape}")
+    if dtype is bool:
+        if a.dtype != bool:
+            raise CorrectionsError(f"{name}: expected a bool mask (True = bad), found dtype "
+                                   f"{a.dtype}")
+        return np.ascontiguousarray(a)
+    if a.dtype.kind not in "iuf":
+        raise CorrectionsError(f"{name}: expected real numbers, found dtype {a.dtype}")
+    out = np.ascontiguousarray(a, dtype=np.float32)
+    if not np.isfinite(out).all():
+        bad = int((~np.isfinite(out)).sum())
+        raise CorrectionsError(f"{name}: expected finite values, found {bad} NaN/inf pixels")
+    return out
+
+
+@dataclass(frozen=True, eq=False)
+class Corrections:
+    """Detector corrections applied to every frame before the analyses see it.
+
+    Parameters
+    ----------
+    dark : array-like (det_y, det_x), optional
+        Mean dark frame, subtracted.
+    gain : array-like (det_y, det_x), optional
+        Per-pixel gain (flat field), multiplied after the dark. Zeros, negative values or NaN
+        are refused: mark such pixels in ``bad`` instead.
+    bad : bool array-like (det_y, det_x), optional
+        Bad pixels (True): dead, hot, noisy. At least one pixel must be good.
+    bad_fill : {"zero", "neighbours"}
+        What a bad pixel becomes: 0 (excluded from sums), or the mean of its good
+        8-neighbours (an image without holes; 0 when no neighbour is good).
+    offset : float
+        A constant subtracted after the dark (e.g. a detector's pedestal).
+    threshold : float, optional
+        Values below it become 0 (e.g. half a count, to remove read noise).
+    crop : (y0, y1, x0, x1), optional
+        Keep rows ``y0:y1`` and columns ``x0:x1`` of the (raw) frame.
+    bin : int
+        Sum ``bin`` × ``bin`` pixels (after the crop; its shape must divide by ``bin``).
+
+    Examples
+    --------
+    >>> c = Corrections(dark=np.full((4, 4), 2.0), bad=np.eye(4, dtype=bool), bin=2)
+    >>> c.output_shape((4, 4))
+    (2, 2)
+    """
+
+    dark: Any = None
+    gain: Any = None
+    bad: Any = None
+    bad_fill: Literal["zero", "neighbours"] = "zero"
+    offset: float = 0.0
+    threshold: float | None = None
+    crop: tuple[int, int, int, int] | None = None
+    bin: int = 1
+    key: str = field(init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        put = object.__setattr__
+        put(self, "dark", _frame_array("dark", self.dark, np.float32))
+        put(self, "gain", _frame_array("gain", self.gain, np.float32))
+        put(self, "bad", _frame_array("bad", self.bad, bool))
+        if self.gain is not None and not (self.gain > 0).all():
+            n = int((~(self.gain > 0)).sum())
+            raise CorrectionsError(f"gain: expected positive values, found {n} pixels <= 0; "
+                                   "mark them in bad= instead")
+        if self.bad is not None and self.bad.all():
+            raise CorrectionsError(f"bad: every one of the {self.bad.size} pixels is marked "
+                                   "bad; expected some good ones")
+        if self.bad_fill not in ("zero", "neighbours"):
+            raise CorrectionsError(f"bad_fill: expected 'zero' or 'neighbours', found "
+                                   f"{self.bad_fill!r}")
+        shapes = {n: getattr(self, n).shape for n in ("dark", "gain", "bad")
+                  if getattr(self, n) is not None}
+        if len(set(shapes.values())) > 1:
+            raise CorrectionsError(f"dark, gain and bad must have one shape, found {shapes}")
+        put(self, "offset", float(self.offset))
+        if self.threshold is not None:
+            put(self, "threshold", float(self.threshold))
+        if self.crop is not None:
+            try:
+                y0, y1, x0, x1 = (int(v) for v in self.crop)
+            except (TypeError, ValueError):
+                raise CorrectionsError(f"crop: expected (y0, y1, x0, x1), found "
+                                       f"{self.crop!r}") from None
+            if not (0 <= y0 < y1 and 0 <= x0 < x1):
+                raise CorrectionsError(f"crop: expected 0 <= y0 < y1 and 0 <= x0 < x1, found "
+                                       f"{self.crop!r}")
+            put(self, "crop", (y0, y1, x0, x1))
+        if int(self.bin) != self.bin or self.bin < 1:
+            raise CorrectionsError(f"bin: expected a positive int, found {self.bin!r}")
+        put(self, "bin", int(self.bin))
+        h = hashlib.blake2b(json.dumps(self.params(), sort_keys=True).encode(),
+                            digest_size=16)
+        for name in ("dark", "gain", "bad"):
+            a = getattr(self, name)
+            h.update(name.encode() + (b"-" if a is None else a.tobytes()))
+        put(self, "key", h.hexdigest())
+
+    # ---- identity ---------------------------------------------------------------------
+    def params(self) -> dict[str, Any]:
+        """The scalar parameters and which arrays are set (JSON-able; for attrs)."""
+        return {"dark": self.dark is not None, "gain": self.gain is not None,
+                "bad": 0 if self.bad is None else int(self.bad.sum()),
+                "bad_fill": self.bad_fill, "offset": self.offset,
+                "threshold": self.threshold, "crop": self.crop, "bin": self.bin}
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Corrections) and other.key == self.key
+
+    def __hash__(self) -> int:
+        return hash(self.key)
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        for k, v in state.items():
+            object.__setattr__(self, k, v)
+
+    # ---- shapes -----------------------------------------------------------------------
+    def check(self, frame_shape: tuple[int, int]) -> None:
+        """Raise :class:`CorrectionsError` unless these corrections fit raw frames of
+        ``frame_shape``."""
+        for name in ("dark", "gain", "bad"):
+            a = getattr(self, name)
+            if a is not None and a.shape != tuple(frame_shape):
+                raise CorrectionsError(f"{name}: expected the frame shape {tuple(frame_shape)},"
+                                       f" found {a.shape}")
+        h, w = frame_shape
+        if self.crop is not None:
+            y0, y1, x0, x1 = self.crop
+            if y1 > h or x1 > w:
+                raise CorrectionsError(f"crop: {self.crop} reaches beyond the {h}x{w} frame")
+            h, w = y1 - y0, x1 - x0
+        if h % self.bin or w % self.bin:
+            raise CorrectionsError(f"bin: the {'cropped ' if self.crop else ''}{h}x{w} frame "
+                                   f"does not divide into {self.bin}x{self.bin} blocks")
+
+    def output_shape(self, frame_shape: tuple[int, int]) -> tuple[int, int]:
+        """The corrected frames' shape for raw frames of ``frame_shape``."""
+        self.check(frame_shape)
+        h, w = frame_shape
+        if self.crop is not None:
+            y0, y1, x0, x1 = self.crop
+            h, w = y1 - y0, x1 - x0
+        return h // self.bin, w // self.bin
+
+    def det_coords(self, y: np.ndarray, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Detector coordinates of the corrected frames from the raw ones: cropped, and the
+        mean over each bin (pixel indices stay pixel-centre positions in raw pixels)."""
+        if self.crop is not None:
+            y0, y1, x0, x1 = self.crop
+            y, x = y[y0:y1], x[x0:x1]
+        k = self.bin
+        return (np.asarray(y, float).reshape(-1, k).mean(1),
+                np.asarray(x, float).reshape(-1, k).mean(1))
