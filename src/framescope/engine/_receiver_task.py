@@ -146,7 +146,8 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
     named = named_udfs(udfs)
     udf = task_udf(named)
     sink = _Forward(config, zctx)
-    analysis = Analysis(source, udf, sink, kernel_threads=config.get("kernel_threads", 1))
+    analysis = Analysis(source, udf, sink, kernel_threads=config.get("kernel_threads", 1),
+                        corrections=config.get("corrections"))
 
     def head(status: Status | None = None) -> dict[str, Any]:
         unique, highest = source.frame_progress()

@@ -96,7 +96,8 @@ class ReceiversRunner:
                  launcher: Launcher | None = None, merge_host: str = "127.0.0.1",
                  heartbeat_timeout: float = HEARTBEAT_TIMEOUT, lost_after: float = 1.5,
                  lost_grace: float = 2.0, start_timeout: float = 120.0,
-                 kernel_threads: int = 1, on_series_end: Any = None) -> None:
+                 kernel_threads: int = 1, on_series_end: Any = None,
+                 corrections: Any = None) -> None:
         if processes < 1:
             raise ValueError(f"processes: expected >= 1, found {processes}")
         if scan is None and processes > 1:
@@ -110,7 +111,8 @@ class ReceiversRunner:
                              f"(the ping interval), found {heartbeat_timeout!r}")
         self.endpoint, self.protocol, self.processes = endpoint, protocol, processes
         self.named = named
-        self.merge = Merge(named, udfs, task_udf, on_series_end)
+        self.merge = Merge(named, udfs, task_udf, on_series_end, corrections)
+        self._corrections = corrections
         self.policy = (source_options or {}).get("policy", "drop")
         self._source_options = {**(source_options or {}),
                                 "scan": None if scan is None else tuple(scan), "order": order}
@@ -168,6 +170,7 @@ class ReceiversRunner:
                   "source": self._source_options, "control": self._ctrl_endpoint,
                   "data": self._data_endpoint, "end_grace": self._end_grace,
                   "heartbeat_timeout": self._heartbeat_timeout,
+                  "corrections": self._corrections,
                   "kernel_threads": self._kernel_threads}
         kind = self._launcher.kind
         try:

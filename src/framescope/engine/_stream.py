@@ -12,6 +12,7 @@ empty, and at the latest before the series finishes.
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import queue
 import threading
@@ -22,6 +23,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from framescope.corrections import Corrections, corrected_coords, corrected_meta
 from framescope.engine._group import Group
 from framescope.engine._job import Results, shaped
 from framescope.engine._merge import Accumulator
@@ -71,8 +73,10 @@ class Merge:
     """
 
     def __init__(self, named: dict[str, UDF], udfs: Any, task_udf: UDF,
-                 on_series_end: Callable[[Results], None] | None = None) -> None:
+                 on_series_end: Callable[[Results], None] | None = None,
+                 corrections: Corrections | None = None) -> None:
         self.named, self.udfs, self.task_udf = named, udfs, task_udf
+        self.corrections = corrections
         self.lock = threading.RLock()
         self.finished = threading.Condition(self.lock)
         self.series: Series | None = None
@@ -90,7 +94,8 @@ class Merge:
             self.named, self.udfs, self.task_udf = named, udfs, task_udf
 
     def begin(self, series: Series) -> None:
-        accs = {name: Accumulator(u, series.meta) for name, u in self.named.items()}
+        meta = corrected_meta(series.meta, self.corrections)
+        accs = {name: Accumulator(u, meta) for name, u in self.named.items()}
         with self.lock:
             self.series, self.accs, self.final = series, accs, None
 
@@ -101,8 +106,9 @@ class Merge:
             if self.series is None:
                 return
             self.series.meta = dataclasses.replace(self.series.meta, calibration=calibration)
+            meta = corrected_meta(self.series.meta, self.corrections)
             for acc in self.accs.values():
-                acc.meta = self.series.meta
+                acc.meta = meta
 
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
         return None  # one receiver: its tracker already dropped repeated frame numbers
@@ -137,10 +143,12 @@ class Merge:
     def _publish(self, status: Status, source: str) -> Results | None:
         if self.series is None:
             return None
-        coords = coords_of(self.series)
+        coords = corrected_coords(coords_of(self.series), self.corrections)
         # the series these results are of (the source may be on the next one already)
         attrs = {**status.as_dict(), "source": source, "series": self.series.series,
                  "frames_expected": self.series.n_frames}
+        if self.corrections is not None:
+            attrs["corrections"] = json.dumps(self.corrections.params())
         return shaped({name: acc.publish(coords, attrs) for name, acc in self.accs.items()},
                       self.udfs)
 
@@ -232,8 +240,10 @@ class Analysis:
 
     def __init__(self, source: Any, udf: UDF, sink: Sink, *,
                  on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
-                 kernel_threads: int = 1) -> None:
+                 kernel_threads: int = 1, corrections: Corrections | None = None) -> None:
         self.source, self.udf, self.sink = source, udf, sink
+        self.corrections = corrections
+        self._meta: Any = None  # the series' Meta as the UDFs see it (corrected)
         self.on_frames = on_frames
         self.kernel_threads = int(kernel_threads)
         self.handoff: queue.SimpleQueue = queue.SimpleQueue()
@@ -336,9 +346,11 @@ class Analysis:
             self.sink.use(*pending)
         error = ""
         try:
+            meta = self._meta = corrected_meta(meta, self.corrections)
             state = prepared(self.udf, meta)
             # load the JIT kernels now, not with the first batch
-            run_frames(self.udf, np.zeros((1, *meta.frame_shape), meta.dtype),
+            raw_shape, raw_dtype = meta.raw or (meta.frame_shape, meta.dtype)
+            run_frames(self.udf, np.zeros((1, *raw_shape), raw_dtype),
                        np.zeros(1, np.int64), meta, state)
         except Exception as exc:  # e.g. a mask of another detector shape
             log.exception("live analysis: the UDFs cannot run on series %d", series.series)
@@ -365,7 +377,7 @@ class Analysis:
                 return
         if self.on_frames is not None:
             self.on_frames(series, frames, positions)
-        self.sink.add(series, run_frames(self.udf, frames, positions, series.meta,
+        self.sink.add(series, run_frames(self.udf, frames, positions, self._meta,
                                          self._state))
         a = self.counts
         a.frames += len(positions)
@@ -424,11 +436,12 @@ class StreamRunner:
     def __init__(self, source: Any, named: dict[str, UDF], udfs: Any, task_udf: UDF, *,
                  on_series_end: Callable[[Results], None] | None = None,
                  on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
-                 kernel_threads: int = 1) -> None:
+                 kernel_threads: int = 1, corrections: Corrections | None = None) -> None:
         self.source = source
-        self.merge = Merge(named, udfs, task_udf, on_series_end)
+        self.merge = Merge(named, udfs, task_udf, on_series_end, corrections)
         self.analysis = Analysis(source, task_udf, _LocalSink(self.merge, source.endpoint),
-                                 on_frames=on_frames, kernel_threads=kernel_threads)
+                                 on_frames=on_frames, kernel_threads=kernel_threads,
+                                 corrections=corrections)
         self._cancelled = False
 
     def start(self) -> StreamRunner:

@@ -168,8 +168,8 @@ def submit(
     lost_after : float
         Parallel receivers: seconds without a message after which a receiver is lost.
     corrections : framescope.corrections.Corrections, optional
-        Files: applied to every frame before the UDFs see it (see
-        ``arr.fs.with_corrections``, which attaches them to the array instead).
+        Applied to every frame (file tiles, received batches, in every receiver) before
+        the UDFs see it; for files ``arr.fs.with_corrections`` attaches them instead.
 
     Returns
     -------
@@ -200,9 +200,6 @@ def submit(
         runner = FileRunner(udfs, _corrected(source, corrections), roi=roi, client=client,
                             progress=progress, backend=backend, interval=interval)
         return Job(runner.start(), desc)
-    if corrections is not None:
-        raise ValueError("corrections= on a live source: not yet; correct a recording "
-                         "offline, or analyse the stream uncorrected")
     if roi is not None or backend not in (None, "numpy"):
         raise ValueError("roi= and backend= apply to files; a stream job analyses every "
                          "frame that arrives, on the CPU")
@@ -211,7 +208,8 @@ def submit(
         from framescope.engine._stream import StreamRunner
 
         runner = StreamRunner(source, named, udfs, task, on_series_end=on_series_end,
-                              on_frames=on_frames, kernel_threads=kernel_threads)
+                              on_frames=on_frames, kernel_threads=kernel_threads,
+                              corrections=corrections)
         return Job(runner.start(), f"{desc} on {source.endpoint}")
     from framescope.engine._receivers import ReceiversRunner
 
@@ -231,7 +229,8 @@ def submit(
         source.endpoint, source.protocol, named, udfs, task, processes=processes,
         scan=source.scan, order=source.order, source_options=source.options,
         mp_context=mp_context, launcher=launcher, merge_host=merge_host,
-        kernel_threads=kernel_threads, on_series_end=on_series_end, lost_after=lost_after)
+        kernel_threads=kernel_threads, on_series_end=on_series_end, lost_after=lost_after,
+        corrections=corrections)
     return Job(runner.start(), f"{desc} on {source.endpoint} ({processes} receivers)")
 
 
