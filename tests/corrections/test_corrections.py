@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -205,3 +207,24 @@ def test_a_file_read_in_place_is_corrected(data, tmp_path):
     np.testing.assert_allclose(got["sum"].values, reference(data[0], c).sum(axis=(0, 1)),
                                rtol=1e-5)
     np.testing.assert_array_equal(np.load(tmp_path / "frames.npy"), data[0])  # untouched
+
+
+def test_linear_corrections_fold_into_the_masks(data):
+    # a virtual image with linear corrections reads the raw frames with weighted masks
+    from framescope.engine._run import _prepare
+
+    c = build(data, {"dark": True, "gain": True, "bad": True, "bad_fill": "neighbours",
+                     "offset": 0.5, "crop": (0, 16, 2, 18), "bin": 2})
+    arr = fs.from_array(data[0]).fs.with_corrections(c)
+    named, _, _, meta = _prepare(ApplyMasks(fm.disk(4, 4, 3)), arr, None)
+    assert meta.corrections is None  # the tiles stay raw
+    assert meta.frame_shape == DET
+    assert next(iter(named.values())).offsets is not None
+    res = fs.run(ApplyMasks(fm.disk(4, 4, 3)), arr, client="inline")
+    want = reference(data[0], c)
+    mask = fm.disk(4, 4, 3).rasterize(want.shape[2:])
+    np.testing.assert_allclose(res["intensity"].values[..., 0],
+                               (want * mask).sum(axis=(2, 3)), rtol=1e-5)
+    # a threshold is not linear: the tiles are corrected first
+    thresholded = arr.fs.with_corrections(dataclasses.replace(c, threshold=20.0))
+    assert _prepare(ApplyMasks(fm.disk(4, 4, 3)), thresholded, None)[3].corrections

@@ -20,6 +20,7 @@ from framescope.corrections._engine import (
     plan_for,
     with_corrections,
 )
+from framescope.corrections._fold import fold_masks
 from framescope.corrections._model import Corrections, CorrectionsError
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "corrected_calibration",
     "corrected_coords",
     "corrected_meta",
+    "fold_masks",
     "from_dark",
     "plan",
     "plan_for",

@@ -55,15 +55,19 @@ def tiled(arr: xr.DataArray) -> xr.DataArray:
 
 
 def _meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
+    """The Meta UDFs see: the array's, corrected when it carries corrections."""
+    return corrected_meta(_raw_meta(arr, backend), arr.encoding.get(ENCODING_KEY))
+
+
+def _raw_meta(arr: xr.DataArray, backend: str | None = None) -> Meta:
     ny, nx, h, w = arr.shape
     calibration = None
     if "calibration" in arr.attrs:  # pydantic is imported only for calibrated data
         from framescope.calibration import Calibration
 
         calibration = Calibration.from_json(arr.attrs["calibration"])
-    meta = Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data),
+    return Meta((ny, nx), (h, w), np.dtype(arr.dtype), resolve_backend(backend, arr.data),
                 calibration)
-    return corrected_meta(meta, arr.encoding.get(ENCODING_KEY))
 
 
 def _roi_positions(roi: Any, meta: Meta) -> np.ndarray | None:
@@ -260,7 +264,25 @@ def _prepare(udfs: UDFs, arr: xr.DataArray, backend: str | None,
         raise DimensionError(f"framescope needs dims {DIMS}, found {tuple(arr.dims)}")
     named = named_udfs(udfs)
     arr = tiled(arr)
-    return named, task_udf(named), arr, _meta(arr, backend)
+    raw = _raw_meta(arr, backend)
+    meta = corrected_meta(raw, arr.encoding.get(ENCODING_KEY))
+    if meta.corrections is not None:
+        named, meta = _folded(named, meta, raw)
+    return named, task_udf(named), arr, meta
+
+
+def _folded(named: dict[str, UDF], meta: Meta, raw: Meta) -> tuple[dict[str, UDF], Meta]:
+    """Linear corrections folded into UDFs that can take them (virtual detectors): they
+    then read the raw frames, no corrected copy of each tile; unchanged unless every UDF
+    of the job can."""
+    folded = {}
+    for name, u in named.items():
+        fold = getattr(u, "folded", None)
+        f = fold(meta) if fold is not None else None
+        if f is None:
+            return named, meta
+        folded[name] = f
+    return folded, raw
 
 
 def _merged(

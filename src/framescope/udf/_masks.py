@@ -65,11 +65,44 @@ class ApplyMasks(UDF):
 
     share_state = True  # the plan depends on the masks (params) and Meta only
 
-    def __init__(self, masks: Any) -> None:
+    def __init__(self, masks: Any, offsets: Any = None) -> None:
         self.masks = MaskStack.from_any(masks)
+        # subtracted from each mask's sum: what folding corrections into the masks leaves
+        self.offsets = None if offsets is None else tuple(float(v) for v in offsets)
+        if self.offsets is not None and len(self.offsets) != len(self.masks):
+            raise ValueError(f"offsets: expected one per mask ({len(self.masks)}), found "
+                             f"{len(self.offsets)}")
 
     def params(self) -> dict[str, Any]:
-        return {"masks": self.masks.key}
+        return {"masks": self.masks.key, "offsets": self.offsets}
+
+    def folded(self, meta: Meta) -> ApplyMasks | None:
+        """The same virtual images computed on the raw frames, for data with linear
+        corrections (``meta.corrections`` without a threshold): weighted masks and a
+        constant per mask instead of a corrected float copy of every tile (see
+        :mod:`framescope.corrections._fold`); None when they are not linear."""
+        from framescope.corrections import fold_masks
+
+        if meta.corrections is None or meta.raw is None:
+            return self
+        masks = self.pixel_masks(meta)
+        dense = masks.dense(meta.frame_shape)  # (pixels, k) on the corrected frames
+        stack = dense.T.reshape(-1, *meta.frame_shape)
+        folded = fold_masks(meta.corrections, stack, meta.raw[0])
+        if folded is None:
+            return None
+        weights, constants = folded
+        base = np.zeros(len(masks)) if self.offsets is None else np.asarray(self.offsets)
+        return ApplyMasks({name: weights[i] for i, name in enumerate(masks.names)},
+                          offsets=base + constants)
+
+    def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
+        if self.offsets is None:
+            return results
+        out = dict(results)
+        out["intensity"] = (results["intensity"]
+                            - np.asarray(self.offsets, np.float64)).astype(np.float32)
+        return out
 
     def pixel_masks(self, meta: Meta) -> MaskStack:
         """The masks in detector pixels, physical ones resolved with ``meta.calibration``."""
