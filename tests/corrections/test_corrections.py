@@ -74,6 +74,9 @@ CASES = {
     "crop+bin": {"crop": (2, 14, 4, 20), "bin": 2},
     "all": {"dark": True, "gain": True, "bad": True, "bad_fill": "neighbours",
             "offset": 0.25, "threshold": 1.0, "crop": (0, 16, 0, 18), "bin": 2},
+    # a threshold that bites: filled pixels come from unthresholded neighbours
+    "neighbours+threshold": {"dark": True, "bad": True, "bad_fill": "neighbours",
+                             "threshold": 18.0},
 }
 
 

@@ -44,6 +44,7 @@ class CorrectionPlan:
     gain: Any
     bad: Any  # flat indices of bad pixels, or None
     nbr: tuple[Any, Any] | None  # neighbour indices and weights for bad_fill="neighbours"
+    fused: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the CPU kernel's arrays
 
     def apply(self, tile: Any, out: Any = None) -> Any:
         """Corrected frames of ``tile`` (n, raw h, raw w) as float32 (n, *out_shape).
@@ -59,6 +60,22 @@ class CorrectionPlan:
         if out is None:
             mod = _module(tile)
             out = mod.empty((n, *self.shape), mod.float32)
+        if self.fused is not None and isinstance(tile, np.ndarray):
+            # one numba pass; the neighbour fill and binning follow as below
+            from framescope.corrections._kernel import correct_tile
+
+            dark, gain, bad = self.fused
+            # the fill reads its neighbours before the threshold: threshold after it then
+            late = self.nbr is not None and c.threshold is not None
+            correct_tile(tile, dark, gain, c.offset, -np.inf if c.threshold is None or late
+                         else c.threshold, bad, out)
+            if self.nbr is not None:
+                flat = out.reshape(n, -1)
+                idx, wts = self.nbr
+                flat[:, self.bad] = (flat[:, idx] * wts).sum(axis=2)
+            if late:
+                out[out < c.threshold] = 0
+            return self._binned(out, n)
         out[...] = tile  # the one cast of the tile
         if self.dark is not None:
             out -= self.dark
@@ -75,11 +92,14 @@ class CorrectionPlan:
                 flat[:, self.bad] = 0
         if c.threshold is not None:
             out[out < c.threshold] = 0
-        if c.bin > 1:
-            k = c.bin
-            h, w = self.shape
-            out = out.reshape(n, h // k, k, w // k, k).sum(axis=(2, 4))
-        return out
+        return self._binned(out, n)
+
+    def _binned(self, out: Any, n: int) -> Any:
+        k = self.corrections.bin
+        if k == 1:
+            return out
+        h, w = self.shape
+        return out.reshape(n, h // k, k, w // k, k).sum(axis=(2, 4))
 
 
 def _module(a: Any) -> Any:
@@ -114,4 +134,9 @@ def plan(corrections: Corrections, raw_shape: tuple[int, int],
         bad = dev(flat)
         if c.bad_fill == "neighbours":
             nbr = (dev(idx), dev(wts))
-    return CorrectionPlan(c, tuple(raw_shape), shape, out_shape, dark, gain, bad, nbr)
+    fused = None
+    if backend == "numpy":  # dense operands for the one-pass kernel
+        fused = (np.zeros(shape, np.float32) if dark is None else dark,
+                 np.ones(shape, np.float32) if gain is None else gain,
+                 np.zeros(0, np.int64) if bad is None else np.asarray(bad, np.int64))
+    return CorrectionPlan(c, tuple(raw_shape), shape, out_shape, dark, gain, bad, nbr, fused)
