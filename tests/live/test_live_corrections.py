@@ -49,3 +49,28 @@ def test_a_corrected_stream_equals_the_corrected_file(case, processes):
     assert live["sum"]["sum"].shape == (12, 12)
     np.testing.assert_allclose(live["sum"]["det_x"].values, offline["sum"]["det_x"].values)
     assert live["sum"].attrs["corrections"] == offline["sum"].attrs["corrections"]
+
+
+def test_a_stream_applies_its_header_pixel_mask_unless_refused():
+    frames = np.random.default_rng(3).poisson(50, (*SCAN, *DET)).astype(np.uint16)
+    mask = np.zeros(DET, np.uint32)
+    mask[0, :] = 1  # a gap row
+    mask[5, 6] = 2  # dead
+    arr = framescope.from_array(frames)
+    want = frames.sum(axis=(0, 1), dtype=np.float64)
+    for given in (None, False):
+        src = ZMQSource("tcp://127.0.0.1:0", "dectris-stream2", scan=SCAN)
+        with simulator_thread(protocol="dectris-stream2", scan=SCAN, det=DET, rate=0,
+                              source=arr, header_arrays={"pixel_mask": mask}) as endpoint:
+            src.endpoint = endpoint
+            job = framescope.submit(SumFrame(), src, corrections=given)
+            live = job.result(60)
+            job.cancel()
+        if given is None:
+            masked = want.copy()
+            masked[mask != 0] = 0
+            np.testing.assert_allclose(live["sum"].values, masked)
+            assert '"bad": 25' in live.attrs["corrections"]
+        else:
+            np.testing.assert_allclose(live["sum"].values, want)
+            assert "corrections" not in live.attrs

@@ -142,7 +142,7 @@ def test_replay_reproduces_what_a_slow_analysis_missed(push, tmp_path):
     t.start()
     src2 = ZMQSource(bound.get(timeout=30), "dectris-stream2", policy="spill",
                      spill_dir=str(tmp_path), record=again)
-    job2 = framescope.submit(SumFrame(), src2)
+    job2 = framescope.submit(SumFrame(), src2, corrections=False)  # the raw sums
     second = job2.result(30)
     job2.cancel()
     t.join(30)

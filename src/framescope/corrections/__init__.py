@@ -12,6 +12,7 @@ Examples
 
 from framescope.corrections._apply import CorrectionPlan, plan
 from framescope.corrections._dark import DarkStats, from_dark
+from framescope.corrections._detector import PIXEL_MASK_BITS, from_detector
 from framescope.corrections._engine import (
     ENCODING_KEY,
     corrected_calibration,
@@ -25,6 +26,7 @@ from framescope.corrections._model import Corrections, CorrectionsError
 
 __all__ = [
     "ENCODING_KEY",
+    "PIXEL_MASK_BITS",
     "CorrectionPlan",
     "Corrections",
     "CorrectionsError",
@@ -34,6 +36,7 @@ __all__ = [
     "corrected_meta",
     "fold_masks",
     "from_dark",
+    "from_detector",
     "plan",
     "plan_for",
     "with_corrections",

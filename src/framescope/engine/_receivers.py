@@ -111,6 +111,9 @@ class ReceiversRunner:
                              f"(the ping interval), found {heartbeat_timeout!r}")
         self.endpoint, self.protocol, self.processes = endpoint, protocol, processes
         self.named = named
+        # the header (and its pixel mask) reaches one receiver: the detector's corrections
+        # are not taken from it here (all receivers must correct alike); give them instead
+        corrections = False if corrections is None else corrections
         self.merge = Merge(named, udfs, task_udf, on_series_end, corrections)
         self._corrections = corrections
         self.policy = (source_options or {}).get("policy", "drop")

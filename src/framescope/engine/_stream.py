@@ -23,7 +23,12 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from framescope.corrections import Corrections, corrected_coords, corrected_meta
+from framescope.corrections import (
+    Corrections,
+    corrected_coords,
+    corrected_meta,
+    from_detector,
+)
 from framescope.engine._group import Group
 from framescope.engine._job import Results, shaped
 from framescope.engine._merge import Accumulator
@@ -46,6 +51,19 @@ def coords_of(series: Series) -> dict[str, Any]:
         return series.meta.calibration.coords((ny, nx, h, w))
     return {"scan_y": np.arange(ny), "scan_x": np.arange(nx), "det_y": np.arange(h),
             "det_x": np.arange(w)}
+
+
+def series_corrections(given: Any, series: Series) -> Corrections | None:
+    """The corrections of ``series``: ``given`` (a :class:`Corrections`, or False for none),
+    else (None) what the detector states in the series header (``pixel_mask``, and the
+    ``flatfield`` when the header says it was not applied)."""
+    if given is False:
+        return None
+    if given is not None:
+        return given
+    if not series.arrays:
+        return None
+    return from_detector(series.arrays, series.header, f"series {series.series}")
 
 
 class Sink(Protocol):
@@ -76,7 +94,8 @@ class Merge:
                  on_series_end: Callable[[Results], None] | None = None,
                  corrections: Corrections | None = None) -> None:
         self.named, self.udfs, self.task_udf = named, udfs, task_udf
-        self.corrections = corrections
+        self.given = corrections  # None: the detector's, from each series header
+        self.corrections: Corrections | None = None  # the current series'
         self.lock = threading.RLock()
         self.finished = threading.Condition(self.lock)
         self.series: Series | None = None
@@ -94,10 +113,12 @@ class Merge:
             self.named, self.udfs, self.task_udf = named, udfs, task_udf
 
     def begin(self, series: Series) -> None:
-        meta = corrected_meta(series.meta, self.corrections)
+        corrections = series_corrections(self.given, series)
+        meta = corrected_meta(series.meta, corrections)
         accs = {name: Accumulator(u, meta) for name, u in self.named.items()}
         with self.lock:
             self.series, self.accs, self.final = series, accs, None
+            self.corrections = corrections
 
     def recalibrate(self, calibration: Any) -> None:
         """The current series' calibration, learnt after it began (parallel receivers: the
@@ -242,7 +263,7 @@ class Analysis:
                  on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
                  kernel_threads: int = 1, corrections: Corrections | None = None) -> None:
         self.source, self.udf, self.sink = source, udf, sink
-        self.corrections = corrections
+        self.corrections = corrections  # None: the detector's, from each series header
         self._meta: Any = None  # the series' Meta as the UDFs see it (corrected)
         self.on_frames = on_frames
         self.kernel_threads = int(kernel_threads)
@@ -346,7 +367,8 @@ class Analysis:
             self.sink.use(*pending)
         error = ""
         try:
-            meta = self._meta = corrected_meta(meta, self.corrections)
+            meta = self._meta = corrected_meta(meta,
+                                               series_corrections(self.corrections, series))
             state = prepared(self.udf, meta)
             # load the JIT kernels now, not with the first batch
             raw_shape, raw_dtype = meta.raw or (meta.frame_shape, meta.dtype)

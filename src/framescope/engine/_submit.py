@@ -167,9 +167,12 @@ def submit(
         an address of this machine they can reach.
     lost_after : float
         Parallel receivers: seconds without a message after which a receiver is lost.
-    corrections : framescope.corrections.Corrections, optional
+    corrections : framescope.corrections.Corrections or False, optional
         Applied to every frame (file tiles, received batches, in every receiver) before
         the UDFs see it; for files ``arr.fs.with_corrections`` attaches them instead.
+        Streams, one receiver: by default what the series header states (a DECTRIS
+        ``pixel_mask``, a ``flatfield`` the detector did not apply); False: none. Several
+        receivers apply only given corrections (one of them sees the header).
 
     Returns
     -------

@@ -245,6 +245,20 @@ class DectrisReader(FrameReader):
             self._dataset(i).read_direct(out[pos : pos + b - a], np.s_[a - lo : b - lo])
             pos += b - a
 
+    def detector_arrays(self) -> tuple[dict[str, np.ndarray], dict[str, Any]]:
+        """The master's ``pixel_mask`` and ``flatfield`` (read now, not kept) and the flags
+        saying whether the detector applied them."""
+        arrays: dict[str, np.ndarray] = {}
+        with open_h5(self.path) as master:
+            spec = master.get(DETECTOR_GROUP + "/detectorSpecific")
+            for name in ("pixel_mask", "flatfield"):
+                dset = None if spec is None else spec.get(name)
+                if dset is not None and getattr(dset, "ndim", 0) == 2:
+                    arrays[name] = dset[()]
+        flags = {k: self.metadata.get(k) for k in ("flatfield_correction_applied",
+                                                   "pixel_mask_applied")}
+        return arrays, flags
+
     def close(self) -> None:
         """Close this process's data file handles (reopened on the next read)."""
         handles, self._handles = self._handles, None

@@ -30,6 +30,7 @@ def open(
     chunks: Any = None,
     partition_mib: float = DEFAULT_PARTITION_MIB,
     calibration: Calibration | Mapping[str, Any] | str | None = None,
+    corrections: Any = None,
     **options: Any,
 ) -> xr.DataArray:
     """Open a 4D-STEM dataset lazily as ``(scan_y, scan_x, det_y, det_x)``.
@@ -58,6 +59,11 @@ def open(
         Physical calibration (``{"energy": "300 kV", "semiconv": "20 mrad"}``). Merged with
         what the file says (see docs/formats.md); the given fields win, and one that
         contradicts the file by more than 1 % is logged once.
+    corrections : framescope.corrections.Corrections or False, optional
+        Detector corrections every analysis of the array applies (see
+        ``arr.fs.with_corrections``). Default: what the detector states in the file (a
+        DECTRIS ``pixel_mask`` marks bad pixels; its ``flatfield`` is applied when the file
+        says the detector did not); ``False``: none.
     **options
         Reader options, e.g. ``shape``, ``dtype``, ``offset`` (raw), ``dataset`` (HDF5/Zarr)
         or ``flip_y`` (MIB).
@@ -89,7 +95,21 @@ def open(
         reader, scan=scan, sync_offset=sync_offset, chunks=chunks,
         partition_mib=partition_mib, options=options,
     )
-    return calibrate_opened(arr, reader, calibration)
+    arr = calibrate_opened(arr, reader, calibration)
+    if corrections is False:
+        return arr
+    if corrections is None:
+        detector = getattr(reader, "detector_arrays", None)
+        if detector is None:
+            return arr
+        from framescope.corrections import from_detector
+
+        corrections = from_detector(*detector(), where=os.fspath(path))
+        if corrections is None:
+            return arr
+    from framescope.corrections import with_corrections
+
+    return with_corrections(arr, corrections)
 
 
 def from_array(
