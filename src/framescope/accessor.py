@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
@@ -240,6 +241,7 @@ class FsAccessor:
             out.attrs["masks_px"] = pixels.to_json()
         if "calibration" in self._arr.attrs:
             out.attrs["calibration"] = self._arr.attrs["calibration"]
+        out.attrs.update(_corrections_attrs(arr))
         return out.isel(mask=0, drop=True) if single else out
 
     def com(self, *, cy: float | None = None, cx: float | None = None,
@@ -342,6 +344,7 @@ class FsAccessor:
             "normalize": normalize,
             "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
             "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
+            **_corrections_attrs(arr),
         }
         return out
 
@@ -399,6 +402,7 @@ class FsAccessor:
             "n_chi": udf.n_chi, "normalize": normalize, "per_position": udf.per_position,
             "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
             "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
+            **_corrections_attrs(arr),
         }
         return out
 
@@ -513,3 +517,9 @@ class FsAccessor:
 
         base = calibration if calibration is not None else self.calibration
         return with_calibration(self._arr, base.updated("user", **fields))
+
+
+def _corrections_attrs(arr: xr.DataArray) -> dict[str, str]:
+    """``{"corrections": JSON}`` when ``arr`` carries corrections, for results' attrs."""
+    c = arr.encoding.get(ENCODING_KEY)
+    return {} if c is None else {"corrections": json.dumps(c.params())}

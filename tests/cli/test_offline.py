@@ -190,3 +190,27 @@ def test_com_takes_the_calibration_options(tmp_path):
     np.testing.assert_allclose(com["scan_y"].values, np.arange(3) * 0.5)
     np.testing.assert_allclose(com["scan_x"].values, np.arange(4) * 0.4)
     com.close()
+
+
+def test_virtual_image_with_corrections_equals_numpy(tmp_path):
+    import xarray as xr
+
+    rng = np.random.default_rng(5)
+    frames = rng.poisson(20, (3, 4, 16, 16)).astype(np.uint16)
+    dark = rng.normal(2, 0.2, (16, 16)).astype(np.float32)
+    bad = np.zeros((16, 16), np.uint8)
+    bad[4, 5] = 1
+    for name, a in (("f", frames), ("dark", dark), ("bad", bad)):
+        np.save(tmp_path / f"{name}.npy", a)
+    out = tmp_path / "vi.nc"
+    assert main(["virtual-image", str(tmp_path / "f.npy"), "--mask", "disk:4,4,3",
+                 "--dark", str(tmp_path / "dark.npy"), "--bad-pixels",
+                 str(tmp_path / "bad.npy"), "--bin", "2", "--out", str(out), "-q"]) == 0
+    x = frames.astype(np.float32) - dark
+    x[..., 4, 5] = 0
+    binned = x.reshape(3, 4, 8, 2, 8, 2).sum(axis=(3, 5))
+    yy, xx = np.mgrid[:8, :8]
+    want = (binned * ((yy - 4) ** 2 + (xx - 4) ** 2 <= 9)).sum(axis=(2, 3))
+    with xr.open_dataset(out) as ds:
+        np.testing.assert_allclose(ds["intensity"].values.reshape(3, 4), want, rtol=1e-5)
+        assert '"bin": 2' in ds.attrs["corrections"]

@@ -9,9 +9,11 @@ __all__ = [
     "MASK_ARGS",
     "MASK_HELP",
     "add_calibration_options",
+    "add_corrections_options",
     "add_open_options",
     "apply_calibration",
     "calibration_fields",
+    "corrections_of",
     "open_array",
     "parse_mask",
     "parse_shape",
@@ -182,3 +184,46 @@ def write_result(ds: Any, out: str) -> None:
     from framescope.io import write_netcdf
 
     write_netcdf(ds, out, overwrite=True)
+
+
+def add_corrections_options(p: argparse.ArgumentParser) -> None:
+    """``--dark``, ``--gain``, ``--bad-pixels``, ``--bad-fill``, ``--threshold``, ``--bin``
+    and ``--no-detector-corrections`` (see :func:`corrections_of`)."""
+    g = p.add_argument_group("detector corrections (applied to every frame first)")
+    g.add_argument("--dark", metavar="NPY", help="dark frame (.npy, det_y x det_x)")
+    g.add_argument("--gain", metavar="NPY", help="gain / flat field (.npy), multiplied")
+    g.add_argument("--bad-pixels", metavar="NPY",
+                   help="bad-pixel map (.npy, nonzero = bad)")
+    g.add_argument("--bad-fill", choices=["zero", "neighbours"], default="zero",
+                   help="bad pixels become 0 or the mean of their good neighbours")
+    g.add_argument("--threshold", type=float, help="values below it become 0")
+    g.add_argument("--bin", type=int, default=1, help="sum BIN x BIN pixels")
+    g.add_argument("--no-detector-corrections", action="store_true",
+                   help="do not apply what the detector states (a DECTRIS pixel_mask)")
+
+
+def _npy(path: str | None, what: str) -> Any:
+    if path is None:
+        return None
+    import numpy as np
+
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"--{what} {path}: expected a .npy array ({e})"
+                                         ) from None
+
+
+def corrections_of(args: argparse.Namespace) -> Any:
+    """The corrections the options ask for: a Corrections, False (none, not even the
+    detector's) or None (the detector's, where it states any)."""
+    given = {"dark": _npy(args.dark, "dark"), "gain": _npy(args.gain, "gain"),
+             "bad": _npy(args.bad_pixels, "bad-pixels"), "threshold": args.threshold}
+    if given["bad"] is not None:
+        given["bad"] = given["bad"] != 0
+    fields = {k: v for k, v in given.items() if v is not None}
+    if fields or args.bin != 1:
+        from framescope.corrections import Corrections
+
+        return Corrections(**fields, bin=args.bin, bad_fill=args.bad_fill)
+    return False if args.no_detector_corrections else None

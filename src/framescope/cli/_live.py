@@ -19,8 +19,10 @@ import xarray as xr
 from framescope.cli._common import (
     MASK_HELP,
     add_calibration_options,
+    add_corrections_options,
     add_open_options,
     calibration_fields,
+    corrections_of,
     open_array,
     parse_mask,
     parse_shape2,
@@ -112,8 +114,9 @@ def cmd_live(args: argparse.Namespace) -> int:
                     channel=args.channel, policy=args.policy, buffer_mib=args.buffer_mib,
                     spill_dir=args.spill_dir, stall_timeout=args.timeout, record=args.record,
                     calibration=calibration_fields(args) or None)
+    corrections = corrections_of(args)
     job = submit(udfs, src, processes=args.processes, client=args.scheduler,
-                 merge_host=args.merge_host)
+                 merge_host=args.merge_host, corrections=corrections)
     start = time.monotonic()
     ds = None
     stop = False
@@ -232,4 +235,5 @@ def add_parsers(sub: Any) -> None:
                    help="give up if no series started within this many seconds (0: wait)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress line")
     add_calibration_options(p)
+    add_corrections_options(p)
     p.set_defaults(func=cmd_live)

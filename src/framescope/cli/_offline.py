@@ -11,8 +11,10 @@ import numpy as np
 
 from framescope.cli._common import (
     add_calibration_options,
+    add_corrections_options,
     add_open_options,
     apply_calibration,
+    corrections_of,
     open_array,
     parse_mask,
     parse_shape2,
@@ -67,10 +69,18 @@ def _client(args: argparse.Namespace) -> Any:
     return args.scheduler  # "inline", "local" or an address: the engine resolves each
 
 
+def _corrected(arr: Any, args: argparse.Namespace) -> Any:
+    """``arr`` with the corrections of the options (the file's own unless refused)."""
+    corrections = corrections_of(args)
+    if corrections is None:
+        return arr
+    return arr.fs.with_corrections(corrections or None)
+
+
 def cmd_virtual_image(args: argparse.Namespace) -> int:
     from framescope.masks import MaskStack
 
-    arr = apply_calibration(open_array(args), args)
+    arr = _corrected(apply_calibration(open_array(args), args), args)
     stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
     img = arr.fs.virtual_image(stack, client=_client(args), progress=not args.quiet)
     write_result(img.to_dataset(name="intensity").assign_attrs(img.attrs), args.out)
@@ -79,7 +89,7 @@ def cmd_virtual_image(args: argparse.Namespace) -> int:
 
 
 def cmd_com(args: argparse.Namespace) -> int:
-    arr = apply_calibration(open_array(args), args)
+    arr = _corrected(apply_calibration(open_array(args), args), args)
     res = arr.fs.com(cy=args.cy, cx=args.cx, radius=args.radius, rotation=args.rotation,
                      flip_y=args.flip_y, client=_client(args), progress=not args.quiet)
     write_result(res, args.out)
@@ -130,6 +140,7 @@ def add_parsers(sub: Any) -> None:
         p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
         add_open_options(p)
         add_calibration_options(p)
+        add_corrections_options(p)
         return p
 
     p = analysis("virtual-image", "virtual images for one or more masks")
