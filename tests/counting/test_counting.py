@@ -292,6 +292,28 @@ def test_dataarray_counted_chunk_by_chunk(dose01):
     assert lazy.to_dataarray().attrs["calibration"] == cal.to_json()
 
 
+def test_file_read_straight_from_its_reader(tmp_path, dose01, monkeypatch):
+    """A file opened with framescope.open is read through its reader in blocks (here of 5
+    frames, so the two buffers take turns and the last block is short), never through dask;
+    the events are those of the same frames in memory."""
+    import framescope as fs
+    from framescope.counting import _count
+
+    ds, dark = dose01
+    path = fs.io.save(ds.to_dataarray(chunks=2), tmp_path / "frames.raw", "raw",
+                      progress=False)
+    arr = fs.open(path)
+    monkeypatch.setattr(_count, "_BLOCK_BYTES", 5 * ds.frames[0, 0].nbytes)
+    with _Largest() as cb:
+        counted = count_electrons(arr, dark=dark, centroids=True)
+    assert cb.largest == 0  # no dask task ran
+    eager = count_electrons(ds.frames, dark=dark, centroids=True)
+    np.testing.assert_array_equal(counted.offsets, eager.offsets)
+    np.testing.assert_array_equal(counted.indices, eager.indices)
+    np.testing.assert_array_equal(counted.centroids, eager.centroids)
+    assert counted.thresholds == eager.thresholds
+
+
 # ---- bad input -----------------------------------------------------------------------------
 def test_bad_input_errors():
     frames = np.zeros((2, 3, 16, 20), dtype=np.uint16)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
@@ -12,6 +13,7 @@ import numpy as np
 from framescope.counting._counted import CountedData, CountingError
 from framescope.counting._kernel import count_block
 from framescope.counting._thresholds import Thresholds, thresholds_from_values
+from framescope.io._lazy import ReaderArray, source_of
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -25,13 +27,30 @@ _DIMS = ("scan_y", "scan_x", "det_y", "det_x")
 _BLOCK_BYTES = 64 * 2**20
 
 
+def _ahead(reads: list[Callable[[], np.ndarray]]) -> Iterator[np.ndarray]:
+    """The results of ``reads`` in order, each next one running while the last is used."""
+    if not reads:
+        return
+    with ThreadPoolExecutor(1, thread_name_prefix="framescope-count-read") as pool:
+        pending: Future[np.ndarray] = pool.submit(reads[0])
+        for i in range(len(reads)):
+            block = pending.result()
+            if i + 1 < len(reads):
+                pending = pool.submit(reads[i + 1])
+            yield block
+
+
 class _Frames:
-    """The frames as a 4D numpy or dask array, with what counting needs to know."""
+    """The frames to count: a framescope file array (read straight from its reader, as the
+    engine does), a dask array or a numpy array, seen as ``(scan_y, scan_x, det_y,
+    det_x)``."""
 
     def __init__(self, data: Any) -> None:
+        import dask.array as da
         import xarray as xr
 
         self.calibration: Calibration | None = None
+        self.source: ReaderArray | None = None
         if isinstance(data, xr.DataArray):
             if set(data.dims) != set(_DIMS):
                 from framescope.errors import DimensionError
@@ -43,9 +62,9 @@ class _Frames:
                 from framescope.calibration import Calibration
 
                 self.calibration = Calibration.from_json(text)
+            if data.dims == _DIMS:
+                self.source = source_of(data)
             data = data.transpose(*_DIMS).data
-        import dask.array as da
-
         if not isinstance(data, da.Array):
             data = np.asarray(data)
         if data.ndim == 3:
@@ -59,44 +78,66 @@ class _Frames:
         if any(n == 0 for n in data.shape):
             raise CountingError(f"count_electrons: frames are empty, shape {data.shape}")
         self.data = data
-        self.lazy = not isinstance(data, np.ndarray)
         self.scan_shape = (int(data.shape[0]), int(data.shape[1]))
         self.frame_shape = (int(data.shape[2]), int(data.shape[3]))
         self.n_frames = self.scan_shape[0] * self.scan_shape[1]
+        self.frame_bytes = math.prod(self.frame_shape) * np.dtype(data.dtype).itemsize
 
     def sample(self, n: int, seed: int) -> np.ndarray:
         """``n`` frames at random scan positions (all frames when there are fewer)."""
         n = min(int(n), self.n_frames)
         flat = np.sort(np.random.default_rng(seed).choice(self.n_frames, n, replace=False))
+        if self.source is not None:
+            out = np.empty((n, *self.frame_shape), dtype=self.data.dtype)
+            for k, i in enumerate(flat.tolist()):
+                self.source.read_positions(i, i + 1, out[k:k + 1])
+            return out
         iy, ix = np.unravel_index(flat, self.scan_shape)
-        if self.lazy:
-            return np.asarray(self.data.vindex[iy, ix].compute())
-        return self.data[iy, ix]
+        if isinstance(self.data, np.ndarray):
+            return self.data[iy, ix]
+        import dask.array as da
 
-    def row_blocks(self) -> Iterator[np.ndarray]:
-        """Blocks of whole scan rows as ``(frames, det_y, det_x)`` numpy arrays, in scan
-        order; a lazy array is read one dask chunk of rows ahead of the counting."""
-        if not self.lazy:
-            row_bytes = self.scan_shape[1] * math.prod(self.frame_shape) * self.data.itemsize
-            rows = max(1, _BLOCK_BYTES // row_bytes)
+        # basic slices, fused into the reads of a file-backed array: only these frames
+        picked = [self.data[y, x] for y, x in zip(iy.tolist(), ix.tolist(), strict=True)]
+        return np.asarray(da.stack(picked).compute())
+
+    def blocks(self) -> Iterator[np.ndarray]:
+        """The frames in scan order as C-contiguous ``(frames, det_y, det_x)`` blocks.
+
+        A file is read by blocks of frames into two reused buffers, one filled while the
+        other is counted; a dask array one chunk of scan rows at a time (a slice of a chunk
+        could compute the whole chunk), the next computed while one is counted; a numpy
+        array by blocks of rows.
+        """
+        per_block = max(1, _BLOCK_BYTES // self.frame_bytes)
+        if self.source is not None:
+            source, n = self.source, self.n_frames
+            size = min(per_block, n)
+            buffers = [np.empty((size, *self.frame_shape), dtype=self.data.dtype)
+                       for _ in range(2 if n > size else 1)]
+
+            def read(k: int) -> Callable[[], np.ndarray]:
+                first = k * size
+                stop = min(n, first + size)
+                return lambda: source.read_positions(
+                    first, stop, buffers[k % len(buffers)][:stop - first])
+
+            yield from _ahead([read(k) for k in range(-(-n // size))])
+            return
+        if isinstance(self.data, np.ndarray):
+            rows = max(1, per_block // self.scan_shape[1])
             for r0 in range(0, self.scan_shape[0], rows):
-                yield np.ascontiguousarray(self.data[r0:r0 + rows]).reshape(-1,
-                                                                            *self.frame_shape)
+                block = np.ascontiguousarray(self.data[r0:r0 + rows])
+                yield block.reshape(-1, *self.frame_shape)
             return
         data = self.data
-        bounds = np.cumsum((0, *data.chunks[0]))
+        bounds = np.cumsum((0, *data.chunks[0])).tolist()
 
-        def read(i: int) -> np.ndarray:
-            block = np.asarray(data[bounds[i]:bounds[i + 1]].compute())
-            return np.ascontiguousarray(block).reshape(-1, *self.frame_shape)
+        def compute(r0: int, r1: int) -> Callable[[], np.ndarray]:
+            return lambda: np.ascontiguousarray(data[r0:r1].compute()).reshape(
+                -1, *self.frame_shape)
 
-        with ThreadPoolExecutor(1, thread_name_prefix="framescope-count-read") as pool:
-            ahead: Future[np.ndarray] = pool.submit(read, 0)
-            for i in range(len(bounds) - 1):
-                block = ahead.result()
-                if i + 2 < len(bounds):
-                    ahead = pool.submit(read, i + 1)
-                yield block
+        yield from _ahead([compute(a, b) for a, b in itertools.pairwise(bounds)])
 
 
 def _dark(dark: Any, frame_shape: tuple[int, int]) -> np.ndarray:
@@ -188,9 +229,11 @@ def count_electrons(
 
     Each frame is dark-subtracted (float32); a pixel whose value lies strictly between the
     thresholds and is a maximum of its 8-neighbourhood (ties go to the first pixel in raster
-    order) is one electron. Lazy input is read and counted one dask chunk of scan rows at a
-    time (whole rows: chunks along ``scan_x`` or the detector are joined per row chunk), the
-    next chunk read while one is counted; only the sparse result is kept.
+    order) is one electron. Frames are counted block by block, the next block read while one
+    is counted: an array opened by :func:`framescope.open` straight from its reader (64 MiB
+    of frames at a time, two reused buffers), another lazy array one dask chunk of scan
+    rows at a time (chunks along ``scan_x`` or the detector joined). Only the sparse result
+    is kept.
 
     Parameters
     ----------
@@ -244,7 +287,7 @@ def count_electrons(
     thresholds = _thresholds(f, d, background_threshold, xray_threshold, k_background,
                              k_xray, n_samples, seed)
     counts, indices, cents = [], [], []
-    for block in f.row_blocks():
+    for block in f.blocks():
         c, i, xy = count_block(block, d, thresholds.background, thresholds.xray, centroids)
         counts.append(c)
         indices.append(i)

@@ -29,74 +29,108 @@ from numba import prange
 __all__ = ["count_block"]
 
 _JIT = {"cache": True, "nogil": True}
+# scratch for the events of a group of frames (see count_block)
+_GROUP_BYTES = 16 * 2**20
 
 
 @numba.njit(inline="always", **_JIT)
-def _value(frame, dark, y, x):  # pragma: no cover - compiled
-    return np.float32(frame[y, x]) - dark[y, x]
+def _fill_row(frame, dark, y, out):  # pragma: no cover - compiled
+    """Dark-subtracted row ``y`` into ``out[1:-1]`` (the ends stay -inf)."""
+    for x in range(frame.shape[1]):
+        out[x + 1] = np.float32(frame[y, x]) - dark[y, x]
 
 
 @numba.njit(inline="always", **_JIT)
-def _is_event(frame, dark, y, x, bg, xr):  # pragma: no cover - compiled
+def _events_in_row(prev, cur, nxt, bg, xr, flags):  # pragma: no cover - compiled
+    """Flag the events of row ``cur`` (padded rows, see :func:`_scan_frame`); their number.
+
+    Every test is evaluated and combined with ``&`` (no early exit): the loop has no
+    branch, so the compiler vectorises it; with early exits each pixel cost a branch
+    misprediction or two (8 ns/px instead of under 1).
+    """
+    n = 0
+    for x in range(1, cur.shape[0] - 1):
+        v = cur[x]
+        ok = ((v > bg) & (v < xr)
+              & (v > prev[x - 1]) & (v > prev[x]) & (v > prev[x + 1]) & (v > cur[x - 1])
+              & (v >= cur[x + 1]) & (v >= nxt[x - 1]) & (v >= nxt[x]) & (v >= nxt[x + 1]))
+        flags[x] = ok
+        n += ok
+    return n
+
+
+@numba.njit(**_JIT)
+def _scan_frame(frame, dark, bg, xr, indices, centroids, k, write,
+                with_centroids):  # pragma: no cover - compiled
+    """Events of one frame: their number; written from ``indices[k]`` on when ``write``.
+
+    Dark-subtracted rows go once into a rolling buffer of three rows padded with -inf at
+    both ends; the rows above the first and below the last are all -inf. Then every pixel
+    has 8 neighbours and outside the frame never wins.
+    """
     h, w = frame.shape
-    v = _value(frame, dark, y, x)
-    if not (v > bg and v < xr):
-        return False
-    x0, x1 = max(x - 1, 0), min(x + 1, w - 1)
-    if y > 0:
-        for nx in range(x0, x1 + 1):
-            if not v > _value(frame, dark, y - 1, nx):
-                return False
-    if x > 0 and not v > _value(frame, dark, y, x - 1):
-        return False
-    if x + 1 < w and not v >= _value(frame, dark, y, x + 1):
-        return False
-    if y + 1 < h:
-        for nx in range(x0, x1 + 1):
-            if not v >= _value(frame, dark, y + 1, nx):
-                return False
-    return True
+    buf = np.full((4, w + 2), -np.inf, dtype=np.float32)
+    flags = np.zeros(w + 2, dtype=np.bool_)
+    outside = buf[3]
+    prev, cur, nxt = outside, buf[0], buf[1]
+    spare = buf[2]
+    _fill_row(frame, dark, 0, cur)
+    if h > 1:
+        _fill_row(frame, dark, 1, nxt)
+    else:
+        nxt = outside
+    count = 0
+    for y in range(h):
+        if y > 0:
+            # the old top row's buffer is reused for the new bottom row
+            recycled = prev if y > 1 else spare
+            prev, cur = cur, nxt
+            if y + 1 < h:
+                nxt = recycled
+                _fill_row(frame, dark, y + 1, nxt)
+            else:
+                nxt = outside
+        found = _events_in_row(prev, cur, nxt, bg, xr, flags)
+        if not write or found == 0:
+            count += found
+            continue
+        for x in range(w):
+            if not flags[x + 1]:
+                continue
+            indices[k + count] = y * w + x
+            if with_centroids:
+                s = 0.0
+                sy = 0.0
+                sx = 0.0
+                for nx in range(x, x + 3):  # padded columns x - 1 .. x + 1
+                    for dy, row in ((-1, prev), (0, cur), (1, nxt)):
+                        q = max(np.float64(row[nx]), 0.0)  # -inf outside -> 0
+                        s += q
+                        sy += q * (y + dy)
+                        sx += q * (nx - 1)
+                # s > 0 unless the background threshold is negative
+                centroids[k + count, 0] = sy / s if s > 0 else y
+                centroids[k + count, 1] = sx / s if s > 0 else x
+            count += 1
+    return count
 
 
 @numba.njit(parallel=True, **_JIT)
-def _count_pass(frames, dark, bg, xr, counts):  # pragma: no cover - compiled
-    n, h, w = frames.shape
-    for i in prange(n):
-        frame = frames[i]
-        c = 0
-        for y in range(h):
-            for x in range(w):
-                if _is_event(frame, dark, y, x, bg, xr):
-                    c += 1
-        counts[i] = c
+def _scan_group(frames, dark, bg, xr, scratch, scratch_c, counts,
+                with_centroids):  # pragma: no cover - compiled
+    for i in prange(frames.shape[0]):
+        counts[i] = _scan_frame(frames[i], dark, bg, xr, scratch[i], scratch_c[i], 0, True,
+                                with_centroids)
 
 
 @numba.njit(parallel=True, **_JIT)
-def _fill_pass(frames, dark, bg, xr, offsets, indices, centroids,
-               with_centroids):  # pragma: no cover - compiled
-    n, h, w = frames.shape
-    for i in prange(n):
-        frame = frames[i]
-        k = offsets[i]
-        for y in range(h):
-            for x in range(w):
-                if not _is_event(frame, dark, y, x, bg, xr):
-                    continue
-                indices[k] = y * w + x
-                if with_centroids:
-                    s = 0.0
-                    sy = 0.0
-                    sx = 0.0
-                    for ny in range(max(y - 1, 0), min(y + 2, h)):
-                        for nx in range(max(x - 1, 0), min(x + 2, w)):
-                            q = max(np.float64(_value(frame, dark, ny, nx)), 0.0)
-                            s += q
-                            sy += q * ny
-                            sx += q * nx
-                    # s > 0: the event itself is above the (>= 0 in practice) background
-                    centroids[k, 0] = sy / s if s > 0 else y
-                    centroids[k, 1] = sx / s if s > 0 else x
-                k += 1
+def _gather(scratch, scratch_c, offsets, indices, centroids,
+            with_centroids):  # pragma: no cover - compiled
+    for i in prange(offsets.shape[0] - 1):
+        k, m = offsets[i], offsets[i + 1] - offsets[i]
+        indices[k:k + m] = scratch[i, :m]
+        if with_centroids:
+            centroids[k:k + m] = scratch_c[i, :m]
 
 
 def count_block(
@@ -128,16 +162,38 @@ def count_block(
         raster order.
     centroids : ndarray of float32, shape (counts.sum(), 2) or None
         ``(y, x)`` of each event in detector px.
+
+    Notes
+    -----
+    One pass over the frames: each frame's events go to its own row of a scratch array,
+    then to their place in the output. Two events are never neighbours (each would have to
+    beat the other), so a frame holds at most ``ceil(h/2) * ceil(w/2)``, the scratch row's
+    length. Frames are taken in groups so the scratch stays at most ``_GROUP_BYTES``; a
+    first pass that only counts, then a second that writes, took 2.5x as long.
     """
     n, h, w = frames.shape
     if h * w > 2**32:
         raise ValueError(f"frames of {h}x{w} px do not fit uint32 pixel indices")
     bg, xr = np.float32(background), np.float32(xray)
+    cap = ((h + 1) // 2) * ((w + 1) // 2)
+    per_frame = cap * (4 + (8 if centroids else 0))
+    group = max(1, min(n, _GROUP_BYTES // per_frame))
+    scratch = np.empty((group, cap), dtype=np.uint32)
+    scratch_c = np.empty((group, cap if centroids else 0, 2), dtype=np.float32)
     counts = np.empty(n, dtype=np.int64)
-    _count_pass(frames, dark, bg, xr, counts)
-    offsets = np.zeros(n + 1, dtype=np.int64)
-    np.cumsum(counts, out=offsets[1:])
-    indices = np.empty(int(offsets[-1]), dtype=np.uint32)
-    cents = np.empty((len(indices) if centroids else 0, 2), dtype=np.float32)
-    _fill_pass(frames, dark, bg, xr, offsets, indices, cents, bool(centroids))
-    return counts, indices, cents if centroids else None
+    parts, cparts = [], []
+    for g0 in range(0, n, group):
+        g1 = min(n, g0 + group)
+        _scan_group(frames[g0:g1], dark, bg, xr, scratch, scratch_c, counts[g0:g1],
+                    bool(centroids))
+        offsets = np.zeros(g1 - g0 + 1, dtype=np.int64)
+        np.cumsum(counts[g0:g1], out=offsets[1:])
+        idx = np.empty(int(offsets[-1]), dtype=np.uint32)
+        cent = np.empty((len(idx) if centroids else 0, 2), dtype=np.float32)
+        _gather(scratch, scratch_c, offsets, idx, cent, bool(centroids))
+        parts.append(idx)
+        cparts.append(cent)
+    indices = parts[0] if len(parts) == 1 else np.concatenate(parts)
+    if not centroids:
+        return counts, indices, None
+    return counts, indices, cparts[0] if len(cparts) == 1 else np.concatenate(cparts)
