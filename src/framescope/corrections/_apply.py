@@ -47,9 +47,10 @@ class CorrectionPlan:
     fused: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # the CPU kernel's arrays
 
     def apply(self, tile: Any, out: Any = None) -> Any:
-        """Corrected frames of ``tile`` (n, raw h, raw w) as float32 (n, *out_shape).
+        """Corrected frames of ``tile`` ``(n, raw h, raw w)`` as float32
+        ``(n, *out_shape)``.
 
-        ``out`` (n, *shape) float32, reused between tiles, receives the crop before binning;
+        ``out`` ``(n, *shape)`` float32, reused between tiles, receives the crop before binning;
         the returned array is ``out`` (no binning) or a new, binned one.
         """
         c = self.corrections
