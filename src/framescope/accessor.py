@@ -34,6 +34,7 @@ from framescope.udf import (
 
 if TYPE_CHECKING:  # pydantic takes ~80 ms to import: only when calibrating
     from framescope.calibration import Calibration, DiskFit
+    from framescope.counting import CountedData
 
 __all__ = ["FsAccessor"]
 
@@ -439,6 +440,23 @@ class FsAccessor:
         if corrections is None:
             return raw, cal
         return corrections.output_shape(raw), corrected_calibration(cal, corrections, raw)
+
+    def count_electrons(self, **options: Any) -> CountedData:
+        """Electron counting of the frames: events between the background and X-ray
+        thresholds that are local maxima, stored sparse (see
+        :func:`framescope.counting.count_electrons` for the options: ``dark=``,
+        ``background_threshold=``, ``xray_threshold=``, ``k_background=``, ``k_xray=``,
+        ``centroids=``). The array's attached corrections are not applied: counting
+        reads the raw counts (give ``dark=``).
+
+        Examples
+        --------
+        >>> counted = arr.fs.count_electrons(dark=stats.mean)  # doctest: +SKIP
+        >>> fs.counting.save_counted(counted, "counted.h5")  # stempy's layout; doctest: +SKIP
+        """
+        from framescope.counting import count_electrons
+
+        return count_electrons(self._arr, **options)
 
     def with_corrections(self, corrections: Corrections | None = None,
                          **params: Any) -> xr.DataArray:

@@ -387,3 +387,15 @@ def test_hdf5_bad_file(tmp_path):
         f["electron_events/scan_positions"] = np.arange(2)
     with pytest.raises(FormatError, match="lacks the attribute 'Nx'"):
         load_counted(path)
+
+
+def test_the_accessor_counts_like_the_function():
+    import framescope as fs
+    from framescope.counting import count_electrons
+
+    sim = fs.datasets.lowdose(scan=(3, 4), det=(32, 32), dose=0.01, seed=9)
+    arr = sim.to_dataarray()
+    a = arr.fs.count_electrons(background_threshold=20.0, xray_threshold=2000.0)
+    b = count_electrons(arr.values, background_threshold=20.0, xray_threshold=2000.0)
+    np.testing.assert_array_equal(a.offsets, b.offsets)
+    np.testing.assert_array_equal(a.indices, b.indices)
