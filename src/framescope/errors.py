@@ -12,6 +12,7 @@ __all__ = [
     "ClusterError",
     "ClusterVersionError",
     "CompressionPluginError",
+    "CountingError",
     "DatasetNotFoundError",
     "DimensionError",
     "FileSizeError",
@@ -109,3 +110,7 @@ class ClusterVersionError(FramescopeError, ImportError):
             f"workers' environment"
         )
         self.address, self.expected, self.found = address, expected, found
+
+
+class CountingError(FramescopeError, ValueError):
+    """Input to electron counting (frames, dark reference, thresholds) does not fit."""

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from framescope.errors import FramescopeError
+from framescope.errors import CountingError
 
 if TYPE_CHECKING:
     import xarray as xr
@@ -19,10 +19,6 @@ __all__ = ["CountedData", "CountingError"]
 
 # to_dense refuses to allocate more than this unless told otherwise
 _DENSE_LIMIT = 2 * 2**30
-
-
-class CountingError(FramescopeError, ValueError):
-    """Input to electron counting (frames, dark reference, thresholds) does not fit."""
 
 
 @dataclass(frozen=True, eq=False)

@@ -27,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from framescope.errors import CountingError
+
 __all__ = ["Thresholds", "noise_peak", "thresholds_from_values"]
 
 # histogram bins per noise sigma in the peak fit
@@ -70,7 +72,6 @@ class Thresholds:
     n_frames: int = 0
 
     def __post_init__(self) -> None:
-        from framescope.counting._counted import CountingError
 
         for name in ("background", "xray"):
             value = getattr(self, name)
@@ -178,7 +179,6 @@ def thresholds_from_values(
     n_frames : int
         Frames the values came from (recorded).
     """
-    from framescope.counting._counted import CountingError
 
     for name, k in (("k_background", k_background), ("k_xray", k_xray)):
         if not (math.isfinite(k) and k > 0):
