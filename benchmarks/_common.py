@@ -53,7 +53,7 @@ def engine_setup(doc: str) -> Setup:
     ap = argparse.ArgumentParser(description=doc.split("\n\n")[0])
     ap.add_argument("--scan", default="128x128")
     ap.add_argument("--det", default="256x256")
-    ap.add_argument("--data-dir", default="benchmarks/data")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-libertem", action="store_true")
     ap.add_argument("--no-cluster", action="store_true")

@@ -85,7 +85,7 @@ def main() -> None:
     ap.add_argument("--scan", default="64x64")
     ap.add_argument("--det", default="256x256")
     ap.add_argument("--dose", type=float, default=0.05)
-    ap.add_argument("--data-dir", default="benchmarks/data")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"))
     ap.add_argument("--repeat", type=int, default=3)
     ap.add_argument("--no-stempy", action="store_true")
     args = ap.parse_args()

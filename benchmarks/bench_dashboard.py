@@ -251,7 +251,7 @@ def browser(path: Path, frames: np.ndarray) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="benchmarks/data")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"))
     ap.add_argument("--partition-mib", type=float, default=32,
                     help="partition size of the server-side part (the served one uses "
                          "the default 128 MiB)")

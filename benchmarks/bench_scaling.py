@@ -46,7 +46,7 @@ def acquisition(data_dir: Path, links: int) -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--data-dir", default="benchmarks/data")
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"))
     ap.add_argument("--repeat", type=int, default=2)
     ap.add_argument("--client", default="inline", help="inline, local (2 processes) or address")
     args = ap.parse_args()
