@@ -399,3 +399,23 @@ def test_the_accessor_counts_like_the_function():
     b = count_electrons(arr.values, background_threshold=20.0, xray_threshold=2000.0)
     np.testing.assert_array_equal(a.offsets, b.offsets)
     np.testing.assert_array_equal(a.indices, b.indices)
+
+
+def test_a_counted_file_opens_as_frames_every_analysis_runs_on(tmp_path):
+    import framescope as fs
+    import framescope.masks as fm
+    from framescope.counting import count_electrons, save_counted
+
+    sim = lowdose(scan=(4, 5), det=(32, 32), dose=0.01, seed=4)
+    counted = count_electrons(sim.frames, dark=sim.dark_frames(32).mean(axis=0),
+                              xray_threshold=5 * sim.gain)
+    path = tmp_path / "counted.h5"
+    save_counted(counted, path)
+    arr = fs.open(path)
+    assert arr.attrs["format"] == "counted"
+    assert arr.shape == (4, 5, 32, 32)
+    dense = counted.to_dense()
+    np.testing.assert_array_equal(arr.values, dense)  # the lazy frames are the counts
+    ring = fm.ring(16, 16, 3, 12)
+    img = arr.fs.virtual_image(ring, client="inline")
+    np.testing.assert_array_equal(img, (dense * ring.rasterize((32, 32))).sum((2, 3)))

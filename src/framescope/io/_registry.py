@@ -21,6 +21,8 @@ ENTRY_POINT_GROUP = "framescope.readers"
 _BUILTIN = {
     "dectris": "framescope.io._dectris:DectrisReader",
     "mib": "framescope.io._mib:MibReader",
+    # before hdf5: an .h5 file holding electron_events is counted electrons, not frames
+    "counted": "framescope.io._counted:CountedReader",
     "hdf5": "framescope.io._hdf5:Hdf5Reader",
     "zarr": "framescope.io._zarr:ZarrReader",
     "npy": "framescope.io._npy:NpyReader",
