@@ -303,22 +303,7 @@ class FsAccessor(PhysicsMixin):
         """
         udf = RadialProfile(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
                             r_min=r_min, mask=mask, normalize=normalize, unit=unit)
-        arr = self._use(opts)
-        det_shape, cal = self._geometry(arr)
-        rings = udf.rings(det_shape, cal)
-        udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
-        res = run(udf, arr, roi=roi, **opts)
-        out = res["profile"].assign_coords(counts=(rings.dim, res["counts"].values))
-        out.name = "radial_profile"
-        out.attrs = {
-            "cy": rings.cy, "cx": rings.cx, "r_min": rings.r_min, "r_max": rings.r_max,
-            "bin_width": rings.bin_width, "n_bins": rings.n_bins, "unit": rings.unit,
-            "normalize": normalize,
-            "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
-            "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
-            **corrections_attrs(arr),
-        }
-        return out
+        return self._binned(udf, "profile", (), roi, opts)
 
     def polar(
         self,
@@ -361,17 +346,25 @@ class FsAccessor(PhysicsMixin):
         udf = PolarTransform(cy, cx, n_bins=n_bins, r_max=r_max, bin_width=bin_width,
                              r_min=r_min, n_chi=n_chi, mask=mask, normalize=normalize,
                              unit=unit, per_position=per_position)
+        return self._binned(udf, "polar", ("chi",), roi, opts,
+                            n_chi=udf.n_chi, per_position=udf.per_position)
+
+    def _binned(self, udf: RadialProfile | PolarTransform, key: str,
+                extra_dims: tuple[str, ...], roi: Any, opts: dict[str, Any],
+                **attrs: Any) -> xr.DataArray:
+        """Run a ring-binning UDF (radial profile, polar) and label its result: the pixel
+        counts per bin as a coordinate, the resolved bins in attrs."""
         arr = self._use(opts)
         det_shape, cal = self._geometry(arr)
         rings = udf.rings(det_shape, cal)
         udf.counts(rings.frame_shape, cal)  # raise here, not in a worker after reads start
         res = run(udf, arr, roi=roi, **opts)
-        out = res["polar"].assign_coords(counts=((rings.dim, "chi"), res["counts"].values))
-        out.name = "polar"
+        out = res[key].assign_coords(counts=((rings.dim, *extra_dims), res["counts"].values))
+        out.name = "radial_profile" if key == "profile" else key
         out.attrs = {
             "cy": rings.cy, "cx": rings.cx, "r_min": rings.r_min, "r_max": rings.r_max,
             "bin_width": rings.bin_width, "n_bins": rings.n_bins, "unit": rings.unit,
-            "n_chi": udf.n_chi, "normalize": normalize, "per_position": udf.per_position,
+            **attrs, "normalize": udf.normalize,
             "masked_pixels": 0 if udf.mask is None else int(udf.mask.sum()),
             "framescope_version": __version__, "source": self._arr.attrs.get("source", ""),
             **corrections_attrs(arr),

@@ -157,13 +157,6 @@ class Corrections:
     def __hash__(self) -> int:
         return hash(self.key)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__dataclass_fields__}
-
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        for k, v in state.items():
-            object.__setattr__(self, k, v)
-
     # ---- shapes -----------------------------------------------------------------------
     def check(self, frame_shape: tuple[int, int]) -> None:
         """Raise :class:`CorrectionsError` unless these corrections fit raw frames of

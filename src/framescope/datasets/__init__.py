@@ -9,7 +9,8 @@ positions, for electron counting.
 
 from framescope.datasets._lowdose import LowDose, lowdose
 from framescope.datasets._physics import convergent_probe, phase_object
-from framescope.datasets._synthetic import SyntheticReader, synthetic
+from framescope.datasets._synthetic import SyntheticReader
+from framescope.datasets._synthetic_array import synthetic
 
 __all__ = ["LowDose", "SyntheticReader", "convergent_probe", "lowdose", "phase_object",
            "synthetic"]

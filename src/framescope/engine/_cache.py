@@ -11,6 +11,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
+from framescope.corrections import ENCODING_KEY
+
 __all__ = ["ResultCache", "data_key", "roi_key"]
 
 
@@ -24,7 +26,7 @@ def data_key(arr: xr.DataArray) -> str:
     if name is None:  # numpy-backed: hash the bytes once
         name = "np-" + hashlib.blake2b(np.ascontiguousarray(arr.data).data,
                                        digest_size=16).hexdigest()
-    corrections = arr.encoding.get("framescope_corrections")
+    corrections = arr.encoding.get(ENCODING_KEY)
     # corrected frames are other frames: their results must not meet the raw ones'
     return str(name) if corrections is None else f"{name}+corrections-{corrections.key}"
 

@@ -36,7 +36,7 @@ from framescope.engine._job import Results
 from framescope.engine._launchers import Launcher, ProcessLauncher
 from framescope.engine._receiver_status import SeriesState, merged_status
 from framescope.engine._receiver_task import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT
-from framescope.engine._stream import Merge
+from framescope.engine._stream_merge import Merge
 from framescope.engine._wire import decode_message, partial_of
 from framescope.live import MessageError, Series, Status
 from framescope.udf._base import UDF, Meta

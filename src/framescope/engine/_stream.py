@@ -1,69 +1,39 @@
-"""A live source as a tile source: the analysis thread, the merge, the in-process runner.
+"""A live source as a tile source: the analysis thread and the in-process runner.
 
 The receiver (:class:`framescope.live.ZMQSource`) hands its batches to a queue; the
 :class:`Analysis` thread takes them in order, runs the job's UDF (a :class:`Group` for
 several) on each with :func:`run_frames` and gives the partial result to a *sink*: the
-:class:`Merge` of this process (the same :class:`Accumulator` as a file job, so a finished
-series equals :func:`framescope.run` on the same frames), or, in a receiver of a parallel
-job, the socket to the merging process. Spilled frames are read back when the queue is
-empty, and at the latest before the series finishes.
+:class:`~framescope.engine._stream_merge.Merge` of this process (the same
+:class:`Accumulator` as a file job, so a finished series equals :func:`framescope.run` on
+the same frames), or, in a receiver of a parallel job, the socket to the merging process.
+Spilled frames are read back when the queue is empty, and at the latest before the series
+finishes.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 import queue
 import threading
 import time
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 import numpy as np
 
-from framescope.corrections import (
-    Corrections,
-    corrected_coords,
-    corrected_meta,
-    from_detector,
-)
-from framescope.engine._group import Group
-from framescope.engine._job import Results, shaped
-from framescope.engine._merge import Accumulator
+from framescope.corrections import Corrections, corrected_meta
+from framescope.engine._job import Results
+from framescope.engine._stream_merge import Merge, series_corrections
 from framescope.engine._tasks import Partial, prepared, run_frames
 from framescope.live import Batch, Batcher, End, Series, Start, Status
 from framescope.udf._base import UDF
 
-__all__ = ["Analysis", "Merge", "Sink", "StreamRunner", "coords_of"]
+__all__ = ["Analysis", "Sink", "StreamRunner"]
 
 log = logging.getLogger(__name__)
 
 _STOP = object()
-
-
-def coords_of(series: Series) -> dict[str, Any]:
-    """Coordinates of a series' scan and detector axes: physical where it is calibrated,
-    pixel indices otherwise."""
-    (ny, nx), (h, w) = series.meta.scan_shape, series.meta.frame_shape
-    if series.meta.calibration is not None:
-        return series.meta.calibration.coords((ny, nx, h, w))
-    return {"scan_y": np.arange(ny), "scan_x": np.arange(nx), "det_y": np.arange(h),
-            "det_x": np.arange(w)}
-
-
-def series_corrections(given: Any, series: Series) -> Corrections | None:
-    """The corrections of ``series``: ``given`` (a :class:`Corrections`, or False for none),
-    else (None) what the detector states in the series header (``pixel_mask``, and the
-    ``flatfield`` when the header says it was not applied)."""
-    if given is False:
-        return None
-    if given is not None:
-        return given
-    if not series.arrays:
-        return None
-    return from_detector(series.arrays, series.header, f"series {series.series}")
 
 
 class Sink(Protocol):
@@ -80,152 +50,6 @@ class Sink(Protocol):
 
     def complete(self, series: Series, end: End, state: str, status: Status) -> None:
         """The series' last frame has been analysed; ``state`` "finished" or "stopped"."""
-
-
-class Merge:
-    """The job's results in this process: one :class:`Accumulator` per UDF, per series.
-
-    Used by the in-process runner's analysis thread and by the merging thread of a
-    parallel job; readers in any thread take :meth:`publish` under the same lock, which is
-    re-entrant: the merging thread calls in while holding it.
-    """
-
-    def __init__(self, named: dict[str, UDF], udfs: Any, task_udf: UDF,
-                 on_series_end: Callable[[Results], None] | None = None,
-                 corrections: Corrections | None = None) -> None:
-        self.named, self.udfs, self.task_udf = named, udfs, task_udf
-        self.given = corrections  # None: the detector's, from each series header
-        self.corrections: Corrections | None = None  # the current series'
-        self.lock = threading.RLock()
-        self.finished = threading.Condition(self.lock)
-        self.series: Series | None = None
-        self.accs: dict[str, Accumulator] = {}
-        self.final: Results | None = None
-        self.last: Results | None = None
-        self.finished_ids: list[int] = []
-        self.finals: dict[int, Results] = {}
-        self._on_series_end = on_series_end
-        self._callbacks = ThreadPoolExecutor(1, thread_name_prefix="framescope-series-end")
-
-    def use(self, named: dict[str, UDF], udfs: Any, task_udf: UDF) -> None:
-        """Other UDFs from the next series on (called by the analysis thread at a start)."""
-        with self.lock:
-            self.named, self.udfs, self.task_udf = named, udfs, task_udf
-
-    def begin(self, series: Series) -> None:
-        corrections = series_corrections(self.given, series)
-        meta = corrected_meta(series.meta, corrections)
-        accs = {name: Accumulator(u, meta) for name, u in self.named.items()}
-        with self.lock:
-            self.series, self.accs, self.final = series, accs, None
-            self.corrections = corrections
-
-    def recalibrate(self, calibration: Any) -> None:
-        """The current series' calibration, learnt after it began (parallel receivers: the
-        header reaches one receiver, not necessarily the first to report)."""
-        with self.lock:
-            if self.series is None:
-                return
-            self.series.meta = dataclasses.replace(self.series.meta, calibration=calibration)
-            meta = corrected_meta(self.series.meta, self.corrections)
-            for acc in self.accs.values():
-                acc.meta = meta
-
-    def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
-        return None  # one receiver: its tracker already dropped repeated frame numbers
-
-    def add(self, series: Series, part: Partial) -> None:
-        pieces = (self.task_udf.split(part) if isinstance(self.task_udf, Group)
-                  else dict.fromkeys(self.accs, part))
-        with self.lock:
-            if self.series is None or self.series.series != series.series:
-                return
-            for name, acc in self.accs.items():
-                acc.add(pieces[name])
-
-    def done_map(self) -> np.ndarray | None:
-        """The positions merged so far (a copy), None before a series."""
-        with self.lock:
-            acc = next(iter(self.accs.values()), None)
-            return None if acc is None else acc.done.copy()
-
-    def publish(self, status: Status, source: str = "") -> Results | None:
-        """Results of the current series so far (None before one), status in attrs."""
-        with self.lock:
-            return self._publish(status, source)
-
-    def close(self, status: Status, source: str = "") -> None:
-        """Publish an unfinished series as final (stopped, or superseded by the next)."""
-        with self.finished:
-            if self.series is not None and self.final is None:
-                self.final = self.last = self._publish(status, source)
-                self._keep(self.series.series, self.final)
-
-    def _publish(self, status: Status, source: str) -> Results | None:
-        if self.series is None:
-            return None
-        coords = corrected_coords(coords_of(self.series), self.corrections)
-        # the series these results are of (the source may be on the next one already)
-        attrs = {**status.as_dict(), "source": source, "series": self.series.series,
-                 "frames_expected": self.series.n_frames}
-        if self.corrections is not None:
-            attrs["corrections"] = json.dumps(self.corrections.params())
-        return shaped({name: acc.publish(coords, attrs) for name, acc in self.accs.items()},
-                      self.udfs)
-
-    def complete(self, series: Series, status: Status, source: str = "") -> Results | None:
-        """Publish the final results of ``series`` (once) and wake :meth:`wait`."""
-        with self.finished:
-            if (self.series is None or self.series.series != series.series
-                    or self.final is not None):
-                return None
-            self.final = self.last = self._publish(status, source)
-            self._keep(series.series, self.final)
-            final = self.final
-        if self._on_series_end is not None:
-            # in its own thread, in series order: never under the merge's lock, never
-            # holding up the analysis or the merging of receivers (a slow callback would
-            # otherwise make them look lost)
-            self._callbacks.submit(self._call, final)
-        return final
-
-    def _call(self, final: Results) -> None:
-        try:
-            self._on_series_end(final)
-        except Exception:  # a user's callback must not end the job
-            log.exception("on_series_end failed")
-
-    def _keep(self, sid: int, final: Results) -> None:
-        """Keep ``final`` as series ``sid``'s (the last few) and wake waiters."""
-        self.finished_ids.append(sid)
-        self.finals[sid] = final
-        for old in list(self.finals)[:-8]:
-            del self.finals[old]
-        self.finished.notify_all()
-
-    def wait(self, timeout: float | None, alive: Callable[[], bool],
-             series: int | None = None) -> Results | None:
-        """Final results of series ``series``, else of the current (else next) one: the
-        series in progress when the wait began, even if the next has started since. None
-        on timeout or when not ``alive()`` any more."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        with self.finished:
-            if series is None and self.final is not None:
-                return self.final
-            target, known = series, set(self.finals)
-            while True:
-                if target is None:
-                    fresh = [s for s in self.finals if s not in known]
-                    if fresh:  # finished before this thread woke up: still the one
-                        return self.finals[fresh[0]]
-                    if self.series is not None:
-                        target = self.series.series
-                if target is not None and target in self.finals:
-                    return self.finals[target]
-                left = None if deadline is None else deadline - time.monotonic()
-                if (left is not None and left <= 0) or not alive():
-                    return None
-                self.finished.wait(0.1 if left is None else min(left, 0.1))
 
 
 @dataclasses.dataclass(slots=True)
