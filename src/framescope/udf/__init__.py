@@ -4,6 +4,7 @@ from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._com import CenterOfMass
 from framescope.udf._extrema import MaxFrame
 from framescope.udf._geometry import ScatteringGeometry
+from framescope.udf._idpc import IDPC
 from framescope.udf._masks import ApplyMasks
 from framescope.udf._polar import PolarTransform
 from framescope.udf._radial import RadialProfile, RingBins
@@ -15,6 +16,7 @@ __all__ = [
     "Buffer",
     "CenterOfMass",
     "FrameStats",
+    "IDPC",
     "MaxFrame",
     "Meta",
     "PolarTransform",

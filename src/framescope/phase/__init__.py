@@ -1,0 +1,10 @@
+"""Phase imaging from 4D-STEM data: functions that run the phase UDFs through the engine.
+
+Each method is a UDF in :mod:`framescope.udf` (one pass over the frames, progressive with
+:func:`framescope.iter_run`, the same on live streams); the functions here run it with
+:func:`framescope.run` and return its Dataset.
+"""
+
+from framescope.phase._idpc import idpc, integrate_gradient
+
+__all__ = ["idpc", "integrate_gradient"]
