@@ -23,7 +23,9 @@ from typing import Any, Protocol
 import numpy as np
 
 from framescope.corrections import Corrections, corrected_meta
+from framescope.engine._group import Group
 from framescope.engine._job import Results
+from framescope.engine._stream_dark import DarkRun
 from framescope.engine._stream_merge import Merge, series_corrections
 from framescope.engine._tasks import Partial, prepared, run_frames
 from framescope.live import Batch, Batcher, End, Series, Start, Status
@@ -81,12 +83,26 @@ class Analysis:
         of its own, and idle OpenMP workers spinning after every batch took it on 2 cores
         (one series ran at a third of the speed); raise it on machines with cores to spare
         when the analysis is the bottleneck (``status.queue_depth`` grows).
+    darks : bool
+        Reduce dark series (:attr:`Series.dark`) to dark statistics that the source keeps
+        (``source.use_dark``) and the following series are corrected with. Only where
+        this thread sees every frame of the series (one receiver); otherwise a dark series
+        is analysed as data (logged).
+
+    UDFs (or members of a :class:`Group`) with a ``begin_series(series)`` method are told
+    of each data series before its first batch (after their ``prepare``), and those with
+    ``end_series(series, ended)`` after its last, or when the job stops (``ended`` False):
+    a stream-only hook, e.g. for a UDF that writes a file per series.
     """
 
     def __init__(self, source: Any, udf: UDF, sink: Sink, *,
                  on_frames: Callable[[Series, np.ndarray, np.ndarray], None] | None = None,
-                 kernel_threads: int = 1, corrections: Corrections | None = None) -> None:
+                 kernel_threads: int = 1, corrections: Corrections | None = None,
+                 darks: bool = False) -> None:
         self.source, self.udf, self.sink = source, udf, sink
+        self.darks = darks
+        self._dark: DarkRun | None = None  # the dark series being analysed
+        self._hooked: tuple[UDF, Series] | None = None  # UDFs told of a series' begin
         self.corrections = corrections  # None: the detector's, from each series header
         self._meta: Any = None  # the series' Meta as the UDFs see it (corrected)
         self.on_frames = on_frames
@@ -132,6 +148,7 @@ class Analysis:
             self.handoff.put(_STOP)
             self._thread.join()
             self._thread = None
+        self._end_hooks(ended=False)
         if self.counts.state != "finished":
             self.counts.state = "stopped"
 
@@ -184,11 +201,22 @@ class Analysis:
     def _begin(self, start: Start) -> None:
         series = start.series
         meta = series.meta
+        self._end_hooks(ended=False)  # a series superseded before its end
         with self._pending_lock:
             pending, self._pending = self._pending, None
         if pending is not None:  # the UDF and the sink change together, between series
             self.udf = pending[2]
             self.sink.use(*pending)
+        if series.dark and not self.darks:
+            log.warning("series %d is a dark series: only a stream job with one receiver "
+                        "takes darks; analysed as data", series.series)
+            series.dark = False
+        if series.dark:
+            self._begin_dark(start)
+            return
+        self._dark = None
+        if self.darks:  # the dark the following series are corrected with
+            series.dark_stats = getattr(self.source, "dark", None)
         error = ""
         try:
             meta = self._meta = corrected_meta(meta,
@@ -209,13 +237,48 @@ class Analysis:
         self.series, self._batcher, self._state = series, start.batcher, state
         self._broken = bool(error)
         self.counts = _Counts(state="running", error=error)
+        if not error:
+            try:
+                _hooks(self.udf, "begin_series", series)
+                self._hooked = (self.udf, series)
+            except Exception as exc:
+                log.exception("live analysis: begin_series failed on series %d",
+                              series.series)
+                self._broken = True
+                self.counts.error = f"series {series.series}: {type(exc).__name__}: {exc}"
+
+    def _begin_dark(self, start: Start) -> None:
+        """A dark series: its frames go to dark statistics, not to the job's sink."""
+        series = start.series
+        error = ""
+        try:
+            self._dark = DarkRun(series)
+        except Exception as exc:
+            log.exception("live analysis: dark series %d cannot be analysed", series.series)
+            self._dark, error = None, f"dark series {series.series}: {exc}"
+        if self._batcher is not None:
+            self._batcher.spill.close()
+        self.series, self._batcher, self._state = series, start.batcher, None
+        self._broken = self._dark is None
+        self.counts = _Counts(state="running", error=error)
+        log.info("series %d: a dark series; taking dark statistics", series.series)
+
+    def _end_hooks(self, ended: bool) -> None:
+        hooked, self._hooked = self._hooked, None
+        if hooked is None:
+            return
+        try:
+            _hooks(hooked[0], "end_series", hooked[1], ended)
+        except Exception:
+            log.exception("live analysis: end_series failed on series %d",
+                          hooked[1].series)
 
     def _analyse(self, frames: np.ndarray, indices: np.ndarray, t0: float) -> None:
         if self._broken:  # the UDFs failed to prepare for this series
             return
         series = self.series
         positions = series.positions(indices)
-        keep = self.sink.admit(series, positions)
+        keep = None if self._dark is not None else self.sink.admit(series, positions)
         if keep is not None and not keep.all():
             self.counts.skipped += int((~keep).sum())
             frames, positions = frames[keep], positions[keep]
@@ -223,8 +286,11 @@ class Analysis:
                 return
         if self.on_frames is not None:
             self.on_frames(series, frames, positions)
-        self.sink.add(series, run_frames(self.udf, frames, positions, self._meta,
-                                         self._state))
+        if self._dark is not None:
+            self._dark.add(frames, positions)
+        else:
+            self.sink.add(series, run_frames(self.udf, frames, positions, self._meta,
+                                             self._state))
         a = self.counts
         a.frames += len(positions)
         a.latency_s = time.monotonic() - t0
@@ -259,9 +325,26 @@ class Analysis:
         if b is not None:
             b.spill.close()
         self.counts.state = "finished" if end.ended else "stopped"
+        if self._dark is not None:
+            stats = self._dark.stats() if end.ended else None
+            if stats is not None:
+                self.source.use_dark(stats)
+            elif not end.ended:
+                log.warning("dark series %d ended unfinished: not used", end.series)
+            self._dark = None
+            return
+        self._end_hooks(ended=end.ended)
         status = self.source.status if end.status is None else end.status
         self.sink.complete(self.series, end, self.counts.state,
                            dataclasses.replace(self.status(status), state=self.counts.state))
+
+
+def _hooks(udf: UDF, name: str, *args: Any) -> None:
+    """Call ``name(*args)`` on ``udf``, or on each member of a :class:`Group`, that has it."""
+    for u in udf.udfs.values() if isinstance(udf, Group) else (udf,):
+        hook = getattr(u, name, None)
+        if callable(hook):
+            hook(*args)
 
 
 class _LocalSink:
@@ -287,7 +370,8 @@ class StreamRunner:
         self.merge = Merge(named, udfs, task_udf, on_series_end, corrections)
         self.analysis = Analysis(source, task_udf, _LocalSink(self.merge, source.endpoint),
                                  on_frames=on_frames, kernel_threads=kernel_threads,
-                                 corrections=corrections)
+                                 corrections=corrections,
+                                 darks=hasattr(source, "use_dark"))
         self._cancelled = False
 
     def start(self) -> StreamRunner:

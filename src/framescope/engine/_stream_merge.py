@@ -17,6 +17,7 @@ import numpy as np
 
 from framescope.corrections import (
     Corrections,
+    CorrectionsError,
     corrected_coords,
     corrected_meta,
     from_detector,
@@ -28,7 +29,7 @@ from framescope.engine._tasks import Partial
 from framescope.live import Series, Status
 from framescope.udf._base import UDF
 
-__all__ = ["Merge", "coords_of", "series_corrections"]
+__all__ = ["Merge", "coords_of", "series_corrections", "with_dark"]
 
 log = logging.getLogger(__name__)
 
@@ -46,14 +47,29 @@ def coords_of(series: Series) -> dict[str, Any]:
 def series_corrections(given: Any, series: Series) -> Corrections | None:
     """The corrections of ``series``: ``given`` (a :class:`Corrections`, or False for none),
     else (None) what the detector states in the series header (``pixel_mask``, and the
-    ``flatfield`` when the header says it was not applied)."""
-    if given is False:
+    ``flatfield`` when the header says it was not applied); either way with the dark of the
+    stream's last dark series (``series.dark_stats``, see :func:`with_dark`). A dark series
+    itself is read raw."""
+    if given is False or series.dark:
         return None
-    if given is not None:
-        return given
-    if not series.arrays:
-        return None
-    return from_detector(series.arrays, series.header, f"series {series.series}")
+    base = given
+    if base is None and series.arrays:
+        base = from_detector(series.arrays, series.header, f"series {series.series}")
+    return base if series.dark_stats is None else with_dark(base, series.dark_stats)
+
+
+def with_dark(base: Corrections | None, stats: Any) -> Corrections:
+    """``base`` with the dark statistics ``stats`` (a DarkStats): their mean subtracted
+    unless ``base`` has a dark of its own, their bad pixels added to ``base``'s."""
+    dark = stats.corrections()
+    if base is not None and base.bad is not None and base.bad.shape != dark.bad.shape:
+        raise CorrectionsError(f"dark series: its frames are {dark.bad.shape}, the "
+                               f"corrections' arrays {base.bad.shape}")
+    if base is None:
+        return dark
+    bad = dark.bad if base.bad is None else base.bad | dark.bad
+    return dataclasses.replace(base, dark=dark.dark if base.dark is None else base.dark,
+                               bad=bad)
 
 
 class Merge:
@@ -70,6 +86,7 @@ class Merge:
         self.named, self.udfs, self.task_udf = named, udfs, task_udf
         self.given = corrections  # None: the detector's, from each series header
         self.corrections: Corrections | None = None  # the current series'
+        self.applied: dict[int, Corrections | None] = {}  # of the last few series, by id
         self.lock = threading.RLock()
         self.finished = threading.Condition(self.lock)
         self.series: Series | None = None
@@ -93,6 +110,9 @@ class Merge:
         with self.lock:
             self.series, self.accs, self.final = series, accs, None
             self.corrections = corrections
+            self.applied[series.series] = corrections
+            for old in list(self.applied)[:-8]:
+                del self.applied[old]
 
     def recalibrate(self, calibration: Any) -> None:
         """The current series' calibration, learnt after it began (parallel receivers: the

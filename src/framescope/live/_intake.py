@@ -15,6 +15,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import queue
+import threading
 import time
 from collections import deque
 from typing import TYPE_CHECKING, Any
@@ -67,6 +68,8 @@ class Intake:
         self._handoff: queue.SimpleQueue | None = None
         self.attach_request: queue.SimpleQueue | None = None  # set from other threads
         self.end_request: tuple[int, float] | None = None  # set from other threads
+        self.dark_requests = 0  # next series to mark dark (ZMQSource.take_dark)
+        self._dark_lock = threading.Lock()
         self.latest: np.ndarray | None = None
         self._last_msg = time.monotonic()
         self._logged = 0
@@ -232,6 +235,8 @@ class Intake:
         if self.series is not None and not self.ended:
             self._close_series(ended=False)
         series.from_header = from_header
+        if not series.dark:
+            series.dark = self._take_dark_request()
         self._pending = None
         self.counters.reset()
         self._logged = 0
@@ -242,10 +247,23 @@ class Intake:
             self._recording, self._record_warned = True, False
             self.recorder.begin(series)
         self.batcher = self._new_batcher(series) if self._handoff is not None else None
-        log.info("series %d: %s %s frames, scan %s (%s)%s", series.series, series.meta.dtype,
-                 series.meta.frame_shape, series.meta.scan_shape, series.order,
-                 "" if from_header else ", header not seen")
+        log.info("series %d: %s %s frames, scan %s (%s)%s%s", series.series,
+                 series.meta.dtype, series.meta.frame_shape, series.meta.scan_shape,
+                 series.order, "" if from_header else ", header not seen",
+                 ", a dark series" if series.dark else "")
         return series
+
+    def request_dark(self, n_series: int) -> None:
+        """Mark the next ``n_series`` series dark (any thread; 0 cancels the requests)."""
+        with self._dark_lock:
+            self.dark_requests = n_series if n_series == 0 else self.dark_requests + n_series
+
+    def _take_dark_request(self) -> bool:
+        with self._dark_lock:
+            if self.dark_requests <= 0:
+                return False
+            self.dark_requests -= 1
+            return True
 
     def _new_batcher(self, series: Series) -> Batcher:
         old = self.batcher

@@ -11,7 +11,7 @@ import os
 import queue
 import threading
 import time
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import zmq
@@ -23,6 +23,9 @@ from framescope.live._protocols import make_decoder
 from framescope.live._record import Recorder, RecordingThread
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
+
+if TYPE_CHECKING:
+    from framescope.corrections import DarkStats
 
 __all__ = ["ZMQSource"]
 
@@ -192,6 +195,7 @@ class ZMQSource:
         self._stopping = threading.Event()
         self._ready = threading.Event()
         self._error: BaseException | None = None
+        self._dark: DarkStats | None = None
 
     # -- lifecycle -------------------------------------------------------------------------
 
@@ -276,6 +280,46 @@ class ZMQSource:
         """(distinct frame numbers received, highest frame number) of the series."""
         t = self._intake.tracker
         return (0, -1) if t is None else (t.unique, t.highest)
+
+    # -- dark series ------------------------------------------------------------------------
+
+    def take_dark(self, n_series: int = 1) -> None:
+        """Treat the next ``n_series`` series as dark series ("take dark").
+
+        A stream job on this source (:func:`framescope.submit`, one receiver) reduces a
+        dark series to per-pixel dark statistics instead of running its analyses, and
+        corrects the series that follow with them (:attr:`dark`). Series whose header marks
+        them dark (``{"framescope": {"dark": true}}``, see docs/live.md) are dark anyway.
+        ``take_dark(0)`` withdraws requests not yet used.
+
+        Raises
+        ------
+        ValueError
+            ``n_series`` is negative or not an int.
+        """
+        if isinstance(n_series, bool) or not isinstance(n_series, int) or n_series < 0:
+            raise ValueError(f"take_dark: n_series: expected an int >= 0, found {n_series!r}")
+        self._intake.request_dark(n_series)
+
+    @property
+    def dark_requested(self) -> int:
+        """Series still to be taken as dark series (requests of :meth:`take_dark`)."""
+        return self._intake.dark_requests
+
+    @property
+    def dark(self) -> DarkStats | None:
+        """The dark statistics in use: of the last dark series a job on this source
+        analysed (:class:`~framescope.corrections.DarkStats`: ``mean``, ``std``, ``n``,
+        ``bad``, ``report()``), or given to :meth:`use_dark`; None before any."""
+        return self._dark
+
+    def use_dark(self, stats: DarkStats | None) -> None:
+        """Correct the next series with ``stats`` (None: no dark any more).
+
+        Called by the stream job when a dark series has been analysed; call it to reuse a
+        dark taken earlier (``framescope.corrections.from_dark`` of dark frames).
+        """
+        self._dark = stats
 
     # -- hooks for the engine's analysis (framescope.submit) ---------------------------------
 

@@ -9,6 +9,7 @@ from typing import Any
 import numpy as np
 
 from framescope.live._calibration import header_calibration
+from framescope.live._dark import header_dark
 from framescope.live._messages import ScanOrder, SeriesStart
 from framescope.udf._base import Meta
 
@@ -47,6 +48,12 @@ class Series:
     from_header: bool = True  # False: started from a frame (header not seen)
     # (last and defaulted: a Series rebuilt from JSON in another process has none yet)
     arrays: dict[str, np.ndarray] = field(default_factory=dict, compare=False)
+    #: a dark series: its header says so (:func:`header_dark`) or the user asked for it
+    #: (:meth:`ZMQSource.take_dark`); a stream job reduces it to dark statistics
+    dark: bool = False
+    #: the :class:`~framescope.corrections.DarkStats` this series is corrected with (set by
+    #: the stream job's analysis when it begins the series; None: no dark series yet)
+    dark_stats: Any = field(default=None, compare=False)
 
     def positions(self, indices: np.ndarray) -> np.ndarray:
         return positions_of(indices, self.meta.scan_shape, self.order)
@@ -86,4 +93,5 @@ def resolve_series(start: SeriesStart, scan: tuple[int, int] | None,
     meta = Meta((int(shape[0]), int(shape[1])), start.frame_shape, np.dtype(start.dtype),
                 calibration=cal)
     return Series(start.series, meta, order or start.scan_order or "raster",
-                  meta.n_positions, dict(start.header), arrays=dict(start.arrays))
+                  meta.n_positions, dict(start.header), arrays=dict(start.arrays),
+                  dark=header_dark(start.header))

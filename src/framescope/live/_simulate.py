@@ -21,6 +21,7 @@ import zmq
 from zmq.utils.monitor import recv_monitor_message
 
 from framescope.live._calibration import HEADER_KEY
+from framescope.live._dark import dark_header
 from framescope.live._messages import ScanOrder, SeriesStart
 from framescope.live._protocols import make_encoder
 from framescope.live._scan import positions_of
@@ -143,6 +144,17 @@ def _source(source: Any, scan: tuple[int, int], det: tuple[int, int], dtype: str
     return framescope.open(os.fspath(source))
 
 
+def _dark_frames(dark: Any, det: tuple[int, int], dtype: Any) -> np.ndarray:
+    """Dark frames as a ``(scan_y, scan_x, h, w)`` array of the data's dtype."""
+    d = np.asarray(dark.data if isinstance(dark, xr.DataArray) else dark)
+    if d.ndim == 3:
+        d = d[None]
+    if d.ndim != 4 or d.shape[2:] != det or d.shape[0] * d.shape[1] == 0:
+        raise ValueError(f"dark: expected (n, {det[0]}, {det[1]}) frames, found shape "
+                         f"{d.shape}")
+    return np.ascontiguousarray(d, dtype=dtype)
+
+
 def simulate_stream(
     endpoint: str = "tcp://127.0.0.1:9999",
     protocol: str = "dectris-stream2",
@@ -162,6 +174,8 @@ def simulate_stream(
     stop: threading.Event | None = None,
     on_bound: Callable[[str], None] | None = None,
     header_arrays: Mapping[str, np.ndarray] | None = None,
+    dark: Any = None,
+    mark_dark: bool = True,
 ) -> dict[str, Any]:
     """Publish ``series`` scans on a PUSH socket as a detector would.
 
@@ -199,6 +213,14 @@ def simulate_stream(
         with ``countrate_table``; stream2 the same map for every channel, with
         ``countrate_correction_lookup_table``; native any name). Names the protocol has
         no place for are not sent (logged).
+    dark : array-like, optional
+        Dark frames, ``(n, det_y, det_x)`` or ``(scan_y, scan_x, det_y, det_x)`` (a
+        DataArray too), sent first as a series of their own (id ``first_series``; the
+        data series follow): a detector's dark series. Cast to the frames' dtype.
+    mark_dark : bool
+        The dark series' header says it is dark (``{"framescope": {"dark": true}}``, see
+        docs/live.md); False sends it unmarked, as a receiver that was told to take a dark
+        (:meth:`~framescope.live.ZMQSource.take_dark`) would see it.
 
     Returns
     -------
@@ -226,6 +248,7 @@ def simulate_stream(
                  * arr.shape[1], arr.nbytes / 2**20)
         arr = np.asarray(arr)  # computed once for all series
     ny, nx, h, w = arr.shape
+    darks = None if dark is None else _dark_frames(dark, (h, w), arr.dtype)
     label = ("synthetic" if source is None else "array" if isinstance(source, xr.DataArray)
              else os.fspath(source))
     pub = Publisher(endpoint, protocol, compression=compression, rate=rate, peers=peers)
@@ -234,6 +257,14 @@ def simulate_stream(
             on_bound(pub.endpoint)
         pub.wait_for_peers()
         t0 = time.perf_counter()
+        if darks is not None:
+            dy, dx = darks.shape[:2]
+            flags = dark_header() if mark_dark else {}
+            pub.send_series(SeriesStart(first_series, (h, w), np.dtype(arr.dtype), dy * dx,
+                                        (dy, dx), "raster",
+                                        {"source": f"{label} (dark)", **header, **flags},
+                                        arrays), _frames_of(darks, "raster"))
+            first_series += 1
         for k in range(series):
             start = SeriesStart(first_series + k, (h, w), np.dtype(arr.dtype), ny * nx,
                                 (ny, nx), order, {"source": label, **header}, arrays)

@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 
 from framescope.live import _codecs
+from framescope.live._dark import PART, framescope_part
 from framescope.live._messages import (
     Event,
     Frame,
@@ -169,11 +170,14 @@ class Stream1Decoder:
             arrays = _header_arrays(rest[:6], series, self.max_frame_bytes)
             rest = rest[6:]
         scan, order = None, None
+        ours = None
         for part in rest:  # optional appendix: framescope senders put the scan there
             try:
-                scan, order = scan_info(json.loads(bytes(part)))
+                appendix = json.loads(bytes(part))
             except (ValueError, UnicodeDecodeError):
                 continue
+            scan, order = scan_info(appendix)
+            ours = framescope_part(appendix) or ours
         shape = dtype = None
         if "x_pixels_in_detector" in config and "y_pixels_in_detector" in config:
             depth = config.get("bit_depth_image", 16)
@@ -181,8 +185,11 @@ class Stream1Decoder:
             shape, dtype = check_frame_shape(
                 (config["y_pixels_in_detector"], config["x_pixels_in_detector"]), dtype,
                 self.max_frame_bytes, "stream1 dheader")
+        header = {"header_detail": detail, **jsonable(config)}
+        if ours is not None:  # framescope's part (the dark flag) as every protocol has it
+            header[PART] = jsonable(ours)
         return SeriesStart(series, shape, dtype, _frames_per_series(config), scan, order,
-                           {"header_detail": detail, **jsonable(config)}, arrays)
+                           header, arrays)
 
     def _image(self, head: dict[str, Any], parts: Sequence[Any]) -> Frame:
         if len(parts) < 4:
@@ -239,14 +246,15 @@ class Stream1Encoder:
     def start(self, info: SeriesStart) -> list[Any]:
         """The header; ``header_detail: "all"`` with the header arrays when it has any."""
         h, w = info.frame_shape
-        extra = {k: v for k, v in info.header.items() if k != "header_detail"}
+        extra = {k: v for k, v in info.header.items() if k not in ("header_detail", PART)}
         config = {  # header fields (e.g. from a recording) never override the series' own
             **extra, "x_pixels_in_detector": w, "y_pixels_in_detector": h,
             "nimages": info.n_frames, "ntrigger": 1, "trigger_mode": "ints",
             "bit_depth_image": 8 * np.dtype(info.dtype).itemsize,
         }
-        appendix = {"framescope": {"scan_shape": list(info.scan_shape or ()),
-                                   "scan_order": info.scan_order or "raster"}}
+        appendix = {PART: {**(framescope_part(info.header) or {}),
+                           "scan_shape": list(info.scan_shape or ()),
+                           "scan_order": info.scan_order or "raster"}}
         detail = "all" if info.arrays else "basic"
         head = {"htype": "dheader-1.0", "series": info.series, "header_detail": detail}
         pairs: list[Any] = []

@@ -26,6 +26,7 @@ import cbor2
 import numpy as np
 
 from framescope.live import _codecs
+from framescope.live._dark import PART, framescope_part
 from framescope.live._messages import (
     Event,
     Frame,
@@ -176,6 +177,9 @@ class Stream2Decoder:
         n = msg.get("number_of_images")
         scan, order = scan_info(msg.get("user_data"))
         header = jsonable({k: v for k, v in msg.items() if k not in (*PER_CHANNEL, LOOKUP)})
+        ours = framescope_part(msg.get("user_data"))
+        if ours is not None:  # framescope's part (the dark flag) as every protocol has it
+            header[PART] = jsonable(ours)
         return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
                            order, header, self._header_arrays(msg, series))
 
@@ -375,8 +379,9 @@ class Stream2Encoder:
 
     def start(self, info: SeriesStart) -> list[bytes]:
         h, w = info.frame_shape
-        user = {"framescope": {"scan_shape": list(info.scan_shape or ()),
-                               "scan_order": info.scan_order or "raster"}}
+        user = {PART: {**(framescope_part(info.header) or {}),
+                       "scan_shape": list(info.scan_shape or ()),
+                       "scan_order": info.scan_order or "raster"}}
         ours = {"series_id": info.series, "series_unique_id": f"framescope-{info.series}",
                 "channels": self.channels, "image_size_x": w, "image_size_y": h,
                 "image_dtype": np.dtype(info.dtype).name, "number_of_images": info.n_frames,
@@ -389,7 +394,8 @@ class Stream2Encoder:
             else:
                 log.info("series %d: header array %r has no place in stream2; not sent",
                          info.series, key)
-        extra = {k: v for k, v in info.header.items() if k not in ours and k != "type"}
+        extra = {k: v for k, v in info.header.items()
+                 if k not in ours and k not in ("type", PART)}
         # "type" must be the first key; header fields (e.g. from a recording) never
         # override what this series is
         return [self._dump({"type": "start", "arm_date": "", **extra, **ours})]
