@@ -187,8 +187,8 @@ def write_result(ds: Any, out: str) -> None:
 
 
 def add_corrections_options(p: argparse.ArgumentParser) -> None:
-    """``--dark``, ``--gain``, ``--bad-pixels``, ``--bad-fill``, ``--threshold``, ``--bin``
-    and ``--no-detector-corrections`` (see :func:`corrections_of`)."""
+    """``--dark``, ``--gain``, ``--bad-pixels``, ``--bad-fill``, ``--threshold``, ``--bin``,
+    ``--fft-downsample`` and ``--no-detector-corrections`` (see :func:`corrections_of`)."""
     g = p.add_argument_group("detector corrections (applied to every frame first)")
     g.add_argument("--dark", metavar="NPY", help="dark frame (.npy, det_y x det_x)")
     g.add_argument("--gain", metavar="NPY", help="gain / flat field (.npy), multiplied")
@@ -198,8 +198,22 @@ def add_corrections_options(p: argparse.ArgumentParser) -> None:
                    help="bad pixels become 0 or the mean of their good neighbours")
     g.add_argument("--threshold", type=float, help="values below it become 0")
     g.add_argument("--bin", type=int, default=1, help="sum BIN x BIN pixels")
+    g.add_argument("--fft-downsample", type=_fft_downsample, metavar="F|HxW",
+                   help="downsample by FFT crop (after --bin): a factor F or an output "
+                        "shape HxW; the frame's sum is kept")
     g.add_argument("--no-detector-corrections", action="store_true",
                    help="do not apply what the detector states (a DECTRIS pixel_mask)")
+
+
+def _fft_downsample(text: str) -> int | tuple[int, int]:
+    try:
+        parts = [int(v) for v in text.lower().split("x")]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise argparse.ArgumentTypeError(f"expected a factor F or an output shape HxW of "
+                                         f"positive ints, found {text!r}")
+    return parts[0] if len(parts) == 1 else (parts[0], parts[1])
 
 
 def _npy(path: str | None, what: str) -> Any:
@@ -222,8 +236,10 @@ def corrections_of(args: argparse.Namespace) -> Any:
     if given["bad"] is not None:
         given["bad"] = given["bad"] != 0
     fields = {k: v for k, v in given.items() if v is not None}
-    if fields or args.bin != 1:
+    fft = getattr(args, "fft_downsample", None)
+    if fields or args.bin != 1 or fft is not None:
         from framescope.corrections import Corrections
 
-        return Corrections(**fields, bin=args.bin, bad_fill=args.bad_fill)
+        return Corrections(**fields, bin=args.bin, bad_fill=args.bad_fill,
+                           fft_downsample=fft)
     return False if args.no_detector_corrections else None

@@ -1,6 +1,6 @@
-"""Detector corrections: dark, gain (flat field), bad pixels, offset, threshold, crop and
-binning, as one :class:`Corrections` value applied inside the tile loop of every run (files
-and streams), and :func:`from_dark` to build it from dark frames.
+"""Detector corrections: dark, gain (flat field), bad pixels, offset, threshold, crop,
+binning and FFT downsampling, as one :class:`Corrections` value applied inside the tile loop
+of every run (files and streams), and :func:`from_dark` to build it from dark frames.
 
 Examples
 --------
@@ -21,6 +21,7 @@ from framescope.corrections._engine import (
     plan_for,
     with_corrections,
 )
+from framescope.corrections._fft import fft_downsample
 from framescope.corrections._fold import fold_masks
 from framescope.corrections._model import Corrections, CorrectionsError
 
@@ -34,6 +35,7 @@ __all__ = [
     "corrected_calibration",
     "corrected_coords",
     "corrected_meta",
+    "fft_downsample",
     "fold_masks",
     "from_dark",
     "from_detector",

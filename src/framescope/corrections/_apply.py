@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from framescope.corrections._fft import fft_downsample
 from framescope.corrections._model import Corrections
 
 __all__ = ["CorrectionPlan", "plan"]
@@ -51,7 +52,7 @@ class CorrectionPlan:
         ``(n, *out_shape)``.
 
         ``out`` ``(n, *shape)`` float32, reused between tiles, receives the crop before binning;
-        the returned array is ``out`` (no binning) or a new, binned one.
+        the returned array is ``out`` (no binning or FFT downsampling) or a new one.
         """
         c = self.corrections
         n = tile.shape[0]
@@ -76,7 +77,7 @@ class CorrectionPlan:
                 flat[:, self.bad] = (flat[:, idx] * wts).sum(axis=2)
             if late:
                 out[out < c.threshold] = 0
-            return self._binned(out, n)
+            return self._regridded(out, n)
         out[...] = tile  # the one cast of the tile
         if self.dark is not None:
             out -= self.dark
@@ -93,14 +94,17 @@ class CorrectionPlan:
                 flat[:, self.bad] = 0
         if c.threshold is not None:
             out[out < c.threshold] = 0
-        return self._binned(out, n)
+        return self._regridded(out, n)
 
-    def _binned(self, out: Any, n: int) -> Any:
+    def _regridded(self, out: Any, n: int) -> Any:
+        """Binned, then FFT-downsampled (to ``out_shape``), as the corrections ask."""
         k = self.corrections.bin
-        if k == 1:
-            return out
-        h, w = self.shape
-        return out.reshape(n, h // k, k, w // k, k).sum(axis=(2, 4))
+        if k > 1:
+            h, w = self.shape
+            out = out.reshape(n, h // k, k, w // k, k).sum(axis=(2, 4))
+        if self.corrections.fft_downsample is not None:
+            out = fft_downsample(out, self.out_shape)
+        return out
 
 
 def _module(a: Any) -> Any:

@@ -13,7 +13,7 @@ import numpy as np
 import xarray as xr
 
 from framescope.corrections._apply import CorrectionPlan, plan
-from framescope.corrections._model import Corrections
+from framescope.corrections._model import Corrections, CorrectionsError
 
 __all__ = ["ENCODING_KEY", "corrected_calibration", "corrected_coords", "corrected_meta",
            "plan_for", "with_corrections"]
@@ -42,20 +42,42 @@ def with_corrections(arr: xr.DataArray, corrections: Corrections | None) -> xr.D
 
 def corrected_calibration(cal: Any, c: Corrections, raw: tuple[int, int]) -> Any:
     """The calibration of corrected frames: the centre moved by the crop and scaled by the
-    binning, the pixel (or its angle) ``bin`` times larger."""
-    if cal is None or (c.crop is None and c.bin == 1):
+    binning and the FFT downsampling, the pixel (or its angle) as many times larger.
+
+    Raises
+    ------
+    CorrectionsError
+        FFT downsampling to a shape that scales y and x differently, on a calibration with
+        an angle or size per pixel (one number: square pixels).
+    """
+    if cal is None or not c.regrids:
         return cal
     cy, cx = cal.centre(raw)
     y0, _, x0, _ = c.crop or (0, 0, 0, 0)
     k = c.bin
     # raw pixel i lies in output pixel i // k, whose centre is raw (i//k)*k + (k-1)/2
-    fields: dict[str, Any] = {"center": ((cy - y0 - (k - 1) / 2) / k,
-                                         (cx - x0 - (k - 1) / 2) / k)}
-    if k > 1:
+    cy, cx = (cy - y0 - (k - 1) / 2) / k, (cx - x0 - (k - 1) / 2) / k
+    scale = float(k)
+    if c.fft_downsample is not None:
+        # binned pixel t lies at output pixel t * h_out / h (fft_grid)
+        h, w = raw if c.crop is None else (c.crop[1] - c.crop[0], c.crop[3] - c.crop[2])
+        h, w = h // k, w // k
+        ho, wo = c.output_shape(raw)
+        sy, sx = h / ho, w / wo
+        cy, cx = cy / sy, cx / sx
+        per_px = cal.angle_per_px is not None or cal.pixel_size is not None
+        if per_px and abs(sy - sx) > 1e-9 * max(sy, sx):
+            raise CorrectionsError(
+                f"fft_downsample: {h}x{w} -> {ho}x{wo} scales y by {sy:.6g} and x by "
+                f"{sx:.6g}; a calibration with one angle (or size) per pixel needs the same "
+                f"scale on both axes")
+        scale *= sy
+    fields: dict[str, Any] = {"center": (cy, cx)}
+    if scale != 1:
         if cal.angle_per_px is not None:
-            fields["angle_per_px"] = cal.angle_per_px * k
+            fields["angle_per_px"] = cal.angle_per_px * scale
         elif cal.pixel_size is not None:
-            fields["pixel_size"] = cal.pixel_size * k
+            fields["pixel_size"] = cal.pixel_size * scale
     return cal.updated("corrections", **fields)
 
 
@@ -74,8 +96,9 @@ def corrected_meta(meta: Any, corrections: Corrections | None) -> Any:
 def corrected_coords(coords: Mapping[str, Any], corrections: Corrections | None,
                      ) -> Mapping[str, Any]:
     """``coords`` with the detector axes (and ``k_y``/``k_x``) of the corrected frames:
-    cropped, and averaged over each bin (pixel positions stay raw pixel positions)."""
-    if corrections is None or (corrections.crop is None and corrections.bin == 1):
+    cropped, averaged over each bin (pixel positions stay raw pixel positions), sampled
+    where FFT downsampling puts its pixels."""
+    if corrections is None or not corrections.regrids:
         return coords
     out = dict(coords.items())
     for ydim, xdim in (("det_y", "det_x"), ("k_y", "k_x")):

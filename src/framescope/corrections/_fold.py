@@ -5,7 +5,9 @@ With ``y = B F G (C x - D - o)`` (crop ``C``, dark ``D``, offset ``o``, gain ``G
 fill ``F``, binning ``B``; all linear), ``<M, y> = <W, x> - b`` where ``v = G Fᵀ Bᵀ M``,
 ``W = Cᵀ v`` and ``b = <v, D + o>``. The analysis then reads the raw frames as they are (the
 fused integer kernels, only the pixels a detector covers) instead of a corrected float copy
-of every tile. A threshold is not linear: nothing is folded then.
+of every tile. A threshold is not linear: nothing is folded then. FFT downsampling is linear
+but not sparse (each output pixel weighs every input pixel of its rows and columns): it is
+not folded either, and the stage runs.
 """
 
 from __future__ import annotations
@@ -31,10 +33,10 @@ def fold_masks(corrections: Corrections, masks: np.ndarray, raw_shape: tuple[int
     Returns
     -------
     (weights (k, h_raw, w_raw) float32, constants (k,) float64), or None when the
-    corrections are not linear (a threshold).
+    corrections are not linear (a threshold) or not folded (FFT downsampling).
     """
     c = corrections
-    if c.threshold is not None:
+    if c.threshold is not None or c.fft_downsample is not None:
         return None
     v = np.array(masks, dtype=np.float64)  # a copy: the weights are changed in place
     k = c.bin
