@@ -63,6 +63,9 @@ class Group(UDF):
     def prepare(self, meta: Meta) -> dict[str, Any]:
         return {name: prepared(u, meta) for name, u in self.udfs.items()}
 
+    def takes_events(self, meta: Meta) -> bool:
+        return all(u.takes_events(meta) for u in self.udfs.values())
+
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
         for name, u in self.udfs.items():
             mine = _members(results, name)

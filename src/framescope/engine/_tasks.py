@@ -7,6 +7,7 @@ positions to process. Frames never travel from the client.
 
 from __future__ import annotations
 
+import functools
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -17,11 +18,13 @@ import numpy as np
 from framescope.io._base import frame_runs
 from framescope.io._lazy import ReaderArray
 from framescope.udf._backend import array_module, to_device, to_host, xp
-from framescope.udf._base import UDF, Meta, Tile
+from framescope.udf._base import UDF, Events, Meta, Tile
 from framescope.udf._kernels import share_cores
 
 __all__ = [
     "Partial",
+    "event_tile_frames",
+    "events_of",
     "local_source",
     "prepared",
     "run_block",
@@ -31,6 +34,8 @@ __all__ = [
 ]
 
 TILE_BYTES = 4 * 2**20
+# a tile of events densified for a UDF that needs frames holds at most this many bytes
+EVENT_TILE_DENSE_BYTES = 64 * 2**20
 
 # Sources this process has opened, by the reader's token (path, size, mtime, header facts):
 # a task's reader arrives unpickled without handles, and mapping the file afresh per task
@@ -118,8 +123,14 @@ def _process(
     decl: dict, state: Any,
 ) -> None:
     """One tile: ``data`` holds the frames of ``positions``, whose nav rows start at ``at``."""
-    n = len(positions)
-    tile = Tile(to_device(data, meta.backend), positions)
+    _process_tile(udf, meta, Tile(to_device(data, meta.backend), positions), at, nav, acc,
+                  decl, state)
+
+
+def _process_tile(
+    udf: UDF, meta: Meta, tile: Tile, at: int, nav: dict, acc: dict, decl: dict, state: Any,
+) -> None:
+    n = len(tile.positions)
     views = {k: v[at : at + n] for k, v in nav.items()}
     views.update(acc)
     udf.process_tile(tile, views, state)
@@ -160,6 +171,69 @@ def _run_tiles(
             _process(udf, meta, data, positions[at + off : at + off + n], at + off, nav, acc,
                      decl, state)
             off += n
+    return _partial(positions, nav, acc)
+
+
+def event_tile_frames(meta: Meta, events_per_frame: float,
+                      tile_bytes: int = TILE_BYTES) -> int:
+    """Frames per tile of events: ~``tile_bytes`` of events (4 bytes each), at least a
+    dense tile's frames and at most :data:`EVENT_TILE_DENSE_BYTES` of dense frames."""
+    dense = tile_frames(meta, tile_bytes)
+    most = max(dense, EVENT_TILE_DENSE_BYTES // (meta.n_pixels * meta.dtype.itemsize))
+    return int(min(most, max(dense, tile_bytes // max(4.0, 4.0 * events_per_frame))))
+
+
+def events_of(source: ReaderArray, first: int, n: int) -> Events:
+    """The events of scan positions ``first:first + n`` of an event reader's source.
+
+    Positions that ``layout.sync_offset`` puts before or after the file's frames hold no
+    events (they read as blank frames, like the dense path's zeros).
+    """
+    reader = source.reader
+    lo = first + source.layout.sync_offset
+    a, b = max(lo, 0), min(lo + n, reader.n_frames)
+    if a >= b:
+        return Events(np.zeros(n + 1, np.int64), np.empty(0, np.uint32), reader.frame_shape)
+    offsets, indices, values = reader.read_events(a, b)
+    if a == lo and b == lo + n:
+        return Events(offsets, indices, reader.frame_shape, values)
+    rel = np.empty(n + 1, np.int64)
+    rel[: a - lo + 1] = 0
+    rel[a - lo + 1 : b - lo + 1] = offsets[1:]
+    rel[b - lo + 1 :] = offsets[-1]
+    return Events(rel, indices, reader.frame_shape, values)
+
+
+def _run_events(
+    udf: UDF, meta: Meta, positions: np.ndarray, source: ReaderArray, state: Any = None,
+) -> Partial:
+    """Drive ``udf`` over tiles of events; ``tile.data`` densifies only when a UDF asks.
+
+    When every UDF of the task takes events, tiles hold ~4 MiB of events (many more frames
+    than a dense tile); otherwise a dense tile's frames, densified into one reused buffer.
+    """
+    share_cores()
+    if state is None:
+        state = prepared(udf, meta)
+    decl, nav, acc = _buffers(udf, meta, positions.size)
+    reader = source.reader
+    per = tile_frames(meta)
+    if udf.takes_events(meta):
+        per = event_tile_frames(meta, getattr(reader, "n_events", 0) / max(1, reader.n_frames))
+    buf: list[np.ndarray] = []  # the dense buffer, allocated by the first tile that needs it
+
+    def densify(events: Events) -> np.ndarray:
+        if not buf:
+            buf.append(np.empty((per, *meta.frame_shape), meta.dtype))
+        return events.densify(buf[0][: len(events)])
+
+    for at, first, length in frame_runs(positions):
+        for off in range(0, length, per):
+            n = min(per, length - off)
+            events = events_of(source, first + off, n)
+            tile = Tile(None, positions[at + off : at + off + n], events,
+                        functools.partial(densify, events))
+            _process_tile(udf, meta, tile, at + off, nav, acc, decl, state)
     return _partial(positions, nav, acc)
 
 
@@ -218,9 +292,16 @@ def run_frames(
 def run_source(
     udf: UDF, source: ReaderArray, positions: np.ndarray, meta: Meta, state: Any = None
 ) -> Partial:
-    """Task: read ``positions`` (flat, ascending) from a file-backed source and run ``udf``."""
+    """Task: read ``positions`` (flat, ascending) from a file-backed source and run ``udf``.
+
+    A reader of events (counted electrons: ``read_events``) gives tiles of events; with
+    corrections, or on a GPU backend, its frames are densified and run like any others.
+    """
     source = local_source(source)
     reader = source.reader
+    if (callable(getattr(reader, "read_events", None)) and meta.corrections is None
+            and meta.backend == "numpy"):
+        return _run_events(udf, meta, positions, source, state)
     view = getattr(reader, "view", None)
     offset = source.layout.sync_offset
     zero_copy = view is not None and np.dtype(reader.dtype).isnative

@@ -1,18 +1,22 @@
 """Counted electrons (stempy's sparse HDF5 layout) opened as frames of counts.
 
-The events are small (one uint32 per electron): they are read whole when the file is opened,
-and every read densifies the requested frames into the caller's buffer, so any analysis runs
-on counted data through ``framescope.open`` without a dense copy of the dataset.
+The events are small (one uint32 per electron): they are read whole when the file is opened
+(and once per worker process). ``read_events`` hands them out as they are: the engine runs
+tiles of events through the UDFs' sparse kernels (virtual images, COM, sum frames) and
+densifies a tile only for a UDF that needs frames. ``read`` densifies the requested frames
+into the caller's buffer, so dask and every other consumer see plain frames of counts.
 """
 
 from __future__ import annotations
 
 import os
+import threading
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
+from framescope.errors import FormatError
 from framescope.io._base import FrameReader
 
 __all__ = ["CountedReader"]
@@ -37,25 +41,73 @@ class CountedReader(FrameReader):
         except OSError:
             return False
 
+    # the events are dropped when the reader is pickled (a task ships the path, never
+    # the events) and loaded again, once per process, on the first read there
+    _handle_attrs: ClassVar[tuple[str, ...]] = ("_events",)
+
     def __init__(self, path: str) -> None:
         from framescope.counting import load_counted
 
         self.path = os.fspath(path)
         counted = load_counted(self.path)
-        self.offsets, self.indices = counted.offsets, counted.indices
+        self._events: tuple[np.ndarray, np.ndarray] | None = (counted.offsets,
+                                                               counted.indices)
         self.frame_shape = tuple(counted.frame_shape)
         self.scan_shape = tuple(counted.scan_shape)
         self.n_frames = counted.n_frames
+        self.n_events = int(counted.n_events)
         self.dtype = np.dtype(np.uint16)
-        self.metadata: dict[str, Any] = {"events": int(counted.n_events),
-                                         "counted": True}
+        self.metadata: dict[str, Any] = {"events": self.n_events, "counted": True}
         if counted.thresholds is not None:
             self.metadata["thresholds"] = counted.thresholds.to_json()
 
+    def _loaded(self) -> tuple[np.ndarray, np.ndarray]:
+        events = getattr(self, "_events", None)
+        if events is None:
+            with _load_lock:  # threads of one process load the file once
+                events = getattr(self, "_events", None)
+                if events is None:
+                    from framescope.counting import load_counted
+
+                    counted = load_counted(self.path)
+                    if (counted.n_frames, tuple(counted.frame_shape)) != (
+                            self.n_frames, self.frame_shape):
+                        raise FormatError(self.path, f"changed since it was opened: "
+                                          f"expected {self.n_frames} frames of "
+                                          f"{self.frame_shape}, found {counted.n_frames} of "
+                                          f"{tuple(counted.frame_shape)}")
+                    events = self._events = (counted.offsets, counted.indices)
+        return events
+
+    def read_events(self, start: int, stop: int) -> tuple[np.ndarray, np.ndarray, None]:
+        """The events of frames ``start:stop``, without densifying them.
+
+        Returns
+        -------
+        offsets : ndarray of int64, shape (stop - start + 1,)
+            Start of every frame's events in ``indices``, from 0.
+        indices : ndarray of uint32
+            Flat pixel index of every event (a view of the file's events).
+        values : None
+            One count per event.
+        """
+        if not 0 <= start <= stop <= self.n_frames:
+            raise IndexError(f"{self.path}: frame range {start}:{stop} outside the "
+                             f"{self.n_frames} frames")
+        offsets, indices = self._loaded()
+        part = offsets[start : stop + 1]
+        return part - part[0], indices[part[0] : part[-1]], None
+
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
+        offsets, indices = self._loaded()
         size = self.frame_shape[0] * self.frame_shape[1]
-        flat = out.reshape(stop - start, size)
+        flat = out.reshape(-1)
         flat[...] = 0
-        lo, hi = self.offsets[start], self.offsets[stop]
-        frame = np.repeat(np.arange(stop - start), np.diff(self.offsets[start:stop + 1]))
-        np.add.at(flat, (frame, self.indices[lo:hi].astype(np.int64)), 1)
+        lo, hi = offsets[start], offsets[stop]
+        frame = np.repeat(np.arange(stop - start), np.diff(offsets[start : stop + 1]))
+        # np.add.at, not fancy +=: a pixel may repeat within a frame (several frames per
+        # scan position in the file)
+        np.add.at(flat, frame * size + indices[lo:hi], 1)
+
+
+_load_lock = threading.Lock()

@@ -1,6 +1,6 @@
 """The UDF protocol and the built-in analyses."""
 
-from framescope.udf._base import UDF, Buffer, Meta, Tile
+from framescope.udf._base import UDF, Buffer, Events, Meta, Tile
 from framescope.udf._com import CenterOfMass
 from framescope.udf._extrema import MaxFrame
 from framescope.udf._geometry import ScatteringGeometry
@@ -15,6 +15,7 @@ __all__ = [
     "ApplyMasks",
     "Buffer",
     "CenterOfMass",
+    "Events",
     "FrameStats",
     "IDPC",
     "MaxFrame",

@@ -7,18 +7,24 @@ files, in-memory arrays and live streams, inline or on a dask cluster.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Literal
 
 import numpy as np
+
+from framescope.udf._kernels import LazyKernel
 
 if TYPE_CHECKING:  # pydantic is imported only by data that carries a calibration
     from framescope.calibration import Calibration
     from framescope.corrections import Corrections
 
-__all__ = ["UDF", "Buffer", "Meta", "Tile"]
+__all__ = ["UDF", "Buffer", "Events", "Meta", "Tile"]
+
+densify_events = LazyKernel("framescope.udf._sparse", "densify_events")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,23 +118,108 @@ class Meta:
         return self.frame_shape[0] * self.frame_shape[1]
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
+class Events:
+    """The frames of a tile as events (counted electrons), CSR over the tile's frames.
+
+    The events of frame ``i`` of the tile are ``indices[offsets[i]:offsets[i + 1]]``, flat
+    row-major pixel indices ``det_y * frame_shape[1] + det_x``; a pixel may repeat within
+    a frame. ``values`` weighs each event (None: one count each).
+
+    Parameters
+    ----------
+    offsets : ndarray of int64, shape (n + 1,)
+        Start of every frame's events in ``indices``, relative to the tile (``offsets[0]``
+        is 0).
+    indices : ndarray of uint32 or int32, shape (events,)
+        Event pixels.
+    frame_shape : (int, int)
+        ``(det_y, det_x)`` of the frames.
+    values : ndarray, shape (events,), optional
+        Counts (or any weight) of every event; None means 1 each.
+    """
+
+    offsets: np.ndarray
+    indices: np.ndarray
+    frame_shape: tuple[int, int]
+    values: np.ndarray | None = None
+
+    def __len__(self) -> int:
+        return self.offsets.shape[0] - 1
+
+    def densify(self, out: np.ndarray) -> np.ndarray:
+        """The frames as dense counts in ``out`` (shape ``(n, *frame_shape)``), returned."""
+        if out.shape != (len(self), *self.frame_shape) or not out.flags.c_contiguous:
+            raise ValueError(f"Events.densify: expected a C-contiguous out of shape "
+                             f"{(len(self), *self.frame_shape)}, found {out.shape}")
+        values = self.values if self.values is not None else np.empty(0, out.dtype)
+        densify_events(self.offsets, self.indices, values,
+                       out.reshape(len(self), -1))
+        return out
+
+
 class Tile:
     """A stack of whole frames and the flat (row-major) scan positions they belong to.
 
     ``data`` is a reused buffer: copy anything you keep. ``flat`` is the same memory viewed as
     ``(frames, pixels)`` for matrix products.
+
+    A tile of counted data also carries its :class:`Events` (``events``; None for frames).
+    Its ``data`` is then densified on first access, once per tile for all UDFs of a job, so
+    a UDF that knows nothing of events runs unchanged; one that does reads ``events`` and
+    never touches ``data``.
+
+    Parameters
+    ----------
+    data : ndarray or None
+        The frames ``(n, det_y, det_x)``; None for a tile of events.
+    positions : ndarray of int
+        Flat scan position of every frame.
+    events : Events, optional
+        The frames as events.
+    densify : callable, optional
+        ``densify() -> data`` for a tile of events; default :meth:`Events.densify` into
+        a new array of ``dtype``.
+    dtype : numpy dtype
+        dtype of the dense frames of a tile of events (default uint16).
     """
 
-    data: np.ndarray
-    positions: np.ndarray = field(repr=False)
+    __slots__ = ("_data", "_densify", "events", "positions")
+
+    def __init__(self, data: np.ndarray | None, positions: np.ndarray,
+                 events: Events | None = None, densify: Callable[[], np.ndarray] | None = None,
+                 dtype: Any = np.uint16) -> None:
+        if data is None and events is None:
+            raise ValueError("Tile: expected data or events, found neither")
+        self._data = data
+        self.positions = positions
+        self.events = events
+        if data is None and densify is None:
+            densify = functools.partial(_dense_of, events, np.dtype(dtype))
+        self._densify = densify
+
+    @property
+    def data(self) -> np.ndarray:
+        data = self._data
+        if data is None:  # events: densified once, whichever UDF asks first
+            data = self._data = self._densify()
+        return data
 
     @property
     def flat(self) -> np.ndarray:
-        return self.data.reshape(self.data.shape[0], -1)
+        return self.data.reshape(len(self), -1)
 
     def __len__(self) -> int:
-        return self.data.shape[0]
+        data = self._data
+        return data.shape[0] if data is not None else len(self.events)
+
+    def __repr__(self) -> str:
+        kind = "events" if self.events is not None else "frames"
+        return f"<Tile of {len(self)} {kind}>"
+
+
+def _dense_of(events: Events, dtype: np.dtype) -> np.ndarray:
+    return events.densify(np.empty((len(events), *events.frame_shape), dtype))
 
 
 class UDF:
@@ -167,6 +258,16 @@ class UDF:
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
         """Declare the result buffers for data described by ``meta``."""
         raise NotImplementedError
+
+    def takes_events(self, meta: Meta) -> bool:
+        """Whether :meth:`process_tile` reads ``tile.events`` instead of ``tile.data`` on
+        data of ``meta`` (default False).
+
+        When every UDF of a job does, the engine sizes the tiles of counted data by their
+        events rather than by dense bytes (many more frames per tile). A UDF that answers
+        False still runs on counted data, on the densified frames.
+        """
+        return False
 
     def prepare(self, meta: Meta) -> Any:
         """Build per-task state once (masks as matrices, index arrays …); default None.

@@ -22,6 +22,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 com_sums = LazyKernel("framescope.udf._fused", "com_sums")
+com_events = LazyKernel("framescope.udf._sparse", "com_events")
+
+# events without values: one count each (the kernel takes an empty array for that)
+_ONE_EACH = np.empty(0, np.float32)
+_ONE_EACH.flags.writeable = False
 
 
 @dataclass(slots=True)
@@ -34,6 +39,7 @@ class _Plan:
     full_ys: np.ndarray
     full_xs: np.ndarray
     runs: tuple[np.ndarray, ...]
+    inside: np.ndarray  # (h * w,) bool: the disk, for tiles of events
 
 
 class CenterOfMass(UDF):
@@ -171,9 +177,17 @@ class CenterOfMass(UDF):
         dev = functools.partial(to_device, backend=meta.backend)  # the fallback's operands
         return _Plan((ys, xs), dev(weight), dev(yy), dev(xx),
                      np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
-                     (row_index, x0, x1))
+                     (row_index, x0, x1), full[0].ravel() != 0)
+
+    def takes_events(self, meta: Meta) -> bool:
+        return meta.backend == "numpy"
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
+        ev = tile.events
+        if ev is not None and isinstance(results["sums"], np.ndarray):
+            com_events(ev.offsets, ev.indices, _ONE_EACH if ev.values is None else ev.values,
+                       state.inside, state.full_ys, state.full_xs, results["sums"])
+            return
         data = fused_view(tile.data)
         if data is not None:
             com_sums(data, state.full_ys, state.full_xs, *state.runs, results["sums"])

@@ -19,9 +19,15 @@ __all__ = ["ApplyMasks"]
 
 apply_masks_runs = LazyKernel("framescope.udf._fused", "apply_masks_runs")
 apply_masks_segments = LazyKernel("framescope.udf._segments", "apply_masks_segments")
+apply_masks_events = LazyKernel("framescope.udf._sparse", "apply_masks_events")
+apply_masks_events_labels = LazyKernel("framescope.udf._sparse", "apply_masks_events_labels")
 
 # below this fraction of the window's pixels, gather the used pixels instead of the window
 _GATHER_BELOW = 0.05
+# events without values: one count each (the kernels take an empty array for that)
+_ONE_EACH = np.empty(0, np.float32)
+_ONE_EACH.flags.writeable = False
+
 # up to this many masks the fused run kernel beats crop + float32 copy + GEMM: end to end
 # on 256x256 uint16, 32-frame tiles, rings 40..90 ran 29.5 vs 9.6 GB/s at k = 1, 16.6 vs 7.0
 # at k = 2 and 8.3 vs 6.5 at k = 8 (disks 1.1-2.3x, one stack of rings 0.9x at k = 4); at
@@ -36,6 +42,10 @@ class _Plan:
     matrix: np.ndarray  # (pixels used, k) float32, on the backend
     runs: tuple[np.ndarray, ...] | None = None  # mask_runs() for the fused kernel
     segments: Segments | None = None  # single-valued masks: segment sums, any k
+    # events (counted data): a label per pixel for single-valued masks, else the weights
+    # of every pixel (pixels, k) float32; numpy backend only
+    pixel_label: np.ndarray | None = None
+    pixel_weights: np.ndarray | None = None
 
 
 class ApplyMasks(UDF):
@@ -138,14 +148,37 @@ class ApplyMasks(UDF):
         stack = dense.T.reshape(-1, *meta.frame_shape)
         # the GEMM plan stays for tiles the fused kernels cannot take
         plan.segments = mask_segments(stack)
+        if plan.segments is not None:
+            from framescope.udf._sparse import pixel_labels
+
+            seg = plan.segments
+            plan.pixel_label = pixel_labels(seg.rows, seg.x0, seg.x1, seg.label,
+                                            meta.frame_shape)
+        else:
+            plan.pixel_weights = np.ascontiguousarray(dense, dtype=np.float32)
         if plan.segments is None and len(masks) <= _RUNS_MAX_K:
             plan.runs = mask_runs(stack)
         if plan.segments is not None or plan.runs is not None:
             share_cores()  # prepare runs in the thread that runs the tiles
         return plan
 
+    def takes_events(self, meta: Meta) -> bool:
+        return meta.backend == "numpy"
+
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
         out = results["intensity"]
+        ev = tile.events
+        if ev is not None and out.flags.c_contiguous and (
+                state.pixel_label is not None or state.pixel_weights is not None):
+            values = ev.values if ev.values is not None else _ONE_EACH
+            if state.pixel_label is not None:
+                seg = state.segments
+                apply_masks_events_labels(ev.offsets, ev.indices, values, state.pixel_label,
+                                          seg.label_ptr, seg.label_mask, seg.label_weight,
+                                          out)
+            else:
+                apply_masks_events(ev.offsets, ev.indices, values, state.pixel_weights, out)
+            return
         fused = state.segments is not None or state.runs is not None
         data = fused_view(tile.data) if fused else None
         if data is not None and out.flags.c_contiguous:

@@ -13,6 +13,11 @@ from framescope.udf._kernels import LazyKernel, fused_view, share_cores
 __all__ = ["FrameStats", "SumFrame"]
 
 sum_frames = LazyKernel("framescope.udf._fused", "sum_frames")
+sum_events = LazyKernel("framescope.udf._sparse", "sum_events")
+
+# events without values: one count each (the kernel takes an empty array for that)
+_ONE_EACH = np.empty(0, np.float32)
+_ONE_EACH.flags.writeable = False
 
 
 class SumFrame(UDF):
@@ -28,7 +33,17 @@ class SumFrame(UDF):
     def prepare(self, meta: Meta) -> None:
         share_cores()  # prepare runs in the thread that runs the tiles
 
+    def takes_events(self, meta: Meta) -> bool:
+        return meta.backend == "numpy"
+
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: Any) -> None:
+        ev = tile.events
+        total = results["sum"]
+        if ev is not None and isinstance(total, np.ndarray) and total.flags.c_contiguous:
+            sum_events(ev.offsets, ev.indices, _ONE_EACH if ev.values is None else ev.values,
+                       total.reshape(-1))
+            results["n"] += len(tile)
+            return
         data = fused_view(tile.data)
         if data is not None and results["sum"].flags.c_contiguous:
             sum_frames(data, results["sum"])

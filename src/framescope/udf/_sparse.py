@@ -1,0 +1,201 @@
+"""Kernels on events (counted electrons) instead of frames: no frame is ever densified.
+
+A tile of counted data is CSR over its frames (:class:`~framescope.udf._base.Events`):
+frame ``f``'s events are ``indices[offsets[f]:offsets[f + 1]]``, flat pixel indices, with
+an optional weight each (``values``; an empty array here means one count per event). At
+0.1 e-/px an event costs 4 bytes against the 2 bytes of every pixel of a uint16 frame, so
+a reduction over events reads ~1/5 of the bytes, and the per-pixel tables it gathers from
+(mask weights, labels) are read only where electrons landed.
+
+Every kernel gives what the dense kernel of :mod:`framescope.udf._fused` (or
+:mod:`framescope.udf._segments`) gives on the densified frames: sums of counts are exact
+in float64 (integers below 2**53), so single-valued masks, sum frames and COM with centres
+on half pixels agree bit for bit; weighted masks are summed in float64 and rounded to
+float32 once (the dense kernels sum float32 products, so those agree to float32 rounding).
+
+Frames are independent: kernels run a ``prange`` over the tile's frames, each writing its
+own output row; only :func:`sum_events` (one shared frame) is serial, and at ~1 ns per event
+it is not what bounds a job.
+"""
+
+from __future__ import annotations
+
+import numba
+import numpy as np
+from numba import prange
+
+from framescope.udf._fused import _JIT
+
+__all__ = [
+    "apply_masks_events",
+    "apply_masks_events_labels",
+    "com_events",
+    "densify_events",
+    "pixel_labels",
+    "sum_events",
+]
+
+
+@numba.njit(**_JIT)
+def densify_events(
+    offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, out: np.ndarray
+) -> None:
+    """Dense frames of events: ``out[f]`` = the counts of frame ``f`` (overwritten).
+
+    Parameters
+    ----------
+    offsets : ndarray of int64, shape (n + 1,)
+    indices : ndarray of uint32 or int32, shape (events,)
+    values : ndarray, shape (events,) or (0,)
+        Weight of every event; empty: one count each.
+    out : ndarray, shape (n, pixels), C-contiguous
+        The frames, flat.
+    """
+    one = values.shape[0] == 0
+    for f in prange(out.shape[0]):
+        row = out[f]
+        row[:] = 0
+        for e in range(offsets[f], offsets[f + 1]):
+            if one:
+                row[indices[e]] += 1
+            else:
+                row[indices[e]] += values[e]
+
+
+@numba.njit(**_JIT)
+def apply_masks_events_labels(
+    offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, pixel_label: np.ndarray,
+    label_ptr: np.ndarray, label_mask: np.ndarray, label_weight: np.ndarray, out: np.ndarray,
+) -> None:
+    """Single-valued masks over events: the segment kernel's label sums, event by event.
+
+    Parameters
+    ----------
+    offsets, indices, values : ndarray
+        The events (see :func:`densify_events`).
+    pixel_label : ndarray of int32, shape (pixels,)
+        Label of every pixel (which set of masks covers it), -1 outside all masks
+        (:func:`pixel_labels`).
+    label_ptr, label_mask, label_weight : ndarray
+        Masks and values of each label, as in :class:`~framescope.udf._segments.Segments`.
+    out : ndarray of float32, shape (n, k)
+        Overwritten with the images.
+
+    Notes
+    -----
+    The per-label sums are exact (counts in float64) and combined with the mask values in
+    the same order as :func:`~framescope.udf._segments.apply_masks_segments`, so the result
+    is identical to it on the densified frames.
+    """
+    k = out.shape[1]
+    n_labels = label_ptr.shape[0] - 1
+    one = values.shape[0] == 0
+    for f in prange(out.shape[0]):
+        sums = np.zeros(n_labels, dtype=np.float64)
+        for e in range(offsets[f], offsets[f + 1]):
+            lab = pixel_label[indices[e]]
+            if lab >= 0:
+                sums[lab] += 1.0 if one else np.float64(values[e])
+        res = np.zeros(k, dtype=np.float64)
+        for lab in range(n_labels):
+            for j in range(label_ptr[lab], label_ptr[lab + 1]):
+                res[label_mask[j]] += sums[lab] * label_weight[j]
+        for q in range(k):
+            out[f, q] = np.float32(res[q])
+
+
+@numba.njit(**_JIT)
+def apply_masks_events(
+    offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, weights: np.ndarray,
+    out: np.ndarray,
+) -> None:
+    """Weighted masks over events: ``out[f, q] = sum over events e of weights[idx_e, q]``.
+
+    Parameters
+    ----------
+    offsets, indices, values : ndarray
+        The events (see :func:`densify_events`).
+    weights : ndarray of float32, shape (pixels, k), C-contiguous
+        The masks, one row per detector pixel.
+    out : ndarray of float32, shape (n, k)
+        Overwritten with the images, summed in float64 and rounded once.
+    """
+    k = out.shape[1]
+    one = values.shape[0] == 0
+    for f in prange(out.shape[0]):
+        acc = np.zeros(k, dtype=np.float64)
+        for e in range(offsets[f], offsets[f + 1]):
+            w = weights[indices[e]]
+            v = 1.0 if one else np.float64(values[e])
+            for q in range(k):
+                acc[q] += np.float64(w[q]) * v
+        for q in range(k):
+            out[f, q] = np.float32(acc[q])
+
+
+@numba.njit(**_JIT)
+def com_events(
+    offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, inside: np.ndarray,
+    ys: np.ndarray, xs: np.ndarray, out: np.ndarray,
+) -> None:
+    """Per-frame moments of the events inside a mask: what ``com_sums`` gives on frames.
+
+    Parameters
+    ----------
+    offsets, indices, values : ndarray
+        The events (see :func:`densify_events`).
+    inside : ndarray of bool, shape (pixels,)
+        The pixels that count.
+    ys, xs : ndarray of float64, shape (h,), (w,)
+        Coordinate of every row and column relative to the reference centre.
+    out : ndarray of float64, shape (n, 3)
+        Overwritten with ``sum(I)``, ``sum(I * y)``, ``sum(I * x)`` of each frame.
+    """
+    w = xs.shape[0]
+    one = values.shape[0] == 0
+    for f in prange(out.shape[0]):
+        total = 0.0
+        moment_y = 0.0
+        moment_x = 0.0
+        for e in range(offsets[f], offsets[f + 1]):
+            p = np.int64(indices[e])
+            if inside[p]:
+                y = p // w
+                v = 1.0 if one else np.float64(values[e])
+                total += v
+                moment_y += v * ys[y]
+                moment_x += v * xs[p - y * w]
+        out[f, 0] = total
+        out[f, 1] = moment_y
+        out[f, 2] = moment_x
+
+
+@numba.njit(cache=True, nogil=True)
+def sum_events(
+    offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, out: np.ndarray
+) -> None:
+    """Add the events of all frames to ``out`` (float64, shape (pixels,)): a bincount."""
+    one = values.shape[0] == 0
+    for e in range(offsets[0], offsets[offsets.shape[0] - 1]):
+        out[indices[e]] += 1.0 if one else np.float64(values[e])
+
+
+def pixel_labels(rows: np.ndarray, x0: np.ndarray, x1: np.ndarray, label: np.ndarray,
+                 frame_shape: tuple[int, int]) -> np.ndarray:
+    """The label of every pixel (-1 outside) from the segments of single-valued masks.
+
+    Parameters
+    ----------
+    rows, x0, x1, label : ndarray of int64
+        The segments (:class:`~framescope.udf._segments.Segments`).
+    frame_shape : (int, int)
+
+    Returns
+    -------
+    ndarray of int32, shape (pixels,)
+    """
+    out = np.full(frame_shape, -1, dtype=np.int32)
+    for r, a, b, lab in zip(rows.tolist(), x0.tolist(), x1.tolist(), label.tolist(),
+                            strict=True):
+        out[r, a:b] = lab
+    return out.ravel()
