@@ -7,6 +7,7 @@ from typing import Any, Literal
 import numpy as np
 import xarray as xr
 
+from framescope._accessor_phase import PhaseMixin
 from framescope._accessor_physics import PhysicsMixin, corrections_attrs
 from framescope._version import __version__
 from framescope.corrections import ENCODING_KEY, corrected_coords
@@ -34,7 +35,7 @@ _SUMMARY = {"sum": "sum", "mean": "sum", "max": "max", "std": "stats", "var": "s
 
 
 @xr.register_dataarray_accessor("fs")
-class FsAccessor(PhysicsMixin):
+class FsAccessor(PhysicsMixin, PhaseMixin):
     """Analyses of 4D-STEM frames, run tile by tile by the framescope engine.
 
     Every method takes ``roi=`` (bool array over the scan), ``client=`` (None for the default

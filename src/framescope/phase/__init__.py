@@ -6,5 +6,6 @@ Each method is a UDF in :mod:`framescope.udf` (one pass over the frames, progres
 """
 
 from framescope.phase._idpc import idpc, integrate_gradient
+from framescope.phase._ssb import ssb
 
-__all__ = ["idpc", "integrate_gradient"]
+__all__ = ["idpc", "integrate_gradient", "ssb"]

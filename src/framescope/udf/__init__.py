@@ -8,16 +8,18 @@ from framescope.udf._idpc import IDPC
 from framescope.udf._masks import ApplyMasks
 from framescope.udf._polar import PolarTransform
 from framescope.udf._radial import RadialProfile, RingBins
+from framescope.udf._ssb import SSB
 from framescope.udf._stats import FrameStats, SumFrame
 
 __all__ = [
+    "IDPC",
+    "SSB",
     "UDF",
     "ApplyMasks",
     "Buffer",
     "CenterOfMass",
     "Events",
     "FrameStats",
-    "IDPC",
     "MaxFrame",
     "Meta",
     "PolarTransform",
