@@ -6,6 +6,7 @@ from framescope.udf._extrema import MaxFrame
 from framescope.udf._geometry import ScatteringGeometry
 from framescope.udf._idpc import IDPC
 from framescope.udf._masks import ApplyMasks
+from framescope.udf._parallax import Parallax
 from framescope.udf._polar import PolarTransform
 from framescope.udf._radial import RadialProfile, RingBins
 from framescope.udf._ssb import SSB
@@ -22,6 +23,7 @@ __all__ = [
     "FrameStats",
     "MaxFrame",
     "Meta",
+    "Parallax",
     "PolarTransform",
     "RadialProfile",
     "RingBins",
