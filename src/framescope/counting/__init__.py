@@ -17,10 +17,14 @@ stempy's sparse HDF5 layout.
 from framescope.counting._count import count_electrons, estimate_thresholds
 from framescope.counting._counted import CountedData, CountingError
 from framescope.counting._hdf5 import load_counted, save_counted
+from framescope.counting._live import NO_XRAY, CountedWriter, CountEvents
 from framescope.counting._thresholds import Thresholds
 
 __all__ = [
+    "NO_XRAY",
+    "CountEvents",
     "CountedData",
+    "CountedWriter",
     "CountingError",
     "Thresholds",
     "count_electrons",

@@ -89,8 +89,9 @@ class Analysis:
         this thread sees every frame of the series (one receiver); otherwise a dark series
         is analysed as data (logged).
 
-    UDFs (or members of a :class:`Group`) with a ``begin_series(series)`` method are told
-    of each data series before its first batch (after their ``prepare``), and those with
+    UDFs (or members of a :class:`Group`) with a ``begin_series(series, meta)`` method are
+    told of each data series before its first batch (after their ``prepare``; ``meta`` as
+    they see the frames, corrected), and those with
     ``end_series(series, ended)`` after its last, or when the job stops (``ended`` False):
     a stream-only hook, e.g. for a UDF that writes a file per series.
     """
@@ -239,7 +240,7 @@ class Analysis:
         self.counts = _Counts(state="running", error=error)
         if not error:
             try:
-                _hooks(self.udf, "begin_series", series)
+                _hooks(self.udf, "begin_series", series, meta)
                 self._hooked = (self.udf, series)
             except Exception as exc:
                 log.exception("live analysis: begin_series failed on series %d",
