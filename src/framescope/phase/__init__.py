@@ -6,6 +6,7 @@ Each method is a UDF in :mod:`framescope.udf` (one pass over the frames, progres
 """
 
 from framescope.phase._idpc import idpc, integrate_gradient
+from framescope.phase._parallax import parallax
 from framescope.phase._ssb import ssb
 
-__all__ = ["idpc", "integrate_gradient", "ssb"]
+__all__ = ["idpc", "integrate_gradient", "parallax", "ssb"]

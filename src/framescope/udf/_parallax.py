@@ -92,7 +92,7 @@ class Parallax(UDF):
       step), ``astigmatism_angle`` (rad, from detector x towards y), ``rotation``
       (degrees, the fitted scan rotation, the branch nearest the given or calibrated one:
       ``rotation + 180`` with the opposite defocus fits equally); ``fit_rows``: scan rows
-      the fit used (0: not fitted yet).
+      the fit used (0: not fitted yet); ``bin``: the binning of the BF pixels.
 
     Partly filled scans (progressive results) fit on the longest run of complete rows once
     it holds ``min_rows``; before that the sum is unshifted (or uses ``defocus``).
@@ -254,6 +254,7 @@ class Parallax(UDF):
             "astigmatism_angle": Buffer("single", "float64", units="rad"),
             "rotation": Buffer("single", "float64", units="deg"),
             "fit_rows": scalar,
+            "bin": Buffer("single", "int64"),
         }
         if self.upsample > 1:
             up = Buffer("single", "float32", (meta.scan_shape[0] * self.upsample,
@@ -336,6 +337,7 @@ class Parallax(UDF):
             "bf_weight": weights.astype(np.float64), "shift_matrix": matrix,
             "rotation": np.float64(math.degrees(dec.rotation) if model.any() else np.nan),
             "fit_rows": np.float64(0 if rows is None else rows[1] - rows[0]),
+            "bin": np.int64(plan.bin),
         }
         out.update(self._physical(matrix, rot, flip, scales))
         if self.upsample > 1:
