@@ -1,8 +1,9 @@
 """The ``framescope`` command line: thin wrappers over the library.
 
 One module per group of commands: :mod:`~framescope.cli._offline` (datasets on disk),
-:mod:`~framescope.cli._serve` (the dashboard server) and :mod:`~framescope.cli._live`
-(detector streams; needs the ``[live]`` extra), sharing :mod:`~framescope.cli._common`.
+:mod:`~framescope.cli._phase` (phase images), :mod:`~framescope.cli._serve` (the dashboard
+server) and :mod:`~framescope.cli._live` (detector streams; needs the ``[live]`` extra),
+sharing :mod:`~framescope.cli._common`.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from framescope.cli import _offline, _serve
+from framescope.cli import _offline, _phase, _serve
 
 __all__ = ["build_parser", "main"]
 
@@ -28,6 +29,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output")
     sub = parser.add_subparsers(dest="command", required=True)
     _offline.add_parsers(sub)
+    _phase.add_parsers(sub)
     _serve.add_parser(sub)
     _add_live(sub)
     return parser

@@ -21,8 +21,8 @@ from framescope.cli._common import (
     write_result,
 )
 
-__all__ = ["add_parsers", "cmd_com", "cmd_convert", "cmd_info", "cmd_simulate",
-           "cmd_virtual_image"]
+__all__ = ["add_parsers", "analysis_parser", "client_of", "cmd_com", "cmd_convert", "cmd_info",
+           "cmd_simulate", "cmd_virtual_image", "corrected"]
 
 
 def cmd_info(args: argparse.Namespace) -> int:
@@ -65,11 +65,11 @@ def cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
-def _client(args: argparse.Namespace) -> Any:
+def client_of(args: argparse.Namespace) -> Any:
     return args.scheduler  # "inline", "local" or an address: the engine resolves each
 
 
-def _corrected(arr: Any, args: argparse.Namespace) -> Any:
+def corrected(arr: Any, args: argparse.Namespace) -> Any:
     """``arr`` with the corrections of the options (the file's own unless refused)."""
     corrections = corrections_of(args)
     if corrections is None:
@@ -80,21 +80,37 @@ def _corrected(arr: Any, args: argparse.Namespace) -> Any:
 def cmd_virtual_image(args: argparse.Namespace) -> int:
     from framescope.masks import MaskStack
 
-    arr = _corrected(apply_calibration(open_array(args), args), args)
+    arr = corrected(apply_calibration(open_array(args), args), args)
     stack = MaskStack({(name or f"m{i}"): spec for i, (name, spec) in enumerate(args.mask)})
-    img = arr.fs.virtual_image(stack, client=_client(args), progress=not args.quiet)
+    img = arr.fs.virtual_image(stack, client=client_of(args), progress=not args.quiet)
     write_result(img.to_dataset(name="intensity").assign_attrs(img.attrs), args.out)
     print(args.out)
     return 0
 
 
 def cmd_com(args: argparse.Namespace) -> int:
-    arr = _corrected(apply_calibration(open_array(args), args), args)
+    arr = corrected(apply_calibration(open_array(args), args), args)
     res = arr.fs.com(cy=args.cy, cx=args.cx, radius=args.radius, rotation=args.rotation,
-                     flip_y=args.flip_y, client=_client(args), progress=not args.quiet)
+                     flip_y=args.flip_y, client=client_of(args), progress=not args.quiet)
     write_result(res, args.out)
     print(args.out)
     return 0
+
+
+def analysis_parser(sub: Any, name: str, help: str) -> argparse.ArgumentParser:
+    """A subcommand that runs one analysis of a dataset on disk into ``--out``."""
+    p = sub.add_parser(name, help=help)
+    p.add_argument("path")
+    p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
+    p.add_argument("--scheduler", default="inline",
+                   help="'inline' (default: threads of this process, the fastest on one "
+                        "machine), 'local' (a LocalCluster of worker processes) or a "
+                        "scheduler address tcp://host:8786")
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    add_open_options(p)
+    add_calibration_options(p)
+    add_corrections_options(p)
+    return p
 
 
 def add_parsers(sub: Any) -> None:
@@ -129,21 +145,8 @@ def add_parsers(sub: Any) -> None:
     add_open_options(p)
     p.set_defaults(func=cmd_convert)
 
-    def analysis(name: str, help: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=help)
-        p.add_argument("path")
-        p.add_argument("--out", required=True, help="result file, .nc or .h5 (NetCDF4/HDF5)")
-        p.add_argument("--scheduler", default="inline",
-                       help="'inline' (default: threads of this process, the fastest on one "
-                            "machine), 'local' (a LocalCluster of worker processes) or a "
-                            "scheduler address tcp://host:8786")
-        p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
-        add_open_options(p)
-        add_calibration_options(p)
-        add_corrections_options(p)
-        return p
 
-    p = analysis("virtual-image", "virtual images for one or more masks")
+    p = analysis_parser(sub, "virtual-image", "virtual images for one or more masks")
     p.add_argument("--mask", type=parse_mask, action="append", required=True,
                    help="[name=]KIND:NUMBERS[@UNITS]: disk:cy,cx,r | ring:cy,cx,r_in,r_out | "
                         "box:y0,x0,y1,x1 | point:y,x | polygon:y,x,y,x,y,x,...; UNITS px "
@@ -152,7 +155,7 @@ def add_parsers(sub: Any) -> None:
                         "adf=ring:20,60@mrad (repeatable)")
     p.set_defaults(func=cmd_virtual_image)
 
-    p = analysis("com", "centre of mass / DPC maps")
+    p = analysis_parser(sub, "com", "centre of mass / DPC maps")
     p.add_argument("--radius", type=float, help="only pixels this close to the centre")
     p.add_argument("--cy", type=float, help="reference centre y (default det_y // 2)")
     p.add_argument("--cx", type=float, help="reference centre x (default det_x // 2)")
