@@ -7,11 +7,17 @@ detector and COM setting that existed when the series started; :meth:`LiveState.
 a COM setting changed, a picked frame or an ROI sum are computed by the engine over the
 in-memory frames of a :class:`~framescope.dashboard._store.FrameStore`, extended over the
 positions that arrive. No result is cached: the frames change under them.
+
+The store keeps the frames as they arrived; everything computed or shown from them here
+applies the corrections the job applies to the series (the header's detector mask, the dark
+of a dark series; :meth:`framescope.engine.Job.corrections`), so the frame view, the images
+computed here and the job's images agree pixel for pixel.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import threading
 from typing import Any
 
@@ -19,6 +25,7 @@ import numpy as np
 import param
 import xarray as xr
 
+from framescope.corrections import Corrections, plan_for, with_corrections
 from framescope.dashboard._results import ComResult, Frame
 from framescope.dashboard._state import DashboardState, summary_udfs
 from framescope.dashboard._store import FrameStore
@@ -29,6 +36,20 @@ from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
 from framescope.udf._base import UDF
 
 __all__ = ["LiveState", "stream_udfs"]
+
+log = logging.getLogger(__name__)
+
+
+def _series_corrections(job: Job | None, series: int | None, raw: tuple[int, ...],
+                        ) -> Corrections | None:
+    """The job's corrections of ``series``, if they keep the frame grid (the views show
+    frames of the raw shape)."""
+    c = None if job is None or series is None else job.corrections(series)
+    if c is not None and c.output_shape(tuple(raw)) != tuple(raw):
+        log.warning("live view: series %s: corrections that crop or bin the frames are not "
+                    "shown; the views use the raw frames", series)
+        return None
+    return c
 
 
 def stream_udfs(state: DashboardState | None, detectors: Any = None) -> dict[str, UDF]:
@@ -60,7 +81,12 @@ class LiveState(DashboardState):
         # per detector: (mask key, image, positions in it)
         self._live: dict[str, tuple[str, np.ndarray, np.ndarray]] = {}
         self._sum: tuple[np.ndarray, np.ndarray, int, np.ndarray] | None = None
-        super().__init__(store.array(), client=INLINE, detectors=detectors, **params)
+        arr = store.array()
+        #: the corrections of the job for this series (None: raw frames)
+        self.corrections = _series_corrections(job, store.series, arr.shape[2:])
+        if self.corrections is not None:
+            arr = with_corrections(arr, self.corrections)
+        super().__init__(arr, client=INLINE, detectors=detectors, **params)
         self._received = np.zeros(self.scan_shape, dtype=bool)
 
     def start(self) -> None:
@@ -249,7 +275,7 @@ class LiveState(DashboardState):
             y, x = (int(v) for v in self.picked)
             data = self.store.data
             arrived = bool(self.received[y, x])
-            frame = (np.array(data[y, x], dtype=np.float64) if arrived and data is not None
+            frame = (self._corrected(data[y, x]) if arrived and data is not None
                      else np.zeros(self.det_shape))
             note = "" if arrived else " (not received yet)"
             self.results.put("frame", Frame(mode, frame, f"frame at scan (y={y}, x={x}){note}",
@@ -274,6 +300,13 @@ class LiveState(DashboardState):
 
         self.jobs.submit("frame", lambda: self._iter_run(SumFrame(), roi=roi), on_update,
                          self._on_error)
+
+    def _corrected(self, frame: np.ndarray) -> np.ndarray:
+        """One stored (raw) frame as the analyses see it (float64)."""
+        c = self.corrections
+        if c is None:
+            return np.array(frame, dtype=np.float64)
+        return plan_for(c, self.det_shape, "numpy").apply(frame[None])[0].astype(np.float64)
 
     # ---- centre of mass -----------------------------------------------------------------
     @param.depends("com_enabled", "com_cy", "com_cx", "com_radius", "com_rotation",

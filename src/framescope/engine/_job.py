@@ -163,6 +163,17 @@ class Job:
         merge = getattr(self._runner, "merge", None)
         return None if merge is None else merge.series
 
+    def corrections(self, series: int | None = None) -> Any:
+        """Streams: the corrections applied to the frames of series ``series`` (default
+        the current one; the last few are kept), a
+        :class:`~framescope.corrections.Corrections`; None for raw frames, files, a dark
+        series or a series not seen."""
+        merge = getattr(self._runner, "merge", None)
+        if merge is None:
+            return None
+        with merge.lock:
+            return merge.corrections if series is None else merge.applied.get(series)
+
     @property
     def receivers(self) -> list[dict[str, Any]]:
         """Where each receiver of a stream job runs and what it received (one dict each)."""
