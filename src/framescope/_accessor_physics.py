@@ -65,9 +65,11 @@ class PhysicsMixin:
         """Electron counting of the frames: events between the background and X-ray
         thresholds that are local maxima, stored sparse (see
         :func:`framescope.counting.count_electrons` for the options: ``dark=``,
-        ``background_threshold=``, ``xray_threshold=``, ``k_background=``, ``k_xray=``,
-        ``centroids=``). The array's attached corrections are not applied: counting
-        reads the raw counts (give ``dark=``).
+        ``corrections=``, ``background_threshold=``, ``xray_threshold=``,
+        ``k_background=``, ``k_xray=``, ``centroids=``). The array's attached corrections
+        (:meth:`with_corrections`) are applied unless ``corrections=`` says otherwise
+        (False: none): dark, offset, gain, and bad pixels zeroed, which then hold no event;
+        ones that crop, bin, FFT-downsample or threshold are refused.
 
         Examples
         --------

@@ -1,4 +1,5 @@
-"""Electron counting of frame stacks, numpy or lazy, partition by partition."""
+"""Electron counting of frame stacks, numpy or lazy, partition by partition, with the
+detector corrections that keep the pixel grid (dark, offset, gain, bad pixels)."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import itertools
 import math
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import xarray as xr
 
     from framescope.calibration import Calibration
+    from framescope.corrections import Corrections
 
 __all__ = ["count_electrons", "estimate_thresholds"]
 
@@ -51,7 +53,11 @@ class _Frames:
 
         self.calibration: Calibration | None = None
         self.source: ReaderArray | None = None
+        self.attached: Corrections | None = None  # the array's (arr.fs.with_corrections)
         if isinstance(data, xr.DataArray):
+            from framescope.corrections import ENCODING_KEY
+
+            self.attached = data.encoding.get(ENCODING_KEY)
             if set(data.dims) != set(_DIMS):
                 from framescope.errors import DimensionError
 
@@ -155,7 +161,60 @@ def _dark(dark: Any, frame_shape: tuple[int, int]) -> np.ndarray:
     return np.ascontiguousarray(d, dtype=np.float32)
 
 
-def _thresholds(frames: _Frames, dark: np.ndarray, background: float | None,
+class _Pixels:
+    """What counting subtracts and multiplies per pixel: the dark reference (plus the
+    offset), the gain with bad pixels at 0 (None: neither), the bad-pixel mask."""
+
+    def __init__(self, frames: _Frames, dark: Any, corrections: Any) -> None:
+        c = frames.attached if corrections is None else corrections or None
+        self.corrections: Corrections | None = c
+        self.gain: np.ndarray | None = None
+        self.bad: np.ndarray | None = None
+        if c is None:
+            self.dark = _dark(dark, frames.frame_shape)
+            return
+        from framescope.corrections import Corrections
+
+        if not isinstance(c, Corrections):
+            raise CountingError(f"count_electrons: corrections: expected a framescope."
+                                f"corrections.Corrections, None or False, found "
+                                f"{type(c).__name__}")
+        c.check(frames.frame_shape)  # CorrectionsError: which array, expected vs found
+        grid = {k: v for k, v in (("crop", c.crop), ("bin", c.bin if c.bin > 1 else None),
+                                  ("fft_downsample", c.fft_downsample)) if v is not None}
+        if grid:
+            raise CountingError(f"count_electrons: corrections with {grid} change the pixel "
+                                f"grid, and an event is one detector pixel; expected "
+                                f"corrections without crop, bin or fft_downsample (count "
+                                f"first, then bin the counted frames)")
+        if c.threshold is not None:
+            raise CountingError(f"count_electrons: corrections with threshold={c.threshold} "
+                                f"would zero values before the event rule; counting has its "
+                                f"own background_threshold= (expected corrections without "
+                                f"threshold)")
+        if c.dark is not None and dark is not None:
+            raise CountingError("count_electrons: a dark reference in both dark= and the "
+                                "corrections; expected one of them")
+        self.dark = _dark(c.dark if c.dark is not None else dark, frames.frame_shape)
+        if c.offset:
+            self.dark = self.dark + np.float32(c.offset)
+        if c.gain is not None or c.bad is not None:
+            # bad pixels at gain 0: they read 0, never an event, in the same multiply
+            self.gain = (np.ones(frames.frame_shape, np.float32) if c.gain is None
+                         else c.gain.copy())
+            if c.bad is not None:
+                self.gain[c.bad] = 0
+                self.bad = c.bad
+
+    def values(self, sample: np.ndarray) -> np.ndarray:
+        """Corrected values of sampled frames, bad pixels left out (for the thresholds)."""
+        v = sample.astype(np.float32) - self.dark
+        if self.gain is not None:
+            v *= self.gain
+        return v if self.bad is None else v[..., ~self.bad]
+
+
+def _thresholds(frames: _Frames, pixels: _Pixels, background: float | None,
                 xray: float | None, k_background: float, k_xray: float, n_samples: int,
                 seed: int) -> Thresholds:
     if background is not None and xray is not None:
@@ -164,7 +223,7 @@ def _thresholds(frames: _Frames, dark: np.ndarray, background: float | None,
         raise CountingError(f"count_electrons: n_samples must be a positive int, found "
                             f"{n_samples!r}")
     sample = frames.sample(n_samples, seed)
-    values = sample.astype(np.float32) - dark
+    values = pixels.values(sample)
     return thresholds_from_values(values, k_background=k_background, k_xray=k_xray,
                                   background=background, xray=xray, n_frames=len(sample))
 
@@ -173,6 +232,7 @@ def estimate_thresholds(
     frames: np.ndarray | xr.DataArray,
     *,
     dark: np.ndarray | None = None,
+    corrections: Corrections | Literal[False] | None = None,
     k_background: float = 4.0,
     k_xray: float = 10.0,
     n_samples: int = 40,
@@ -191,6 +251,8 @@ def estimate_thresholds(
         ``(n, det_y, det_x)`` or ``(scan_y, scan_x, det_y, det_x)`` frames, numpy or lazy.
     dark : ndarray, optional
         Dark reference of shape ``(det_y, det_x)`` subtracted first.
+    corrections : Corrections or False, optional
+        As for :func:`count_electrons`: the values are corrected, bad pixels left out.
     k_background, k_xray : float
         Multipliers of the noise sigma and of the overall standard deviation.
     n_samples : int
@@ -209,7 +271,7 @@ def estimate_thresholds(
         thresholds.
     """
     f = _Frames(frames)
-    return _thresholds(f, _dark(dark, f.frame_shape), None, None, k_background, k_xray,
+    return _thresholds(f, _Pixels(f, dark, corrections), None, None, k_background, k_xray,
                        n_samples, seed)
 
 
@@ -217,6 +279,7 @@ def count_electrons(
     frames: np.ndarray | xr.DataArray,
     *,
     dark: np.ndarray | None = None,
+    corrections: Corrections | Literal[False] | None = None,
     background_threshold: float | None = None,
     xray_threshold: float | None = None,
     k_background: float = 4.0,
@@ -227,9 +290,10 @@ def count_electrons(
 ) -> CountedData:
     """Count electrons: events are local maxima between the background and X-ray thresholds.
 
-    Each frame is dark-subtracted (float32); a pixel whose value lies strictly between the
-    thresholds and is a maximum of its 8-neighbourhood (ties go to the first pixel in raster
-    order) is one electron. Frames are counted block by block, the next block read while one
+    Each frame is dark-subtracted (float32), and corrected by the gain and bad pixels of
+    ``corrections``; a pixel whose value lies strictly between the thresholds and is a
+    maximum of its 8-neighbourhood (ties go to the first pixel in raster order) is one
+    electron. Frames are counted block by block, the next block read while one
     is counted: an array opened by :func:`framescope.open` straight from its reader (64 MiB
     of frames at a time, two reused buffers), another lazy array one dask chunk of scan
     rows at a time (chunks along ``scan_x`` or the detector joined). Only the sparse result
@@ -244,6 +308,14 @@ def count_electrons(
     dark : ndarray, optional
         Dark reference ``(det_y, det_x)`` (e.g. the mean of dark frames); none subtracted by
         default.
+    corrections : Corrections or False, optional
+        Detector corrections applied in the counting pass: ``(frame - dark - offset) *
+        gain``, bad pixels 0 whatever ``bad_fill`` says (they never hold an event, and their
+        neighbours are compared with 0); the thresholds are estimated on the corrected
+        values of the good pixels. Default: those attached to a DataArray
+        (``arr.fs.with_corrections``); False: none. Its dark and ``dark=`` are exclusive.
+        Corrections that change the pixel grid (crop, bin, fft_downsample) or zero values
+        (threshold) are refused.
     background_threshold, xray_threshold : float, optional
         Thresholds in ADU above the dark reference; each one not given is estimated from
         ``n_samples`` sampled frames (see :func:`estimate_thresholds`).
@@ -266,7 +338,10 @@ def count_electrons(
     ------
     CountingError
         Frames of the wrong rank or dtype, a dark reference of the wrong shape or with
-        non-finite values, inverted thresholds.
+        non-finite values, inverted thresholds, corrections that change the pixel grid or
+        threshold, a dark in both ``dark=`` and the corrections.
+    framescope.corrections.CorrectionsError
+        Correction arrays of another shape than the frames.
     framescope.errors.DimensionError
         A DataArray without the ``(scan_y, scan_x, det_y, det_x)`` dims.
 
@@ -283,12 +358,13 @@ def count_electrons(
     if h * w > 2**32:
         raise CountingError(f"count_electrons: frames of {h}x{w} px exceed uint32 pixel "
                             f"indices")
-    d = _dark(dark, f.frame_shape)
-    thresholds = _thresholds(f, d, background_threshold, xray_threshold, k_background,
+    px = _Pixels(f, dark, corrections)
+    thresholds = _thresholds(f, px, background_threshold, xray_threshold, k_background,
                              k_xray, n_samples, seed)
     counts, indices, cents = [], [], []
     for block in f.blocks():
-        c, i, xy = count_block(block, d, thresholds.background, thresholds.xray, centroids)
+        c, i, xy = count_block(block, px.dark, thresholds.background, thresholds.xray,
+                               centroids, px.gain)
         counts.append(c)
         indices.append(i)
         if xy is not None:

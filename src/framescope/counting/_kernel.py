@@ -1,12 +1,13 @@
 """Numba kernels that find electron events in blocks of frames.
 
 An event is a pixel whose dark-subtracted value ``v = float32(frame) - dark`` (float32
-arithmetic) satisfies ``background < v < xray`` and is a local maximum of its 8-neighbourhood
-inside the frame. Ties are broken in raster order: ``v`` must be strictly greater than the
-neighbours before it (up-left, up, up-right, left) and at least equal to those after it
-(right, down-left, down, down-right), so of two equal neighbouring pixels exactly the first
-counts. Neighbours are compared with their own dark-subtracted values whatever the
-thresholds, so the charge around an X-ray (brighter than the X-ray threshold) holds no event.
+arithmetic; times ``gain`` when one is given, 0 at bad pixels) satisfies
+``background < v < xray`` and is a local maximum of its 8-neighbourhood inside the frame.
+Ties are broken in raster order: ``v`` must be strictly greater than the neighbours before
+it (up-left, up, up-right, left) and at least equal to those after it (right, down-left,
+down, down-right), so of two equal neighbouring pixels exactly the first counts. Neighbours
+are compared with their own dark-subtracted values whatever the thresholds, so the charge
+around an X-ray (brighter than the X-ray threshold) holds no event.
 
 stempy 3.6 differs in three ways (checked on hand-made and simulated frames, see
 tests/counting/test_counting_stempy.py): it drops both pixels of a tie; it compares against
@@ -37,10 +38,15 @@ _GROUP_BYTES = 16 * 2**20
 
 
 @numba.njit(inline="always", **_JIT)
-def _fill_row(frame, dark, y, out):  # pragma: no cover - compiled
-    """Dark-subtracted row ``y`` into ``out[1:-1]`` (the ends stay -inf)."""
-    for x in range(frame.shape[1]):
-        out[x + 1] = np.float32(frame[y, x]) - dark[y, x]
+def _fill_row(frame, dark, gain, y, out):  # pragma: no cover - compiled
+    """Dark-subtracted (and gain-corrected) row ``y`` into ``out[1:-1]`` (the ends stay
+    -inf). ``gain`` None is pruned at compile time: no multiply without one."""
+    if gain is None:
+        for x in range(frame.shape[1]):
+            out[x + 1] = np.float32(frame[y, x]) - dark[y, x]
+    else:
+        for x in range(frame.shape[1]):
+            out[x + 1] = (np.float32(frame[y, x]) - dark[y, x]) * gain[y, x]
 
 
 @numba.njit(inline="always", **_JIT)
@@ -63,7 +69,7 @@ def _events_in_row(prev, cur, nxt, bg, xr, flags):  # pragma: no cover - compile
 
 
 @numba.njit(**_JIT)
-def _scan_frame(frame, dark, bg, xr, indices, centroids,
+def _scan_frame(frame, dark, gain, bg, xr, indices, centroids,
                 with_centroids):  # pragma: no cover - compiled
     """Events of one frame into ``indices`` (and ``centroids``); their number.
 
@@ -77,9 +83,9 @@ def _scan_frame(frame, dark, bg, xr, indices, centroids,
     outside = buf[3]
     prev, cur, nxt = outside, buf[0], buf[1]
     spare = buf[2]
-    _fill_row(frame, dark, 0, cur)
+    _fill_row(frame, dark, gain, 0, cur)
     if h > 1:
-        _fill_row(frame, dark, 1, nxt)
+        _fill_row(frame, dark, gain, 1, nxt)
     else:
         nxt = outside
     count = 0
@@ -90,7 +96,7 @@ def _scan_frame(frame, dark, bg, xr, indices, centroids,
             prev, cur = cur, nxt
             if y + 1 < h:
                 nxt = recycled
-                _fill_row(frame, dark, y + 1, nxt)
+                _fill_row(frame, dark, gain, y + 1, nxt)
             else:
                 nxt = outside
         if _events_in_row(prev, cur, nxt, bg, xr, flags) == 0:
@@ -117,10 +123,10 @@ def _scan_frame(frame, dark, bg, xr, indices, centroids,
 
 
 @numba.njit(parallel=True, **_JIT)
-def _scan_group(frames, dark, bg, xr, scratch, scratch_c, counts,
+def _scan_group(frames, dark, gain, bg, xr, scratch, scratch_c, counts,
                 with_centroids):  # pragma: no cover - compiled
     for i in prange(frames.shape[0]):
-        counts[i] = _scan_frame(frames[i], dark, bg, xr, scratch[i], scratch_c[i],
+        counts[i] = _scan_frame(frames[i], dark, gain, bg, xr, scratch[i], scratch_c[i],
                                 with_centroids)
 
 
@@ -140,6 +146,7 @@ def count_block(
     background: float,
     xray: float,
     centroids: bool = False,
+    gain: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Events of a block of frames.
 
@@ -153,6 +160,9 @@ def count_block(
         Thresholds, applied in float32.
     centroids : bool
         Also return the sub-pixel centroid of every event.
+    gain : ndarray of float32, shape (h, w), optional
+        Multiplies the dark-subtracted values (a flat field; 0 at bad pixels, which then
+        never hold an event).
 
     Returns
     -------
@@ -185,7 +195,7 @@ def count_block(
     parts, cparts = [], []
     for g0 in range(0, n, group):
         g1 = min(n, g0 + group)
-        _scan_group(frames[g0:g1], dark, bg, xr, scratch, scratch_c, counts[g0:g1],
+        _scan_group(frames[g0:g1], dark, gain, bg, xr, scratch, scratch_c, counts[g0:g1],
                     bool(centroids))
         offsets = np.zeros(g1 - g0 + 1, dtype=np.int64)
         np.cumsum(counts[g0:g1], out=offsets[1:])
