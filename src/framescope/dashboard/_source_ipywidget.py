@@ -20,6 +20,7 @@ import numpy as np
 import traitlets
 
 from framescope.dashboard._images import color_limits
+from framescope.dashboard._source_dark import dark_text
 from framescope.dashboard._source_display import (
     ORDERS,
     format_scan,
@@ -91,6 +92,10 @@ class SourceIPyWidget(widgets.VBox):
     policy : ipywidgets.Dropdown
     connect_button : ipywidgets.Button
     disconnect_button : ipywidgets.Button
+    dark_button : ipywidgets.Button
+        "Take dark": the next series is a dark series (see :meth:`take_dark`).
+    dark_html : ipywidgets.HTML
+        The dark in use: ``"dark: N frames, bad pixels: M"``, or that one is being taken.
     status_pane : ipywidgets.HTML
         The status table (see :meth:`status_table`).
     preview_pane : ipywidgets.Image
@@ -120,6 +125,9 @@ class SourceIPyWidget(widgets.VBox):
                                        description="policy")
         self.connect_button = widgets.Button(description="Connect", button_style="primary")
         self.disconnect_button = widgets.Button(description="Disconnect")
+        self.dark_button = widgets.Button(description="Take dark",
+                                          tooltip="the next series is a dark series")
+        self.dark_html = widgets.HTML("")
         self.error_html = widgets.HTML("")
         self.status_pane = widgets.HTML("")
         self.preview_pane = widgets.Image(format="png", layout=widgets.Layout(width="256px"))
@@ -138,12 +146,14 @@ class SourceIPyWidget(widgets.VBox):
         super().__init__([
             widgets.HBox([self.endpoint, self.protocol]),
             widgets.HBox([self.scan, self.order, self.policy]),
-            widgets.HBox([self.connect_button, self.disconnect_button]),
+            widgets.HBox([self.connect_button, self.disconnect_button, self.dark_button]),
+            self.dark_html,
             self.error_html,
             widgets.HBox([self.status_pane, preview]),
         ], **kwargs)
         self.connect_button.on_click(lambda _: self.connect())
         self.disconnect_button.on_click(lambda _: self.disconnect())
+        self.dark_button.on_click(lambda _: self.take_dark())
         self.scan.observe(self._check_scan, "value")
         self.observe(self._show_error, "error")
         if source is not None:
@@ -214,7 +224,8 @@ class SourceIPyWidget(widgets.VBox):
         if self._owned:
             self.disconnect()
         for w in (self.endpoint, self.protocol, self.scan, self.order, self.policy,
-                  self.connect_button, self.disconnect_button, self.error_html,
+                  self.connect_button, self.disconnect_button, self.dark_button,
+                  self.dark_html, self.error_html,
                   self.status_pane, self.preview_pane):
             w.close()
         super().close()
@@ -235,12 +246,24 @@ class SourceIPyWidget(widgets.VBox):
         text = status_html(status_table(status))
         if text != self.status_pane.value:
             self.status_pane.value = text
+        dark = html.escape(dark_text(self._source))
+        if dark != self.dark_html.value:
+            self.dark_html.value = dark
         if frame is None:
             return
         self.preview = preview_image(frame)[0]
         png = preview_png(self.preview)
         if png is not None:
             self.preview_pane.value = png
+
+    def take_dark(self, n_series: int = 1) -> None:
+        """Take the next ``n_series`` series as dark series (the "Take dark" button; see
+        :meth:`framescope.live.ZMQSource.take_dark`)."""
+        if self._source is None:
+            self.set_trait("error", "Take dark: connect to a source first")
+            return
+        self._source.take_dark(n_series)
+        self.refresh()
 
     def _start_thread(self) -> None:
         self._stop = threading.Event()
@@ -283,4 +306,5 @@ class SourceIPyWidget(widgets.VBox):
             w.disabled = self.connected
         self.connect_button.disabled = self.connected
         self.disconnect_button.disabled = not self.connected
+        self.dark_button.disabled = not self.connected
 

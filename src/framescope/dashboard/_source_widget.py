@@ -19,6 +19,7 @@ import param
 from framescope.dashboard._app import load_extensions
 from framescope.dashboard._bokeh import DirectImage
 from framescope.dashboard._images import block_coords, color_limits
+from framescope.dashboard._source_dark import dark_text
 from framescope.dashboard._source_display import (
     ORDERS,
     format_scan,
@@ -66,6 +67,10 @@ class SourceWidget(pn.viewable.Viewer):
         Why the last connection failed or a field is invalid (empty if none).
     connect_button : panel.widgets.Button
     disconnect_button : panel.widgets.Button
+    dark_button : panel.widgets.Button
+        "Take dark": the next series is a dark series (see :meth:`take_dark`).
+    dark_pane : panel.pane.Markdown
+        The dark in use: ``"dark: N frames, bad pixels: M"``, or that one is being taken.
     status_pane : panel.pane.HTML
         The status table (see :meth:`status_table`).
     preview : numpy.ndarray or None
@@ -121,8 +126,11 @@ class SourceWidget(pn.viewable.Viewer):
 
         self.connect_button = pn.widgets.Button(label="Connect", color="primary", width=100)
         self.disconnect_button = pn.widgets.Button(label="Disconnect", width=100)
+        self.dark_button = pn.widgets.Button(label="Take dark", width=100)
         self.connect_button.on_click(lambda _: self.connect())
         self.disconnect_button.on_click(lambda _: self.disconnect())
+        self.dark_button.on_click(lambda _: self.take_dark())
+        self.dark_pane = pn.pane.Markdown("", width=520, margin=(0, 10))
         self.status_pane = pn.pane.HTML(status_html(self.status_table()), width=260)
         self._error_pane = pn.pane.Alert("", alert_type="danger", visible=False, width=520)
         self._direct = DirectImage()
@@ -185,6 +193,16 @@ class SourceWidget(pn.viewable.Viewer):
         self._source, self._owned = None, False
         self.refresh()
 
+    def take_dark(self, n_series: int = 1) -> None:
+        """Take the next ``n_series`` series as dark series (the "Take dark" button; see
+        :meth:`framescope.live.ZMQSource.take_dark`): a stream job on the source reduces
+        them to dark statistics and corrects the following series with them."""
+        if self._source is None:
+            self._set(error="Take dark: connect to a source first")
+            return
+        self._source.take_dark(n_series)
+        self.refresh()
+
     def on_connect(self, callback: Callable[[ZMQSource], Any]) -> None:
         """Call ``callback(source)`` after every successful connection (now, if one is)."""
         self._callbacks.append(callback)
@@ -218,6 +236,9 @@ class SourceWidget(pn.viewable.Viewer):
         text = status_html(status_table(status))
         if text != self.status_pane.object:
             self.status_pane.object = text
+        dark = dark_text(self._source)
+        if dark != self.dark_pane.object:
+            self.dark_pane.object = dark
         if frame is not None:
             self._show_frame(frame, status.series)
 
@@ -270,7 +291,8 @@ class SourceWidget(pn.viewable.Viewer):
             self._layout = pn.Column(
                 pn.Row(endpoint, protocol),
                 pn.Row(scan, order, policy),
-                pn.Row(self.connect_button, self.disconnect_button),
+                pn.Row(self.connect_button, self.disconnect_button, self.dark_button),
+                self.dark_pane,
                 self._error_pane,
                 pn.Row(self.status_pane, preview),
             )
@@ -299,6 +321,7 @@ class SourceWidget(pn.viewable.Viewer):
             w.disabled = self.connected
         self.connect_button.disabled = self.connected
         self.disconnect_button.disabled = not self.connected
+        self.dark_button.disabled = not self.connected
 
 
 def _empty_preview() -> dict[str, Any]:
