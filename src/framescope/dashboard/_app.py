@@ -26,6 +26,7 @@ from framescope.dashboard._com import ComView
 from framescope.dashboard._detector import DetectorView
 from framescope.dashboard._editor import DetectorEditor
 from framescope.dashboard._export import notebook_code, results_bytes, write_results
+from framescope.dashboard._phase import PhaseView
 from framescope.dashboard._scan import ScanView
 from framescope.dashboard._state import DashboardState
 from framescope.dashboard._units import UNITS
@@ -57,6 +58,8 @@ class Dashboard(pn.viewable.Viewer):
         The virtual images over the scan (tap a position, draw an ROI).
     com_view : ComView
         Centre-of-mass / DPC maps and their controls.
+    phase_view : PhaseView
+        The phase image (SSB, iDPC or tcBF) and its controls.
     """
 
     update_period = param.Integer(default=100, bounds=(100, None),
@@ -75,6 +78,7 @@ class Dashboard(pn.viewable.Viewer):
         self.detector_view = DetectorView(self.state)
         self.scan_view = ScanView(self.state)
         self.com_view = ComView(self.state)
+        self.phase_view = PhaseView(self.state)
         self.editor = DetectorEditor(self.state)
         self._layout: pn.viewable.Viewable | None = None
         self._callback: Any = None
@@ -103,6 +107,8 @@ class Dashboard(pn.viewable.Viewer):
                 self.detector_view.show(value)
             elif key == "com" and value is not None:
                 self.com_view.show(value)
+            elif key == "phase" and value is not None:
+                self.phase_view.show(value)
             elif key == "status" and value:
                 self.state.status = value
             n += 1
@@ -252,12 +258,14 @@ class Dashboard(pn.viewable.Viewer):
         title = pn.pane.Markdown(f"### framescope · {source} · scan {ny}×{nx} · "
                                  f"detector {h}×{w}", margin=(0, 10))
         tabs = pn.Tabs(("Virtual image", self.scan_view), ("COM / DPC", self.com_view),
-                       ("Export", self._export_panel()))
+                       ("Phase", self.phase_view), ("Export", self._export_panel()))
 
         def on_tab(event: Any) -> None:
             if event.new == 1:
                 st.com_enabled = True  # COM is computed the first time it is looked at
             if event.new == 2:
+                st.phase_enabled = True  # so is the phase
+            if event.new == 3:
                 self._refresh_code()
 
         tabs.param.watch(on_tab, "active")

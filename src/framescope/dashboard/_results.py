@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import xarray as xr
 
-__all__ = ["ComResult", "Frame", "Results", "VirtualImage"]
+__all__ = ["ComResult", "Frame", "PhaseResult", "Results", "VirtualImage"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,8 +47,19 @@ class ComResult:
     done: float
 
 
+@dataclass(frozen=True, slots=True)
+class PhaseResult:
+    """The phase tab's image so far: the Dataset of ``method``'s UDF (None with a
+    ``message`` saying why it cannot run, e.g. the calibration it lacks)."""
+
+    method: str
+    data: xr.Dataset | None
+    done: float
+    message: str = ""
+
+
 class Results:
-    """Latest result per key (``vi:<name>``, ``frame``, ``com``); thread-safe.
+    """Latest result per key (``vi:<name>``, ``frame``, ``com``, ``phase``); thread-safe.
 
     Job threads :meth:`put` as often as partitions complete; the display loop
     :meth:`take`\\ s only what changed since its last call, so however fast results arrive
