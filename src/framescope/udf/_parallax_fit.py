@@ -47,16 +47,6 @@ def _chunks(n: int, per_item: int) -> list[tuple[int, int]]:
     return [(lo, min(lo + step, n)) for lo in range(0, n, step)]
 
 
-def _prepared(images: np.ndarray, means: np.ndarray) -> np.ndarray:
-    """Relative contrast ``I/mean - 1``, tapered (Tukey window) and zero-padded to twice
-    the size, so Fourier shifts move the content (and its taper) without wrapping."""
-    n, ny, nx = images.shape
-    taper = np.outer(_tukey(ny), _tukey(nx)).astype(np.float32)
-    out = np.zeros((n, 2 * ny, 2 * nx), np.float32)
-    out[:, :ny, :nx] = (images / means[:, None, None] - 1) * taper
-    return out
-
-
 def _tukey(n: int, alpha: float = 0.5) -> np.ndarray:
     # flat middle, cosine edges over alpha/2 of the length at each end
     x = np.linspace(0, 1, n)
@@ -92,15 +82,26 @@ def _peak(corr: np.ndarray, centre: np.ndarray, radius: float) -> np.ndarray:
     return np.array(out)
 
 
+def _ramp(u: np.ndarray, start: np.ndarray, n: int, edge: float) -> np.ndarray:
+    """Per row of ``start``: 1 over ``[start, start + n - 1]`` with raised-cosine edges
+    ``edge`` px wide inside it, 0 outside (``u`` the grid positions)."""
+    t = u[None, :] - start[:, None]
+    rise = np.clip(np.minimum(t + 1, n - t) / edge, 0, 1)
+    return 0.5 * (1 - np.cos(np.pi * rise))
+
+
 def register(images: np.ndarray, guess: np.ndarray, weights: np.ndarray, *,
              radius: float, lowpass: float = 0.25) -> np.ndarray:
     """Shifts ``s_j`` (scan px) of each image against the weighted mean of all others.
 
-    Each image is first moved by its ``guess`` (so the residual is small and the taper
-    hardly biases it), the reference is the weighted mean of the moved images without the
-    image itself (its own noise would pull the peak to zero), and the residual is the
-    peak of their cross-correlation, low-passed by a Gaussian of ``lowpass`` cycles/px,
-    searched within ``radius`` px.
+    Each image (relative contrast ``I/mean - 1``, zero-padded so nothing wraps) is first
+    moved by its ``guess`` with a Fourier shift, so the residual is small. The reference
+    is the weighted mean of the moved images without the image itself (its own noise would
+    pull the peak to zero). Both are windowed by one taper over the region every moved
+    image covers: a window that moved with each image, or a reference with holes inside
+    it, biased every shift towards zero by a few per cent. The residual is the peak of
+    their cross-correlation, low-passed by a Gaussian of ``lowpass`` cycles/px, searched
+    within ``radius`` px.
 
     Parameters
     ----------
@@ -122,27 +123,44 @@ def register(images: np.ndarray, guess: np.ndarray, weights: np.ndarray, *,
     means = images.reshape(n, -1).mean(axis=1)
     means = np.where(means > 0, means, 1.0)
     shape = (2 * ny, 2 * nx)
+    oy, ox = ny // 2, nx // 2  # the image's corner in the padded grid
     fy, fx = _freqs(shape)
     gauss = np.exp(-(fy**2 + fx**2) / (2 * lowpass**2))
-    per = 8 * shape[0] * shape[1]
-    # moving image j by -d, d = -s its displacement: multiply by exp(+2πi f·d)
-    def moved(lo: int, hi: int) -> np.ndarray:
-        spectra = sfft.fft2(_prepared(images[lo:hi], means[lo:hi]), workers=-1)
-        d = -guess[lo:hi]
-        spectra *= np.exp(2j * np.pi * (fy * d[:, :1, None] + fx * d[:, 1:, None]))
-        return spectra
+    soft = np.outer(_tukey(ny, 4 / ny), _tukey(nx, 4 / nx)).astype(np.float32)
+    # image j shows features displaced by d = -s; moving it by -d = s puts its support
+    # at corner + s: all of them cover [corner + max s, corner + n + min s)
+    window = np.ones(shape)
+    for axis, (o, size) in enumerate(((oy, ny), (ox, nx))):
+        lo_s, hi_s = float(guess[:, axis].max()), float(guess[:, axis].min())
+        length = max(size - (lo_s - hi_s), size / 4)  # a quarter at least, if biased
+        start = o + (lo_s + hi_s) / 2 + (size - length) / 2
+        ramp = _ramp(np.arange(shape[axis]), np.array([start]), length,
+                     max(2.0, length / 8))[0]
+        window *= ramp[:, None] if axis == 0 else ramp[None, :]
 
-    wsum = float(weights.sum())
-    ref = np.zeros(shape, np.complex128)
+    def moved(lo: int, hi: int) -> np.ndarray:
+        padded = np.zeros((hi - lo, *shape), np.float32)
+        padded[:, oy:oy + ny, ox:ox + nx] = (images[lo:hi] / means[lo:hi, None, None]
+                                              - 1) * soft
+        spectra = sfft.fft2(padded, workers=-1)
+        s = guess[lo:hi]
+        spectra *= np.exp(-2j * np.pi * (fy * s[:, :1, None] + fx * s[:, 1:, None]))
+        return sfft.ifft2(spectra, workers=-1).real * window
+
+    per = 16 * shape[0] * shape[1]
+    total = np.zeros(shape)
     for lo, hi in _chunks(n, per):
-        ref += np.tensordot(weights[lo:hi], moved(lo, hi), axes=1)
+        total += np.tensordot(weights[lo:hi], moved(lo, hi), axes=1)
+    wsum = float(weights.sum())
+    gref = np.conj(sfft.fft2(total))
     out = np.empty((n, 2))
     for lo, hi in _chunks(n, per):
-        spectra = moved(lo, hi)
+        spectra = sfft.fft2(moved(lo, hi), workers=-1)
         for j in range(hi - lo):
-            w = weights[lo + j]
-            others = (ref - w * spectra[j]) / max(wsum - w, 1e-30)
-            corr = sfft.ifft2(spectra[j] * np.conj(others) * gauss).real
+            w = float(weights[lo + j])
+            # the reference without image j (linear, so in Fourier space)
+            others = (gref - w * np.conj(spectra[j])) / max(wsum - w, 1e-30)
+            corr = sfft.ifft2(spectra[j] * others * gauss).real
             # the residual displacement r of the moved image: d = d_guess + r, s = -d
             out[lo + j] = guess[lo + j] - _peak(corr, np.zeros(2), radius)
     return out
