@@ -100,3 +100,32 @@ def test_highpass_and_corrections_pass_through():
     assert _r(binned["phase"], full["phase"]) > 0.99
     slope = np.polyfit(full["phase"].values.ravel(), binned["phase"].values.ravel(), 1)[0]
     assert abs(slope - 1) < 0.03
+
+
+def test_live_stream_phase_equals_the_file_phase():
+    """The same frames from a DECTRIS stream2 sender (the calibration in its header) give
+    the same iDPC phase as the file."""
+    import queue
+    import threading
+
+    pytest.importorskip("zmq")
+    import framescope
+    from framescope.live import ZMQSource, simulate_stream
+    from framescope.udf import IDPC
+
+    arr = synthetic(**{**BASE, "scan": (6, 7), "det": (24, 24), "semiconv": 4.0,
+                       "smooth_phase": 0.1}, calibrated=True)
+    offline = framescope.run(IDPC(), arr, client="inline")
+    bound: queue.Queue = queue.Queue()
+    sender = threading.Thread(target=simulate_stream, args=("tcp://127.0.0.1:0",), kwargs={
+        "on_bound": bound.put, "protocol": "dectris-stream2", "scan": (6, 7),
+        "det": (24, 24), "rate": 0, "source": arr}, daemon=True)
+    sender.start()
+    try:
+        job = framescope.submit(IDPC(), ZMQSource(bound.get(timeout=60), "dectris-stream2"))
+        live = job.result(60)
+        job.cancel()
+    finally:
+        sender.join(timeout=30)
+    assert live["phase"].attrs["units"] == "rad"
+    np.testing.assert_array_equal(live["phase"].values, offline["phase"].values)
