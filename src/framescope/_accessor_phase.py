@@ -21,6 +21,13 @@ class PhaseMixin:
 
         return idpc(self._arr, **kwargs)
 
+    def parallax(self, **kwargs: Any) -> xr.Dataset:
+        """Tilt-corrected bright field (``tcbf``, ``phase``, fitted ``defocus``,
+        astigmatism, rotation, per-pixel shifts): see :func:`framescope.phase.parallax`."""
+        from framescope.phase import parallax
+
+        return parallax(self._arr, **kwargs)
+
     def ssb(self, **kwargs: Any) -> xr.Dataset:
         """Single-sideband ptychography (``phase``, ``amplitude``, ``bright_field``): see
         :func:`framescope.phase.ssb` for the parameters."""

@@ -59,3 +59,15 @@ def test_ssb_command_names_the_missing_calibration(calibrated_file, tmp_path):
     with pytest.raises(ValueError, match="semiconv"):
         main(["ssb", str(src), "--scan", "8x10", "--out", str(tmp_path / "x.nc"), "-q",
               "--energy", "300kV", "--angle-per-px", "1mrad", "--scan-step", "0.2nm"])
+
+
+def test_parallax_command_writes_the_library_result(calibrated_file, tmp_path):
+    src, opts = calibrated_file
+    out = tmp_path / "tcbf.nc"
+    assert main(["parallax", str(src), "--out", str(out), *opts]) == 0
+    got = xr.open_dataset(out, engine="h5netcdf")
+    arr = framescope.open(src, scan=(8, 10)).fs.calibrate(**_cal(opts), energy="300kV")
+    want = arr.fs.parallax(progress=False)
+    np.testing.assert_allclose(got["tcbf"].values, want["tcbf"].values, rtol=1e-6)
+    np.testing.assert_allclose(got["defocus"].values, want["defocus"].values, rtol=1e-6)
+    got.close()
