@@ -39,7 +39,8 @@ class _Plan:
     full_ys: np.ndarray
     full_xs: np.ndarray
     runs: tuple[np.ndarray, ...]
-    inside: np.ndarray  # (h * w,) bool: the disk, for tiles of events
+    inside: np.ndarray  # (h * w,) uint8: 1 in the disk, for tiles of events
+    centre: tuple[float, float]
 
 
 class CenterOfMass(UDF):
@@ -177,7 +178,8 @@ class CenterOfMass(UDF):
         dev = functools.partial(to_device, backend=meta.backend)  # the fallback's operands
         return _Plan((ys, xs), dev(weight), dev(yy), dev(xx),
                      np.arange(h, dtype=np.float64) - cy, np.arange(w, dtype=np.float64) - cx,
-                     (row_index, x0, x1), full[0].ravel() != 0)
+                     (row_index, x0, x1), (full[0].ravel() != 0).astype(np.uint8),
+                     (float(cy), float(cx)))
 
     def takes_events(self, meta: Meta) -> bool:
         return meta.backend == "numpy"
@@ -186,7 +188,7 @@ class CenterOfMass(UDF):
         ev = tile.events
         if ev is not None and isinstance(results["sums"], np.ndarray):
             com_events(ev.offsets, ev.indices, _ONE_EACH if ev.values is None else ev.values,
-                       state.inside, state.full_ys, state.full_xs, results["sums"])
+                       state.inside, *state.centre, ev.frame_shape[1], results["sums"])
             return
         data = fused_view(tile.data)
         if data is not None:

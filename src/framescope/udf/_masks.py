@@ -42,9 +42,9 @@ class _Plan:
     matrix: np.ndarray  # (pixels used, k) float32, on the backend
     runs: tuple[np.ndarray, ...] | None = None  # mask_runs() for the fused kernel
     segments: Segments | None = None  # single-valued masks: segment sums, any k
-    # events (counted data): a label per pixel for single-valued masks, else the weights
-    # of every pixel (pixels, k) float32; numpy backend only
-    pixel_label: np.ndarray | None = None
+    # events (counted data): 1 + label per pixel (0 outside) for single-valued masks, else
+    # the weights of every pixel (pixels, k) float32; numpy backend only
+    pixel_slot: np.ndarray | None = None
     pixel_weights: np.ndarray | None = None
 
 
@@ -149,11 +149,11 @@ class ApplyMasks(UDF):
         # the GEMM plan stays for tiles the fused kernels cannot take
         plan.segments = mask_segments(stack)
         if plan.segments is not None:
-            from framescope.udf._sparse import pixel_labels
+            from framescope.udf._sparse import pixel_slots
 
             seg = plan.segments
-            plan.pixel_label = pixel_labels(seg.rows, seg.x0, seg.x1, seg.label,
-                                            meta.frame_shape)
+            plan.pixel_slot = pixel_slots(seg.rows, seg.x0, seg.x1, seg.label,
+                                          meta.frame_shape)
         else:
             plan.pixel_weights = np.ascontiguousarray(dense, dtype=np.float32)
         if plan.segments is None and len(masks) <= _RUNS_MAX_K:
@@ -169,11 +169,11 @@ class ApplyMasks(UDF):
         out = results["intensity"]
         ev = tile.events
         if ev is not None and out.flags.c_contiguous and (
-                state.pixel_label is not None or state.pixel_weights is not None):
+                state.pixel_slot is not None or state.pixel_weights is not None):
             values = ev.values if ev.values is not None else _ONE_EACH
-            if state.pixel_label is not None:
+            if state.pixel_slot is not None:
                 seg = state.segments
-                apply_masks_events_labels(ev.offsets, ev.indices, values, state.pixel_label,
+                apply_masks_events_labels(ev.offsets, ev.indices, values, state.pixel_slot,
                                           seg.label_ptr, seg.label_mask, seg.label_weight,
                                           out)
             else:

@@ -1,0 +1,121 @@
+"""Virtual images on counted electrons: sparse event kernels beside the dense frames.
+
+Simulates ``framescope.datasets.lowdose`` frames once (uint16, default 64x64 scan of 256x256
+frames at 0.1 e-/px, no X-rays) into a raw file under --data-dir, counts them with
+``count_electrons`` (dark reference: the mean of 64 dark frames) and saves the events in
+stempy's sparse HDF5 layout beside it. With both files opened (the events are read once, on
+opening) and in the page cache, prints frames/s, best of --repeat, on the default executor
+(a thread per core), for:
+
+- ceiling: a plain ``readinto`` pass over the dense raw file into a reused 4 MiB buffer;
+- dense: the analysis on the raw frames (``fs.open(raw)``, the fused dense kernels);
+- sparse: the same analysis on the counted file (``fs.open(counted.h5)``: tiles of events,
+  the event kernels of ``framescope.udf._sparse``);
+- densified: the counted file with its reader's events hidden, so every tile is densified
+  into frames of counts first (the path before the event kernels);
+
+for a ring (r 40-90 px of 256), the centre of mass and the sum frame. GB/s count the bytes
+of the dense frames (2 per pixel) for every row, so rows compare per scan.
+
+    python benchmarks/bench_sparse.py --scan 64x64 --det 256x256 --dose 0.1
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import time
+from pathlib import Path
+
+import numpy as np
+from _common import best, plain_read
+
+import framescope as fs
+import framescope.masks as fm
+from framescope.counting import count_electrons, save_counted
+from framescope.datasets import lowdose
+from framescope.io._counted import CountedReader
+from framescope.io._lazy import to_dataarray
+from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
+
+
+class DensifyingReader(CountedReader):
+    """The counted file without ``read_events``: the engine densifies every tile."""
+
+    read_events = None
+
+
+def simulate(path: Path, scan: tuple[int, int], det: tuple[int, int], dose: float) -> None:
+    t0 = time.perf_counter()
+    ds = lowdose(scan=scan, det=det, dose=dose, seed=0)
+    fs.io.save(ds.to_dataarray(chunks=8), path / "data.raw", "raw", progress=False)
+    counted = count_electrons(ds.frames, dark=ds.dark_frames(64).mean(axis=0))
+    save_counted(counted, path / "counted.h5", overwrite=True)
+    print(f"simulated and counted in {time.perf_counter() - t0:.1f} s")
+
+
+def udfs(h: int, w: int) -> dict[str, object]:
+    return {"ring": ApplyMasks(fm.ring(h // 2, w // 2, h * 40 / 256, h * 90 / 256)),
+            "COM": CenterOfMass(radius=h * 90 / 256), "sum": SumFrame()}
+
+
+def analysis(arr, udf) -> None:
+    # fs.run, not the accessor: a repeated accessor call may come from its result cache
+    fs.run(udf, arr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--scan", default="64x64")
+    ap.add_argument("--det", default="256x256")
+    ap.add_argument("--dose", type=float, default=0.1)
+    ap.add_argument("--data-dir", default=str(Path(__file__).resolve().parent / "data"))
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    scan = tuple(int(v) for v in args.scan.split("x"))
+    det = tuple(int(v) for v in args.det.split("x"))
+    path = Path(args.data_dir) / f"lowdose_{args.scan}_{args.det}_{args.dose}"
+    path.mkdir(parents=True, exist_ok=True)
+    raw, counted_path = path / "data.raw", path / "counted.h5"
+    if not counted_path.exists():
+        simulate(path, scan, det, args.dose)
+
+    dense = fs.open(raw)
+    sparse = fs.open(counted_path)
+    densified = to_dataarray(DensifyingReader(str(counted_path)))
+    n = scan[0] * scan[1]
+    events = sparse.attrs["events"]
+    nbytes = dense.nbytes
+    print(f"{raw}: {n} frames of {det[0]}x{det[1]} uint16 ({nbytes / 2**30:.2f} GiB, "
+          f"{2 * det[0] * det[1] / 1024:.0f} KiB/frame); {counted_path.name}: {events} events "
+          f"({events / n / (det[0] * det[1]):.3f} per px, {4 * events / n / 1024:.1f} KiB/frame "
+          f"of uint32 indices: {4 * events / nbytes:.3f} of the dense bytes), file "
+          f"{os.path.getsize(counted_path) / 2**20:.1f} MiB; load average "
+          f"{os.getloadavg()[0]:.1f}")
+    plain_read([raw])
+    rows = []
+    for kind, udf in udfs(*det).items():
+        # warm: numba kernels loaded, pages mapped, the events read
+        for arr in (dense, sparse, densified):
+            analysis(arr, udf)
+        t_ceil = best(lambda: plain_read([raw]), args.repeat)
+        t = {name: best(lambda a=arr: analysis(a, udf), args.repeat)
+             for name, arr in (("dense", dense), ("sparse", sparse),
+                               ("densified", densified))}
+        rows.append((kind, t_ceil, t))
+
+    print(f"{'analysis':<10}{'row':<11}{'frames/s':>10}{'GB/s':>8}{'/ceiling':>10}"
+          f"{'/dense':>8}")
+    for kind, t_ceil, t in rows:
+        print(f"{kind:<10}{'ceiling':<11}{n / t_ceil:>10.0f}{nbytes / t_ceil / 1e9:>8.2f}"
+              f"{1.0:>10.2f}{t['dense'] / t_ceil:>8.2f}")
+        for name, secs in t.items():
+            print(f"{'':<10}{name:<11}{n / secs:>10.0f}{nbytes / secs / 1e9:>8.2f}"
+                  f"{t_ceil / secs:>10.2f}{t['dense'] / secs:>8.2f}")
+    ring = rows[0][2]
+    print(f"ring, sparse / dense: {ring['dense'] / ring['sparse']:.1f}x; sparse / densified: "
+          f"{ring['densified'] / ring['sparse']:.1f}x")
+
+
+if __name__ == "__main__":
+    main()
