@@ -36,8 +36,8 @@ def parallax(arr: xr.DataArray, *, defocus: float | str | None = None,
         instead of the fit (which is still reported).
     bin : int, optional
         Bin ``bin x bin`` BF pixels into one image; default the smallest binning whose
-        stack fits ``max_bytes`` (a 128 x 128 scan x the 3,217 pixels of a radius-32 disk
-        needs 211 MB; a whole 128 x 128 detector 1 GiB).
+        stack fits ``max_bytes`` (a 128 x 128 scan x the 3,209 pixels of a radius-32 disk
+        needs 210 MB; a whole 128 x 128 detector 1 GiB).
     upsample : int
         Also give ``tcbf_upsampled``/``phase_upsampled`` on a grid this many times finer
         than the scan.

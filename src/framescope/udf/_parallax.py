@@ -25,7 +25,7 @@ grid, see ``upsample``). The sum keeps the ``sin chi`` transfer; with a calibrat
 positive where the transfer is, a weak-phase estimate damped by ``|sin chi|``.
 
 Memory: the nav buffer holds ``n_bf x n_positions`` float32 values. A 128 x 128 scan with
-a BF disk of radius 32 px (3,217 px) needs 211 MB; every pixel of a 128 x 128 detector
+a BF disk of radius 32 px (3,209 px) needs 210 MB; every pixel of a 128 x 128 detector
 would need 1 GiB. The engine's publish copies the buffers and finalize transposes them, so
 the peak is about three times the buffer.
 """
