@@ -2,11 +2,12 @@
 
 Same detectors, views and jobs as offline (:class:`DashboardState`). The series' stream
 job (:func:`framescope.submit` on the source) computes the mean and max frame and every
-detector and COM setting that existed when the series started; :meth:`LiveState.refresh`
-(called a few times a second) shows what it has merged. A detector drawn or edited since,
-a COM setting changed, a picked frame or an ROI sum are computed by the engine over the
-in-memory frames of a :class:`~framescope.dashboard._store.FrameStore`, extended over the
-positions that arrive. No result is cached: the frames change under them.
+detector, COM and phase setting that existed when the series started;
+:meth:`LiveState.refresh` (called a few times a second) shows what it has merged. A
+detector drawn or edited since, a COM or phase setting changed, a picked frame or an ROI
+sum are computed by the engine over the in-memory frames of a
+:class:`~framescope.dashboard._store.FrameStore`, extended over the positions that arrive.
+No result is cached: the frames change under them.
 
 The store keeps the frames as they arrived; everything computed or shown from them here
 applies the corrections the job applies to the series (the header's detector mask, the dark
@@ -26,7 +27,8 @@ import param
 import xarray as xr
 
 from framescope.corrections import Corrections, plan_for, with_corrections
-from framescope.dashboard._results import ComResult, Frame
+from framescope.dashboard._phase_methods import PHASE_METHODS
+from framescope.dashboard._results import ComResult, Frame, PhaseResult
 from framescope.dashboard._state import DashboardState, summary_udfs
 from framescope.dashboard._store import FrameStore
 from framescope.engine import INLINE, Job
@@ -54,7 +56,8 @@ def _series_corrections(job: Job | None, series: int | None, raw: tuple[int, ...
 
 def stream_udfs(state: DashboardState | None, detectors: Any = None) -> dict[str, UDF]:
     """The live dashboard's analyses as one stream job's UDFs: ``sum`` and ``max`` frames,
-    ``vd`` (the valid detectors of ``state``, else ``detectors``) and ``com`` if enabled."""
+    ``vd`` (the valid detectors of ``state``, else ``detectors``), ``com`` and ``phase`` if
+    enabled."""
     udfs: dict[str, UDF] = dict(summary_udfs())
     try:
         stack = state.masks() if state is not None else (
@@ -66,6 +69,9 @@ def stream_udfs(state: DashboardState | None, detectors: Any = None) -> dict[str
     if state is not None and state.com_enabled:
         with contextlib.suppress(ValueError):  # half-typed settings: none this series
             udfs["com"] = CenterOfMass(**state.com_params())
+    if state is not None and state.phase_enabled:
+        with contextlib.suppress(ValueError):  # not for this calibration: the tab says why
+            udfs["phase"] = state.phase_udf()
     return udfs
 
 
@@ -112,6 +118,8 @@ class LiveState(DashboardState):
             self._start_summary()
         if self.com_enabled and "com" not in busy and "com" not in taken:
             self._refresh_com()
+        if self.phase_enabled and "phase" not in busy and "phase" not in taken:
+            self._refresh_phase()
         if self.frame_mode in ("picked", "roi") and "frame" not in busy:
             self._refresh_frame()
         return True
@@ -174,6 +182,19 @@ class LiveState(DashboardState):
                 self.results.set_progress("com", fraction)
                 self.results.put("com", ComResult(parts["com"], fraction))
                 taken.add("com")
+        phase = udfs.get("phase")
+        if self.phase_enabled and phase is not None and "phase" in parts:
+            try:
+                settings = self.phase_settings()
+                same = PHASE_METHODS[self.phase_method].make(settings).key == phase.key
+            except ValueError:
+                same = False
+            if same:
+                self.jobs.cancel("phase")
+                self.results.set_progress("phase", fraction)
+                self.results.put("phase", PhaseResult(self.phase_method, parts["phase"],
+                                                      fraction))
+                taken.add("phase")
         return taken
 
     # ---- virtual images -----------------------------------------------------------------
@@ -307,6 +328,11 @@ class LiveState(DashboardState):
         if c is None:
             return np.array(frame, dtype=np.float64)
         return plan_for(c, self.det_shape, "numpy").apply(frame[None])[0].astype(np.float64)
+
+    # ---- phase ------------------------------------------------------------------------------
+    def _phase_roi(self) -> np.ndarray:
+        """The arrived positions: the phase is recomputed over them as they grow."""
+        return self.received.copy()
 
     # ---- centre of mass -----------------------------------------------------------------
     @param.depends("com_enabled", "com_cy", "com_cx", "com_radius", "com_rotation",
