@@ -12,6 +12,7 @@ import pytest
 import framescope as fs
 import framescope.masks as fm
 from framescope.corrections import Corrections, CorrectionsError, fft_downsample, fold_masks
+from framescope.engine._run import _prepare
 from framescope.udf import ApplyMasks, SumFrame
 
 SCAN, DET = (3, 4), (16, 20)
@@ -139,11 +140,12 @@ def test_a_file_run_equals_numpy(data, tmp_path, fft, crop, k, shape):
     got = fs.run(SumFrame(), arr, corrections=c, client="inline")
     np.testing.assert_allclose(got["sum"].values, want.sum(axis=(0, 1)), rtol=1e-5)
     # a virtual detector is not folded into the raw frames: it runs on the FFT tiles
-    assert fold_masks(c, np.ones((1, *shape)), DET) is None
     disk = fm.disk(shape[0] / 2, shape[1] / 2, 2)
+    mask = disk.rasterize(shape)
+    assert fold_masks(c, mask[None], DET) is None
+    assert _prepare(ApplyMasks(disk), arr.fs.with_corrections(c), None)[3].corrections == c
     vi = arr.fs.virtual_image(disk, corrections=c, client="inline")
-    np.testing.assert_allclose(vi.values, (want * disk.rasterize(shape)).sum(axis=(2, 3)),
-                               rtol=1e-4)
+    np.testing.assert_allclose(vi.values, (want * mask).sum(axis=(2, 3)), rtol=1e-4)
 
 
 def test_detector_coordinates_and_calibration_follow(data):

@@ -6,8 +6,9 @@ fill ``F``, binning ``B``; all linear), ``<M, y> = <W, x> - b`` where ``v = G F�
 ``W = Cᵀ v`` and ``b = <v, D + o>``. The analysis then reads the raw frames as they are (the
 fused integer kernels, only the pixels a detector covers) instead of a corrected float copy
 of every tile. A threshold is not linear: nothing is folded then. FFT downsampling is linear
-but not sparse (each output pixel weighs every input pixel of its rows and columns): it is
-not folded either, and the stage runs.
+(separable, ``R x = A_y x A_xᵀ``) but dense: a folded ring weighs every raw pixel a little.
+Measured on 256 x 256 frames, such dense weights ran at 425 frames/s in ``ApplyMasks``
+against 616 frames/s for the stage's FFT, so it is not folded and the stage runs.
 """
 
 from __future__ import annotations
