@@ -27,7 +27,6 @@ import os
 import time
 from pathlib import Path
 
-import numpy as np
 from _common import best, plain_read
 
 import framescope as fs
@@ -99,7 +98,7 @@ def main() -> None:
         for arr in (dense, sparse, densified):
             analysis(arr, udf)
         t_ceil = best(lambda: plain_read([raw]), args.repeat)
-        t = {name: best(lambda a=arr: analysis(a, udf), args.repeat)
+        t = {name: best(lambda a=arr, u=udf: analysis(a, u), args.repeat)
              for name, arr in (("dense", dense), ("sparse", sparse),
                                ("densified", densified))}
         rows.append((kind, t_ceil, t))

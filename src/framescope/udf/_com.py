@@ -67,6 +67,9 @@ class CenterOfMass(UDF):
       a thin object, ``dφ/dx = 2π θ_x / λ`` (needs the beam energy; left out, with a debug
       log, without it). It is the probe-intensity-weighted average gradient.
 
+    On counted data (tiles of :class:`~framescope.udf.Events`) the sums are taken over the
+    events inside the disk, without densifying; the results are those of the frames.
+
     Parameters
     ----------
     cy, cx : float, optional

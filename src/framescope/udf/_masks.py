@@ -59,6 +59,10 @@ class ApplyMasks(UDF):
     just their pixels), converted to float32 tile by tile for one GEMM, so no float copy of
     a partition ever exists.
 
+    On counted data (tiles of :class:`~framescope.udf.Events`) every event adds its pixel's
+    label sum (single-valued masks: the same result as on the densified frames, bit for
+    bit) or weights (float64), without densifying (``framescope.udf._sparse``).
+
     Parameters
     ----------
     masks : MaskStack or anything :meth:`MaskStack.from_any` accepts

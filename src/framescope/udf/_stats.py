@@ -25,6 +25,7 @@ class SumFrame(UDF):
 
     Tiles of uint8/16/32 or float32 frames are summed by the fused ``sum_frames``
     kernel (integer counts exactly, floats in float64), others by numpy in float64.
+    Tiles of events (counted data) are a bincount of their pixels, never densified.
     """
 
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
