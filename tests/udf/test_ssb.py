@@ -13,6 +13,7 @@ from framescope.calibration import Calibration, electron_wavelength
 from framescope.datasets import synthetic
 from framescope.datasets._physics import convergent_probe
 from framescope.udf import SSB, Meta, Tile
+from framescope.udf._backend import cupy_available
 
 E, PX = 300e3, 0.2e-10  # eV; object pixel (m)
 LAM = electron_wavelength(E)
@@ -200,3 +201,29 @@ def test_ssb_names_what_the_calibration_lacks():
         arr.fs.ssb(progress=False)
     with pytest.raises(ValueError, match="defocus"):
         SSB(defocus="3 mrad")
+
+
+def test_the_array_path_equals_the_numba_kernel():
+    """The cupy path's array operations, run on numpy, against the numba kernel."""
+    from framescope.udf._ssb import _plan, accumulate_spectrum, accumulate_spectrum_xp
+
+    cal = _cal(16, 5.0, rotation=0.3)
+    meta = Meta((6, 5), (16, 16), np.dtype("uint16"), calibration=cal)
+    plan = _plan(SSB().geometry(meta), 1)
+    rng = np.random.default_rng(3)
+    t = rng.normal(size=(9, plan.w_ri.shape[1])).astype(np.float32)
+    pos = rng.choice(30, 9, replace=False)
+    ys, xs = np.divmod(pos, 5)
+    a = np.zeros(plan.q_flat.size, np.complex128)
+    b = np.zeros_like(a)
+    accumulate_spectrum(t, ys, xs, plan.ey_re, plan.ey_im, plan.ex_re, plan.ex_im, a)
+    accumulate_spectrum_xp(t, ys, xs, plan, b)
+    np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-4)
+
+
+@pytest.mark.skipif(not cupy_available(), reason="cupy with a CUDA device needed")
+def test_ssb_on_cupy_equals_numpy():
+    arr = synthetic(**{**SYN, "scan": (12, 12), "det": (32, 32), "semiconv": 6})
+    host = framescope.run(SSB(), arr, client="inline")
+    gpu = framescope.run(SSB(), arr, client="inline", backend="cupy")
+    np.testing.assert_allclose(gpu["phase"].values, host["phase"].values, atol=1e-4)

@@ -42,15 +42,16 @@ from __future__ import annotations
 
 import functools
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
+from framescope.udf._backend import to_device, xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 from framescope.udf._kernels import LazyKernel, share_cores
 
-__all__ = ["SSB", "SSBGeometry", "ssb_geometry"]
+__all__ = ["SSB", "SSBGeometry", "accumulate_spectrum_xp", "ssb_geometry"]
 
 accumulate_spectrum = LazyKernel("framescope.udf._ssb_kernel", "accumulate_spectrum")
 
@@ -166,8 +167,6 @@ def ssb_geometry(meta: Meta, *, defocus: Any = 0.0, semiconv: Any = None,
 
 
 def _replace_bin(g: SSBGeometry, b: int) -> SSBGeometry:
-    from dataclasses import replace
-
     return replace(g, bin=b)
 
 
@@ -263,6 +262,9 @@ class SSB(UDF):
 
     Outputs per scan position: ``phase`` (rad), ``amplitude`` of ``1 + o``, and
     ``bright_field`` (the summed bright-field disk: which positions have been measured).
+
+    With ``backend="cupy"`` the product and the phase factors run on the GPU (the weight
+    matrix is copied there once per worker process); ``finalize`` runs on the host.
     """
 
     name = "ssb"
@@ -315,18 +317,31 @@ class SSB(UDF):
         }
 
     def prepare(self, meta: Meta) -> _Plan:
-        if meta.backend != "numpy":
-            raise ValueError("SSB runs on numpy tiles (backend='numpy')")
         share_cores()
-        return self._plan(meta)
+        plan = self._plan(meta)
+        if meta.backend == "numpy":
+            return plan
+        # the matrix and the tables live on the device; the geometry and the host weights
+        # (finalize) stay where they are
+        dev = functools.partial(to_device, backend=meta.backend)
+        return replace(plan, pixels=dev(plan.pixels), w_ri=dev(plan.w_ri),
+                       ey_re=dev(plan.ey_re), ey_im=dev(plan.ey_im), ex_re=dev(plan.ex_re),
+                       ex_im=dev(plan.ex_im))
 
     def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: _Plan) -> None:
         x = _bright_field_pixels(tile.data, state)
         t = x @ state.w_ri  # (n, 2 n_q): one real GEMM, the bulk of the work
         nx = state.geometry.scan_shape[1]
-        ys, xs = np.divmod(tile.positions, nx)
-        accumulate_spectrum(t, ys, xs, state.ey_re, state.ey_im, state.ex_re, state.ex_im,
-                            results["spectrum"])
+        positions = tile.positions
+        if isinstance(t, np.ndarray):
+            ys, xs = np.divmod(positions, nx)
+            accumulate_spectrum(t, ys, xs, state.ey_re, state.ey_im, state.ex_re,
+                                state.ex_im, results["spectrum"])
+        else:
+            ys, xs = np.divmod(positions, nx)
+            mod = xp(t)
+            accumulate_spectrum_xp(t, mod.asarray(ys), mod.asarray(xs), state,
+                                   results["spectrum"])
         results["bf_sum"] += x.sum(axis=0, dtype=np.float64)
         results["bright_field"][:] = x.sum(axis=1)
 
@@ -357,6 +372,15 @@ class SSB(UDF):
         return {"phase": phase, "amplitude": amplitude, "bright_field": bf}
 
 
+def accumulate_spectrum_xp(t: Any, ys: Any, xs: Any, plan: _Plan, out: Any) -> None:
+    """What the numba kernel does, with array operations of ``t``'s module (cupy on a
+    GPU): ``out[q] += sum_f T[f, q] * ey[ys[f], q] * ex[xs[f], q]``."""
+    nq = out.shape[0]
+    tc = t[:, :nq] + 1j * t[:, nq:]
+    phase = (plan.ey_re[ys] + 1j * plan.ey_im[ys]) * (plan.ex_re[xs] + 1j * plan.ex_im[xs])
+    out += (tc * phase).sum(axis=0, dtype=out.dtype)
+
+
 def _bright_field_pixels(data: Any, plan: _Plan) -> np.ndarray:
     """The (binned) bright-field pixels of a tile as float32 ``(n, n_bf)``."""
     b = plan.geometry.bin
@@ -367,4 +391,4 @@ def _bright_field_pixels(data: Any, plan: _Plan) -> np.ndarray:
         data = data[:, :hb * b, :wb * b].reshape(n, hb, b, wb, b).sum(axis=(2, 4),
                                                                         dtype=np.float32)
     flat = data.reshape(n, -1)
-    return np.take(flat, plan.pixels, axis=1).astype(np.float32, copy=False)
+    return xp(flat).take(flat, plan.pixels, axis=1).astype(np.float32, copy=False)
