@@ -38,6 +38,26 @@ class DarkStats:
     noisy: np.ndarray
     hot: np.ndarray
 
+    @classmethod
+    def from_moments(cls, mean: np.ndarray, std: np.ndarray, n: int, *,
+                     k_noisy: float = 5.0, bright: Any = None,
+                     k_hot: float = 5.0) -> DarkStats:
+        """Statistics of ``n`` dark frames with per-pixel ``mean`` and ``std`` (computed
+        elsewhere, e.g. merged batch by batch from a live dark series), with the bad-pixel
+        rules of :func:`from_dark`."""
+        dead = std == 0
+        med = float(np.median(std[~dead])) if (~dead).any() else 0.0
+        noisy = std > k_noisy * med if med > 0 else np.zeros_like(dead)
+        hot = np.zeros_like(dead)
+        if bright is not None:
+            b = np.asarray(bright, dtype=np.float64)
+            if b.shape != mean.shape:
+                raise CorrectionsError(f"bright: expected the frame shape {mean.shape}, "
+                                       f"found {b.shape}")
+            bmed = float(np.median(b))
+            hot = (b > k_hot * bmed) | (b < bmed / k_hot)
+        return cls(mean, std, int(n), dead, noisy, hot)
+
     @property
     def bad(self) -> np.ndarray:
         """Every bad pixel: dead, noisy or hot."""
@@ -100,17 +120,5 @@ def from_dark(dark: Any, *, k_noisy: float = 5.0, bright: Any = None, k_hot: flo
                                    f"DataArray, found shape {a.shape}")
         dark = framescope.from_array(a, scan=(1, a.shape[0]))
     res = framescope.run(FrameStats(), dark, **opts)
-    mean, std = res["mean"].values, res["std"].values
-    n = int(res["n"])
-    dead = std == 0
-    med = float(np.median(std[~dead])) if (~dead).any() else 0.0
-    noisy = std > k_noisy * med if med > 0 else np.zeros_like(dead)
-    hot = np.zeros_like(dead)
-    if bright is not None:
-        b = np.asarray(bright, dtype=np.float64)
-        if b.shape != mean.shape:
-            raise CorrectionsError(f"bright: expected the frame shape {mean.shape}, found "
-                                   f"{b.shape}")
-        bmed = float(np.median(b))
-        hot = (b > k_hot * bmed) | (b < bmed / k_hot)
-    return DarkStats(mean, std, n, dead, noisy, hot)
+    return DarkStats.from_moments(res["mean"].values, res["std"].values, int(res["n"]),
+                                  k_noisy=k_noisy, bright=bright, k_hot=k_hot)

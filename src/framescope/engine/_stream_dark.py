@@ -32,10 +32,7 @@ def dark_stats(mean: np.ndarray, std: np.ndarray, n: int, k_noisy: float = 5.0,
     """:class:`DarkStats` of per-pixel ``mean`` and ``std`` over ``n`` dark frames, with
     the bad-pixel rule of :func:`framescope.corrections.from_dark` (dead: ``std == 0``;
     noisy: ``std > k_noisy * median(std)`` of the live pixels; no bright reference)."""
-    dead = std == 0
-    med = float(np.median(std[~dead])) if (~dead).any() else 0.0
-    noisy = std > k_noisy * med if med > 0 else np.zeros_like(dead)
-    return DarkStats(mean, std, int(n), dead, noisy, np.zeros_like(dead))
+    return DarkStats.from_moments(mean, std, n, k_noisy=k_noisy)
 
 
 class DarkRun:
