@@ -47,9 +47,10 @@ def _run_direct(udf: SSB, frames: np.ndarray, cal: Calibration) -> dict[str, np.
 
 
 def _reference(frames: np.ndarray, cal: Calibration, defocus: float, rotation: float,
-               flip: bool) -> np.ndarray:
+               flip: bool, complex_object: bool) -> np.ndarray:
     """The SSB formula evaluated directly: G by FFT over the scan axes, trotters pixel by
-    pixel, one frequency at a time (no GEMM, no phase tables)."""
+    pixel, every frequency of the whole plane on its own (no GEMM, no phase tables, no
+    symmetry). Returns the complex object ``1 + o``, or the phase of a phase object."""
     ny, nx, h, w = frames.shape
     g = np.fft.fft2(frames.astype(np.float64), axes=(0, 1))
     per = cal.angle_per_px / LAM
@@ -78,24 +79,40 @@ def _reference(frames: np.ndarray, cal: Calibration, defocus: float, rotation: f
                 continue
             left = bf & ((ky - qy) ** 2 + (kx - qx) ** 2 < ka**2)
             right = bf & ((ky + qy) ** 2 + (kx + qx) ** 2 < ka**2)
-            trotter = left & ~right
-            if not trotter.any():
+            lo, ro = left & ~right, right & ~left
+            # G = I0 [O(Q) p(k-Q) p*(k) + O*(-Q) p(k) p*(k+Q)], p = A exp(-i chi)
+            wl = np.exp(1j * (chi(ky - qy, kx - qx) - chi(ky, kx)))  # conj(p(k-Q) p*(k))
+            if complex_object:  # O(Q) from the left trotter alone
+                if lo.any():
+                    spec[jy, jx] = (g[jy, jx][lo] * wl[lo]).sum() / lo.sum() / i0
                 continue
-            weight = np.exp(1j * (chi(ky - qy, kx - qx) - chi(ky, kx)))
-            spec[jy, jx] = (g[jy, jx][trotter] * weight[trotter]).sum() / trotter.sum() / i0
-    return 1 + np.fft.ifft2(spec)
+            # o = i phi: O(Q) = i Phi(Q) on the left, O*(-Q) = -i Phi(Q) on the right
+            wr = np.exp(-1j * (chi(ky + qy, kx + qx) - chi(ky, kx)))  # conj(p(k) p*(k+Q))
+            if lo.any() or ro.any():
+                total = (g[jy, jx][lo] * wl[lo] / 1j).sum() + (g[jy, jx][ro] * wr[ro] / -1j).sum()
+                spec[jy, jx] = total / (lo.sum() + ro.sum()) / i0
+    if complex_object:
+        return 1 + np.fft.ifft2(spec)
+    return np.fft.ifft2(spec).real
 
 
+@pytest.mark.parametrize("obj", ["phase", "complex"])
 @pytest.mark.parametrize(("defocus", "rotation", "flip"),
                          [(0.0, 0.0, False), (12e-9, 0.4, True)])
-def test_ssb_equals_the_formula_evaluated_in_numpy(defocus, rotation, flip):
+def test_ssb_equals_the_formula_evaluated_in_numpy(defocus, rotation, flip, obj):
     rng = np.random.default_rng(1)
-    frames = rng.poisson(50.0, size=(5, 6, 16, 16)).astype(np.uint16)  # non-square scan
+    # non-square, odd scan: even sides have Nyquist bins, where Q and -Q are one bin and
+    # the direct evaluation below picks one of the two physical frequencies
+    frames = rng.poisson(50.0, size=(5, 7, 16, 16)).astype(np.uint16)
     cal = _cal(16, 5.0, rotation=rotation, flip=flip)
-    got = _run_direct(SSB(defocus=defocus), frames, cal)
-    obj = _reference(frames, cal, defocus, rotation, flip)
-    np.testing.assert_allclose(got["phase"], np.angle(obj), atol=2e-5)
-    np.testing.assert_allclose(got["amplitude"], np.abs(obj), atol=2e-5)
+    got = _run_direct(SSB(defocus=defocus, object=obj), frames, cal)
+    want = _reference(frames, cal, defocus, rotation, flip, obj == "complex")
+    if obj == "complex":
+        np.testing.assert_allclose(got["phase"], np.angle(want), atol=2e-5)
+        np.testing.assert_allclose(got["amplitude"], np.abs(want), atol=2e-5)
+    else:
+        assert "amplitude" not in got
+        np.testing.assert_allclose(got["phase"], want, atol=2e-5)
     h, w = 16, 16
     per = cal.angle_per_px / LAM
     yy, xx = np.mgrid[:h, :w]
@@ -127,22 +144,24 @@ def _periodic_frames(n: int, det: int, semiconv: float, defocus_rad: float = 0.0
     return frames, truth
 
 
+@pytest.mark.parametrize("obj", ["phase", "complex"])
 @pytest.mark.parametrize("defocus_rad", [0.0, 5.0])
-def test_ssb_recovers_a_periodic_weak_phase_object(defocus_rad):
+def test_ssb_recovers_a_periodic_weak_phase_object(defocus_rad, obj):
     n, det, sc = 24, 48, 9
     frames, truth = _periodic_frames(n, det, sc, defocus_rad)
     cal = _cal(det, sc)
     defocus = defocus_rad * LAM / (math.pi * cal.semiconv**2)
-    got = _run_direct(SSB(defocus=defocus), frames, cal)
+    got = _run_direct(SSB(defocus=defocus, object=obj), frames, cal)
     assert _corr(got["phase"], truth) > 0.99
     # the transfer per frequency: ~1 inside the band (low frequencies have thin trotters)
     spec = np.fft.fft2(truth)
     strong = np.abs(spec) > 0.2 * np.abs(spec).max()
     ratio = np.fft.fft2(got["phase"])[strong] / spec[strong]
     assert np.all(np.abs(ratio - 1) < 0.25)
-    assert np.abs(got["amplitude"] - 1).max() < 0.02  # a pure phase object
+    if obj == "complex":
+        assert np.abs(got["amplitude"] - 1).max() < 0.02  # a pure phase object
     if defocus_rad:  # uncorrected, the defocused data do not give the object
-        wrong = _run_direct(SSB(), frames, cal)
+        wrong = _run_direct(SSB(object=obj), frames, cal)
         assert _corr(wrong["phase"], truth) < 0.8
 
 
@@ -201,15 +220,17 @@ def test_ssb_names_what_the_calibration_lacks():
         arr.fs.ssb(progress=False)
     with pytest.raises(ValueError, match="defocus"):
         SSB(defocus="3 mrad")
+    with pytest.raises(ValueError, match="'phase' or 'complex'"):
+        SSB(object="amplitude")
 
 
 def test_the_array_path_equals_the_numba_kernel():
     """The cupy path's array operations, run on numpy, against the numba kernel."""
-    from framescope.udf._ssb import _plan, accumulate_spectrum, accumulate_spectrum_xp
+    from framescope.udf._ssb import accumulate_spectrum, accumulate_spectrum_xp
 
     cal = _cal(16, 5.0, rotation=0.3)
     meta = Meta((6, 5), (16, 16), np.dtype("uint16"), calibration=cal)
-    plan = _plan(SSB().geometry(meta), 1)
+    plan = SSB().plan(SSB().geometry(meta))
     rng = np.random.default_rng(3)
     t = rng.normal(size=(9, plan.w_ri.shape[1])).astype(np.float32)
     pos = rng.choice(30, 9, replace=False)

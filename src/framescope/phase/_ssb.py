@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, Literal
 
 import xarray as xr
 
@@ -23,7 +23,8 @@ def ssb_geometry_of(arr: xr.DataArray, udf: SSB) -> SSBGeometry:
 
 def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str | None = None,
         rotation: float | None = None, flip: bool | None = None, bin: int | None = None,
-        max_memory: int = 1 << 30, **run_opts: Any) -> xr.Dataset:
+        max_memory: int = 1 << 30, object: Literal["phase", "complex"] = "phase",
+        **run_opts: Any) -> xr.Dataset:
     """Single-sideband ptychography of ``arr``: the complex object over the scan.
 
     One pass of :class:`framescope.udf.SSB`: every frame's bright-field pixels times a
@@ -47,6 +48,9 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
     bin : int, optional
         Detector binning; default the smallest that keeps the weights within
         ``max_memory`` bytes.
+    object : {"phase", "complex"}
+        A weak phase object (default: both trotters, half the work) or any weak object
+        (one sideband per frequency; adds ``amplitude``). See :class:`framescope.udf.SSB`.
     **run_opts
         Passed to :func:`framescope.run` (``roi``, ``client``, ``progress``,
         ``corrections``, ...).
@@ -54,7 +58,8 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
     Returns
     -------
     xarray.Dataset
-        ``phase`` (rad), ``amplitude`` and ``bright_field`` over the scan; ``attrs`` hold
+        ``phase`` (rad), ``bright_field`` (and ``amplitude`` for ``object="complex"``)
+        over the scan; ``attrs`` hold
         the geometry in effect (``ssb_defocus_m``, ``ssb_bin``, ``ssb_bf_pixels``,
         ``ssb_frequencies``, ``ssb_weight_bytes``, ...).
 
@@ -67,7 +72,7 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
     'rad'
     """
     udf = SSB(defocus=defocus, semiconv=semiconv, rotation=rotation, flip=flip, bin=bin,
-              max_memory=max_memory)
+              max_memory=max_memory, object=object)
     corrections = run_opts.pop("corrections", None)
     if corrections is not None:  # attached, so the geometry below is the corrected one
         arr = arr.fs.with_corrections(corrections)
@@ -79,5 +84,6 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
         "ssb_rotation_deg": math.degrees(g.rotation), "ssb_flip": int(g.flip),
         "ssb_bf_pixels": int(plan.pixels.size), "ssb_frequencies": int(plan.q_flat.size),
         "ssb_weight_bytes": int(g.weight_bytes(plan.pixels.size, plan.q_flat.size)),
+        "ssb_object": object,
     })
     return res
