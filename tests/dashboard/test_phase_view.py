@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import os
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
 
 import framescope
+from framescope.dashboard._phase_methods import _SSB_OBJECT
 from framescope.udf import SSB, Meta
 
-from .test_live import _until, simulator
+from ._browser import (
+    CHROMIUM,
+    CHROMIUM_ARGS,
+    JS_AXES,
+    artifacts_dir,
+    image,
+    launch_server,
+    server_url,
+    stop_server,
+    wait_for,
+)
 
 SCAN, DET = (12, 12), (32, 32)
 
@@ -58,9 +70,20 @@ def test_ssb_equals_the_accessor(phase_state, calibrated):
     res = _result(phase_state)
     ref = calibrated.fs.ssb(client="inline", progress=False)
     assert (res.method, res.done, res.message) == ("SSB", 1.0, "")
+    np.testing.assert_array_equal(res.data["phase"].values, ref["phase"].values)
+    assert res.data["phase"].attrs["units"] == "rad"
+
+
+def test_ssb_amplitude_asks_for_the_complex_object(phase_state, calibrated):
+    phase_state.param.update(phase_component="amplitude", phase_enabled=True)
+    res = _result(phase_state)
+    opts = {"object": "complex"} if _SSB_OBJECT else {}
+    ref = calibrated.fs.ssb(client="inline", progress=False, **opts)
     for name in ("phase", "amplitude"):
         np.testing.assert_array_equal(res.data[name].values, ref[name].values)
-    assert res.data["phase"].attrs["units"] == "rad"
+    phase_state.phase_method = "iDPC"  # amplitude is SSB's: back to the phase
+    assert phase_state.phase_component == "phase"
+    assert _result(phase_state).method == "iDPC"
 
 
 def test_idpc_equals_the_accessor(phase_state, calibrated):
@@ -158,12 +181,12 @@ def test_the_tab_shows_the_image_in_its_units(calibrated):
         assert data["title"] == "SSB: phase (rad)"
         np.testing.assert_array_equal(data["z"], res.data["phase"].values)
         np.testing.assert_allclose(data["x"], calibrated["scan_x"].values)  # nm
-        dash.phase_view.component = "amplitude"
-        np.testing.assert_array_equal(dash.phase_view._data()["z"],
-                                      res.data["amplitude"].values)
-        dash.state.phase_method = "iDPC"  # amplitude is SSB's: back to the phase
-        assert dash.phase_view.component == "phase"
-        assert dash.phase_view.param.component.objects == ["phase"]
+        dash.state.phase_component = "amplitude"
+        res = _result(dash.state)
+        dash.flush()
+        data = dash.phase_view._data()
+        assert data["title"] == "SSB: amplitude"
+        np.testing.assert_array_equal(data["z"], res.data["amplitude"].values)
     finally:
         dash.close()
 
@@ -226,6 +249,8 @@ def test_live_stream_fills_the_phase_and_ends_equal_to_offline(calibrated, monke
     from framescope.dashboard._live_state import LiveState
     from framescope.live import ZMQSource
 
+    from .test_live import _until, simulator
+
     udfs, store = _stream_job(calibrated)
     runs = _runs(monkeypatch, LiveState)
     seen: list[float] = []
@@ -234,7 +259,10 @@ def test_live_stream_fills_the_phase_and_ends_equal_to_offline(calibrated, monke
         job = framescope.submit(udfs, ZMQSource(ep, protocol="dectris-stream2"),
                                 on_frames=store.add)
         try:
-            _until(lambda: store.data is not None, "the series")
+            # the view opens once the job has published (before that it would compute
+            # the phase over the kept frames itself, which is the other test's path)
+            _until(lambda: isinstance(job.partial(), dict) and "phase" in job.partial(),
+                   "the job's first results")
             st = LiveState(store, job=job, phase_enabled=True)
 
             def complete() -> bool:
@@ -255,8 +283,8 @@ def test_live_stream_fills_the_phase_and_ends_equal_to_offline(calibrated, monke
     assert runs == []  # the job's image: nothing ran again over the kept frames
     ref = calibrated.fs.ssb(client="inline", progress=False)
     np.testing.assert_allclose(res.data["phase"].values, ref["phase"].values, atol=1e-5)
-    np.testing.assert_allclose(res.data["amplitude"].values, ref["amplitude"].values,
-                               atol=1e-5)
+    np.testing.assert_array_equal(res.data["bright_field"].values,
+                                  ref["bright_field"].values)
     assert seen[-1] == 1.0
 
 
@@ -267,6 +295,8 @@ def test_live_stream_phase_of_a_partial_scan(calibrated):
     pytest.importorskip("zmq")
     from framescope.dashboard._live_state import LiveState
     from framescope.live import ZMQSource
+
+    from .test_live import _until, simulator
 
     udfs, store = _stream_job(calibrated)
     with simulator(source=calibrated, protocol="dectris-stream2", rate=0, first_series=6,
@@ -295,3 +325,43 @@ def test_live_stream_phase_of_a_partial_scan(calibrated):
     assert received.sum() == 70
     assert (np.isfinite(res.data["phase"].values) == received).all()
     np.testing.assert_allclose(res.data["phase"].values, ref["phase"].values, atol=1e-5)
+
+
+# ---- in a browser ---------------------------------------------------------------------------
+@pytest.mark.skipif(not os.path.exists(CHROMIUM), reason=f"needs {CHROMIUM}")
+@pytest.mark.timeout(300)
+def test_served_phase_tab_shows_the_ssb_image():
+    """``framescope serve --demo`` in chromium: the Phase tab's figure is drawn on its
+    canvas with the SSB phase of the demo data."""
+    playwright_api = pytest.importorskip("playwright.sync_api")
+    from framescope.dashboard._serve import demo_data
+
+    errors: list[str] = []
+    proc = launch_server(["--demo", "--port", "0"])
+    try:
+        # the reference while the server starts
+        expected = demo_data().fs.ssb(client="inline", progress=False)["phase"].values
+        url = server_url(proc)
+        with playwright_api.sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1500, "height": 1100})
+            page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            try:
+                page.goto(url)
+                page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0",
+                                       timeout=90_000)
+                page.locator(".bk-tab", has_text="Phase").first.click()
+                title = "SSB: phase (rad)"  # no progress suffix: complete
+                shown = wait_for(lambda: image(page, title, exact=True), 120,
+                                 "the complete SSB phase image")
+                np.testing.assert_allclose(shown["values"], expected, rtol=1e-5, atol=1e-6)
+                axes = wait_for(lambda: page.evaluate(JS_AXES, [title]), 30, "its axes")
+                assert (axes["x"], axes["y"]) == ("scan_x (nm)", "scan_y (nm)")
+                assert min(axes["frame"]) > 100, axes  # laid out on the page's canvas
+            finally:
+                page.screenshot(path=str(artifacts_dir() / "phase-tab.png"), full_page=True)
+                browser.close()
+    finally:
+        stop_server(proc)
+    assert errors == []

@@ -31,15 +31,12 @@ _CMAPS = {"phase": "gray"}
 class PhaseView(pn.viewable.Viewer):
     """One output of the selected phase method over the scan, in the displayed units."""
 
-    component = param.Selector(default="phase", objects=["phase"],
-                               doc="Output of the phase method to show")
     size = param.Integer(default=440, bounds=(200, None))
 
     def __init__(self, state: DashboardState, **params: Any) -> None:
         super().__init__(**params)
         self.state = state
         self.result: PhaseResult | None = None
-        self._on_method()
         self._pipe = hv.streams.Pipe(data=self._data())
         self._direct = DirectImage()
         image = hv.DynamicMap(self._image, streams=[self._pipe])
@@ -49,20 +46,13 @@ class PhaseView(pn.viewable.Viewer):
         self.plot = image.opts(frame_width=self._frame[0], frame_height=self._frame[1],
                                data_aspect=1, invert_yaxis=True, **self._limits())
         self.message = pn.pane.Alert("", alert_type="warning", visible=False, width=520)
-        self.param.watch(lambda *_: self._pipe.send(self._data()), ["component"])
-        state.param.watch(lambda *_: self._on_method(), ["phase_method"])
+        state.param.watch(lambda *_: self._pipe.send(self._data()), ["phase_component"])
         state.param.watch(lambda *_: self._on_units(), ["units"])
 
     @property
     def method(self) -> str:
         """The method whose image is shown (the selected one until a result arrives)."""
         return self.result.method if self.result is not None else self.state.phase_method
-
-    def _on_method(self) -> None:
-        components = list(PHASE_METHODS[self.state.phase_method].components)
-        self.param.component.objects = components
-        if self.component not in components:
-            self.component = components[0]
 
     def _limits(self) -> dict[str, tuple[float, float]]:
         xlim, ylim = self.state.display.scan.extent(self.state.scan_shape)
@@ -86,14 +76,14 @@ class PhaseView(pn.viewable.Viewer):
 
     def _data(self) -> dict[str, Any]:
         ny, nx = self.state.scan_shape
-        res, name, unit, note = self.result, self.component, "", ""
+        res, name, unit, note = self.result, self.state.phase_component, "", ""
         if res is None or res.data is None:
             z, f, done = np.zeros((ny, nx), np.float32), 1, 0.0
             if res is not None:
                 note = " (not computed: see the message)"
         else:
-            if name not in res.data:  # a result of the previous method
-                name = PHASE_METHODS[res.method].components[0]
+            if name not in res.data:  # a result of the previous settings
+                name = "phase"
             var = res.data[name]
             z, f = downsample(np.asarray(var))
             unit = str(var.attrs.get("units", ""))
@@ -120,7 +110,7 @@ class PhaseView(pn.viewable.Viewer):
     def __panel__(self) -> pn.viewable.Viewable:
         p = self.state.param
         method = pn.widgets.Select.from_param(p.phase_method, label="method", width=110)
-        component = pn.widgets.Select.from_param(self.param.component, label="show", width=120)
+        component = pn.widgets.Select.from_param(p.phase_component, label="show", width=120)
         defocus = pn.widgets.FloatInput.from_param(p.phase_defocus, label="defocus (nm)",
                                                    width=110, step=1.0)
         highpass = pn.widgets.FloatInput.from_param(p.phase_highpass,
@@ -128,6 +118,7 @@ class PhaseView(pn.viewable.Viewer):
                                                     step=0.01)
 
         def fields(name: str) -> None:
+            component.options = list(PHASE_METHODS[name].components)
             used = PHASE_METHODS[name].settings
             defocus.visible = "defocus_nm" in used
             highpass.visible = "highpass" in used

@@ -8,6 +8,7 @@ Phase tab is one entry in :data:`PHASE_METHODS`.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -27,9 +28,11 @@ class PhaseSettings:
     """The Phase tab's settings, as the methods take them.
 
     ``com`` are the COM tab's parameters (``cy``, ``cx``, ``radius``, ``rotation`` in
-    degrees, ``flip_y``), which iDPC integrates.
+    degrees, ``flip_y``), which iDPC integrates; ``component`` the output shown (SSB
+    computes the amplitude only when it is asked for).
     """
 
+    component: str = "phase"
     defocus_nm: float = 0.0
     highpass: float = 0.0
     com: Mapping[str, Any] = field(default_factory=dict)
@@ -67,6 +70,10 @@ class PhaseMethod:
     make: Callable[[PhaseSettings], UDF]
     check: Callable[[UDF, Meta], Any] = _no_check
 
+    def component(self, name: str) -> str:
+        """``name`` if this method has that output, else its first."""
+        return name if name in self.components else self.components[0]
+
     def udf(self, settings: PhaseSettings, meta: Meta | None = None) -> UDF:
         """The UDF for ``settings``, checked against ``meta`` when given."""
         udf = self.make(settings)
@@ -75,8 +82,15 @@ class PhaseMethod:
         return udf
 
 
+#: SSB's weak-object model is a parameter of newer SSB UDFs: "phase" (half the work, no
+#: amplitude) or "complex"; older ones always compute the complex object
+_SSB_OBJECT = "object" in inspect.signature(SSB).parameters
+
+
 def _ssb(s: PhaseSettings) -> UDF:
     # rotation and flip from the calibration, as arr.fs.ssb()
+    if _SSB_OBJECT and s.component == "amplitude":
+        return SSB(defocus=s.defocus_nm * 1e-9, object="complex")
     return SSB(defocus=s.defocus_nm * 1e-9)
 
 

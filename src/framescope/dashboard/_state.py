@@ -81,6 +81,10 @@ class DashboardState(param.Parameterized):
     phase_enabled = param.Boolean(default=False, doc="Compute the phase image")
     phase_method = param.Selector(default="SSB", objects=list(PHASE_METHODS), doc=(
         "Phase method: SSB ptychography, iDPC (integrates the COM tab's settings) or tcBF"))
+    phase_component = param.Selector(
+        default="phase", objects=sorted({c for m in PHASE_METHODS.values()
+                                         for c in m.components}),
+        doc="Output of the phase method shown (one the method has)")
     phase_defocus = param.Number(default=0.0, doc="SSB: probe defocus to correct (nm)")
     phase_highpass = param.Number(default=0.0, bounds=(0, None), doc=(
         "iDPC: frequency below which the phase is damped (cycles per scan step)"))
@@ -472,7 +476,8 @@ class DashboardState(param.Parameterized):
     # ---- phase ------------------------------------------------------------------------------
     def phase_settings(self) -> PhaseSettings:
         """The Phase tab's settings (iDPC integrates the COM tab's)."""
-        return PhaseSettings(defocus_nm=float(self.phase_defocus),
+        return PhaseSettings(component=self.phase_component,
+                             defocus_nm=float(self.phase_defocus),
                              highpass=float(self.phase_highpass), com=self.com_params())
 
     def phase_meta(self) -> Meta:
@@ -495,13 +500,16 @@ class DashboardState(param.Parameterized):
         """Positions to compute the phase over (None: the whole scan)."""
         return None
 
-    @param.depends("phase_enabled", "phase_method", "phase_defocus", "phase_highpass",
-                   "com_cy", "com_cx", "com_radius", "com_rotation", "com_flip_y",
-                   watch=True)
+    @param.depends("phase_enabled", "phase_method", "phase_component", "phase_defocus",
+                   "phase_highpass", "com_cy", "com_cx", "com_radius", "com_rotation",
+                   "com_flip_y", watch=True)
     def _refresh_phase(self) -> None:
+        method = PHASE_METHODS[self.phase_method]
+        if method.component(self.phase_component) != self.phase_component:
+            self.phase_component = method.component(self.phase_component)  # calls again
+            return
         if not self.phase_enabled:
             return
-        method = PHASE_METHODS[self.phase_method]
         try:
             udf = method.make(self.phase_settings())
         except ValueError as exc:
