@@ -248,3 +248,14 @@ def test_iter_run_interval_skips_partials_but_never_the_result(dataset):
     assert bool(snaps[0]["done"].all())
     np.testing.assert_array_equal(snaps[0]["max"], ref.max((2, 3)).astype("f4"))
     assert len(list(iter_run(FrameMax(), arr, client="sync"))) == len(arr.data.chunks[0])
+
+
+def test_a_computed_file_array_runs_from_memory(tmp_path):
+    """``arr.compute()`` keeps the file's encoding but holds numpy frames: the engine reads
+    them from memory (it used to take the file path and fail on ``.chunks``)."""
+    frames = np.arange(3 * 4 * 8 * 8, dtype=np.uint16).reshape(12, 8, 8)
+    np.save(tmp_path / "f.npy", frames)
+    arr = framescope.open(tmp_path / "f.npy", scan=(3, 4)).compute()
+    assert framescope.io._lazy.source_of(arr) is None
+    res = framescope.run(SumFrame(), arr, client="inline")
+    np.testing.assert_array_equal(res["sum"].values, frames.sum(0, dtype="f8"))

@@ -141,7 +141,9 @@ def source_of(arr: xr.DataArray) -> ReaderArray | None:
     transformed array has another shape or loses the encoding and goes through dask.
     """
     source = arr.encoding.get("framescope_source")
-    if isinstance(source, ReaderArray) and source.shape == arr.shape:
+    # ``arr.compute()``/``load()`` keep the encoding but hold the frames in memory: those
+    # are read from there, in chunks of their own
+    if isinstance(source, ReaderArray) and source.shape == arr.shape and arr.chunks:
         return source
     return None
 
