@@ -6,6 +6,7 @@ import os
 from types import SimpleNamespace
 
 import numpy as np
+import panel as pn
 import pytest
 
 import framescope
@@ -164,8 +165,6 @@ def test_an_uncalibrated_array_shows_what_to_calibrate(monkeypatch):
 
 
 def test_the_tab_shows_the_image_in_its_units(calibrated):
-    import panel as pn
-
     from framescope.dashboard._app import Dashboard
 
     dash = Dashboard(calibrated, client="inline")
@@ -365,3 +364,38 @@ def test_served_phase_tab_shows_the_ssb_image():
     finally:
         stop_server(proc)
     assert errors == []
+
+
+def test_the_next_series_keeps_the_phase_tab(calibrated):
+    """A new series' dashboard opens on the Phase tab with its settings, and the stream job
+    runs that phase from then on."""
+    from framescope.dashboard._live import LiveDashboard
+    from framescope.dashboard._live_state import stream_udfs
+
+    flat = calibrated.values.reshape(-1, *DET)
+    dash = LiveDashboard()
+    try:
+        dash.store.add(_series(1, calibrated), flat, np.arange(len(flat)))
+        dash.refresh()
+        first = dash.dashboard
+        first.__panel__()
+        first.state.param.update(phase_method="SSB", phase_component="amplitude",
+                                 phase_defocus=3.0)
+        first.__panel__().select(pn.Tabs)[0].active = 2  # the user opens the Phase tab
+        assert first.state.phase_enabled
+        assert "phase" in stream_udfs(first.state)  # what the job runs next series
+        dash.store.add(_series(2, calibrated), flat, np.arange(len(flat)))
+        dash.refresh()
+        st = dash.dashboard.state
+        assert dash.dashboard is not first
+        assert dash.dashboard.tab == 2
+        assert (st.phase_enabled, st.phase_component, st.phase_defocus) == (True, "amplitude",
+                                                                            3.0)
+        assert stream_udfs(st)["phase"].key == stream_udfs(first.state)["phase"].key
+        res = _result(st)  # no job here: computed over the kept frames
+        ref = calibrated.fs.ssb(defocus=3e-9, client="inline", progress=False,
+                                **({"object": "complex"} if _SSB_OBJECT else {}))
+        np.testing.assert_allclose(res.data["amplitude"].values, ref["amplitude"].values,
+                                   atol=1e-6)
+    finally:
+        dash.close()

@@ -64,6 +64,9 @@ class Dashboard(pn.viewable.Viewer):
 
     update_period = param.Integer(default=100, bounds=(100, None),
                                   doc="Milliseconds between browser updates (<= 10/s)")
+    tab = param.Integer(default=0, bounds=(0, 3), doc=(
+        "Open tab: 0 virtual image, 1 COM / DPC, 2 phase, 3 export (the live dashboard opens "
+        "each series' dashboard on the tab the previous one had open)"))
     display_loop = param.Boolean(default=True, doc=(
         "Run the display loop here; False when a container calls flush() itself (the "
         "live dashboard)"))
@@ -258,17 +261,20 @@ class Dashboard(pn.viewable.Viewer):
         title = pn.pane.Markdown(f"### framescope · {source} · scan {ny}×{nx} · "
                                  f"detector {h}×{w}", margin=(0, 10))
         tabs = pn.Tabs(("Virtual image", self.scan_view), ("COM / DPC", self.com_view),
-                       ("Phase", self.phase_view), ("Export", self._export_panel()))
+                       ("Phase", self.phase_view), ("Export", self._export_panel()),
+                       active=self.tab)
 
-        def on_tab(event: Any) -> None:
-            if event.new == 1:
+        def on_tab(index: int) -> None:
+            self.tab = index
+            if index == 1:
                 st.com_enabled = True  # COM is computed the first time it is looked at
-            if event.new == 2:
+            if index == 2:
                 st.phase_enabled = True  # so is the phase
-            if event.new == 3:
+            if index == 3:
                 self._refresh_code()
 
-        tabs.param.watch(on_tab, "active")
+        on_tab(self.tab)
+        tabs.param.watch(lambda event: on_tab(event.new), "active")
         self._layout = pn.Column(
             pn.Row(title, self.units_toggle(), self.progress, self.activity, self.message),
             pn.Row(self.editor, pn.Column(self.detector_view), tabs),

@@ -20,7 +20,7 @@ import panel as pn
 import param
 
 from framescope.dashboard._app import Dashboard, load_extensions
-from framescope.dashboard._live_state import LiveState, stream_udfs
+from framescope.dashboard._live_state import LiveState, carried_settings, stream_udfs
 from framescope.dashboard._store import FrameStore
 from framescope.engine import Job, submit
 
@@ -117,9 +117,11 @@ class LiveDashboard(pn.viewable.Viewer):
     def _new_series(self) -> None:
         previous = self.dashboard
         detectors = self.detectors if previous is None else previous.state.masks()
-        state = LiveState(self.store, detectors=detectors, job=self.job)
+        keep = {} if previous is None else carried_settings(previous.state)
+        state = LiveState(self.store, detectors=detectors, job=self.job, **keep)
         self._token = self.store.token
-        self.dashboard = Dashboard(state=state, display_loop=False)
+        self.dashboard = Dashboard(state=state, display_loop=False,
+                                   tab=0 if previous is None else previous.tab)
         self.body.objects = [self.dashboard]
         if previous is not None:
             previous.close()

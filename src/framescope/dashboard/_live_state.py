@@ -37,9 +37,20 @@ from framescope.masks import MaskStack
 from framescope.udf import ApplyMasks, CenterOfMass, SumFrame
 from framescope.udf._base import UDF
 
-__all__ = ["LiveState", "stream_udfs"]
+__all__ = ["CARRIED", "LiveState", "carried_settings", "stream_udfs"]
 
 log = logging.getLogger(__name__)
+
+#: settings the next series' state takes over (the COM and Phase tabs' choices)
+CARRIED = ("com_enabled", "com_cy", "com_cx", "com_radius", "com_rotation", "com_flip_y",
+           "phase_enabled", "phase_method", "phase_component", "phase_defocus",
+           "phase_highpass")
+
+
+def carried_settings(state: DashboardState) -> dict[str, Any]:
+    """The settings of ``state`` a new series starts with (:data:`CARRIED`), so that the
+    stream job's COM and phase, updated to them, are the ones the new series shows."""
+    return {name: getattr(state, name) for name in CARRIED}
 
 
 def _series_corrections(job: Job | None, series: int | None, raw: tuple[int, ...],

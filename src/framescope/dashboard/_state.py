@@ -546,4 +546,6 @@ class DashboardState(param.Parameterized):
         self._phase_sent = None
         self.jobs.cancel("phase")
         self.results.set_progress("phase", 1.0)
-        self.results.put("phase", PhaseResult(method, None, 0.0, message))
+        shown = self.results.get("phase")
+        if shown is None or (shown.method, shown.message) != (method, message):
+            self.results.put("phase", PhaseResult(method, None, 0.0, message))
