@@ -10,7 +10,6 @@ import panel as pn
 import pytest
 
 import framescope
-from framescope.dashboard._phase_methods import _SSB_OBJECT
 from framescope.udf import SSB, Meta
 
 from ._browser import (
@@ -78,8 +77,7 @@ def test_ssb_equals_the_accessor(phase_state, calibrated):
 def test_ssb_amplitude_asks_for_the_complex_object(phase_state, calibrated):
     phase_state.param.update(phase_component="amplitude", phase_enabled=True)
     res = _result(phase_state)
-    opts = {"object": "complex"} if _SSB_OBJECT else {}
-    ref = calibrated.fs.ssb(client="inline", progress=False, **opts)
+    ref = calibrated.fs.ssb(object="complex", client="inline", progress=False)
     for name in ("phase", "amplitude"):
         np.testing.assert_array_equal(res.data[name].values, ref[name].values)
     phase_state.phase_method = "iDPC"  # amplitude is SSB's: back to the phase
@@ -393,8 +391,8 @@ def test_the_next_series_keeps_the_phase_tab(calibrated):
                                                                             3.0)
         assert stream_udfs(st)["phase"].key == stream_udfs(first.state)["phase"].key
         res = _result(st)  # no job here: computed over the kept frames
-        ref = calibrated.fs.ssb(defocus=3e-9, client="inline", progress=False,
-                                **({"object": "complex"} if _SSB_OBJECT else {}))
+        ref = calibrated.fs.ssb(defocus=3e-9, object="complex", client="inline",
+                                progress=False)
         np.testing.assert_allclose(res.data["amplitude"].values, ref["amplitude"].values,
                                    atol=1e-6)
     finally:

@@ -8,7 +8,6 @@ Phase tab is one entry in :data:`PHASE_METHODS`.
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -82,16 +81,11 @@ class PhaseMethod:
         return udf
 
 
-#: SSB's weak-object model is a parameter of newer SSB UDFs: "phase" (half the work, no
-#: amplitude) or "complex"; older ones always compute the complex object
-_SSB_OBJECT = "object" in inspect.signature(SSB).parameters
-
-
 def _ssb(s: PhaseSettings) -> UDF:
-    # rotation and flip from the calibration, as arr.fs.ssb()
-    if _SSB_OBJECT and s.component == "amplitude":
-        return SSB(defocus=s.defocus_nm * 1e-9, object="complex")
-    return SSB(defocus=s.defocus_nm * 1e-9)
+    # rotation and flip from the calibration, as arr.fs.ssb(); a weak phase object (half
+    # the work) unless the amplitude is shown
+    return SSB(defocus=s.defocus_nm * 1e-9,
+               object="complex" if s.component == "amplitude" else "phase")
 
 
 def _idpc(s: PhaseSettings) -> UDF:
