@@ -7,8 +7,8 @@ prints, best of --repeat:
 
 - ceiling: a plain ``readinto`` pass over the file (4 MiB buffer), frames/s;
 - framescope: ``fs.open(npy).fs.calibrate(...).fs.ssb()`` (inline executor: threads of this
-  process), frames/s, the detector binning it chose, the weight matrix's bytes and the
-  tracemalloc peak of one run;
+  process), frames/s, the detector binning it chose, the bytes of its bright-field stack,
+  the stack's spectrum and the trotter weights, and the tracemalloc peak of one run;
 - ptychography40 ``SSB_UDF`` on LiberTEM (GPL peer, ``pip install 'framescope[bench]'``) on
   the same frames in memory (LiberTEM's memory dataset: no reading counted against it),
   inline and with a local dask cluster of 2 worker processes; first run (masks built,
@@ -150,7 +150,7 @@ def run_case(fs, scan: tuple[int, int], det: tuple[int, int], args) -> tuple:
     print(f"{'framescope ssb (inline)':34s} {n / t_fs:10.0f} frames/s  "
           f"({n / t_fs / (n / t_ceil):.3f} of ceiling; bin {ds.attrs['ssb_bin']}, "
           f"{ds.attrs['ssb_bf_pixels']} BF px x {ds.attrs['ssb_frequencies']} freqs, "
-          f"weights {ds.attrs['ssb_weight_bytes'] / 1e6:.0f} MB, "
+          f"stack+spectrum+weights {ds.attrs['ssb_memory_bytes'] / 1e6:.0f} MB, "
           f"peak traced {mem / 1e6:.0f} MB)")
     border = max(4, scan[0] // 10)
     print(f"{'  r(framescope, truth)':34s} {corr(ours, truth, border):10.3f}")

@@ -27,9 +27,9 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
         **run_opts: Any) -> xr.Dataset:
     """Single-sideband ptychography of ``arr``: the complex object over the scan.
 
-    One pass of :class:`framescope.udf.SSB`: every frame's bright-field pixels times a
-    fixed weight matrix, accumulated per scan frequency, so the image also fills in with
-    :func:`framescope.iter_run` and on live streams.
+    One pass of :class:`framescope.udf.SSB`: every frame's bright-field pixels placed in a
+    stack over the scan, whose FFT over the scan is summed over each frequency's trotters,
+    so the image also fills in with :func:`framescope.iter_run` and on live streams.
 
     Parameters
     ----------
@@ -46,8 +46,8 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
     flip : bool, optional
         Detector y flip overriding the calibration's.
     bin : int, optional
-        Detector binning; default the smallest that keeps the weights within
-        ``max_memory`` bytes.
+        Detector binning; default the smallest that keeps the stack, its spectrum and the
+        weights within ``max_memory`` bytes.
     object : {"phase", "complex"}
         A weak phase object (default: both trotters, half the work) or any weak object
         (one sideband per frequency; adds ``amplitude``). See :class:`framescope.udf.SSB`.
@@ -61,7 +61,7 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
         ``phase`` (rad), ``bright_field`` (and ``amplitude`` for ``object="complex"``)
         over the scan; ``attrs`` hold
         the geometry in effect (``ssb_defocus_m``, ``ssb_bin``, ``ssb_bf_pixels``,
-        ``ssb_frequencies``, ``ssb_weight_bytes``, ...).
+        ``ssb_frequencies``, ``ssb_memory_bytes``, ...).
 
     Examples
     --------
@@ -83,7 +83,7 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
         "ssb_defocus_m": g.defocus, "ssb_semiconv_rad": g.semiconv, "ssb_bin": g.bin,
         "ssb_rotation_deg": math.degrees(g.rotation), "ssb_flip": int(g.flip),
         "ssb_bf_pixels": int(plan.pixels.size), "ssb_frequencies": int(plan.q_flat.size),
-        "ssb_weight_bytes": int(g.weight_bytes(plan.pixels.size, plan.q_flat.size)),
+        "ssb_memory_bytes": int(g.memory_bytes(plan.pixels.size, plan.q_flat.size)),
         "ssb_object": object,
     })
     return res

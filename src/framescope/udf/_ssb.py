@@ -1,4 +1,4 @@
-"""Single-sideband (SSB) ptychography: the complex object from one mask product per frame.
+"""Single-sideband (SSB) ptychography: the object's phase from the bright-field pixels.
 
 Physics (weak object, Pennycook et al. 2015, Yang et al. 2016; Rodenburg et al. 1993).
 The probe in reciprocal space is ``A(k) exp(-i chi(k))`` with ``chi(k) = pi * lambda *
@@ -26,16 +26,18 @@ factor makes a known defocus cancel (aberration-corrected SSB). The images are g
 the scan positions, for the object under the probe centre, like the synthetic data's
 ``true_phase``.
 
-Computation. ``G`` is linear in the frames, so each frame contributes
-``exp(-2 pi i Q.r) * (I(r) @ W)[Q]`` with ``W[k, Q]`` the weights above: a product of the
-frame's bright-field pixels with a fixed (pixels x Q) matrix, the shape of framescope's
-mask product, accumulated per frame. The image therefore fills in while a scan runs, on
-files and live streams alike, and partial results merge by addition. Memory is the weight
-matrix: ``n_bf`` bright-field pixels times ``n_Q`` scan frequencies inside ``2 alpha``
-(8 bytes each; half as many frequencies for a phase object): for a phase object a 64x64
-scan of 64x64 frames with a BF radius of 10.7 px needs ~3 MB; a 128x128 scan of 128x128
-frames with a radius of 21 px ~40 MB, with a radius of 32 px (3 200 pixels) ~210 MB. The
-detector is binned automatically when the matrix would exceed ``max_memory``.
+Computation. Each frame's bright-field pixels (binned when asked) are placed in a stack
+over the scan, a ``nav`` buffer like any UDF's, so tasks merge by placement and a scan fills
+in on files and live streams alike. ``finalize`` takes ``G`` for every bright-field pixel
+at once, one FFT of the stack over the scan axes (``rfft2`` for a phase object), and sums
+each frequency's trotter with its weights: ``n_Q x n_bf`` complex products in all, not per
+frame. Positions not measured yet count as missing: each pixel's deviation from its mean
+over the measured positions is transformed, zero elsewhere. Memory: the stack (``n_pos x
+n_bf`` float32), its spectrum over the scan (complex64, half the plane for a phase object)
+and the weights (``n_Q x n_bf`` complex64): a 64x64 scan with a BF radius of 10.7 px (357
+pixels) ~15 MB; a 128x128 scan with a radius of 21 px (1 433 pixels) ~200 MB, with a
+radius of 32 px (3 200 pixels) ~450 MB. The detector is binned automatically when the
+total would exceed ``max_memory``.
 
 Scan geometry. Scan position ``(iy, ix)`` sits at ``step * M @ (iy, ix)`` in detector
 (object) axes with ``M = F @ R(rotation).T`` (``F`` flips y), the convention of
@@ -45,15 +47,13 @@ scan frequency ``f`` (cycles per step) is then ``M @ (f / step)`` on the detecto
 
 from __future__ import annotations
 
-import functools
-from dataclasses import replace
 from typing import Any, Literal
 
 import numpy as np
+import scipy.fft as sfft
 
 from framescope.udf._backend import to_device, xp
 from framescope.udf._base import UDF, Buffer, Meta, Tile
-from framescope.udf._kernels import LazyKernel, share_cores
 from framescope.udf._ssb_plan import (
     DEFAULT_MEMORY,
     SSBGeometry,
@@ -63,9 +63,7 @@ from framescope.udf._ssb_plan import (
     ssb_geometry,
 )
 
-__all__ = ["SSB", "SSBGeometry", "accumulate_spectrum_xp", "ssb_geometry"]
-
-accumulate_spectrum = LazyKernel("framescope.udf._ssb_kernel", "accumulate_spectrum")
+__all__ = ["SSB", "SSBGeometry", "ssb_geometry"]
 
 
 class SSB(UDF):
@@ -90,21 +88,22 @@ class SSB(UDF):
         Bin the detector ``bin x bin`` before the product; default: the smallest binning
         whose weight matrix fits ``max_memory``.
     max_memory : int
-        Bytes the weight matrix may take per worker process (default 1 GiB).
+        Bytes the stack, its spectrum and the weights may take (default 1 GiB).
     min_pixels : int
         Scan frequencies whose trotters hold fewer detector pixels are left out (default 1).
     object : {"phase", "complex"}
         ``"phase"`` (default): a weak *phase* object, ``t = 1 + i phi``; both trotters of
-        each frequency of one half plane, the other half by symmetry (half the work).
+        each frequency of one half plane, the other half by symmetry.
         ``"complex"``: any weak object ``t = 1 + o``; one sideband per frequency over the
-        whole plane, giving ``amplitude`` as well (twice the work, noisier per frequency).
+        whole plane, giving ``amplitude`` as well (twice the spectrum, noisier per
+        frequency).
 
     Outputs per scan position: ``phase`` (rad), ``bright_field`` (the summed bright-field
     disk, NaN where not measured yet) and, for ``object="complex"``, ``amplitude`` of
     ``1 + o``.
 
-    With ``backend="cupy"`` the product and the phase factors run on the GPU (the weight
-    matrix is copied there once per worker process); ``finalize`` runs on the host.
+    With ``backend="cupy"`` the tiles' bright-field pixels are gathered (and binned) on
+    the GPU; ``finalize`` (the FFT over the scan and the trotter sums) runs on the host.
     """
 
     name = "ssb"
@@ -146,12 +145,8 @@ class SSB(UDF):
         return build_plan(self.geometry(meta), self.min_pixels)
 
     def buffers(self, meta: Meta) -> dict[str, Buffer]:
-        plan = self._plan(meta)
-        return {
-            "spectrum": Buffer("single", "complex128", (plan.q_flat.size,), ("q",)),
-            "bf_sum": Buffer("single", "float64", (plan.pixels.size,), ("bf_pixel",)),
-            "bright_field": Buffer("nav", "float32", fill=np.nan),
-        }
+        n_bf = self._plan(meta).pixels.size
+        return {"stack": Buffer("nav", "float32", (n_bf,), ("bf_pixel",), fill=np.nan)}
 
     def outputs(self, meta: Meta) -> dict[str, Buffer]:
         out = {"phase": Buffer("nav", "float32", fill=np.nan, units="rad")}
@@ -160,86 +155,61 @@ class SSB(UDF):
         out["bright_field"] = Buffer("nav", "float32", fill=np.nan)
         return out
 
-    def prepare(self, meta: Meta) -> SSBPlan:
-        share_cores()
+    def prepare(self, meta: Meta) -> tuple[Any, int, tuple[int, int]]:
+        # a task only places bright-field pixels: the weights are needed in finalize alone
         plan = self._plan(meta)
-        if meta.backend == "numpy":
-            return plan
-        # the matrix and the tables live on the device; the geometry and the host weights
-        # (finalize) stay where they are
-        dev = functools.partial(to_device, backend=meta.backend)
-        return replace(plan, pixels=dev(plan.pixels), w_ri=dev(plan.w_ri),
-                       ey_re=dev(plan.ey_re), ey_im=dev(plan.ey_im), ex_re=dev(plan.ex_re),
-                       ex_im=dev(plan.ex_im))
+        return (to_device(plan.pixels, meta.backend), plan.geometry.bin,
+                plan.geometry.frame_shape)
 
-    def process_tile(self, tile: Tile, results: dict[str, np.ndarray], state: SSBPlan) -> None:
-        x = _bright_field_pixels(tile.data, state)
-        t = x @ state.w_ri  # (n, 2 n_q): one real GEMM, the bulk of the work
-        ys, xs = np.divmod(tile.positions, state.geometry.scan_shape[1])
-        if isinstance(t, np.ndarray):
-            accumulate_spectrum(t, ys, xs, state.ey_re, state.ey_im, state.ex_re,
-                                state.ex_im, results["spectrum"])
-        else:
-            mod = xp(t)
-            accumulate_spectrum_xp(t, mod.asarray(ys), mod.asarray(xs), state,
-                                   results["spectrum"])
-        results["bf_sum"] += x.sum(axis=0, dtype=np.float64)
-        results["bright_field"][:] = x.sum(axis=1)
+    def process_tile(self, tile: Tile, results: dict[str, np.ndarray],
+                     state: tuple[Any, int, tuple[int, int]]) -> None:
+        results["stack"][:] = _bright_field_pixels(tile.data, *state)
 
     def finalize(self, results: dict[str, np.ndarray], meta: Meta) -> dict[str, np.ndarray]:
         plan = self._plan(meta)
-        bf = results["bright_field"]
-        measured = ~np.isnan(bf)
+        stack = results["stack"]
+        measured = ~np.isnan(stack[:, 0])
+        out = {k: np.full(meta.n_positions, np.nan, np.float32) for k in self.outputs(meta)}
         n = int(measured.sum())
-        ny, nx = meta.scan_shape
-        out = {k: np.full(meta.n_positions, np.nan, np.float32)
-               for k in self.outputs(meta) if k != "bright_field"}
-        out["bright_field"] = bf
         if n == 0:
             return out
-        mean = results["bf_sum"] / n  # mean bright-field frame over the measured positions
+        out["bright_field"][measured] = stack[measured].sum(axis=1)
+        # positions not yet measured are missing, not dark: every pixel's deviation from
+        # its mean over the measured positions, zero elsewhere
+        mean = stack[measured].mean(axis=0, dtype=np.float64)
         i0 = float(mean.mean())
-        spectrum = results["spectrum"].astype(np.complex128)
-        if n < meta.n_positions:
-            # positions not yet measured are missing, not zero: take out the mean frame's
-            # share over the measured positions, or their outline would dominate the image
-            covered = np.fft.fft2(measured.reshape(ny, nx).astype(np.float64)).ravel()
-            spectrum = spectrum - (mean @ plan.weights) * covered[plan.q_flat]
-        spec = np.zeros(ny * nx, np.complex128)
-        if i0 > 0:
-            spectrum /= i0
-            if self.object == "complex":
-                spec[plan.q_flat] = spectrum  # O(Q) of t = 1 + o
-            else:
-                spec[plan.negative()] = np.conj(spectrum)  # Phi(-Q) = conj(Phi(Q)): phi real
-                spec[plan.q_flat] = spectrum
-        image = np.fft.ifft2(spec.reshape(ny, nx)).ravel()
+        dev = np.zeros_like(stack)
+        dev[measured] = stack[measured] - mean.astype(np.float32)
+        ny, nx = meta.scan_shape
+        dev = dev.reshape(ny, nx, -1)
+        # G(k, Q) for every bright-field pixel at once: one FFT of the stack over the scan
         if self.object == "complex":
-            obj = 1 + image
+            g = sfft.fft2(dev, axes=(0, 1), workers=-1)
+        else:
+            g = sfft.rfft2(dev, axes=(0, 1), workers=-1)
+        del dev
+        g = g.reshape(-1, g.shape[-1])[plan.q_flat]  # (n_q, n_bf): the frequencies used
+        spectrum = np.zeros(plan.geometry.grid[0] * plan.geometry.grid[1], np.complex128)
+        if i0 > 0:
+            spectrum[plan.q_flat] = np.einsum("qk,qk->q", g, plan.weights) / i0
+        spectrum = spectrum.reshape(plan.geometry.grid)
+        if self.object == "complex":
+            obj = 1 + sfft.ifft2(spectrum).ravel()
             out["phase"][measured] = np.angle(obj)[measured]
             out["amplitude"][measured] = np.abs(obj)[measured]
-        else:
-            out["phase"][measured] = image.real[measured]
+        else:  # Phi(-Q) = conj(Phi(Q)): the inverse real FFT of the half plane
+            out["phase"][measured] = sfft.irfft2(spectrum, s=(ny, nx)).ravel()[measured]
         return out
 
 
-def accumulate_spectrum_xp(t: Any, ys: Any, xs: Any, plan: SSBPlan, out: Any) -> None:
-    """What the numba kernel does, with array operations of ``t``'s module (cupy on a
-    GPU): ``out[q] += sum_f T[f, q] * ey[ys[f], q] * ex[xs[f], q]``."""
-    nq = out.shape[0]
-    tc = t[:, :nq] + 1j * t[:, nq:]
-    phase = (plan.ey_re[ys] + 1j * plan.ey_im[ys]) * (plan.ex_re[xs] + 1j * plan.ex_im[xs])
-    out += (tc * phase).sum(axis=0, dtype=out.dtype)
-
-
-def _bright_field_pixels(data: Any, plan: SSBPlan) -> np.ndarray:
-    """The (binned) bright-field pixels of a tile as float32 ``(n, n_bf)``."""
-    b = plan.geometry.bin
+def _bright_field_pixels(data: Any, pixels: Any, b: int,
+                         frame_shape: tuple[int, int]) -> Any:
+    """The (binned ``b x b``) bright-field pixels of a tile as float32 ``(n, n_bf)``."""
     n = data.shape[0]
     if b > 1:
-        h, w = plan.geometry.frame_shape
+        h, w = frame_shape
         hb, wb = h // b, w // b
         data = data[:, :hb * b, :wb * b].reshape(n, hb, b, wb, b).sum(axis=(2, 4),
                                                                         dtype=np.float32)
     flat = data.reshape(n, -1)
-    return xp(flat).take(flat, plan.pixels, axis=1).astype(np.float32, copy=False)
+    return xp(flat).take(flat, pixels, axis=1).astype(np.float32, copy=False)

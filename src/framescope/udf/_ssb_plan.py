@@ -66,17 +66,28 @@ class SSBGeometry:
         kx = (np.arange(wb) * b + (b - 1) / 2 - cx) * per
         return np.broadcast_to(ky[:, None], (hb, wb)), np.broadcast_to(kx[None, :], (hb, wb))
 
+    @property
+    def grid(self) -> tuple[int, int]:
+        """Shape of the scan spectrum computed: the ``rfft2`` half plane for a phase object
+        (the other half is its complex conjugate), the whole plane for a complex one."""
+        ny, nx = self.scan_shape
+        return (ny, nx) if self.complex_object else (ny, nx // 2 + 1)
+
     def scan_q(self) -> tuple[np.ndarray, np.ndarray]:
-        """Scan frequencies of the DFT grid in detector axes (1/m), ``scan_shape`` each."""
+        """Scan frequencies of :attr:`grid` in detector axes (1/m), ``grid`` shape each."""
         ny, nx = self.scan_shape
         fy = np.fft.fftfreq(ny)[:, None] / self.step[0]
-        fx = np.fft.fftfreq(nx)[None, :] / self.step[1]
+        fx = (np.fft.fftfreq(nx) if self.complex_object else np.fft.rfftfreq(nx))[None, :]
+        fx = fx / self.step[1]
         (a, b), (c, d) = self.matrix
         return a * fy + b * fx, c * fy + d * fx
 
-    def weight_bytes(self, n_bf: int, n_q: int) -> int:
-        """Bytes of the weight matrix and the per-row phase tables."""
-        return n_bf * n_q * 8 + (sum(self.scan_shape)) * n_q * 8
+    def memory_bytes(self, n_bf: int, n_q: int) -> int:
+        """Bytes SSB holds: the bright-field stack over the scan (float32), its spectrum
+        over the scan (complex64) and the trotter weights (complex64)."""
+        n = self.scan_shape[0] * self.scan_shape[1]
+        g = self.grid[0] * self.grid[1]
+        return n * n_bf * 4 + g * n_bf * 8 + n_q * n_bf * 8
 
 
 def ssb_geometry(meta: Meta, *, defocus: Any = 0.0, semiconv: Any = None,
@@ -124,9 +135,10 @@ def ssb_geometry(meta: Meta, *, defocus: Any = 0.0, semiconv: Any = None,
     for b in range(1, min(h, w) + 1):
         geom = _replace_bin(base, b)
         n_bf, n_q = _sizes(geom)
-        if geom.weight_bytes(n_bf, n_q) <= max_memory:
+        if geom.memory_bytes(n_bf, n_q) <= max_memory:
             return geom
-    raise ValueError(f"SSB: no detector binning keeps the weights under {max_memory} bytes")
+    raise ValueError(f"SSB: no detector binning keeps the stack and weights under "
+                     f"{max_memory} bytes")
 
 
 def _replace_bin(g: SSBGeometry, b: int) -> SSBGeometry:
@@ -139,20 +151,12 @@ def _bright_field(g: SSBGeometry) -> np.ndarray:
 
 
 def _frequencies(g: SSBGeometry) -> np.ndarray:
-    """Flat indices of the scan frequencies with trotters: ``0 < |Q| < 2 alpha``, and for a
-    phase object one of each pair ``±Q`` (the other is its complex conjugate)."""
+    """Flat indices into :attr:`SSBGeometry.grid` of the scan frequencies with trotters,
+    ``0 < |Q| < 2 alpha``."""
     qy, qx = g.scan_q()
     inside = qy**2 + qx**2 < (2 * g.semiconv / g.wavelength) ** 2
     inside.flat[0] = False  # Q = 0 carries the mean, not the object
-    if not g.complex_object:
-        inside &= np.arange(inside.size).reshape(inside.shape) <= _negative(g.scan_shape)
     return np.flatnonzero(inside)
-
-
-def _negative(shape: tuple[int, int]) -> np.ndarray:
-    """Flat index of ``-Q`` for every bin of the DFT grid."""
-    ny, nx = shape
-    return ((-np.arange(ny)[:, None]) % ny) * nx + (-np.arange(nx)[None, :]) % nx
 
 
 def _sizes(g: SSBGeometry) -> tuple[int, int]:
@@ -161,30 +165,21 @@ def _sizes(g: SSBGeometry) -> tuple[int, int]:
 
 @dataclass(slots=True)
 class SSBPlan:
-    """What every frame is multiplied with, built once per process for a geometry."""
+    """The bright-field pixels and the trotter weights of a geometry (built once)."""
 
     geometry: SSBGeometry
     pixels: np.ndarray  # (n_bf,) flat indices into the binned frame
-    weights: np.ndarray  # (n_bf, n_q) complex128: trotter weights / N(Q)
-    w_ri: np.ndarray  # (n_bf, 2 n_q) float32: [Re W | Im W] for one real GEMM
-    q_flat: np.ndarray  # (n_q,) flat indices into the scan DFT grid
-    ey_re: np.ndarray  # (ny, n_q) float32: cos/sin of -2 pi fy y
-    ey_im: np.ndarray
-    ex_re: np.ndarray  # (nx, n_q)
-    ex_im: np.ndarray
-
-    def negative(self) -> np.ndarray:
-        """Flat indices of ``-Q`` for :attr:`q_flat` (a phase object's other half)."""
-        return _negative(self.geometry.scan_shape).ravel()[self.q_flat]
+    weights: np.ndarray  # (n_q, n_bf) complex64: trotter weights / N(Q)
+    q_flat: np.ndarray  # (n_q,) flat indices into geometry.grid
 
 
 @functools.lru_cache(maxsize=8)
 def build_plan(g: SSBGeometry, min_pixels: int = 1) -> SSBPlan:
-    """Bright-field pixels, trotter weights and phase tables of ``g``.
+    """Bright-field pixels and trotter weights of ``g``.
 
-    Complex object: ``W[k, Q] = conj(p(k - Q) p*(k)) / N`` on the left trotter ``L \\ R``
-    gives ``O(Q)``. Phase object (``t = 1 + i phi``): both trotters of the half plane, the
-    right one through ``conj(O(-Q)) = -O(Q)``, give ``Phi(Q)``:
+    Complex object: ``W[Q, k] = conj(p(k - Q) p*(k)) / N`` on the left trotter ``L \\ R``
+    gives ``O(Q)``. Phase object (``t = 1 + i phi``): both trotters of each frequency of
+    the half plane, the right one through ``conj(O(-Q)) = -O(Q)``, give ``Phi(Q)``:
     ``W = -i conj(p(k - Q) p*(k))`` on ``L \\ R`` and ``+i p(k + Q) p*(k)`` on ``R \\ L``,
     over the pixels of both. Frequencies whose trotters hold fewer than ``min_pixels``
     pixels are left out.
@@ -216,14 +211,5 @@ def build_plan(g: SSBGeometry, min_pixels: int = 1) -> SSBPlan:
         weights[:, sl] = w
         counts[sl] = n
     keep = counts >= max(1, min_pixels)
-    weights = weights[:, keep] / counts[keep]
-    q_flat = q_flat[keep]
-    ny, nx = g.scan_shape
-    iy, ix = np.unravel_index(q_flat, (ny, nx))
-    ang_y = -2 * np.pi * np.arange(ny)[:, None] * np.fft.fftfreq(ny)[iy][None, :]
-    ang_x = -2 * np.pi * np.arange(nx)[:, None] * np.fft.fftfreq(nx)[ix][None, :]
-    w_ri = np.ascontiguousarray(np.concatenate([weights.real, weights.imag], axis=1),
-                                dtype=np.float32)
-    f32 = functools.partial(np.ascontiguousarray, dtype=np.float32)
-    return SSBPlan(g, np.flatnonzero(bf), weights, w_ri, q_flat, f32(np.cos(ang_y)),
-                   f32(np.sin(ang_y)), f32(np.cos(ang_x)), f32(np.sin(ang_x)))
+    weights = (weights[:, keep] / counts[keep]).T.astype(np.complex64)
+    return SSBPlan(g, np.flatnonzero(bf), np.ascontiguousarray(weights), q_flat[keep])
