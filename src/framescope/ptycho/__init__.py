@@ -1,0 +1,25 @@
+"""Iterative ptychography: rPIE/ePIE solvers fed by the engine, from files or live streams.
+
+An iterative consumer (see DESIGN.md): :func:`reconstruct` runs
+:class:`CollectFrames` through the engine (:func:`framescope.run` on an array,
+:func:`framescope.submit` on a live source) and iterates :class:`RPIE` over the frames
+received so far.
+"""
+
+from framescope.ptycho._collect import CollectFrames
+from framescope.ptycho._problem import amplitudes
+from framescope.ptycho._reconstruct import reconstruct
+from framescope.ptycho._setup import initial_probe, object_pixel, scan_matrix, scan_positions
+from framescope.ptycho._solver import RPIE, rpie_step
+
+__all__ = [
+    "RPIE",
+    "CollectFrames",
+    "amplitudes",
+    "initial_probe",
+    "object_pixel",
+    "reconstruct",
+    "rpie_step",
+    "scan_matrix",
+    "scan_positions",
+]
