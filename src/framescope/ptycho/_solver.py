@@ -126,7 +126,7 @@ class RPIE:
         object px (float: the sub-pixel part moves the probe, see ``subpixel``); all
         windows must fit ``object_shape``.
     object_shape : (int, int), optional
-        Default: the smallest grid holding every window.
+        Default: the shape of ``obj``, else the smallest grid holding every window.
     alpha, beta : float
         rPIE regularisation of object and probe (``alpha = beta = 1``: ePIE).
     probe_start : int
@@ -161,16 +161,17 @@ class RPIE:
         self.top = top
         self.frac = np.where(np.abs(pos - top) < 1e-9, 0.0, pos - top)
         h, w = self.probe.shape
-        need = (int(top[:, 0].max()) + h + int(self.frac[:, 0].any()),
-                int(top[:, 1].max()) + w + int(self.frac[:, 1].any()))
+        # a sub-pixel shift moves the probe inside its window (periodically, as the
+        # synthetic data does): the window itself stays whole pixels
+        need = (int(top[:, 0].max()) + h, int(top[:, 1].max()) + w)
         if top.min() < 0:
             raise ValueError(f"positions: a window starts outside the object (smallest "
                              f"corner {tuple(top.min(axis=0))}, expected >= 0)")
         if object_shape is None:
-            object_shape = need
-        if object_shape[0] < need[0] - 1 or object_shape[1] < need[1] - 1:
-            raise ValueError(f"object_shape {object_shape}: the windows need at least "
-                             f"{(need[0] - 1, need[1] - 1)}")
+            object_shape = need if obj is None else np.shape(obj)
+        if object_shape[0] < need[0] or object_shape[1] < need[1]:
+            raise ValueError(f"object_shape {tuple(object_shape)}: the windows need at "
+                             f"least {need}")
         if obj is None:
             self.object = self.xp.ones(tuple(object_shape), np.complex64)
         else:
