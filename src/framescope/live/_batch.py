@@ -7,14 +7,23 @@ less than copying later, and the message's memory is reused for the next one. At
 ``capacity`` frames of buffers exist; when none is free, a frame is dropped (counted) or
 spilled to an unlinked temp file (:class:`Spill`), which the analysis reads back when it
 has time. Memory is bounded and the receiver never waits.
+
+Compressed frames (:class:`~framescope.live._codecs.Encoded`, on a receiver thread that
+defers decoding) are not decoded before they get here: their payloads are staged per chunk
+of a few frames and decoded by a :class:`~framescope.live._decode.DecodePool` (or at once,
+without one) straight into their slots. A batch is handed over, in order, once all its
+chunks are decoded; a frame whose payload turns out corrupt is taken out of its batch and
+counted as malformed (and as missing, not received).
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import queue
 import tempfile
+import threading
 import time
 from collections import deque
 from dataclasses import dataclass
@@ -22,10 +31,14 @@ from typing import Literal
 
 import numpy as np
 
+from framescope.live import _decode
+from framescope.live._codecs import Encoded
+from framescope.live._messages import MessageError
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
 
-__all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Pool", "Spill", "Start"]
+__all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Pool", "Spill", "Start",
+           "use_decode_pool"]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +47,17 @@ Policy = Literal["drop", "spill"]
 # latency of 16 MiB batches; the per-batch cost (hand-over, run_frames, merge) is ~30 µs for
 # a ring + COM, about 1 µs per 128 KiB frame
 BATCH_BYTES = 4 * 2**20
+# frames per decode task: a task's fixed cost (~10 µs) small beside 8 frames' decoding, and
+# a batch's first frames decoding while its last ones arrive
+CHUNK_FRAMES = 8
+_LOG_FIRST = 10  # corrupt payloads logged per series before thinning out
+
+_local = threading.local()
+
+
+def use_decode_pool(pool: _decode.DecodePool | None) -> None:
+    """The pool that decodes the batches filled on the calling thread (None: decode at once)."""
+    _local.pool = pool
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +105,12 @@ class FrameTracker:
             self.highest = index
         return ""
 
+    def forget(self, index: int) -> None:
+        """Frame ``index`` turned out unusable (a corrupt payload): missing, not received."""
+        if 0 <= index < len(self.seen) and self.seen[index]:
+            self.seen[index] = False
+            self.unique -= 1
+
     def gaps(self, ended: bool = False) -> int:
         """Missing frame numbers below the highest received (all missing ones if ``ended``)."""
         top = len(self.seen) if ended else self.highest + 1
@@ -90,7 +120,8 @@ class FrameTracker:
 class Batch:
     """Frames copied into a pooled buffer (``frames[:n]``) and their numbers."""
 
-    __slots__ = ("batcher", "frames", "indices", "series", "t0")
+    __slots__ = ("batcher", "chunk", "failed", "frames", "indices", "outstanding", "series",
+                 "t0")
 
     def __init__(self, batcher: Batcher, series: int, buffer: np.ndarray) -> None:
         self.frames = buffer
@@ -98,6 +129,9 @@ class Batch:
         self.t0 = time.monotonic()  # when the first frame came (for latency)
         self.series = series
         self.batcher = batcher
+        self.chunk: _Chunk | None = None  # payloads staged, not yet given to the decoders
+        self.outstanding = 0  # chunks being decoded
+        self.failed: list[tuple[int, int, str]] = []  # (slot, frame number, why)
 
     @property
     def n(self) -> int:
@@ -109,6 +143,45 @@ class Batch:
             self.batcher.returned += len(self.indices)
             self.indices = []
             self.batcher.pool.free.append(self.frames)  # (deque: safe between threads)
+
+
+class _Chunk:
+    """Compressed payloads of a few frames of one batch, copied together, decoded together.
+
+    The copy (a few kB a frame) frees the message at once and gives the kernel one buffer.
+    """
+
+    __slots__ = ("codecs", "ends", "indices", "slots", "staging", "starts")
+
+    def __init__(self) -> None:
+        self.staging = bytearray()
+        self.slots: list[int] = []
+        self.indices: list[int] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.codecs: list[str] = []
+
+    def add(self, slot: int, index: int, frame: Encoded) -> None:
+        self.starts.append(len(self.staging))
+        self.staging += frame.blob
+        self.ends.append(len(self.staging))
+        self.slots.append(slot)
+        self.indices.append(index)
+        self.codecs.append(frame.codec)
+
+    def run(self, batch: Batch) -> tuple[Batch, _Chunk, np.ndarray]:
+        """Decode into the batch's buffer (a pool thread, or the receiver's)."""
+        frames = batch.frames
+        try:
+            status = _decode.decode_chunk(
+                np.array([_decode.CODE[c] for c in self.codecs], np.int8),
+                np.frombuffer(self.staging, np.uint8), np.array(self.starts, np.int64),
+                np.array(self.ends, np.int64), frames.reshape(len(frames), -1).view(np.uint8),
+                np.array(self.slots, np.int64), frames.dtype.itemsize)
+        except Exception:  # a bug must not lose the batch: its frames count as malformed
+            log.exception("decoding a chunk of series %d failed", batch.series)
+            status = np.full(len(self.slots), -99, np.int64)
+        return batch, self, status
 
 
 class Pool:
@@ -215,12 +288,16 @@ class Batcher:
         Frames per batch (default: about 4 MiB of frames).
     spill_dir, spill_limit_bytes
         Where, and how much, to spill.
+    pool : Pool, optional
+        Batch buffers to reuse (the previous series').
+    tracker : FrameTracker, optional
+        The series' tracker: frames whose payload is corrupt are forgotten there (gaps).
     """
 
     def __init__(self, series: Series, handoff: queue.SimpleQueue, counters: Counters, *,
                  policy: Policy, buffer_bytes: int, batch_frames: int | None,
                  spill_dir: str | None, spill_limit_bytes: int, pool: Pool | None = None,
-                 ) -> None:
+                 tracker: FrameTracker | None = None) -> None:
         meta = series.meta
         frame_bytes = meta.n_pixels * meta.dtype.itemsize
         # a small series gets slack beyond its own size: batches leave part-full after 50 ms
@@ -240,9 +317,14 @@ class Batcher:
         self.spill = Spill(meta.frame_shape, meta.dtype, spill_dir, spill_limit_bytes)
         self.current: Batch | None = None
         self._warned = False
+        self.tracker = tracker
+        self.inflight: deque[Batch] = deque()  # handed over, being decoded (in order)
+        self._decoders: _decode.DecodePool | None = None
+        self._logged = 0
 
-    def put(self, index: int, frame: np.ndarray) -> None:
-        """Copy a frame into the open batch; never blocks (drops or spills when full)."""
+    def put(self, index: int, frame: np.ndarray | Encoded) -> None:
+        """Copy (or decode) a frame into the open batch; never blocks (drops or spills when
+        full)."""
         batch = self.current
         if batch is None:
             buffer = self.pool.take()
@@ -250,16 +332,34 @@ class Batcher:
                 self._overflow(index, frame)
                 return
             batch = self.current = Batch(self, self.series.series, buffer)
-        batch.frames[len(batch.indices)] = frame
+        slot = len(batch.indices)
+        if isinstance(frame, Encoded):
+            chunk = batch.chunk
+            if chunk is None:
+                chunk = batch.chunk = _Chunk()
+            chunk.add(slot, index, frame)
+            if len(chunk.slots) >= CHUNK_FRAMES:
+                self._decode(batch)
+        else:
+            batch.frames[slot] = frame
         batch.indices.append(index)
         if len(batch.indices) >= self.per_batch:
-            self.flush()
+            self._hand_over()
+        elif self.inflight:
+            self._collect(wait=False)
 
-    def _overflow(self, index: int, frame: np.ndarray) -> None:
+    def _overflow(self, index: int, frame: np.ndarray | Encoded) -> None:
         c = self.counters
-        if self.policy == "spill" and self.spill.write(index, frame):
-            c.spilled += 1
-            return
+        if self.policy == "spill":
+            if isinstance(frame, Encoded):  # decoded here: the spill file holds frames
+                try:
+                    frame = np.asarray(frame)
+                except MessageError as exc:
+                    self._corrupt(index, str(exc))
+                    return
+            if self.spill.write(index, frame):
+                c.spilled += 1
+                return
         c.dropped += 1
         if not self._warned:
             self._warned = True
@@ -268,16 +368,100 @@ class Batcher:
             log.warning("series %d: frame buffer full (%d frames); dropping frames (%s), "
                         "see status.dropped", self.series.series, self.capacity, why)
 
-    def flush(self, older_than: float = 0.0) -> None:
-        """Hand over the current batch (if older than ``older_than`` s)."""
-        batch = self.current
-        if batch is None or not batch.indices:
-            return
-        if older_than and time.monotonic() - batch.t0 < older_than:
-            return
-        self.current = None
+    def _corrupt(self, index: int, why: str) -> None:
+        """A frame counted as received turned out corrupt: malformed, and missing."""
+        c = self.counters
+        c.malformed += 1
+        c.frames_received -= 1
+        c.last_error = why
+        if self.tracker is not None:
+            self.tracker.forget(index)
+        self._logged += 1
+        if self._logged <= _LOG_FIRST or self._logged % 1000 == 0:
+            log.warning("series %d: frame %d skipped (%d so far): %s", self.series.series,
+                        index, c.malformed, why)
+
+    def _decode(self, batch: Batch) -> None:
+        """Give the batch's staged payloads to the decoders (or decode them now)."""
+        chunk, batch.chunk = batch.chunk, None
+        batch.outstanding += 1
+        if self._decoders is None:
+            self._decoders = getattr(_local, "pool", None)
+        if self._decoders is None:
+            self._finish(*chunk.run(batch))
+        else:
+            self._decoders.submit(functools.partial(chunk.run, batch))
+
+    def _finish(self, batch: Batch, chunk: _Chunk, status: np.ndarray) -> None:
+        batch.outstanding -= 1
+        for k in np.flatnonzero(status):
+            codec = chunk.codecs[k]
+            nbytes = batch.frames[0].nbytes
+            batch.failed.append((chunk.slots[k], chunk.indices[k], _decode.error_message(
+                codec, int(status[k]), nbytes, chunk.ends[k] - chunk.starts[k])))
+
+    def _hand_over(self) -> None:
+        """The open batch leaves: to the analysis, or behind batches still decoding."""
+        batch, self.current = self.current, None
         self.queued += len(batch.indices)
+        if batch.chunk is not None:
+            self._decode(batch)
+        if batch.outstanding or self.inflight:
+            self.inflight.append(batch)
+            self._collect(wait=False)
+        else:
+            self._deliver(batch)
+
+    def _collect(self, wait: bool) -> None:
+        """Take finished decode tasks; hand over the batches done, in order.
+
+        ``wait``: until none of this batcher's batches is being decoded.
+        """
+        pool = self._decoders
+        while pool is not None:
+            try:
+                done = pool.done.get(timeout=1.0) if wait and self.inflight else \
+                    pool.done.get_nowait()
+            except queue.Empty:
+                if not (wait and self.inflight):
+                    break
+                continue  # (a chunk takes ms; the timeout only keeps this interruptible)
+            done[0].batcher._finish(*done)
+            self._release_ready()
+        self._release_ready()
+
+    def _release_ready(self) -> None:
+        inflight = self.inflight
+        while inflight and not inflight[0].outstanding:
+            self._deliver(inflight.popleft())
+
+    def _deliver(self, batch: Batch) -> None:
+        if batch.failed:  # rare: take the corrupt frames out, keep the order of the rest
+            bad = {slot for slot, _, _ in batch.failed}
+            for _, index, why in batch.failed:
+                self._corrupt(index, why)
+            keep = [k for k in range(len(batch.indices)) if k not in bad]
+            batch.frames[: len(keep)] = batch.frames[keep]
+            batch.indices = [batch.indices[k] for k in keep]
+            self.queued -= len(bad)
+            batch.failed = []
+            if not keep:  # nothing left to analyse: the buffer goes straight back
+                self.pool.free.append(batch.frames)
+                return
         self.handoff.put(batch)
+
+    def flush(self, older_than: float = 0.0) -> None:
+        """Hand over the current batch (if older than ``older_than`` s).
+
+        With ``older_than`` 0 (a series' end), also wait until every batch handed over is
+        decoded and in the hand-over queue: what comes after it is put behind them.
+        """
+        batch = self.current
+        if batch is not None and batch.indices and not (
+                older_than and time.monotonic() - batch.t0 < older_than):
+            self._hand_over()
+        if self.inflight:
+            self._collect(wait=not older_than)
 
     @property
     def depth(self) -> int:

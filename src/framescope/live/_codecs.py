@@ -24,7 +24,8 @@ import numpy as np
 
 from framescope.live._messages import MessageError
 
-__all__ = ["CODECS", "Codec", "decode", "encode", "h5_chunk"]
+__all__ = ["CODECS", "Codec", "Encoded", "decode", "decode_frame", "defer_frames", "encode",
+           "h5_chunk"]
 
 Codec = Literal["raw", "lz4", "lz4-h5", "bslz4"]
 #: ``lz4``: one bare LZ4 block (stream v1 ``lz4<``); ``lz4-h5``: LZ4 blocks in the HDF5 LZ4
@@ -209,6 +210,67 @@ def decode(blob: memoryview | bytes, codec: str, shape: tuple[int, ...], dtype: 
     else:
         raise MessageError(f"unknown codec {codec!r}; expected one of {CODECS}")
     return np.frombuffer(raw, dtype).reshape(shape)
+
+
+class Encoded:
+    """A compressed frame payload whose decoding is left to the batch it goes into.
+
+    What a decoder gives for a compressed frame on a thread that defers decoding (see
+    :func:`decode_frame`): it has the frame's ``shape`` and ``dtype``, and decodes when
+    asked (:meth:`decode_into`, or ``np.asarray``), raising :class:`MessageError` if the
+    payload is corrupt. ``blob`` views the message (the message lives while this does).
+    """
+
+    __slots__ = ("blob", "codec", "dtype", "shape")
+
+    def __init__(self, blob: memoryview, codec: str, shape: tuple[int, ...],
+                 dtype: np.dtype) -> None:
+        self.blob, self.codec, self.shape, self.dtype = blob, codec, shape, dtype
+
+    @property
+    def nbytes(self) -> int:
+        return math.prod(self.shape) * self.dtype.itemsize
+
+    def decode_into(self, out: np.ndarray) -> None:
+        """Decode into ``out`` (C-contiguous, of the frame's size and pixel size)."""
+        from framescope.live import _decode
+
+        row = out.reshape(1, -1).view(np.uint8)
+        src = np.frombuffer(self.blob, np.uint8)
+        status = _decode.decode_chunk(
+            np.array([_decode.CODE[self.codec]], np.int8), src, np.zeros(1, np.int64),
+            np.array([len(src)], np.int64), row, np.zeros(1, np.int64), self.dtype.itemsize)
+        if status[0]:
+            raise MessageError(_decode.error_message(self.codec, int(status[0]),
+                                                     self.nbytes, len(src)))
+
+    def __array__(self, dtype: Any = None, copy: bool | None = None) -> np.ndarray:
+        out = np.empty(self.shape, self.dtype)
+        self.decode_into(out)
+        return out if dtype is None else out.astype(dtype, copy=False)
+
+
+def defer_frames(on: bool) -> None:
+    """Make :func:`decode_frame` on the calling thread defer decoding (receiver threads)."""
+    from framescope.live import _decode
+
+    _local.defer = bool(on) and _decode.available()
+
+
+def decode_frame(blob: memoryview | bytes, codec: str, shape: tuple[int, ...],
+                 dtype: np.dtype) -> np.ndarray | Encoded:
+    """A frame's payload as :func:`decode` gives it, or as :class:`Encoded` to decode later.
+
+    A protocol decoder calls this for detector frames. On a thread that asked for it
+    (:func:`defer_frames`, a receiver thread with a decode pool), a compressed payload is
+    not decoded here but by the batch it goes into, on the pool's threads, straight into
+    the batch buffer; elsewhere this is :func:`decode`.
+    """
+    if codec == "raw" or not getattr(_local, "defer", False):
+        return decode(blob, codec, shape, dtype)
+    if codec not in ("bslz4", "lz4", "lz4-h5"):
+        raise MessageError(f"unknown codec {codec!r}; expected one of {CODECS}")
+    return Encoded(memoryview(blob).cast("B"), codec, shape, np.dtype(dtype))
 
 
 def encode(frame: np.ndarray, codec: str) -> bytes | np.ndarray:

@@ -272,7 +272,7 @@ class Intake:
         batcher = Batcher(series, self._handoff, self.counters, policy=self.policy,
                           buffer_bytes=self.buffer_bytes, batch_frames=self.batch_frames,
                           spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit,
-                          pool=old.pool if same else None)
+                          pool=old.pool if same else None, tracker=self.tracker)
         self._handoff.put(Start(series, batcher))
         return batcher
 

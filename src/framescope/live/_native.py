@@ -73,7 +73,7 @@ class NativeDecoder:
             if codec is None:
                 raise MessageError(f"native frame: unknown compression "
                                    f"{head.get('compression')!r}; expected {list(_CODEC)}")
-            data = _codecs.decode(parts[1], codec, shape, dtype)
+            data = _codecs.decode_frame(parts[1], codec, shape, dtype)
             return Frame(_int(head, "series", "frame"), _int(head, "frame", "frame"), data,
                          len(parts[0]) + len(parts[1]),
                          None if codec == "raw" else (codec, parts[1]))

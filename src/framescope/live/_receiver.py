@@ -16,9 +16,10 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import zmq
 
-from framescope.live._batch import Policy
+from framescope.live import _codecs, _decode
+from framescope.live._batch import Policy, use_decode_pool
 from framescope.live._intake import Intake
-from framescope.live._messages import ScanOrder
+from framescope.live._messages import MessageError, ScanOrder
 from framescope.live._protocols import make_decoder
 from framescope.live._record import Recorder, RecordingThread
 from framescope.live._scan import Series
@@ -116,6 +117,11 @@ class ZMQSource:
         Memory for received frames waiting to be written. When the disk is slower than
         the stream for longer than this lasts, frames are not recorded, counted in
         ``status.record_dropped``.
+    decode_threads : int, optional
+        Threads that decode compressed frames (bslz4, lz4), without the GIL, straight into
+        the batch buffers, while the receiver thread goes on receiving. Default: the
+        machine's cores, at most 4. 0 decodes on the receiver thread (still into the batch
+        buffer). Uncompressed frames are copied by the receiver thread either way.
     calibration : Calibration, dict of fields or JSON str, optional
         The data's physical calibration (see :class:`framescope.calibration.Calibration`).
         Combined with what the series header says (DECTRIS beam centre, pixel size,
@@ -156,18 +162,24 @@ class ZMQSource:
         record: str | os.PathLike[str] | None = None,
         record_compression: Literal["bslz4", "lz4"] | None = None,
         record_buffer_mib: float = 1024,
+        decode_threads: int | None = None,
         calibration: Any = None,
     ) -> None:
         if policy not in ("drop", "spill"):
             raise ValueError(f"policy: expected 'drop' or 'spill', found {policy!r}")
         if order not in (None, "raster", "snake"):
             raise ValueError(f"order: expected 'raster' or 'snake', found {order!r}")
+        if decode_threads is not None and (isinstance(decode_threads, bool) or not isinstance(
+                decode_threads, int) or decode_threads < 0):
+            raise ValueError(f"decode_threads: expected an int >= 0 or None, found "
+                             f"{decode_threads!r}")
         # the options again, for receivers in other processes (submit(processes=N))
         self._options = {
             "channel": channel, "policy": policy, "buffer_mib": buffer_mib,
             "spill_dir": spill_dir, "spill_limit_gib": spill_limit_gib,
             "stall_timeout": stall_timeout, "max_message_bytes": max_message_bytes,
             "rcvhwm": rcvhwm, "batch_frames": batch_frames, "verify_hash": verify_hash,
+            "decode_threads": decode_threads,
             "calibration": _calibration_json(calibration)}
         self.endpoint, self.protocol = endpoint, protocol
         self.scan, self.order = _pair(scan, "scan"), order
@@ -178,6 +190,8 @@ class ZMQSource:
         self.max_message_bytes = int(max_message_bytes)
         self.bind, self.rcvhwm = bind, rcvhwm
         self.batch_frames = batch_frames
+        self.decode_threads = (min(4, os.cpu_count() or 1) if decode_threads is None
+                               else decode_threads)
         # not among _options: receivers in other processes do not record
         self.record = None if record is None else os.fspath(record)
         self._recorder = None if record is None else RecordingThread(
@@ -259,7 +273,12 @@ class ZMQSource:
     def latest_frame(self) -> np.ndarray | None:
         """A copy of the last frame received (for display at a few Hz), or None."""
         frame = self._intake.latest
-        return None if frame is None else frame.copy()
+        if frame is None:
+            return None
+        try:
+            return np.array(frame)  # (a compressed frame is decoded here)
+        except MessageError:  # its payload is corrupt (counted when its batch decodes it)
+            return None
 
     @property
     def series(self) -> Series | None:
@@ -358,6 +377,12 @@ class ZMQSource:
             return
         self._ready.set()
         intake = self._intake
+        # compressed frames are decoded by the batches they go into, on the pool's threads
+        pool = None
+        if self.decode_threads and _decode.available():
+            pool = _decode.DecodePool(self.decode_threads)
+        _codecs.defer_frames(True)
+        use_decode_pool(pool)
         # a blocking receive with a timeout, not poll + non-blocking receives: when the
         # receiver keeps up, each poll found about one message, and a poll (a new Poller)
         # and the zmq.Again that ended the burst cost more than decoding the message
@@ -380,6 +405,8 @@ class ZMQSource:
         finally:
             sock.close(linger=0)
             intake.close()  # an open series ends unfinished, in the recording too
+            if pool is not None:
+                pool.close()
             if self._recorder is not None:
                 self._recorder.close()  # writes what is queued first
 

@@ -270,7 +270,7 @@ class Stream2Decoder:
         if not isinstance(payload, bytes | bytearray | memoryview):
             raise MessageError(f"stream2 image: array payload is {type(payload).__name__}, "
                                f"not bytes")
-        return _codecs.decode(payload, codec, shape, dtype), codec, payload
+        return _codecs.decode_frame(payload, codec, shape, dtype), codec, payload
 
 
 def header_array(item: Any, max_bytes: int, what: str) -> np.ndarray:
