@@ -237,6 +237,9 @@ class _Loop:
                 ended, seen = self._receive(job, seen)
             p = self.problem
             if p is None or p.solver is None:
+                if ended:
+                    raise RuntimeError("reconstruct: the stream's series ended without a "
+                                       "frame")
                 if job.done():
                     raise RuntimeError(f"stream ended before any frame "
                                        f"({job.status.last_error or job.status.state})")
@@ -270,10 +273,13 @@ class _Loop:
             if self.problem is None:
                 raise
             return True, seen
+        done = ds["done"].values.ravel()
+        if not done.any():  # a series began, no frame yet (and no detector shape)
+            return ended, n
         if self.problem is None:
             self.problem = self._problem(ds)
         frames = _flat_frames(ds)
-        self.problem.ingest(frames, ds["done"].values.ravel())
+        self.problem.ingest(frames, done)
         if self.problem.solver is None and self.problem.measured.any():
             self.problem.start(frames)
         return ended, n
