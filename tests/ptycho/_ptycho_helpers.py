@@ -16,8 +16,9 @@ PARAMS = {"scan": SCAN, "det": DET, "semiconv": 5, "defocus": 4.0, "step": 3, "d
 def problem(**changes) -> tuple[xr.DataArray, SyntheticReader, float]:
     """Frames (calibrated), the reader (ground truth) and the probe defocus in m."""
     params = {**PARAMS, **changes}
-    arr = synthetic(**params, calibrated=True, dtype=params.pop("dtype", "uint16"))
-    reader = SyntheticReader(**{k: v for k, v in params.items() if k != "dtype"})
+    dtype = params.pop("dtype", "uint16")
+    arr = synthetic(**params, calibrated=True, dtype=dtype)
+    reader = SyntheticReader(**params)
     cal = arr.fs.calibration
     defocus_m = params["defocus"] * cal.wavelength / (np.pi * cal.semiconv**2)
     return arr, reader, defocus_m

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 from _ptycho_helpers import illuminated, phase_r, problem
@@ -9,7 +11,7 @@ from _ptycho_helpers import illuminated, phase_r, problem
 import framescope
 from framescope.calibration import CalibrationError
 from framescope.datasets import synthetic
-from framescope.ptycho import CollectFrames, reconstruct
+from framescope.ptycho import CollectFrames, reconstruct, start
 
 ITERATIONS = 10  # the stated budget: r >= 0.95 within 10 sweeps (0.999 measured)
 
@@ -113,3 +115,22 @@ def test_bad_parameters():
         reconstruct(arr, algorithm="dm")
     with pytest.raises(ValueError, match="schedule"):
         reconstruct(arr, iterations=1, schedule=np.zeros((3, 3)), client="inline")
+
+
+def test_started_in_a_thread_equals_the_blocking_call_and_stops():
+    arr, _, defocus = problem(scan=(8, 8))
+    rec = start(arr, iterations=4, defocus=defocus, client="inline")
+    ds = rec.result(60)
+    ref = reconstruct(arr, iterations=4, defocus=defocus, client="inline")
+    np.testing.assert_array_equal(ds["object_phase"], ref["object_phase"])
+    assert rec.done()
+    # a long run stopped once it has shown an update
+    rec = start(arr, iterations=100_000, defocus=defocus, client="inline", update_every=1)
+    deadline = time.monotonic() + 60
+    while rec.partial() is None and time.monotonic() < deadline:
+        time.sleep(0.01)
+    stopped = rec.stop(60)
+    assert stopped.attrs["stopped"] == 1
+    assert 1 <= stopped.attrs["iterations"] < 100_000
+    with pytest.raises(TypeError, match="stop"):
+        start(arr, stop=None)

@@ -3,10 +3,11 @@
 An iterative consumer (see DESIGN.md): :func:`reconstruct` runs
 :class:`CollectFrames` through the engine (:func:`framescope.run` on an array,
 :func:`framescope.submit` on a live source) and iterates :class:`RPIE` over the frames
-received so far.
+received so far; :func:`start` runs it in a thread of its own.
 """
 
 from framescope.ptycho._collect import CollectFrames
+from framescope.ptycho._handle import Reconstruction, start
 from framescope.ptycho._problem import amplitudes
 from framescope.ptycho._reconstruct import reconstruct
 from framescope.ptycho._setup import initial_probe, object_pixel, scan_matrix, scan_positions
@@ -15,6 +16,7 @@ from framescope.ptycho._solver import RPIE, rpie_step
 __all__ = [
     "RPIE",
     "CollectFrames",
+    "Reconstruction",
     "amplitudes",
     "initial_probe",
     "object_pixel",
@@ -22,4 +24,5 @@ __all__ = [
     "rpie_step",
     "scan_matrix",
     "scan_positions",
+    "start",
 ]
