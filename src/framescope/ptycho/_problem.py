@@ -110,7 +110,8 @@ class Problem:
         """Take the frames of positions newly ``done`` (flat bool); returns how many."""
         new = np.flatnonzero(done & ~self.measured)
         if new.size:
-            self.amp[new] = self.xp.asarray(amplitudes(frames[new]))
+            # a device index for cupy (numpy's for numpy: no copy)
+            self.amp[self.xp.asarray(new)] = self.xp.asarray(amplitudes(frames[new]))
             self.measured[new] = True
             if self.solver is not None:
                 self.first_iteration[new] = self.solver.iteration
