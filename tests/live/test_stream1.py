@@ -96,7 +96,8 @@ def test_encoder_round_trip():
     ([j([1, 2])], "JSON object"),
     ([j({"htype": "dwhat-1.0"})], "unknown htype"),
     ([j({"htype": "dimage-1.0", "series": 1, "frame": 0})], ">= 4 parts"),
-    ([j({"htype": "dheader-1.0", "series": 1, "header_detail": "basic"})], "config"),
+    ([j({"htype": "dheader-1.0", "series": 1, "header_detail": "some"})], "header_detail"),
+    ([j({"x_pixels_in_detector": 4})], "without htype"),
     ([j({"htype": "dseries_end-1.0", "series": -1})], "non-negative"),
 ])
 def test_malformed_messages(parts, match):
@@ -141,8 +142,11 @@ def test_md5_is_checked_when_asked():
         Stream1Decoder(verify_hash=True).decode([parts[0], parts[1], bytes(bad), parts[3]])
     # not asked, or no hash sent (the detector's default): not checked
     Stream1Decoder().decode([parts[0], parts[1], bytes(bad), parts[3]])
-    plain = wire(Stream1Encoder().frame(3, 5, frame))
+    plain = wire(Stream1Encoder(md5=False).frame(3, 5, frame))
+    assert json.loads(plain[0])["hash"] == ""
     Stream1Decoder(verify_hash=True).decode(plain)
+    # the encoder's default is the documented MD5
+    assert json.loads(wire(Stream1Encoder().frame(3, 5, frame))[0])["hash"] == head["hash"]
 
 
 def test_verify_hash_is_for_stream1_only():

@@ -2,7 +2,13 @@
 
 One :class:`Intake` per source, used by its receiver thread only (other threads read its
 counters and state, or leave requests in attributes it picks up). Malformed messages are
-counted and logged (rate-limited), never raised.
+counted by reason and logged (rate-limited), never raised; those skipped while no series is
+open count for the next series.
+
+A series that cannot be received (frames without a usable header: no frame shape, no number
+of images, no ``scan=``) is given up after ``header_timeout`` seconds: the state becomes
+``failed`` with the reason in ``last_error``, and its further frames are skipped quietly
+(counted), until a series with a usable header comes.
 
 With a :class:`~framescope.live._record.RecordingThread`, every accepted frame goes to the
 recording here, before the batcher's drop/spill decision, and every series' header and end
@@ -49,13 +55,21 @@ class Intake:
                  batch_frames: int | None, spill_dir: str | None, spill_limit: int,
                  stall_timeout: float, max_message_bytes: int,
                  recorder: RecordingThread | None = None,
-                 calibration: str | None = None) -> None:
+                 calibration: str | None = None, header_timeout: float = 10.0) -> None:
         self.name, self.decoder = name, decoder
         self.calibration = calibration  # the user's, as JSON
         self.scan, self.order, self.policy = scan, order, policy
         self.buffer_bytes, self.batch_frames = buffer_bytes, batch_frames
         self.spill_dir, self.spill_limit = spill_dir, spill_limit
         self.stall_timeout, self.max_message_bytes = stall_timeout, max_message_bytes
+        self.header_timeout = header_timeout
+        # series without a usable header: id -> (first skipped frame's time, why); and those
+        # given up (failed)
+        self._headless: dict[int, tuple[float, str]] = {}
+        self._failed: deque[int] = deque(maxlen=16)
+        self._failed_series: int | None = None
+        # skipped while no series was open: counted for the next one too
+        self._between: dict[str, int] = {}
         self.flush_s = 0.05  # a batch waits at most this long for more frames
         self.counters = Counters()
         self.state = "idle"
@@ -81,9 +95,12 @@ class Intake:
         """Counters and state of the current series (a consistent-enough snapshot)."""
         c, s, tracker, batcher = self.counters, self.series, self.tracker, self.batcher
         rec = None if s is None else self.recorder
+        if self.state == "failed":  # the series given up, not the last one received
+            sid, expected = self._failed_series, None
+        else:
+            sid, expected = (None, None) if s is None else (s.series, s.n_frames)
         return Status(
-            state=self.state, series=None if s is None else s.series,
-            frames_expected=None if s is None else s.n_frames,
+            state=self.state, series=sid, frames_expected=expected,
             frames_received=c.frames_received, bytes_received=c.bytes_received,
             rate_hz=c.rate_hz, mb_per_s=c.mb_per_s, dropped=c.dropped, spilled=c.spilled,
             spill_pending=0 if batcher is None else batcher.spill.pending,
@@ -96,6 +113,7 @@ class Intake:
             queue_capacity=0 if batcher is None else batcher.capacity,
             policy=self.policy,
             last_error=(rec is not None and rec.error(s.series)) or c.last_error,
+            malformed_by=c.malformed_by,
         )
 
     def close(self) -> None:
@@ -124,19 +142,48 @@ class Intake:
             elif quiet >= grace:
                 self.end_request = None
                 self._close_series(ended=True)
+        if self._headless:
+            self._give_up(now)
         if self.state == "receiving" and quiet > self.stall_timeout:
             self.state = "stalled"
             log.warning("series %s: no message for %.1f s, %d of %s frames received; "
                         "state 'stalled'", getattr(self.series, "series", None), quiet,
                         self.counters.frames_received, getattr(self.series, "n_frames", "?"))
 
-    def _malformed(self, why: str) -> None:
+    def _malformed(self, why: str, reason: str, quiet: bool = False) -> None:
         c = self.counters
-        c.malformed += 1
-        c.last_error = why
+        c.skipped(reason, why)
+        if self.series is None or self.ended:
+            self._between[reason] = self._between.get(reason, 0) + 1
         self._logged += 1
-        if self._logged <= _LOG_FIRST or self._logged % 1000 == 0:
+        if not quiet and (self._logged <= _LOG_FIRST or self._logged % 1000 == 0):
             log.warning("%s: skipped message (%d so far): %s", self.name, c.malformed, why)
+
+    def _headerless(self, series: int, why: str) -> None:
+        """A frame of ``series``, which cannot be opened: skipped; given up in time."""
+        if series in self._failed:
+            self._malformed(f"frame of series {series}, given up: {why}", "no usable header",
+                            quiet=True)
+            return
+        self._headless.setdefault(series, (time.monotonic(), why))
+        self._malformed(why, "no usable header")
+
+    def _give_up(self, now: float) -> None:
+        for series, (since, why) in list(self._headless.items()):
+            if now - since >= self.header_timeout:
+                self._fail(series, f"no usable header after {self.header_timeout:g} s "
+                                   f"({why}); its frames are skipped")
+
+    def _fail(self, series: int, why: str) -> None:
+        """Give up ``series``: state ``failed``, unless another series is being received."""
+        self._headless.pop(series, None)
+        self._failed.append(series)
+        if self.series is not None and not self.ended:
+            return  # another series is being received: its status stays
+        self.state, self._failed_series = "failed", series
+        self._between = {}  # its skipped frames are counted in its own status
+        self.counters.last_error = msg = f"series {series}: {why}"
+        log.error("%s: %s", self.name, msg)
 
     def handle(self, parts: list[Any]) -> None:
         """One ZeroMQ message (its frames, received with ``copy=False``)."""
@@ -145,17 +192,19 @@ class Intake:
         self._last_msg = time.monotonic()
         size = sum(len(p) for p in parts)
         if size > self.max_message_bytes:
-            self._malformed(f"oversized message of {size} B (limit {self.max_message_bytes})")
+            self._malformed(f"oversized message of {size} B (limit {self.max_message_bytes})",
+                            "oversized")
             return
         try:
             event = self.decoder.decode([p.buffer for p in parts])
         except MessageError as exc:
-            self._malformed(str(exc))
+            self._malformed(str(exc), exc.reason)
             return
         except Exception as exc:  # a decoder bug must not end the receiver
             log.exception("%s: decoder failed", self.name)
-            self._malformed(f"{type(exc).__name__}: {exc}")
+            self._malformed(f"{type(exc).__name__}: {exc}", "decoder error")
             return
+        # None: a header part whose header is not complete yet (stream v1)
         if isinstance(event, Frame):
             self._frame(event, size)
         elif isinstance(event, SeriesStart):
@@ -173,12 +222,12 @@ class Intake:
         meta = s.meta
         if data.shape != meta.frame_shape or data.dtype != meta.dtype:
             self._malformed(f"frame {f.index}: {data.dtype} {data.shape}, series {s.series} "
-                            f"has {meta.dtype} {meta.frame_shape}")
+                            f"has {meta.dtype} {meta.frame_shape}", "wrong frame shape")
             return
         c = self.counters
         why = self.tracker.accept(f.index)
         if why and why != "duplicate":
-            self._malformed(why)
+            self._malformed(why, "outside the scan")
             return
         c.frames_received += 1
         c.bytes_received += size
@@ -206,12 +255,13 @@ class Intake:
     def _implicit_start(self, f: Frame) -> Series | None:
         """The series a frame belongs to when it is not the open one."""
         if f.series in self.finished_ids:
-            self._malformed(f"frame {f.index} of finished series {f.series}")
+            self._malformed(f"frame {f.index} of finished series {f.series}",
+                            "frame of a finished series")
             return None
         pending = self._pending if self._pending and self._pending.series == f.series else None
         if pending is None and self.scan is None:
-            self._malformed(f"frame {f.index} of series {f.series} without its header; give "
-                            f"scan= to join a running series")
+            self._headerless(f.series, f"frame {f.index} of series {f.series} without its "
+                                       f"header; give scan= to join a running series")
             return None
         start = pending or SeriesStart(f.series)
         start = dataclasses.replace(start, frame_shape=start.frame_shape or f.data.shape,
@@ -230,7 +280,7 @@ class Intake:
     def _open(self, start: SeriesStart, from_header: bool) -> Series | None:
         series = resolve_series(start, self.scan, self.order, self.calibration)
         if isinstance(series, str):
-            self._malformed(series)
+            self._headerless(start.series, series)
             return None
         if self.series is not None and not self.ended:
             self._close_series(ended=False)
@@ -238,7 +288,13 @@ class Intake:
         if not series.dark:
             series.dark = self._take_dark_request()
         self._pending = None
-        self.counters.reset()
+        self._headless.pop(series.series, None)
+        self._failed_series = None
+        c, between, last = self.counters, self._between, self.counters.last_error
+        c.reset()
+        if between:  # messages skipped since the last series count for this one
+            c.malformed, c.malformed_by, c.last_error = sum(between.values()), between, last
+            self._between = {}
         self._logged = 0
         self.series, self.ended = series, False
         self.tracker = FrameTracker(series.n_frames, self.counters)
@@ -279,7 +335,11 @@ class Intake:
     def _end(self, end: SeriesEnd) -> None:
         s = self.series
         if s is None or s.series != end.series or self.ended:
-            self._malformed(f"end of series {end.series}, which is not being received")
+            self._malformed(f"end of series {end.series}, which is not being received",
+                            "end of a series not received")
+            headless = self._headless.get(end.series)
+            if headless is not None:  # nothing more to wait for
+                self._fail(end.series, f"ended without a usable header ({headless[1]})")
             return
         self._close_series(ended=True)
 

@@ -6,6 +6,8 @@ Every protocol decoder turns one ZeroMQ message into one of these, or raises
 
 from __future__ import annotations
 
+import datetime
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal
@@ -20,7 +22,22 @@ ScanOrder = Literal["raster", "snake"]
 
 
 class MessageError(FramescopeError, ValueError):
-    """A stream message is malformed, truncated, oversized or of an unknown kind."""
+    """A stream message is malformed, truncated, oversized or of an unknown kind.
+
+    ``reason`` is a short, stable key the receiver counts skipped messages by
+    (:attr:`Status.malformed_by <framescope.live.Status>`); by default the text before the
+    message's first colon (e.g. ``"stream1 dimage_d"``), digits replaced by ``N``.
+    """
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason if reason is not None else reason_key(message)
+
+
+def reason_key(message: str) -> str:
+    """A stable counting key for a message: its text before the first colon, no digits."""
+    head = message.split(":", 1)[0]
+    return re.sub(r"\d+", "N", head)[:48].strip() or "malformed"
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +174,8 @@ def jsonable(value: Any, depth: int = 0) -> Any:
     """A JSON-able copy of header values: scalars, strings, short lists, nested dicts."""
     if isinstance(value, bool | int | float | str) or value is None:
         return value
+    if isinstance(value, datetime.datetime | datetime.date):  # stream2 DateTime (tag 0)
+        return value.isoformat()
     if isinstance(value, bytes | bytearray | memoryview | np.ndarray) or depth > 4:
         return None
     if isinstance(value, Mapping):

@@ -6,19 +6,23 @@ the GIL; readers build a :class:`Status` at any moment without locks.
 
 from __future__ import annotations
 
+import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 __all__ = ["RECEIVER_FIELDS", "Counters", "Status"]
 
-State = Literal["idle", "receiving", "stalled", "draining", "finished", "stopped"]
+State = Literal["idle", "receiving", "stalled", "draining", "finished", "stopped", "failed"]
+
+#: distinct reasons counted in :attr:`Status.malformed_by`; more are counted as "other"
+MAX_REASONS = 32
 
 #: The fields of a :class:`Status` that the receiver owns (a recording stores these)
 RECEIVER_FIELDS = (
     "state", "series", "frames_expected", "frames_received", "recorded", "record_dropped",
     "bytes_received", "dropped", "spilled", "malformed", "gaps", "duplicates",
-    "out_of_order", "policy", "last_error")
+    "out_of_order", "policy", "last_error", "malformed_by")
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,10 +31,13 @@ class Status:
 
     Attributes
     ----------
-    state : {"idle", "receiving", "stalled", "draining", "finished", "stopped"}
+    state : {"idle", "receiving", "stalled", "draining", "finished", "stopped", "failed"}
         ``idle``: no series yet; ``stalled``: no message for ``stall_timeout`` s in the
         middle of a series (sender gone?); ``draining``: the series ended, analysis is
-        catching up (spilled frames); ``finished``: all received frames are in the results.
+        catching up (spilled frames); ``finished``: all received frames are in the results;
+        ``failed``: frames came for ``header_timeout`` s of a series that cannot be received
+        (no usable header: no frame shape or number of images, no ``scan=``); ``series``
+        and ``last_error`` say which and why, and its frames are skipped (counted).
     series : int or None
         Series id from the protocol.
     frames_expected : int or None
@@ -54,7 +61,12 @@ class Status:
         Spilled frames not yet analysed.
     malformed : int
         Messages skipped: undecodable, truncated, oversized, wrong shape, frame number
-        outside the scan, frames of a finished series or without a usable header.
+        outside the scan, frames of a finished series or without a usable header, header
+        parts without their header, ends of series not received. Those skipped between
+        two series count for the next one.
+    malformed_by : dict of str to int
+        ``malformed`` by reason (a short key such as ``"no header"``, ``"hash mismatch"``,
+        ``"stream1 dimage_d"``; at most 32 keys, then ``"other"``).
     recorded : int
         Frames written to the source's recording (``ZMQSource(record=...)``): every frame
         received (once), dropped and spilled ones included. It lags ``frames_received``
@@ -113,10 +125,14 @@ class Status:
     receivers_lost: int = 0
     policy: str = "drop"
     last_error: str = ""
+    malformed_by: dict[str, int] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
-        """The fields as a dict (JSON-able), e.g. for NetCDF attrs."""
-        return asdict(self)
+        """The fields as a dict for NetCDF attrs: scalars and strings only
+        (``malformed_by`` as a JSON string)."""
+        out = asdict(self)
+        out["malformed_by"] = json.dumps(self.malformed_by)
+        return out
 
 
 class Counters:
@@ -124,8 +140,8 @@ class Counters:
 
     __slots__ = (
         "_rate_bytes", "_rate_frames", "_rate_t", "bytes_received", "dropped", "duplicates",
-        "frames_received", "last_error", "malformed", "mb_per_s", "out_of_order", "rate_hz",
-        "record_dropped", "spilled",
+        "frames_received", "last_error", "malformed", "malformed_by", "mb_per_s",
+        "out_of_order", "rate_hz", "record_dropped", "spilled",
     )
 
     def __init__(self) -> None:
@@ -134,7 +150,18 @@ class Counters:
     def reset(self) -> None:
         for name in self.__slots__:
             setattr(self, name, "" if name == "last_error" else 0)
+        self.malformed_by: dict[str, int] = {}
         self._rate_t = time.monotonic()
+
+    def skipped(self, reason: str, why: str) -> None:
+        """Count one skipped message under ``reason``; ``why`` becomes ``last_error``."""
+        self.malformed += 1
+        by = self.malformed_by
+        if reason not in by and len(by) >= MAX_REASONS:
+            reason = "other"
+        # a new dict: readers in other threads copy it without a lock
+        self.malformed_by = {**by, reason: by.get(reason, 0) + 1}
+        self.last_error = why
 
     def update_rate(self, now: float, every: float = 0.5) -> None:
         """Refresh ``rate_hz``/``mb_per_s`` when ``every`` seconds have passed (receiver)."""

@@ -1,11 +1,17 @@
 """DECTRIS SIMPLON stream v1 ("legacy"): multipart JSON + binary messages.
 
-A series is ``dheader-1.0`` (+ detector config JSON for ``header_detail`` basic/all, + three
-flat-field/pixel-mask/count-rate (header, blob) pairs for all, + optional appendix), then per
-frame ``dimage-1.0``, ``dimage_d-1.0``, the blob and ``dconfig-1.0``, then
+A series is a header message: ``dheader-1.0``; for ``header_detail`` basic and all the
+detector config JSON; for all three (header, blob) pairs of the flat field, pixel mask and
+count-rate table; then an optional appendix (framescope senders put their extras there, see
+:mod:`framescope.live._extras`). Then per frame ``dimage-1.0`` (with the blob's MD5 as
+``hash``), ``dimage_d-1.0``, the blob, ``dconfig-1.0`` and an optional image appendix; then
 ``dseries_end-1.0``. ``dimage_d`` shapes, like those of the header arrays, are
 ``[width, height]``. The header arrays become :attr:`SeriesStart.arrays` ``flatfield``,
 ``pixel_mask`` and ``countrate_table``, not header fields.
+
+The decoder also takes a header whose parts come as messages of their own (replay tools,
+LiberTEM-live's simulator: the dheader, then the config as the next message): the dheader
+alone gives a header without frame shape, the message that completes it the whole one.
 """
 
 from __future__ import annotations
@@ -19,11 +25,13 @@ from typing import Any
 import numpy as np
 
 from framescope.live import _codecs
-from framescope.live._dark import PART, framescope_part
+from framescope.live._dark import PART
+from framescope.live._extras import STREAM1_CONFIG, pack, unpack
 from framescope.live._messages import (
     Event,
     Frame,
     MessageError,
+    ScanOrder,
     SeriesEnd,
     SeriesStart,
     check_frame_shape,
@@ -119,8 +127,36 @@ def _header_arrays(parts: Sequence[Any], series: int, max_bytes: int,
     return arrays
 
 
+def _object(part: Any) -> dict[str, Any] | None:
+    """A part as a JSON object, or None (a blob, other JSON, not UTF-8)."""
+    try:
+        value = json.loads(bytes(part))
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _appendix(header: dict[str, Any], parts: Sequence[Any],
+              ) -> tuple[tuple[int, int] | None, ScanOrder | None]:
+    """Scan shape and order from a header appendix (framescope's object), which is lifted
+    into ``header``; another appendix (any user string or JSON) is left alone."""
+    scan = order = None
+    for part in parts:
+        appendix = _object(part)
+        if appendix is not None and PART in appendix:
+            scan, order = scan_info(appendix)
+            unpack(header, appendix)
+    return scan, order
+
+
+_PARTS = {"none": 1, "basic": 2, "all": 8}  # documented parts of a header, appendix aside
+
+
 class Stream1Decoder:
     """Decode SIMPLON stream v1 messages (lists of message parts) into events.
+
+    ``decode`` returns None for a message that continues a header sent part by part
+    (see the module docstring) without completing it yet.
 
     Parameters
     ----------
@@ -138,46 +174,77 @@ class Stream1Decoder:
                  verify_hash: bool = False) -> None:
         self.max_frame_bytes = max_frame_bytes
         self.verify_hash = verify_hash
+        self._partial: list[Any] | None = None  # parts of a header sent part by part
+        self._need = 0
 
-    def decode(self, parts: Sequence[Any]) -> Event:
-        """One multipart message → :class:`SeriesStart`, :class:`Frame` or :class:`SeriesEnd`."""
+    def decode(self, parts: Sequence[Any]) -> Event | None:
+        """One multipart message → :class:`SeriesStart`, :class:`Frame`, :class:`SeriesEnd`
+        or None (a header part, the header not complete yet)."""
         if not parts:
-            raise MessageError("stream1: empty message")
-        head = _json(parts[0], "first part")
-        htype = head.get("htype", "")
-        if htype.startswith("dimage-"):
-            return self._image(head, parts)
-        if htype.startswith("dheader-"):
-            return self._header(head, parts)
-        if htype.startswith("dseries_end-"):
-            return SeriesEnd(_int(head, "series", htype))
-        raise MessageError(f"stream1: unknown htype {htype!r}")
+            raise MessageError("stream1: empty message", "empty message")
+        head = _object(parts[0])
+        htype = None if head is None else head.get("htype")
+        if isinstance(htype, str):
+            if htype.startswith("dimage-"):
+                if self._partial is not None:
+                    self._incomplete(htype)
+                return self._image(head, parts)
+            if htype.startswith("dheader-"):
+                if self._partial is not None:
+                    self._incomplete(htype)
+                return self._header(head, parts)
+            if htype.startswith("dseries_end-"):
+                if self._partial is not None:
+                    self._incomplete(htype)
+                return SeriesEnd(_int(head, "series", htype))
+        if self._partial is not None and (htype is None or htype in ARRAYS):
+            return self._continue(parts)
+        if head is None:
+            raise MessageError("stream1: the first part is not JSON, or not a JSON object",
+                               "stream1 not JSON")
+        if htype is None:
+            raise MessageError("stream1: a JSON part without htype (a detector config or "
+                               "appendix) and no dheader-1.0 before it",
+                               "header part without its dheader")
+        raise MessageError(f"stream1: unknown htype {htype!r}; expected dheader-1.0, "
+                           f"dimage-1.0 or dseries_end-1.0", "unknown htype")
+
+    def _incomplete(self, htype: str) -> None:
+        got, self._partial = len(self._partial), None
+        log.warning("stream1: a %s message came before the header was complete (%d of %d "
+                    "parts); its series goes on without the rest", htype, got, self._need)
 
     def _header(self, head: dict[str, Any], parts: Sequence[Any]) -> SeriesStart:
         series = _int(head, "series", "dheader")
         detail = head.get("header_detail", "basic")
-        arrays: dict[str, np.ndarray] = {}
+        need = _PARTS.get(detail)
+        if need is None:
+            raise MessageError(f"stream1 dheader: header_detail {detail!r}; expected one of "
+                               f"{list(_PARTS)}")
+        if len(parts) >= need:
+            return self._start(head, parts, need)
+        # the rest comes as the next message(s): a header without frame shape until then
+        self._partial, self._need = [bytes(p) for p in parts], need
+        return SeriesStart(series, header={"header_detail": detail})
+
+    def _continue(self, parts: Sequence[Any]) -> SeriesStart | None:
+        self._partial.extend(bytes(p) for p in parts)
+        if len(self._partial) < self._need:
+            return None
+        parts, self._partial = self._partial, None
+        return self._start(json.loads(parts[0]), parts, self._need)
+
+    def _start(self, head: dict[str, Any], parts: Sequence[Any], need: int) -> SeriesStart:
+        series = _int(head, "series", "dheader")
+        detail = head.get("header_detail", "basic")
+        header: dict[str, Any] = {"header_detail": detail}
+        scan, order = _appendix(header, parts[need:])
         if detail == "none":
-            return SeriesStart(series, header={"header_detail": "none"})
-        if len(parts) < 2:
-            raise MessageError(f"stream1 dheader ({detail}): detector config part missing")
+            return SeriesStart(series, scan_shape=scan, scan_order=order, header=header)
         config = _json(parts[1], "detector config")
-        rest = list(parts[2:])
+        arrays: dict[str, np.ndarray] = {}
         if detail == "all":
-            if len(rest) < 6:
-                raise MessageError(f"stream1 dheader (all): expected 3 (header, blob) pairs "
-                                   f"after the config, found {len(rest)} parts")
-            arrays = _header_arrays(rest[:6], series, self.max_frame_bytes)
-            rest = rest[6:]
-        scan, order = None, None
-        ours = None
-        for part in rest:  # optional appendix: framescope senders put the scan there
-            try:
-                appendix = json.loads(bytes(part))
-            except (ValueError, UnicodeDecodeError):
-                continue
-            scan, order = scan_info(appendix)
-            ours = framescope_part(appendix) or ours
+            arrays = _header_arrays(parts[2:8], series, self.max_frame_bytes)
         shape = dtype = None
         if "x_pixels_in_detector" in config and "y_pixels_in_detector" in config:
             depth = config.get("bit_depth_image", 16)
@@ -185,9 +252,8 @@ class Stream1Decoder:
             shape, dtype = check_frame_shape(
                 (config["y_pixels_in_detector"], config["x_pixels_in_detector"]), dtype,
                 self.max_frame_bytes, "stream1 dheader")
-        header = {"header_detail": detail, **jsonable(config)}
-        if ours is not None:  # framescope's part (the dark flag) as every protocol has it
-            header[PART] = jsonable(ours)
+        # the config's own fields win over those an appendix brought
+        header = {**header, **jsonable(config)}
         return SeriesStart(series, shape, dtype, _frames_per_series(config), scan, order,
                            header, arrays)
 
@@ -221,61 +287,77 @@ class Stream1Decoder:
             found = hashlib.md5(_bytes(blob), usedforsecurity=False).hexdigest()
             if found != str(expected).lower():
                 raise MessageError(f"stream1 dimage {series}/{index}: blob MD5 {found} differs "
-                                   f"from the header's hash {expected}")
-        data = _codecs.decode_frame(blob, codec, frame_shape, dtype)
+                                   f"from the header's hash {expected}", "hash mismatch")
+        data = _codecs.decode(blob, codec, frame_shape, dtype)
         return Frame(series, index, data, sum(len(p) for p in parts),
                      None if codec == "raw" else (codec, blob))
 
 
 class Stream1Encoder:
-    """Build SIMPLON stream v1 messages as a DECTRIS detector would (for the simulator).
+    """Build SIMPLON stream v1 messages as a DECTRIS detector sends them (the simulator).
 
     Parameters
     ----------
     compression : {"none", "lz4", "bslz4"}
+    md5 : bool
+        ``hash`` of ``dimage-1.0`` is the blob's MD5 (as a detector sends it; ~0.2 ms per
+        128 KiB blob, ~15 µs per compressed 256 x 256 frame). False sends an empty hash,
+        which saves that time but which some receivers (LiberTEM-live) reject.
+    header_detail : {None, "none", "basic", "all"}
+        The header's parts, as the DCU's ``header_detail`` setting: ``none`` the dheader
+        only, ``basic`` with the detector config, ``all`` with the flat field, pixel mask and
+        count-rate table too (empty ones for those the series has not). Default: ``all``
+        when the series has header arrays, else ``basic``. Header arrays are sent with
+        ``all`` only.
+    appendix : bool
+        Send framescope's extras (scan shape and order, dark flag, header fields that are
+        no detector config parameter, e.g. a calibration) as the header appendix, which
+        the documentation allows (``header_appendix``). LiberTEM-live 0.3 rejects any
+        appendix: False sends none (as a DCU with no ``header_appendix`` set); a receiver
+        then needs the scan shape.
+    image_appendix : JSON-able, optional
+        Sent as every image message's fifth part (the DCU's ``image_appendix``).
     """
 
     name = "dectris-stream1"
 
-    def __init__(self, compression: str = "none", md5: bool = False) -> None:
+    def __init__(self, compression: str = "none", md5: bool = True,
+                 header_detail: str | None = None, appendix: bool = True,
+                 image_appendix: Any = None) -> None:
         if compression not in ("none", "lz4", "bslz4"):
             raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
+        if header_detail not in (None, *_PARTS):
+            raise ValueError(f"header_detail: expected None or one of {list(_PARTS)}, found "
+                             f"{header_detail!r}")
         self.compression = compression
-        self.md5 = md5  # MD5 of each blob in dimage-1.0 (costs ~0.2 ms per 128 KiB)
+        self.md5 = md5
+        self.header_detail = header_detail
+        self.appendix = appendix
+        self._image_appendix = (None if image_appendix is None
+                                else json.dumps(image_appendix).encode())
 
     def start(self, info: SeriesStart) -> list[Any]:
-        """The header; ``header_detail: "all"`` with the header arrays when it has any."""
+        """The header message's parts."""
         h, w = info.frame_shape
-        extra = {k: v for k, v in info.header.items() if k not in ("header_detail", PART)}
+        fields, extras = pack(info, STREAM1_CONFIG)
         config = {  # header fields (e.g. from a recording) never override the series' own
-            **extra, "x_pixels_in_detector": w, "y_pixels_in_detector": h,
+            **fields, "x_pixels_in_detector": w, "y_pixels_in_detector": h,
             "nimages": info.n_frames, "ntrigger": 1, "trigger_mode": "ints",
             "bit_depth_image": 8 * np.dtype(info.dtype).itemsize,
         }
-        appendix = {PART: {**(framescope_part(info.header) or {}),
-                           "scan_shape": list(info.scan_shape or ()),
-                           "scan_order": info.scan_order or "raster"}}
-        detail = "all" if info.arrays else "basic"
+        detail = self.header_detail or ("all" if info.arrays else "basic")
         head = {"htype": "dheader-1.0", "series": info.series, "header_detail": detail}
-        pairs: list[Any] = []
-        if info.arrays:
-            unsent = set(info.arrays) - {name for name, _ in ARRAYS.values()}
-            if unsent:
-                log.info("series %d: header arrays %s have no place in stream v1; not sent",
-                         info.series, sorted(unsent))
-            for htype, (name, default) in ARRAYS.items():
-                # a detector sends all three: one not given goes empty
-                a = np.atleast_2d(info.arrays.get(name, np.zeros((0, 0), default)))
-                if a.ndim != 2:
-                    raise ValueError(f"stream v1 header arrays are 2-D, {name} is {a.ndim}-D")
-                if a.dtype == bool:
-                    a = a.astype(np.uint8)
-                le = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
-                pairs += [json.dumps({"htype": htype, "shape": [a.shape[1], a.shape[0]],
-                                      "type": a.dtype.name}).encode(),
-                          np.ascontiguousarray(a, le).tobytes()]
-        return [json.dumps(head).encode(), json.dumps(config).encode(), *pairs,
-                json.dumps(appendix).encode()]
+        parts: list[Any] = [json.dumps(head).encode()]
+        if detail != "none":
+            parts.append(json.dumps(config).encode())
+        if detail == "all":
+            parts += _array_pairs(info)
+        elif info.arrays:
+            log.info("series %d: header_detail %s sends no header arrays (%s)", info.series,
+                     detail, sorted(info.arrays))
+        if self.appendix:
+            parts.append(json.dumps(extras).encode())
+        return parts
 
     def frame(self, series: int, index: int, frame: np.ndarray) -> list[Any]:
         dtype = frame.dtype
@@ -287,7 +369,7 @@ class Stream1Encoder:
             encoding, blob = f"bs{8 * dtype.itemsize}-lz4<", _codecs.encode(frame, "bslz4")
         size = blob.nbytes if isinstance(blob, np.ndarray) else len(blob)
         h, w = frame.shape
-        return [
+        parts = [
             json.dumps({"htype": "dimage-1.0", "series": series, "frame": index,
                         "hash": hashlib.md5(_bytes(blob), usedforsecurity=False).hexdigest()
                         if self.md5 else ""}).encode(),
@@ -297,6 +379,30 @@ class Stream1Encoder:
             json.dumps({"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0,
                         "real_time": 0}).encode(),
         ]
+        if self._image_appendix is not None:
+            parts.append(self._image_appendix)
+        return parts
 
     def end(self, series: int) -> list[bytes]:
         return [json.dumps({"htype": "dseries_end-1.0", "series": series}).encode()]
+
+
+def _array_pairs(info: SeriesStart) -> list[Any]:
+    """The (header, blob) pairs of ``header_detail: all``; a detector sends all three, so
+    one the series has not goes empty."""
+    unsent = set(info.arrays) - {name for name, _ in ARRAYS.values()}
+    if unsent:
+        log.info("series %d: header arrays %s have no place in stream v1; not sent",
+                 info.series, sorted(unsent))
+    pairs: list[Any] = []
+    for htype, (name, default) in ARRAYS.items():
+        a = np.atleast_2d(info.arrays.get(name, np.zeros((0, 0), default)))
+        if a.ndim != 2:
+            raise ValueError(f"stream v1 header arrays are 2-D, {name} is {a.ndim}-D")
+        if a.dtype == bool:
+            a = a.astype(np.uint8)
+        le = a.dtype.newbyteorder("<") if a.dtype.itemsize > 1 else a.dtype
+        pairs += [json.dumps({"htype": htype, "shape": [a.shape[1], a.shape[0]],
+                              "type": a.dtype.name}).encode(),
+                  np.ascontiguousarray(a, le).tobytes()]
+    return pairs

@@ -14,6 +14,7 @@ header fields.
 
 from __future__ import annotations
 
+import datetime
 import logging
 import math
 import os
@@ -26,7 +27,7 @@ import cbor2
 import numpy as np
 
 from framescope.live import _codecs
-from framescope.live._dark import PART, framescope_part
+from framescope.live._extras import STREAM2_START, pack, unpack
 from framescope.live._messages import (
     Event,
     Frame,
@@ -171,15 +172,18 @@ class Stream2Decoder:
             self._channels[series] = channels[0]
         shape = dtype = None
         if "image_size_x" in msg and "image_size_y" in msg:
+            # without image_dtype (not every firmware sends it) the first image tells
+            dt = msg.get("image_dtype")
             shape, dtype = check_frame_shape((msg["image_size_y"], msg["image_size_x"]),
-                                             msg.get("image_dtype", "uint16"),
-                                             self.max_frame_bytes, "stream2 start")
+                                             dt or "uint16", self.max_frame_bytes,
+                                             "stream2 start")
+            if dt is None:
+                dtype = None
         n = msg.get("number_of_images")
         scan, order = scan_info(msg.get("user_data"))
         header = jsonable({k: v for k, v in msg.items() if k not in (*PER_CHANNEL, LOOKUP)})
-        ours = framescope_part(msg.get("user_data"))
-        if ours is not None:  # framescope's part (the dark flag) as every protocol has it
-            header[PART] = jsonable(ours)
+        # framescope's extras as every protocol has them (module _extras)
+        unpack(header, msg.get("user_data"))
         return SeriesStart(series, shape, dtype, n if isinstance(n, int) else None, scan,
                            order, header, self._header_arrays(msg, series))
 
@@ -349,6 +353,12 @@ def encode_header_array(array: np.ndarray, *, dims: bool = True) -> cbor2.CBORTa
     return cbor2.CBORTag(MD_ARRAY, [list(array.shape), typed]) if dims else typed
 
 
+def _now() -> cbor2.CBORTag:
+    """Now as a stream2 DateTime: tag 0 with an RFC 3339 text string."""
+    now = datetime.datetime.now(datetime.UTC).isoformat(timespec="microseconds")
+    return cbor2.CBORTag(0, now.replace("+00:00", "Z"))
+
+
 def _rational(seconds: float) -> list[int]:
     f = Fraction(seconds).limit_denominator(10**9)
     return [f.numerator, f.denominator]
@@ -372,6 +382,7 @@ class Stream2Encoder:
             raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
         self.compression = compression
         self.channels = list(channels)
+        self._date = _now()  # DateTime of the series (arm_date, series_date)
 
     @staticmethod
     def _dump(msg: dict[str, Any]) -> bytes:
@@ -379,13 +390,12 @@ class Stream2Encoder:
 
     def start(self, info: SeriesStart) -> list[bytes]:
         h, w = info.frame_shape
-        user = {PART: {**(framescope_part(info.header) or {}),
-                       "scan_shape": list(info.scan_shape or ()),
-                       "scan_order": info.scan_order or "raster"}}
+        fields, user = pack(info, STREAM2_START)
+        self._date = _now()
         ours = {"series_id": info.series, "series_unique_id": f"framescope-{info.series}",
-                "channels": self.channels, "image_size_x": w, "image_size_y": h,
-                "image_dtype": np.dtype(info.dtype).name, "number_of_images": info.n_frames,
-                "user_data": user}
+                "arm_date": self._date, "channels": self.channels, "image_size_x": w,
+                "image_size_y": h, "image_dtype": np.dtype(info.dtype).name,
+                "number_of_images": info.n_frames, "user_data": user}
         for key, array in info.arrays.items():
             if key in PER_CHANNEL:  # the same map for every channel sent
                 ours[key] = dict.fromkeys(self.channels, encode_header_array(array))
@@ -394,11 +404,11 @@ class Stream2Encoder:
             else:
                 log.info("series %d: header array %r has no place in stream2; not sent",
                          info.series, key)
-        extra = {k: v for k, v in info.header.items()
-                 if k not in ours and k not in ("type", PART)}
+        extra = {k: v for k, v in fields.items()
+                 if k not in ours and k not in ("type", *PER_CHANNEL, LOOKUP)}
         # "type" must be the first key; header fields (e.g. from a recording) never
-        # override what this series is
-        return [self._dump({"type": "start", "arm_date": "", **extra, **ours})]
+        # override what this series is; fields stream2 has not went to user_data (pack)
+        return [self._dump({"type": "start", **extra, **ours})]
 
     def frame(self, series: int, index: int, frame: np.ndarray) -> list[bytes]:
         tag = _TAG_OF.get(frame.dtype.name)
@@ -414,7 +424,8 @@ class Stream2Encoder:
         array = cbor2.CBORTag(MD_ARRAY, [list(frame.shape), cbor2.CBORTag(tag, payload)])
         zero = _rational(0.0)
         msg = {"type": "image", "series_id": series, "series_unique_id": f"framescope-{series}",
-               "image_id": index, "series_date": "", "start_time": zero, "stop_time": zero,
+               "image_id": index, "series_date": self._date, "start_time": zero,
+               "stop_time": zero,
                "real_time": zero, "user_data": None,
                "data": {name: array for name in self.channels}}
         return [self._dump(msg)]
