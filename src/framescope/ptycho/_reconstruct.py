@@ -86,8 +86,8 @@ def reconstruct(
     energy, semiconv, angle_per_px, scan_step, rotation, flip
         Override the data's calibration (SI numbers or strings with units).
     subpixel : bool
-        Sub-pixel positions by Fourier-shifting the probe (else rounded: error up to half
-        an object pixel, stated in no attr because it is the user's choice).
+        Sub-pixel positions by Fourier-shifting the probe (else rounded: an error of up to
+        half an object pixel; ``attrs["subpixel"]`` says which).
     mask : bool array, optional
         Detector pixels measured (collected frame shape, zero frequency at ``h//2``).
     backend : {None, "numpy", "cupy"}
