@@ -16,9 +16,19 @@ the receiver takes it (ZeroMQ back-pressure: nothing is lost in transport). In t
   the sender process: on a shared machine the steadier figures, and sender + receiver CPU
   per frame is what two cores must carry;
 - if frames were dropped at full speed, paced runs (the sender sending at a fixed rate, as
-  a detector does) find the highest rate with 0 dropped.
+  a detector does) find the highest rate with 0 dropped;
+- the same live analysis with ``processes=2`` (two receiver processes);
+- the peer: LiberTEM-live (its Rust receiver ``libertem-dectris``, ring + COM UDFs on its
+  pipelined executor with 2 worker processes), on the same messages in the same run.
 
-    python benchmarks/bench_live.py                      # stream2 and native, none + bslz4
+DECTRIS stream v1 cases are sent by LiberTEM-live's DECTRIS simulator (a REST copy of the
+DCU, armed over HTTP, replaying a dump of the messages that this script writes from the
+same frames), to every receiver alike: the plain PULL, framescope and LiberTEM-live. That
+needs the environment with LiberTEM-live (``--peer-python``, default ``.venv-bench``); without
+it, stream v1 comes from framescope's sender and the peer column stays empty. Other
+protocols come from framescope's sender. At the end the summary table: frames/s of each.
+
+    python benchmarks/bench_live.py                      # stream v1 bslz4/lz4/none + peer
     python benchmarks/bench_live.py --frames 8192 --cases dectris-stream2:none
 
 Frames come from ``--data`` (a raw 128x128x256x256 uint16 file, as written by
@@ -28,10 +38,17 @@ Frames come from ``--data`` (a raw 128x128x256x256 uint16 file, as written by
 from __future__ import annotations
 
 import argparse
+import hashlib
+import json
 import multiprocessing as mp
 import os
+import socket
 import statistics
+import subprocess
+import tempfile
+import threading
 import time
+import urllib.request
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +56,9 @@ import zmq
 
 HERE = Path(__file__).parent
 DEFAULT_DATA = HERE / "data" / "128x128_256x256" / "data.raw"
+DEFAULT_PEER = HERE.parent / ".venv-bench" / "bin" / "python"
 DET = (256, 256)
+RING = (128, 128, 40, 90)  # cy, cx, r_in, r_out
 
 
 def load_frames(path: Path, n: int) -> np.ndarray:
@@ -130,39 +149,201 @@ def start_sender(protocol, compression, data, n, rate=0.0):
     return p, q, f"tcp://127.0.0.1:{port}", nbytes
 
 
-def ceiling(protocol, compression, data, n) -> dict:
+def scan_of(n: int) -> tuple[int, int]:
+    side = int(np.sqrt(n))
+    return (side, n // side) if side * (n // side) == n else (1, n)
+
+
+class OwnFeed:
+    """framescope's sender process: one series per :meth:`open`."""
+
+    head_messages = 1
+
+    def __init__(self, protocol: str, compression: str, data: Path, n: int) -> None:
+        self.protocol, self.compression, self.data, self.n = protocol, compression, data, n
+
+    def open(self, rate: float = 0.0) -> str:
+        self.p, self.q, endpoint, self.nbytes = start_sender(
+            self.protocol, self.compression, self.data, self.n, rate)
+        return endpoint
+
+    def go(self) -> None:
+        """(the sender starts when a receiver connects)"""
+
+    def close(self) -> float:
+        _, send_us = self.q.get(timeout=600)
+        self.p.join()
+        return send_us
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def write_dump(path: Path, compression: str, data: Path, n: int) -> tuple[int, float]:
+    """Stream v1 messages of ``n`` frames in the simulator's dump format; (bytes, ring sum).
+
+    A record per message part: its length (int64) and bytes. Header and detector config
+    are separate messages (as a DCU may send them), each frame four parts with its MD5.
+    """
+    import framescope.masks as fm
+    from framescope.live import _codecs
+
+    mask = fm.ring(*RING).rasterize(DET)
+    frames = load_frames(data, n)
+    encoding = {"none": "<", "lz4": "lz4<", "bslz4": "bs16-lz4<"}[compression]
+    codec = {"none": "raw", "lz4": "lz4", "bslz4": "bslz4"}[compression]
+    config = {"x_pixels_in_detector": DET[1],
+              "y_pixels_in_detector": DET[0], "bit_depth_image": 16, "nimages": 1,
+              "ntrigger": n, "trigger_mode": "exte", "compression": compression,
+              "count_time": 1e-4, "frame_time": 1e-4}
+    nbytes, ring_sum = 0, 0.0
+    with open(path, "wb") as f:
+        def record(part: bytes) -> None:
+            f.write(np.int64(len(part)).tobytes())
+            f.write(part)
+
+        record(json.dumps({"htype": "dheader-1.0", "series": 1,
+                           "header_detail": "basic"}).encode())
+        record(json.dumps(config).encode())
+        for i in range(n):
+            blob = _codecs.encode(frames[i], codec)
+            blob = blob.tobytes() if isinstance(blob, np.ndarray) else bytes(blob)
+            parts = [json.dumps({"htype": "dimage-1.0", "series": 1, "frame": i,
+                                 "hash": hashlib.md5(blob).hexdigest()}).encode(),
+                     json.dumps({"htype": "dimage_d-1.0", "shape": [DET[1], DET[0]],
+                                 "type": "uint16", "encoding": encoding,
+                                 "size": len(blob)}).encode(),
+                     blob,
+                     json.dumps({"htype": "dconfig-1.0", "start_time": 0, "stop_time": 0,
+                                 "real_time": 0}).encode()]
+            for part in parts:
+                record(part)
+            nbytes += sum(len(part) for part in parts)
+            ring_sum += float((frames[i] * mask).sum())
+        record(json.dumps({"htype": "dseries_end-1.0", "series": 1}).encode())
+    return nbytes, ring_sum
+
+
+class SimFeed:
+    """LiberTEM-live's DECTRIS simulator replaying a dump; each :meth:`go` arms it once."""
+
+    head_messages = 2  # dheader-1.0, then the detector config
+
+    def __init__(self, python: Path, compression: str, data: Path, n: int,
+                 workdir: Path) -> None:
+        self.n, self.python = n, python
+        self.dump = workdir / f"stream1-{compression}.dump"
+        self.nbytes, self.ring_sum = write_dump(self.dump, compression, data, n)
+        self.api_port = _free_port()
+        # --zmqport 0: a port of its choosing (a fixed one fails: it binds twice), logged
+        self.proc = subprocess.Popen(
+            [str(python), "-m", "libertem_live.detectors.dectris.sim", str(self.dump),
+             "--port", str(self.api_port), "--zmqport", "0"],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        self.data_port = 0
+        for line in self.proc.stderr:
+            if "listening on tcp://" in line:
+                self.data_port = int(line.rsplit(":", 1)[1])
+                break
+        if not self.data_port:
+            raise RuntimeError("LiberTEM-live's simulator did not start")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # (drained)
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                urllib.request.urlopen(self._url("detector/api/version/"), timeout=1).read()
+                break
+            except OSError:
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("LiberTEM-live's simulator did not answer") from None
+                time.sleep(0.2)
+
+    def _url(self, path: str) -> str:
+        return f"http://127.0.0.1:{self.api_port}/{path}"
+
+    def open(self, rate: float = 0.0) -> str:
+        if rate:
+            raise ValueError("the simulator is not paced here")
+        return f"tcp://127.0.0.1:{self.data_port}"
+
+    def go(self) -> None:
+        req = urllib.request.Request(self._url("detector/api/1.8.0/command/arm"),
+                                     data=b"{}", method="PUT",
+                                     headers={"Content-Type": "application/json"})
+        urllib.request.urlopen(req, timeout=30).read()
+
+    def close(self) -> float:
+        return float("nan")  # (the sender's CPU is not measured here)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        try:
+            self.proc.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def ceiling(feed, n) -> dict:
     """Plain PULL of the same messages: frames/s, wire GB/s, CPU µs per frame here."""
-    p, q, endpoint, nbytes = start_sender(protocol, compression, data, n)
+    endpoint = feed.open()
     sock = zmq.Context.instance().socket(zmq.PULL)
     sock.connect(endpoint)
-    sock.recv_multipart(copy=False)  # header
-    sock.recv_multipart(copy=False)
+    feed.go()
+    for _ in range(feed.head_messages):
+        sock.recv_multipart(copy=False)
+    sock.recv_multipart(copy=False)  # the first frame: the clock starts
     t0, c0 = time.perf_counter(), time.process_time()
     for _ in range(n - 1):
         sock.recv_multipart(copy=False)
     dt, cpu = time.perf_counter() - t0, time.process_time() - c0
     sock.recv_multipart(copy=False)  # end
     sock.close()
-    _, send_us = q.get(timeout=60)
-    p.join()
-    return {"fps": (n - 1) / dt, "wire_gbps": nbytes / n * (n - 1) / dt / 1e9,
+    send_us = feed.close()
+    return {"fps": (n - 1) / dt, "wire_gbps": feed.nbytes / n * (n - 1) / dt / 1e9,
             "cpu_us": cpu / (n - 1) * 1e6, "send_us": send_us}
 
 
-def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
+def peer(feed: SimFeed, n: int, runs: int, workdir: Path) -> list[dict]:
+    """LiberTEM-live on the simulator's stream: one subprocess, a warm-up and ``runs`` runs."""
+    import framescope.masks as fm
+
+    mask, out = workdir / "ring.npy", workdir / "peer-ring.npy"
+    np.save(mask, fm.ring(*RING).rasterize(DET))
+    ny, nx = scan_of(n)
+    done = subprocess.run(
+        [str(feed.python), str(HERE / "_peer_libertem_live.py"), str(feed.api_port),
+         str(feed.data_port), str(ny), str(nx), str(runs), str(mask), str(out)],
+        capture_output=True, text=True, timeout=1800)
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    if done.returncode or not rows:
+        print(f"  LiberTEM-live failed ({done.returncode}): {done.stderr[-2000:]}")
+        return []
+    for r in rows:
+        r["equal"] = bool(np.isclose(r["ring_sum"], feed.ring_sum, rtol=1e-5))
+    return rows
+
+
+def live(feed, n, rate=0.0, batch_frames=None, processes=1) -> dict:
     """The live pipeline on the same messages (sender paced to ``rate`` if > 0)."""
     import framescope
     import framescope.masks as fm
     from framescope.live import ZMQSource
     from framescope.udf import ApplyMasks, CenterOfMass
 
-    p, q, endpoint, nbytes = start_sender(protocol, compression, data, n, rate)
-    udfs = [ApplyMasks({"adf": fm.ring(128, 128, 40, 90)}), CenterOfMass(radius=40)]
+    protocol = getattr(feed, "protocol", "dectris-stream1")
+    endpoint = feed.open(rate)
+    udfs = [ApplyMasks({"adf": fm.ring(*RING)}), CenterOfMass(radius=40)]
     done_at: list[float] = []
     c0, threads0 = time.process_time(), thread_cpu()
+    # scan= given: receivers in other processes never see the header
     run = framescope.submit(
-        udfs, ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames),
-        on_series_end=lambda ds: done_at.append(time.perf_counter()))
+        udfs, ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames,
+                        scan=scan_of(n)),
+        on_series_end=lambda ds: done_at.append(time.perf_counter()), processes=processes)
+    feed.go()
     t_first, latencies = None, []
     while not done_at:  # coarse polling: a dashboard's few Hz, not a busy loop
         st = run.status
@@ -176,10 +357,11 @@ def live(protocol, compression, data, n, rate=0.0, batch_frames=None) -> dict:
     final = run.results
     split = split_cpu(threads0, threads, n)  # before cancel(): the threads still exist
     run.cancel()
-    _, send_us = q.get(timeout=60)
-    p.join()
+    send_us = feed.close()
     dt = done_at[0] - t_first
-    return {"fps": st.frames_processed / dt,
+    ring_sum = float(np.asarray(final[0]["intensity"]).sum())
+    nbytes = feed.nbytes
+    return {"fps": st.frames_processed / dt, "ring_sum": ring_sum,
             "wire_gbps": nbytes * st.frames_processed / n / dt / 1e9,
             "frame_gbps": st.frames_processed * DET[0] * DET[1] * 2 / dt / 1e9,
             "processed": st.frames_processed, "dropped": st.dropped, "gaps": st.gaps,
@@ -204,17 +386,25 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DEFAULT_DATA)
     parser.add_argument("--repeat", type=int, default=3,
                         help="runs per case (the machine is shared: best one printed)")
-    parser.add_argument("--cases", default="dectris-stream2:none,dectris-stream2:bslz4,"
-                                           "native:none,dectris-stream1:bslz4",
+    parser.add_argument("--cases", default="dectris-stream1:bslz4,dectris-stream1:lz4,"
+                                           "dectris-stream1:none,dectris-stream2:bslz4,"
+                                           "native:none",
                         help="protocol:compression,...")
     parser.add_argument("--batch-frames", default="",
                         help="frames per batch to compare, e.g. 128,32 (default: the "
                              "library's)")
+    parser.add_argument("--peer-python", type=Path, default=DEFAULT_PEER,
+                        help="interpreter of the environment with LiberTEM-live (its "
+                             "simulator sends stream v1, and it is the peer column)")
+    parser.add_argument("--no-processes", action="store_true",
+                        help="skip the processes=2 runs")
     args = parser.parse_args()
     n = args.frames
+    has_peer = args.peer_python.exists()
     print(f"{n} frames of {DET[0]}x{DET[1]} uint16 per series; {os.cpu_count()} cores, "
           f"load average {os.getloadavg()[0]:.1f}; virtual detector (ring) + COM; best of "
-          f"{args.repeat}, after a warm-up series (numba kernels loaded)")
+          f"{args.repeat}, after a warm-up series (numba kernels loaded); stream v1 from "
+          + ("LiberTEM-live's simulator" if has_peer else "framescope's sender (no peer)"))
     print(f"{'':28s} {'':7s} | {'plain ZeroMQ PULL':24s} | live: decode + analyse + merge; "
           f"CPU µs/frame: this process (its ZeroMQ I/O, receiver, analysis threads), sender")
     print(f"{'case':28s} {'B/frame':>7s} | {'fps':>8s} {'GB/s':>5s} {'CPU':>4s} {'send':>4s} | "
@@ -223,26 +413,65 @@ def main() -> None:
     print(f"{'':28s} {'':7s} | {'':8s} {'wire':>5s} {'µs':>4s} {'µs':>4s} | {'':7s} "
           f"{'wire':>5s} {'frame':>5s} {'µs':>4s} {'':3s} {'':3s} {'':3s} {'µs':>4s} {'':6s} "
           f"{'ms':>5s} {'ms':>5s}")
-    live("native", "none", args.data, min(n, 1024))  # warm-up: JIT kernels, allocator
+    live(OwnFeed("native", "none", args.data, min(n, 1024)), min(n, 1024))  # warm-up
     sizes = [int(b) for b in args.batch_frames.split(",") if b] or [None]
+    summary = []
+    workdir = Path(tempfile.mkdtemp(prefix="bench-live-"))
     for case in args.cases.split(","):
         protocol, compression = case.split(":")
-        cs, rs = [], {b: [] for b in sizes}
-        for _ in range(args.repeat):  # alternate, so all see the same machine load
-            cs.append(ceiling(protocol, compression, args.data, n))
-            for b in sizes:
-                rs[b].append(live(protocol, compression, args.data, n, batch_frames=b))
+        sim = (SimFeed(args.peer_python, compression, args.data, n, workdir)
+               if has_peer and protocol == "dectris-stream1" else None)
+        feed = sim or OwnFeed(protocol, compression, args.data, n)
+        cs, rs, r2 = [], {b: [] for b in sizes}, []
+        try:
+            for _ in range(args.repeat):  # alternate, so all see the same machine load
+                cs.append(ceiling(feed, n))
+                for b in sizes:
+                    rs[b].append(live(feed, n, batch_frames=b))
+                if not args.no_processes:
+                    r2.append(live(feed, n, processes=2))
+            peers = (peer(sim, n, args.repeat, workdir)
+                     if sim is not None and compression != "none" else [])
+        finally:
+            if sim is not None:
+                sim.stop()
+                sim.dump.unlink()
         c = max(cs, key=lambda x: x["fps"])
+        best = None
         for b in sizes:
-            r = max(rs[b], key=lambda x: (x["dropped"] == 0, x["fps"]))
+            r = best = max(rs[b], key=lambda x: (x["dropped"] == 0, x["fps"]))
             label = case if b is None else f"{case} b={b}"
             print(row(label, c, r), flush=True)
             rate = r["fps"]
-            while r["dropped"]:  # a detector cannot wait: find the rate with nothing dropped
+            while r["dropped"] and sim is None:  # a detector cannot wait: the rate with 0 lost
                 rate *= 0.85
-                r = live(protocol, compression, args.data, n, rate, batch_frames=b)
+                r = live(feed, n, rate, batch_frames=b)
                 print(row(f"  sender paced {rate:.0f}/s", None, r), flush=True)
+        p2 = max(r2, key=lambda x: (x["dropped"] == 0, x["fps"])) if r2 else None
+        pb = max(peers, key=lambda x: x["fps"]) if peers else None
+        ref = sim.ring_sum if sim is not None else None
+        for name, r in (("framescope", best), ("framescope processes=2", p2),
+                        ("LiberTEM-live", pb)):
+            if r is not None and ref is not None and not np.isclose(r["ring_sum"], ref,
+                                                                    rtol=1e-5):
+                print(f"  {case}: {name}'s ring image differs from numpy's "
+                      f"({r['ring_sum']:.6g} vs {ref:.6g})")
+        summary.append((case, best["bytes_per_frame"], c, pb, best, p2))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
+    print()
+    print("| stream | B/frame | plain ZeroMQ PULL | LiberTEM-live (2 workers) | "
+          "framescope (1 process) | framescope (processes=2) |")
+    print("|---|---|---|---|---|---|")
+
+    def cell(r: dict | None) -> str:
+        if r is None:
+            return "—"
+        lost = r.get("dropped", 0) + r.get("gaps", 0)
+        return f"{r['fps']:.0f}" + (f" ({lost} lost)" if lost else "")
+
+    for case, size, c, pb, r1, p2 in summary:
+        print(f"| {case} | {size:.0f} | {c['fps']:.0f} | {cell(pb)} | {cell(r1)} | "
+              f"{cell(p2)} |")
 
 
 if __name__ == "__main__":

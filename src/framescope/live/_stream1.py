@@ -288,7 +288,7 @@ class Stream1Decoder:
             if found != str(expected).lower():
                 raise MessageError(f"stream1 dimage {series}/{index}: blob MD5 {found} differs "
                                    f"from the header's hash {expected}", "hash mismatch")
-        data = _codecs.decode(blob, codec, frame_shape, dtype)
+        data = _codecs.decode_frame(blob, codec, frame_shape, dtype)
         return Frame(series, index, data, sum(len(p) for p in parts),
                      None if codec == "raw" else (codec, blob))
 
