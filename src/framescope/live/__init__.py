@@ -16,7 +16,7 @@ from framescope.live._protocols import PROTOCOLS, make_decoder, make_encoder
 from framescope.live._receiver import ZMQSource
 from framescope.live._record import Recorder, read_recording
 from framescope.live._scan import Series
-from framescope.live._simulate import Publisher, replay, simulate_stream
+from framescope.live._simulate import Publisher, replay, simulate_stream, write_stream1_dump
 from framescope.live._status import Status
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "read_recording",
     "replay",
     "simulate_stream",
+    "write_stream1_dump",
 ]
 
 

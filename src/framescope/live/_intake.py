@@ -153,7 +153,7 @@ class Intake:
     def _malformed(self, why: str, reason: str, quiet: bool = False) -> None:
         c = self.counters
         c.skipped(reason, why)
-        if self.series is None or self.ended:
+        if (self.series is None or self.ended) and self.state != "failed":
             self._between[reason] = self._between.get(reason, 0) + 1
         self._logged += 1
         if not quiet and (self._logged <= _LOG_FIRST or self._logged % 1000 == 0):

@@ -41,6 +41,7 @@ def make_decoder(protocol: str, *, channel: str | None = None,
     return cls(max_frame_bytes=max_frame_bytes)
 
 
-def make_encoder(protocol: str, compression: str = "none") -> Any:
-    """An encoder (sender side) for ``protocol``."""
-    return _classes(protocol)[1](compression)
+def make_encoder(protocol: str, compression: str = "none", **options: Any) -> Any:
+    """An encoder (sender side) for ``protocol``; ``options`` go to its class (e.g.
+    ``md5``, ``header_detail``, ``appendix`` of dectris-stream1)."""
+    return _classes(protocol)[1](compression, **options)

@@ -88,6 +88,10 @@ class ZMQSource:
         Spill file size beyond which frames are dropped (counted).
     stall_timeout : float
         Seconds without a message, mid-series, after which the state becomes ``stalled``.
+    header_timeout : float
+        Seconds a series' frames may come without a usable header (frame shape, number of
+        images; ``scan`` not given) before it is given up: state ``failed``, the reason in
+        ``last_error``, its frames skipped (counted).
     max_message_bytes : int
         Larger messages are counted as malformed and skipped.
     bind : bool
@@ -154,6 +158,7 @@ class ZMQSource:
         spill_dir: str | None = None,
         spill_limit_gib: float = 8,
         stall_timeout: float = 5.0,
+        header_timeout: float = 10.0,
         max_message_bytes: int = 256 * 2**20,
         bind: bool = False,
         rcvhwm: int | None = None,
@@ -177,7 +182,8 @@ class ZMQSource:
         self._options = {
             "channel": channel, "policy": policy, "buffer_mib": buffer_mib,
             "spill_dir": spill_dir, "spill_limit_gib": spill_limit_gib,
-            "stall_timeout": stall_timeout, "max_message_bytes": max_message_bytes,
+            "stall_timeout": stall_timeout, "header_timeout": header_timeout,
+            "max_message_bytes": max_message_bytes,
             "rcvhwm": rcvhwm, "batch_frames": batch_frames, "verify_hash": verify_hash,
             "decode_threads": decode_threads,
             "calibration": _calibration_json(calibration)}
@@ -204,7 +210,8 @@ class ZMQSource:
             scan=self.scan, order=order, policy=policy, buffer_bytes=self.buffer_bytes,
             batch_frames=batch_frames, spill_dir=spill_dir, spill_limit=self.spill_limit,
             stall_timeout=self.stall_timeout, max_message_bytes=self.max_message_bytes,
-            recorder=self._recorder, calibration=self._options["calibration"])
+            recorder=self._recorder, calibration=self._options["calibration"],
+            header_timeout=float(header_timeout))
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
         self._ready = threading.Event()

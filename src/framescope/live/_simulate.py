@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import struct
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
@@ -26,7 +27,7 @@ from framescope.live._messages import ScanOrder, SeriesStart
 from framescope.live._protocols import make_encoder
 from framescope.live._scan import positions_of
 
-__all__ = ["Publisher", "replay", "simulate_stream"]
+__all__ = ["Publisher", "replay", "simulate_stream", "write_stream1_dump"]
 
 log = logging.getLogger(__name__)
 
@@ -48,12 +49,15 @@ class Publisher:
     peers : int
         Wait (up to ``peer_timeout`` s) until this many receivers have connected before
         sending, so several PULL receivers share the series round-robin from its start.
+    encoder_options : mapping, optional
+        Options of the protocol's encoder (see :func:`simulate_stream`).
     """
 
     def __init__(self, endpoint: str, protocol: str, *, compression: str = "none",
                  rate: float = 0.0, peers: int = 1, peer_timeout: float = 30.0,
-                 sndhwm: int | None = None, linger_s: float = 10.0) -> None:
-        self.encoder = make_encoder(protocol, compression)
+                 sndhwm: int | None = None, linger_s: float = 10.0,
+                 encoder_options: Mapping[str, Any] | None = None) -> None:
+        self.encoder = make_encoder(protocol, compression, **(encoder_options or {}))
         self.rate = float(rate)
         self.peers, self.peer_timeout, self.linger_s = peers, peer_timeout, linger_s
         # an own context: close() terminates it, which waits (up to linger_s) until queued
@@ -176,6 +180,7 @@ def simulate_stream(
     header_arrays: Mapping[str, np.ndarray] | None = None,
     dark: Any = None,
     mark_dark: bool = True,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Publish ``series`` scans on a PUSH socket as a detector would.
 
@@ -221,6 +226,14 @@ def simulate_stream(
         The dark series' header says it is dark (``{"framescope": {"dark": true}}``, see
         docs/live.md); False sends it unmarked, as a receiver that was told to take a dark
         (:meth:`~framescope.live.ZMQSource.take_dark`) would see it.
+    encoder_options : mapping, optional
+        Options of the protocol's encoder. dectris-stream1
+        (:class:`~framescope.live._stream1.Stream1Encoder`): ``md5`` (default True: each
+        image's ``hash`` is its blob's MD5, as the documentation has it), ``header_detail``
+        (``"none"``, ``"basic"``, ``"all"``; default all with header arrays, else basic),
+        ``appendix`` (default True: framescope's extras in the header appendix; False
+        for receivers that reject appendices, e.g. LiberTEM-live 0.3), ``image_appendix``.
+        dectris-stream2: ``channels``. See docs/live.md, "Protocols".
 
     Returns
     -------
@@ -251,7 +264,8 @@ def simulate_stream(
     darks = None if dark is None else _dark_frames(dark, (h, w), arr.dtype)
     label = ("synthetic" if source is None else "array" if isinstance(source, xr.DataArray)
              else os.fspath(source))
-    pub = Publisher(endpoint, protocol, compression=compression, rate=rate, peers=peers)
+    pub = Publisher(endpoint, protocol, compression=compression, rate=rate, peers=peers,
+                    encoder_options=encoder_options)
     try:
         if on_bound is not None:
             on_bound(pub.endpoint)
@@ -289,6 +303,7 @@ def replay(
     series: int | None = None,
     peers: int = 1,
     on_bound: Callable[[str], None] | None = None,
+    encoder_options: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Re-publish a recording (:class:`~framescope.live.Recorder`) series by series.
 
@@ -299,7 +314,8 @@ def replay(
     """
     from framescope.live._record import read_recording
 
-    pub = Publisher(endpoint, protocol, compression=compression, rate=rate, peers=peers)
+    pub = Publisher(endpoint, protocol, compression=compression, rate=rate, peers=peers,
+                    encoder_options=encoder_options)
     n_series = 0
     try:
         if on_bound is not None:
@@ -317,3 +333,71 @@ def replay(
                          + (f" with id {series}" if series is not None else ""))
     return {"endpoint": pub.endpoint, "frames_sent": pub.frames_sent, "seconds": seconds,
             "rate_hz": pub.frames_sent / seconds if seconds else 0.0, "series": n_series}
+
+
+def write_stream1_dump(
+    path: str | os.PathLike[str],
+    source: Any = None,
+    *,
+    scan: tuple[int, int] = (16, 16),
+    det: tuple[int, int] = (64, 64),
+    dtype: str = "uint16",
+    compression: str = "bslz4",
+    series: int = 1,
+    order: ScanOrder = "raster",
+    encoder_options: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Write one series as DECTRIS stream v1 message parts into a dump file.
+
+    The layout LiberTEM-live's DECTRIS simulator replays
+    (``python -m libertem_live.detectors.dectris.sim DUMP``): every message part, in
+    order, as its length (int64, little-endian) and its bytes. That simulator sends the
+    first two parts as the header and the detector config, then four parts per image, so
+    the defaults here send ``header_detail: "basic"`` and no appendix (the scan shape then
+    travels with neither: give it to the receiver).
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The file to write (replaced).
+    source, scan, det, dtype, compression, order
+        As for :func:`simulate_stream`.
+    series : int
+        The series id.
+    encoder_options : mapping, optional
+        :class:`~framescope.live._stream1.Stream1Encoder` options over the defaults
+        ``{"header_detail": "basic", "appendix": False}`` (and ``md5`` True).
+
+    Returns
+    -------
+    dict
+        ``path``, ``frames``, ``bytes`` (of the file).
+    """
+    arr = _source(source, scan, det, dtype)
+    if arr.ndim != 4:
+        raise ValueError(f"source: expected (scan_y, scan_x, det_y, det_x) frames, found "
+                         f"dims {arr.dims}")
+    ny, nx, h, w = arr.shape
+    options = {"header_detail": "basic", "appendix": False, **(encoder_options or {})}
+    enc = make_encoder("dectris-stream1", compression, **options)
+    header: dict[str, Any] = {}
+    if "calibration" in arr.attrs:
+        header[HEADER_KEY] = json.loads(arr.attrs["calibration"])
+    start = SeriesStart(series, (h, w), np.dtype(arr.dtype), ny * nx, (ny, nx), order, header)
+    frames = 0
+    with open(path, "wb") as f:
+        def write(parts: list[Any]) -> None:
+            for part in parts:
+                view = memoryview(part)
+                if view.ndim != 1 or view.itemsize != 1:
+                    view = view.cast("B")
+                f.write(struct.pack("<q", view.nbytes))
+                f.write(view)
+
+        write(enc.start(start))
+        for index, frame in _frames_of(arr, order):
+            write(enc.frame(series, index, frame))
+            frames += 1
+        write(enc.end(series))
+        size = f.tell()
+    return {"path": os.fspath(path), "frames": frames, "bytes": size}
