@@ -158,3 +158,66 @@ def test_libertem_live_simulator_into_framescope(scan, tmp_path):
     assert got_scan == (scan or (1, N))
     np.testing.assert_array_equal(frames, arr.values.reshape(N, *DET))
 
+
+
+def test_libertem_live_dcu_simulator_armed_over_rest(tmp_path):
+    """The whole simulator: ``python -m libertem_live.detectors.dectris.sim DUMP`` (a REST
+    copy of the DCU and the replay), armed over HTTP as a beamline's control would."""
+    import json
+    import socket
+    import threading
+    import urllib.request
+
+    arr = source()
+    dump = tmp_path / "series.dump"
+    write_stream1_dump(dump, arr, compression="lz4")
+    with socket.socket() as s:  # a free port for its REST API
+        s.bind(("127.0.0.1", 0))
+        api = s.getsockname()[1]
+    sim = subprocess.Popen([str(PEER), "-m", "libertem_live.detectors.dectris.sim", str(dump),
+                            "--port", str(api), "--zmqport", "0"],
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        endpoint = next((line.split("listening on ")[1].strip() for line in sim.stderr
+                         if "listening on tcp://" in line), None)
+        assert endpoint is not None, "the simulator did not bind its data port"
+        threading.Thread(target=sim.stderr.read, daemon=True).start()  # keep it drained
+        url = f"http://127.0.0.1:{api}/detector/api/1.8.0/"
+
+        def rest(path: str, method: str = "GET") -> dict:
+            req = urllib.request.Request(url + path, method=method, data=b"{}" if
+                                         method == "PUT" else None,
+                                         headers={"Content-Type": "application/json"})
+            with urllib.request.urlopen(req, timeout=10) as r:
+                return json.loads(r.read())
+
+        until(lambda: _answers(rest), timeout=120, what="the simulator's REST API")
+        assert rest("config/trigger_mode")["value"] == "exte"  # one image per trigger
+        assert rest("config/ntrigger")["value"] == N
+        handoff: queue.SimpleQueue = queue.SimpleQueue()
+        with ZMQSource(endpoint, "dectris-stream1", scan=SCAN) as src:
+            src.attach(handoff)
+            rest("command/arm", "PUT")
+            until(lambda: src.status.state in ("finished", "failed"), timeout=120,
+                  what="the series' end")
+            st = src.status
+    finally:
+        sim.terminate()
+        try:
+            sim.wait(timeout=40)
+        except subprocess.TimeoutExpired:
+            sim.kill()
+    assert st.state == "finished", st.last_error
+    assert (st.frames_received, st.malformed) == (N, 0)
+    frames, got_scan, ended = frames_of(handoff)
+    assert ended
+    assert got_scan == SCAN
+    np.testing.assert_array_equal(frames, arr.values.reshape(N, *DET))
+
+
+def _answers(rest) -> bool:
+    try:
+        rest("config/x_pixels_in_detector")
+    except OSError:
+        return False
+    return True

@@ -250,3 +250,12 @@ def test_zmqsource_gives_up_a_headerless_series(push):
         assert st.series == 9
         assert "no usable header after 0.3 s" in st.last_error
         assert st.malformed_by == {"no usable header": 2}
+
+
+@pytest.mark.parametrize(("mode", "nimages", "ntrigger"), [("ints", N, 1), ("exte", 1, N)])
+def test_trigger_mode_announces_the_frames(mode, nimages, ntrigger):
+    head = series(Stream1Encoder(trigger_mode=mode))[0]
+    config = json.loads(head[1])
+    assert (config["trigger_mode"], config["nimages"], config["ntrigger"]) == (
+        mode, nimages, ntrigger)
+    assert Stream1Decoder().decode(head).n_frames == N

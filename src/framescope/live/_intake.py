@@ -357,6 +357,7 @@ class Intake:
             # the recording thread adds the frames it failed to write itself, counted when
             # it writes the end: here only those never queued (a race counted some twice)
             status["record_dropped"] = self.counters.record_dropped
+            status["malformed_by"] = dict(self.counters.malformed_by)  # (stored as JSON)
             self.recorder.end(s.series, {k: status[k] for k in RECEIVER_FIELDS}, ended)
         gaps = self.tracker.gaps(ended=True) if self.tracker is not None else 0
         log.info("series %d %s: %d frames received, %d missing, %d dropped, %d spilled, "

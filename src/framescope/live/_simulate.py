@@ -354,7 +354,9 @@ def write_stream1_dump(
     order, as its length (int64, little-endian) and its bytes. That simulator sends the
     first two parts as the header and the detector config, then four parts per image, so
     the defaults here send ``header_detail: "basic"`` and no appendix (the scan shape then
-    travels with neither: give it to the receiver).
+    travels with neither: give it to the receiver), and ``trigger_mode: "exte"`` (one
+    image per trigger, as a scan generator triggers the detector: that simulator sends
+    every image once armed, no trigger command needed).
 
     Parameters
     ----------
@@ -366,7 +368,8 @@ def write_stream1_dump(
         The series id.
     encoder_options : mapping, optional
         :class:`~framescope.live._stream1.Stream1Encoder` options over the defaults
-        ``{"header_detail": "basic", "appendix": False}`` (and ``md5`` True).
+        ``{"header_detail": "basic", "appendix": False, "trigger_mode": "exte"}`` (and
+        ``md5`` True).
 
     Returns
     -------
@@ -378,7 +381,8 @@ def write_stream1_dump(
         raise ValueError(f"source: expected (scan_y, scan_x, det_y, det_x) frames, found "
                          f"dims {arr.dims}")
     ny, nx, h, w = arr.shape
-    options = {"header_detail": "basic", "appendix": False, **(encoder_options or {})}
+    options = {"header_detail": "basic", "appendix": False, "trigger_mode": "exte",
+               **(encoder_options or {})}
     enc = make_encoder("dectris-stream1", compression, **options)
     header: dict[str, Any] = {}
     if "calibration" in arr.attrs:

@@ -317,20 +317,29 @@ class Stream1Encoder:
         then needs the scan shape.
     image_appendix : JSON-able, optional
         Sent as every image message's fifth part (the DCU's ``image_appendix``).
+    trigger_mode : {"ints", "exts", "inte", "exte"}
+        The config's ``trigger_mode``: ``ints``/``exts`` announce the series as
+        ``nimages`` = frames, ``ntrigger`` = 1; ``inte``/``exte`` (one image per trigger,
+        as a scan generator triggers a 4D-STEM detector) as ``ntrigger`` = frames,
+        ``nimages`` = 1.
     """
 
     name = "dectris-stream1"
 
     def __init__(self, compression: str = "none", md5: bool = True,
                  header_detail: str | None = None, appendix: bool = True,
-                 image_appendix: Any = None) -> None:
+                 image_appendix: Any = None, trigger_mode: str = "ints") -> None:
         if compression not in ("none", "lz4", "bslz4"):
             raise ValueError(f"compression: expected none, lz4 or bslz4, found {compression!r}")
         if header_detail not in (None, *_PARTS):
             raise ValueError(f"header_detail: expected None or one of {list(_PARTS)}, found "
                              f"{header_detail!r}")
+        if trigger_mode not in ("ints", "exts", "inte", "exte"):
+            raise ValueError(f"trigger_mode: expected ints, exts, inte or exte, found "
+                             f"{trigger_mode!r}")
         self.compression = compression
         self.md5 = md5
+        self.trigger_mode = trigger_mode
         self.header_detail = header_detail
         self.appendix = appendix
         self._image_appendix = (None if image_appendix is None
@@ -340,9 +349,12 @@ class Stream1Encoder:
         """The header message's parts."""
         h, w = info.frame_shape
         fields, extras = pack(info, STREAM1_CONFIG)
+        per_trigger = self.trigger_mode in ("inte", "exte")
         config = {  # header fields (e.g. from a recording) never override the series' own
             **fields, "x_pixels_in_detector": w, "y_pixels_in_detector": h,
-            "nimages": info.n_frames, "ntrigger": 1, "trigger_mode": "ints",
+            "nimages": 1 if per_trigger else info.n_frames,
+            "ntrigger": info.n_frames if per_trigger else 1,
+            "trigger_mode": self.trigger_mode,
             "bit_depth_image": 8 * np.dtype(info.dtype).itemsize,
         }
         detail = self.header_detail or ("all" if info.arrays else "basic")
