@@ -24,4 +24,8 @@ def __getattr__(name: str):  # lazy: keep `import framescope` light
         import framescope.live as live
 
         return live
+    if name in ("ptycho", "phase"):  # solvers and phase functions load on first use
+        import importlib
+
+        return importlib.import_module(f"framescope.{name}")
     raise AttributeError(f"module 'framescope' has no attribute {name!r}")
