@@ -200,13 +200,17 @@ class DecodePool:
             raise ValueError(f"decode threads: expected >= 1, found {threads}")
         self.tasks: queue.SimpleQueue = queue.SimpleQueue()
         self.done: queue.SimpleQueue = queue.SimpleQueue()
+        self._closed = False
         self._threads = [threading.Thread(target=self._work, name=f"framescope-decode-{i}",
                                           daemon=True) for i in range(threads)]
         for t in self._threads:
             t.start()
 
     def submit(self, task: Any) -> None:
-        self.tasks.put(task)
+        if self._closed:  # (a closed pool decodes on the caller's thread: nothing waits)
+            self.done.put(task())
+        else:
+            self.tasks.put(task)
 
     def _work(self) -> None:
         while (task := self.tasks.get()) is not None:
@@ -217,6 +221,7 @@ class DecodePool:
 
     def close(self) -> None:
         """Stop the threads once the queued tasks are done."""
+        self._closed = True
         for _ in self._threads:
             self.tasks.put(None)
         for t in self._threads:
