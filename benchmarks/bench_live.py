@@ -7,7 +7,8 @@ the receiver takes it (ZeroMQ back-pressure: nothing is lost in transport). In t
 - ceiling: a plain PULL socket receiving the same messages (``recv_multipart(copy=False)``,
   nothing else): the transport's limit on this machine, measured in the same run;
 - live: ``framescope.submit([ApplyMasks(ring), CenterOfMass(radius)], ZMQSource(...))`` with
-  ``policy="drop"``: decode, check, batch, analyse, merge. Reported: frames/s and GB/s (on
+  ``policy="drop"`` and a 2 GiB frame buffer (LiberTEM-live's default): decode, check,
+  batch, analyse, merge. Reported: frames/s and GB/s (on
   the wire, and of decoded frames) from the first frame received to the series' results
   being final, frames dropped, and the latency from a frame's arrival to its result being
   visible in ``snapshot()`` (median of samples every 20 ms, and maximum);
@@ -59,6 +60,10 @@ DEFAULT_DATA = HERE / "data" / "128x128_256x256" / "data.raw"
 DEFAULT_PEER = HERE.parent / ".venv-bench" / "bin" / "python"
 DET = (256, 256)
 RING = (128, 128, 40, 90)  # cy, cx, r_in, r_out
+# frames waiting for analysis: LiberTEM-live's receiver buffers 2 GiB by default; the same
+# here (per receiver), so that neither drops what the other would have kept
+BUFFER_MIB = 2048
+DECODE_THREADS: int | None = None  # ZMQSource(decode_threads=): the library's default
 
 
 def load_frames(path: Path, n: int) -> np.ndarray:
@@ -341,7 +346,8 @@ def live(feed, n, rate=0.0, batch_frames=None, processes=1) -> dict:
     # scan= given: receivers in other processes never see the header
     run = framescope.submit(
         udfs, ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames,
-                        scan=scan_of(n)),
+                        scan=scan_of(n), buffer_mib=BUFFER_MIB,
+                        decode_threads=DECODE_THREADS),
         on_series_end=lambda ds: done_at.append(time.perf_counter()), processes=processes)
     feed.go()
     t_first, latencies = None, []
@@ -398,7 +404,11 @@ def main() -> None:
                              "simulator sends stream v1, and it is the peer column)")
     parser.add_argument("--no-processes", action="store_true",
                         help="skip the processes=2 runs")
+    parser.add_argument("--decode-threads", type=int, default=None,
+                        help="ZMQSource(decode_threads=...) (default: the library's)")
     args = parser.parse_args()
+    global DECODE_THREADS
+    DECODE_THREADS = args.decode_threads
     n = args.frames
     has_peer = args.peer_python.exists()
     print(f"{n} frames of {DET[0]}x{DET[1]} uint16 per series; {os.cpu_count()} cores, "

@@ -23,6 +23,7 @@ import dataclasses
 import json
 import logging
 import multiprocessing as mp
+import os
 import queue
 import threading
 import time
@@ -119,6 +120,9 @@ class ReceiversRunner:
         self.policy = (source_options or {}).get("policy", "drop")
         self._source_options = {**(source_options or {}),
                                 "scan": None if scan is None else tuple(scan), "order": order}
+        if launcher is None and self._source_options.get("decode_threads") is None:
+            # receivers on this machine share its cores: decoding threads too
+            self._source_options["decode_threads"] = max(1, (os.cpu_count() or 1) // processes)
         self._end_grace, self._start_timeout = end_grace, start_timeout
         self._kernel_threads = kernel_threads
         self._launcher: Launcher = launcher or ProcessLauncher(mp_context)

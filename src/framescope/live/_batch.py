@@ -419,6 +419,8 @@ class Batcher:
         """
         pool = self._decoders
         while pool is not None:
+            if not wait and pool.done.empty():  # (cheaper than a raised queue.Empty)
+                break
             try:
                 done = pool.done.get(timeout=1.0) if wait and self.inflight else \
                     pool.done.get_nowait()
