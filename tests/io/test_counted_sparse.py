@@ -92,7 +92,7 @@ def test_virtual_images_use_events_and_match_numpy(counted_file, spy):
     arr = fs.open(path)
     masks = ring_masks()
     spy["forbid"] = True
-    got = arr.fs.virtual_image(masks, cache=False)
+    got = arr.fs.virtual_image(masks, cache=False, client="inline")
     assert spy["events"] > 0
     want = images(masks, dense).astype(np.float32)
     np.testing.assert_array_equal(got.transpose("scan_y", "scan_x", "mask").values, want)
@@ -103,11 +103,12 @@ def test_weighted_masks_match_numpy(counted_file, spy):
     weights = np.random.default_rng(1).random((2, *DET)).astype(np.float32)
     masks = MaskStack.from_any({"a": weights[0], "b": weights[1]})
     spy["forbid"] = True
-    got = fs.open(path).fs.virtual_image(masks, cache=False)
+    got = fs.open(path).fs.virtual_image(masks, cache=False, client="inline")
     want = images(masks, dense)
     np.testing.assert_allclose(got.transpose("scan_y", "scan_x", "mask").values, want,
                                rtol=1e-6)
-    one = fs.open(path).fs.virtual_image(MaskStack.from_any(weights[0]), cache=False)
+    one = fs.open(path).fs.virtual_image(MaskStack.from_any(weights[0]), cache=False,
+                                         client="inline")
     np.testing.assert_allclose(one.squeeze().values, want[..., 0], rtol=1e-6)
 
 
@@ -116,7 +117,7 @@ def test_com_uses_events_and_matches_numpy(counted_file, spy, cy, cx, radius):
     path, dense = counted_file
     arr = fs.open(path)
     spy["forbid"] = True
-    got = arr.fs.com(cy=cy, cx=cx, radius=radius)
+    got = arr.fs.com(cy=cy, cx=cx, radius=radius, client="inline")
     assert spy["events"] > 0
     com_y, com_x = com_reference(dense, DET[0] // 2 if cy is None else cy,
                                  DET[1] // 2 if cx is None else cx, radius)
@@ -125,7 +126,7 @@ def test_com_uses_events_and_matches_numpy(counted_file, spy, cy, cx, radius):
     # the same UDF on the densified frames (dense kernels) gives the same numbers
     spy["forbid"] = False
     frames = in_memory(fs.open(path))
-    on_frames = frames.fs.com(cy=cy, cx=cx, radius=radius)
+    on_frames = frames.fs.com(cy=cy, cx=cx, radius=radius, client="inline")
     for key in ("com_y", "com_x", "divergence", "curl"):
         np.testing.assert_array_equal(got[key].values, on_frames[key].values)
 
@@ -133,9 +134,9 @@ def test_com_uses_events_and_matches_numpy(counted_file, spy, cy, cx, radius):
 def test_com_with_rotation_and_calibration(counted_file):
     path, _ = counted_file
     arr = fs.open(path).fs.calibrate(angle_per_px=0.5e-3, energy=300e3)
-    got = arr.fs.com(rotation=30.0, flip_y=True, radius=9)
+    got = arr.fs.com(rotation=30.0, flip_y=True, radius=9, client="inline")
     frames = in_memory(arr)
-    want = frames.fs.com(rotation=30.0, flip_y=True, radius=9)
+    want = frames.fs.com(rotation=30.0, flip_y=True, radius=9, client="inline")
     assert "phase_gradient_x" in got
     for key in want.data_vars:
         np.testing.assert_array_equal(got[key].values, want[key].values)
@@ -144,9 +145,9 @@ def test_com_with_rotation_and_calibration(counted_file):
 def test_sum_frame_is_a_bincount(counted_file, spy):
     path, dense = counted_file
     spy["forbid"] = True
-    got = fs.open(path).fs.sum_frame()
+    got = fs.open(path).fs.sum_frame(client="inline")
     np.testing.assert_array_equal(got.values, dense.sum(axis=(0, 1)))
-    np.testing.assert_allclose(fs.open(path).fs.mean_frame().values,
+    np.testing.assert_allclose(fs.open(path).fs.mean_frame(client="inline").values,
                                dense.mean(axis=(0, 1)), rtol=1e-12)
 
 
@@ -189,7 +190,7 @@ def test_a_udf_without_events_runs_on_densified_tiles(counted_file, spy, monkeyp
     np.testing.assert_array_equal(res["plain"]["total"].values, dense.sum(axis=(0, 1)))
     np.testing.assert_array_equal(res["vi"]["intensity"].transpose(..., "mask").values,
                                   images(masks, dense).astype(np.float32))
-    stats = fs.open(path).fs.frame_stats()
+    stats = fs.open(path).fs.frame_stats(client="inline")
     np.testing.assert_allclose(stats["std"].values, dense.std(axis=(0, 1)), rtol=1e-10)
 
 
@@ -227,12 +228,12 @@ def test_corrections_run_on_densified_frames(counted_file, spy):
     # linear: folded into weighted masks, still on the events
     arr = fs.open(path).fs.with_corrections(gain=gain)
     spy["forbid"] = True
-    got = arr.fs.virtual_image(masks, cache=False)
+    got = arr.fs.virtual_image(masks, cache=False, client="inline")
     np.testing.assert_allclose(got.transpose(..., "mask").values, want, rtol=1e-5)
     # a threshold is not linear: the frames are densified and corrected
     spy["forbid"] = False
     arr = fs.open(path).fs.with_corrections(threshold=0.5)
-    got = arr.fs.virtual_image(masks, cache=False)
+    got = arr.fs.virtual_image(masks, cache=False, client="inline")
     assert spy["read"] > 0
     np.testing.assert_array_equal(got.transpose(..., "mask").values,
                                   images(masks, dense).astype(np.float32))
