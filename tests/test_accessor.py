@@ -39,7 +39,8 @@ def test_persist_then_analyse(arr, client, tmp_path):
     assert source_of(a) is not None
     kept = a.fs.persist(client=client)
     assert source_of(kept) is None  # the engine uses the held blocks, not the file
-    wait(kept.data)
+    with client.as_current():
+        wait(kept.data)
     (tmp_path / "d.npy").unlink()  # proves it: the file is gone
     np.testing.assert_array_equal(kept.fs.sum_frame(client=client), ref.sum((0, 1)))
 
