@@ -5,13 +5,12 @@ import pytest
 
 @pytest.fixture(scope="session")
 def client():
-    """One real LocalCluster of worker processes for the whole session, passed explicitly
-    (not the default client: later tests would run on it without asking)."""
+    """One real LocalCluster of worker processes for the whole session."""
     from distributed import Client, LocalCluster
 
     with (
         LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
                      dashboard_address=":0", host="127.0.0.1") as cluster,
-        Client(cluster, set_as_default=False) as c,
+        Client(cluster) as c,
     ):
         yield c
