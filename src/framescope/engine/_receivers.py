@@ -38,7 +38,7 @@ from framescope.engine._launchers import Launcher, ProcessLauncher
 from framescope.engine._receiver_status import SeriesState, merged_status
 from framescope.engine._receiver_task import HEARTBEAT_EVERY, HEARTBEAT_TIMEOUT
 from framescope.engine._stream_merge import Merge
-from framescope.engine._wire import decode_message, partial_of
+from framescope.engine._wire import calibration_of, decode_message, partial_of
 from framescope.live import MessageError, Series, Status
 from framescope.udf._base import UDF, Meta
 
@@ -50,14 +50,6 @@ _WILDCARDS = ("*", "0.0.0.0", "::", "")
 _BYE_TIMEOUT = 10.0  # s to wait, at stop, for receivers' last partials
 _CHECK_EVERY = 0.25  # s between looks for lost receivers
 _PENDING_MAX_S = 5.0  # s the next series' messages wait for the current one to complete
-
-
-def _calibration(text: str | None) -> Any:
-    if text is None:
-        return None
-    from framescope.calibration import Calibration
-
-    return Calibration.from_json(text)
 
 
 class ReceiversRunner:
@@ -469,7 +461,7 @@ class ReceiversRunner:
     def _begin(self, head: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
         sid = head["series"]
         merge = self.merge
-        cal = _calibration(head.get("calibration"))
+        cal = calibration_of(head)
         if merge.series is not None and merge.series.series == sid:
             if head["header"] and not merge.series.header:  # the receiver that saw it
                 merge.series.arrays, merge.series.header = arrays, head["header"]

@@ -14,7 +14,7 @@ import numpy as np
 from framescope.engine._tasks import Partial
 from framescope.live import MessageError
 
-__all__ = ["decode_message", "encode_message", "encode_partial", "partial_of"]
+__all__ = ["calibration_of", "decode_message", "encode_message", "encode_partial", "partial_of"]
 
 
 def encode_message(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray]] = (),
@@ -57,3 +57,14 @@ def partial_of(arrays: list[tuple[str, str, np.ndarray]]) -> Partial:
     positions = next(a for g, _, a in arrays if g == "positions")
     return Partial(positions, {k: a for g, k, a in arrays if g == "nav"},
                    {k: a for g, k, a in arrays if g == "acc"})
+
+
+def calibration_of(head: dict[str, Any]) -> Any:
+    """The :class:`~framescope.calibration.Calibration` a message head carries, or None
+    (pydantic is imported only when there is one)."""
+    text = head.get("calibration")
+    if text is None:
+        return None
+    from framescope.calibration import Calibration
+
+    return Calibration.from_json(text)
