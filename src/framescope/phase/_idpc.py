@@ -65,9 +65,7 @@ def idpc(arr: xr.DataArray, *, cy: float | None = None, cx: float | None = None,
     """
     udf = IDPC(cy=cy, cx=cx, radius=radius, rotation=rotation, flip_y=flip_y,
                highpass=highpass, boundary=boundary)
-    corrections = run_opts.pop("corrections", None)
-    if corrections is not None:  # attached, so the geometry below is the corrected one
-        arr = arr.fs.with_corrections(corrections)
+    arr = arr.fs._use(run_opts)  # corrections attached: the geometry below is corrected
     res = run(udf, arr, **run_opts)
     used = udf.resolved(*arr.fs._geometry(arr))  # what the UDF saw: crop, binning
     used.update(highpass=highpass, boundary=boundary)

@@ -73,9 +73,7 @@ def ssb(arr: xr.DataArray, *, defocus: float | str = 0.0, semiconv: float | str 
     """
     udf = SSB(defocus=defocus, semiconv=semiconv, rotation=rotation, flip=flip, bin=bin,
               max_memory=max_memory, object=object)
-    corrections = run_opts.pop("corrections", None)
-    if corrections is not None:  # attached, so the geometry below is the corrected one
-        arr = arr.fs.with_corrections(corrections)
+    arr = arr.fs._use(run_opts)  # corrections attached: the geometry below is corrected
     res = run(udf, arr, **run_opts)
     g = ssb_geometry_of(arr, udf)
     plan = udf.plan(g)
