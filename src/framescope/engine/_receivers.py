@@ -87,7 +87,7 @@ class ReceiversRunner:
                  order: str | None = None, source_options: dict[str, Any] | None = None,
                  end_grace: float = 0.25, mp_context: str | mp.context.BaseContext = "spawn",
                  launcher: Launcher | None = None, merge_host: str = "127.0.0.1",
-                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT, lost_after: float = 1.5,
+                 heartbeat_timeout: float = HEARTBEAT_TIMEOUT, lost_after: float = 5.0,
                  lost_grace: float = 2.0, start_timeout: float = 120.0,
                  kernel_threads: int = 1, on_series_end: Any = None,
                  corrections: Any = None) -> None:
@@ -321,7 +321,10 @@ class ReceiversRunner:
                     for ident in self._identities.values():
                         ctrl.send_multipart([ident, ping])
                     next_ping = now + HEARTBEAT_EVERY
-                if now >= next_check and not self._stopping.is_set():
+                # messages still queued mean this side fell behind (a loaded machine), not
+                # that a receiver went silent: read them before judging anyone lost
+                if (now >= next_check and not self._stopping.is_set()
+                        and not ctrl.poll(0)):
                     self._check_lost(now)
                     next_check = now + _CHECK_EVERY
                 if self._stopping.is_set() and not events:

@@ -121,7 +121,7 @@ def submit(
     kernel_threads: int = 1,
     mp_context: Any = "spawn",
     merge_host: str = "127.0.0.1",
-    lost_after: float = 1.5,
+    lost_after: float = 5.0,
     corrections: Any = None,
 ) -> Job:
     """Start ``udfs`` on a file or a live stream and return its :class:`Job` at once.
