@@ -18,9 +18,18 @@ from framescope.live._record import Recorder, read_recording
 from framescope.live._scan import Series
 from framescope.live._simulate import Publisher, replay, simulate_stream, write_stream1_dump
 from framescope.live._status import Status
+from framescope.live._values import (
+    VALUE_PROTOCOLS,
+    Values,
+    ValuesDecoder,
+    ValuesEncoder,
+    make_values_decoder,
+    make_values_encoder,
+)
 
 __all__ = [
     "PROTOCOLS",
+    "VALUE_PROTOCOLS",
     "Batch",
     "Batcher",
     "End",
@@ -33,9 +42,14 @@ __all__ = [
     "SeriesStart",
     "Start",
     "Status",
+    "Values",
+    "ValuesDecoder",
+    "ValuesEncoder",
     "ZMQSource",
     "make_decoder",
     "make_encoder",
+    "make_values_decoder",
+    "make_values_encoder",
     "read_recording",
     "replay",
     "simulate_stream",
