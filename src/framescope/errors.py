@@ -20,6 +20,7 @@ __all__ = [
     "FramescopeError",
     "HeaderError",
     "MaskError",
+    "ParameterError",
     "ScanShapeError",
     "UnknownFormatError",
 ]
@@ -114,3 +115,7 @@ class ClusterVersionError(FramescopeError, ImportError):
 
 class CountingError(FramescopeError, ValueError):
     """Input to electron counting (frames, dark reference, thresholds) does not fit."""
+
+
+class ParameterError(FramescopeError, ValueError):
+    """A scan parameter update is invalid: not JSON-able, or rejected by its model."""
