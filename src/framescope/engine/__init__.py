@@ -6,6 +6,7 @@ from framescope.engine._job import Job
 from framescope.engine._merge import Accumulator
 from framescope.engine._submit import iter_run, run, submit
 from framescope.engine._tasks import Partial, prepared, run_frames
+from framescope.engine._wire import decode_message, encode_message
 
 __all__ = [
     "INLINE",
@@ -15,7 +16,9 @@ __all__ = [
     "Job",
     "Partial",
     "connect",
+    "decode_message",
     "disconnect",
+    "encode_message",
     "get_client",
     "iter_run",
     "prepared",
