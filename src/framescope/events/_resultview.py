@@ -106,8 +106,9 @@ def select(state: Mapping[str, Any], segments: Sequence[str]) -> tuple[Any, str]
     Raises
     ------
     ViewError
-        404 for an unknown key (listing those available), 400 for a bad slice, a slice
-        that does not fit the array, or a slice of a non-array.
+        404 for an unknown key (listing those available) or a segment below a value
+        that is neither a dict nor an array; 400 for a bad slice or one that does not
+        fit the array.
     """
     value: Any = state
     path = "results"
@@ -126,11 +127,9 @@ def select(state: Mapping[str, Any], segments: Sequence[str]) -> tuple[Any, str]
                 raise ViewError(400, f"{path}: slice {seg!r} does not fit shape "
                                 f"{tuple(np.shape(value))}: {err}") from err
             path = f"{path}[{seg}]"
-        elif last:
-            raise ViewError(400, f"{path}: slices apply to arrays only, found "
-                            f"{type(value).__name__}")
         else:
-            raise ViewError(404, f"{path}: a {type(value).__name__}, no key {seg!r} in it")
+            raise ViewError(404, f"{path}: no key {seg!r} in a {type(value).__name__}"
+                            + (" (slices apply to arrays only)" if last else ""))
     return value, path
 
 
