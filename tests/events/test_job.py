@@ -1,0 +1,164 @@
+"""Event jobs on real sockets: three simulated streams → trigger map → workers → reducer."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import framescope.events as fe
+from framescope.events._simulate import simulate_streams
+
+FPP = 2  # detector (and I0) frames per motor point
+
+
+class RingOverI0(fe.EventWorker):
+    """Sum of each detector frame over a box, over I0 of the same frame, times a scale."""
+
+    def process_event(self, event, parameters):
+        if not event.complete:
+            return None
+        det = event["detector"]  # (FPP, h, w)
+        i0 = np.array([f.data["i0"] for f in event.streams["i0"]])
+        vals = det[:, 4:12, 4:12].sum((1, 2)) / i0 * parameters["scale"]
+        pos = event["motors"]
+        return {"value": vals.sum(), "x": pos["x"], "y": pos["y"],
+                "frames": [f.frame for f in event.streams["detector"]]}
+
+
+class Collect(fe.Reducer):
+    def __init__(self, parameters, context):
+        super().__init__(parameters, context)
+        self.order, self.results = [], {}
+
+    def process_result(self, result, parameters):
+        self.order.append(result.event)
+        self.results[result.event] = result
+        self.publish["n"] = len(self.order)
+
+
+def _truth_value(sim, event, scale=1.0):
+    frames = range(event * FPP, (event + 1) * FPP)
+    return sum(sim.truth["detector"][k][4:12, 4:12].sum() / sim.truth["i0"][k]
+               for k in frames) * scale
+
+
+def _streams(sim):
+    return {n: (sim.endpoints[n], sim.protocols[n]) for n in sim.endpoints}
+
+
+def _map(n):
+    return fe.TriggerMap.per_point(n, {"detector": FPP, "i0": FPP, "motors": 1})
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_events_equal_the_ground_truth_in_order_each_once(workers):
+    n = 40
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
+                          rates={"motors": 400.0, "i0": 2000.0}) as sim:
+        job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect,
+                        parameters={"scale": 1.0}, workers=workers)
+        out = job.result(30)
+        sim.wait(5)
+    red, st = job.reducer, job.status
+    assert st["state"] == "finished" and out["n"] == n
+    assert red.order == list(range(n))  # sequential, each event once
+    assert st["formed"] == st["reduced"] == n and st["incomplete"] == 0
+    assert st["streams"]["detector"]["received"] == n * FPP
+    assert st["streams"]["motors"]["received"] == n
+    for e, r in red.results.items():
+        assert r.complete and r.error is None
+        assert r.value["frames"] == [e * FPP, e * FPP + 1]
+        np.testing.assert_allclose(r.value["value"], _truth_value(sim, e), rtol=1e-12)
+        assert (r.value["x"], r.value["y"]) == tuple(sim.truth["motors"][e].values())
+    if workers == 2:
+        assert {r.worker for r in red.results.values()} == {0, 1}
+
+
+def test_faults_mark_events_incomplete_with_reasons_and_never_hang():
+    n = 12
+    faults = {"detector": {"skip": [5], "repeat": [2]},
+              "i0": {"stop_after": 18},  # dies mid-scan: frames 0..17, no end message
+              "motors": {"start_delay": 0.3, "repeat": [1]}}
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
+                          faults=faults) as sim:
+        job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect, workers=2,
+                        parameters={"scale": 1.0}, timeout=1.0, reorder_grace=0.2)
+        job.result(30)
+    red, st = job.reducer, job.status
+    assert red.order == list(range(n))
+    incomplete = {e: r for e, r in red.results.items() if not r.complete}
+    # event 2 holds detector frames 4, 5 (5 skipped); events 9.. lack I0 frames 18..
+    assert set(incomplete) == {2, *range(9, n)}
+    assert incomplete[2].missing == {"detector": [5]}
+    # skipped (later frames came) or ended without it (the stream ended within the grace)
+    assert any(w in incomplete[2].reason for w in ("skipped", "ended without"))
+    assert incomplete[9].missing == {"i0": [18, 19]} and "'i0'" in incomplete[9].reason
+    for e, r in red.results.items():
+        assert (r.value is None) != r.complete and r.error is None
+        if r.complete:
+            np.testing.assert_allclose(r.value["value"], _truth_value(sim, e), rtol=1e-12)
+    assert st["streams"]["detector"]["repeated"] == 1
+    assert st["streams"]["motors"]["repeated"] == 1
+    assert st["incomplete"] == n - 9 + 1
+
+
+def test_parameters_change_mid_scan_and_each_result_records_its_version():
+    n = 60
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
+                          rates={"motors": 100.0}) as sim:
+        job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect, workers=2,
+                        parameters={"scale": 1.0})
+        import time
+
+        deadline = time.monotonic() + 20
+        while job.status["reduced"] < 10 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert job.set_parameters(scale=3.0) == 1
+        job.result(30)
+    red = job.reducer
+    versions = [red.results[e].parameters_version for e in range(n)]
+    assert versions[0] == 0 and versions[-1] == 1
+    assert versions == sorted(versions)  # dispatched in order: one switch
+    for e in range(n):
+        scale = 3.0 if versions[e] else 1.0
+        np.testing.assert_allclose(red.results[e].value["value"], _truth_value(sim, e, scale),
+                                   rtol=1e-12)
+    hist = job.parameters.history()
+    assert [h["values"]["scale"] for h in hist] == [1.0, 3.0]
+
+
+def test_an_open_map_is_extended_while_the_scan_runs():
+    n = 10
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16)) as sim:
+        tm = fe.TriggerMap.per_point(None, {"detector": FPP, "i0": FPP, "motors": 1})
+        job = fe.submit(_streams(sim), tm, RingOverI0, Collect, parameters={"scale": 1.0})
+        tm.extend_points(4)
+        job.extend_map([])  # wakes the job; nothing appended
+        with pytest.raises(TimeoutError, match="4 of 4 events reduced"):
+            job.result(1.0)  # the map is open: the job waits for more events
+        tm.extend_points(n - 4)
+        job.close_map()
+        job.result(30)
+    assert job.reducer.order == list(range(n))
+
+
+def test_a_worker_that_raises_gives_error_results_and_the_scan_goes_on():
+    class Fails(RingOverI0):
+        def process_event(self, event, parameters):
+            if event.number == 3:
+                raise ValueError("bad frame")
+            return super().process_event(event, parameters)
+
+    n = 6
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16)) as sim:
+        job = fe.submit(_streams(sim), _map(n), Fails, Collect, parameters={"scale": 1.0})
+        job.result(30)
+    r3 = job.reducer.results[3]
+    assert r3.value is None and "ValueError: bad frame" in r3.error
+    assert job.status["errors"] == 1 and job.reducer.order == list(range(n))
+
+
+def test_missing_stream_and_bad_arguments_are_clear_errors():
+    with pytest.raises(ValueError, match=r"names \['motors'\], which streams= does not give"):
+        fe.submit({"detector": ("tcp://127.0.0.1:1", "native"),
+                   "i0": ("tcp://127.0.0.1:2", "values-json")}, _map(1), RingOverI0, Collect)
