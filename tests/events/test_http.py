@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 import threading
 import urllib.error
 import urllib.request
@@ -401,3 +402,52 @@ def test_lifecycle():
 def test_empty_token_is_refused():
     with pytest.raises(ValueError, match="token"):
         ResultsServer(dict, token="")
+
+
+def test_token_is_checked_before_the_body_is_read(writable):
+    srv, _ = writable
+    status, _, _ = post(srv, None, token="wrong", raw=b"{not json")
+    assert status == 401
+    status, _, _ = post(srv, None, token=None, raw=b"[1]")
+    assert status == 401
+
+
+def raw_request(srv: ResultsServer, head: str) -> tuple[int, dict]:
+    with socket.create_connection(("127.0.0.1", srv.port), timeout=10) as s:
+        s.sendall(head.encode())
+        data = b""
+        while chunk := s.recv(65536):
+            data += chunk
+    status_line, _, rest = data.partition(b"\r\n")
+    return int(status_line.split()[1]), json.loads(rest.partition(b"\r\n\r\n")[2])
+
+
+def test_body_without_length_or_too_long(writable):
+    srv, params = writable
+    auth = f"Authorization: Bearer {TOKEN}\r\n"
+    status, err = raw_request(srv, f"POST /parameters HTTP/1.0\r\n{auth}\r\n")
+    assert status == 411
+    assert "Content-Length" in err["error"]
+    status, err = raw_request(
+        srv, f"POST /parameters HTTP/1.0\r\n{auth}Content-Length: 99999999\r\n\r\n")
+    assert status == 413
+    assert "99999999" in err["error"]
+    status, err = raw_request(srv, f"POST /parameters HTTP/1.0\r\n{auth}Content-Length: x\r\n\r\n")
+    assert status == 400
+    assert params.version == 0
+
+
+def test_published_is_called_once_per_request():
+    calls = []
+
+    def published():
+        calls.append(1)
+        return {"g": {"a": np.arange(3)}}
+
+    with ResultsServer(published) as srv:
+        assert fetch(srv.url + "/results/g/a/1:")[0] == 200
+        assert len(calls) == 1
+        assert fetch(srv.url + "/results")[0] == 200
+        assert len(calls) == 2
+        assert fetch(srv.url + "/status")[0] == 404
+        assert len(calls) == 2

@@ -222,20 +222,29 @@ def test_concurrent_updates_lose_nothing_and_are_announced_in_order():
         assert after["values"][k] == before["values"].get(k, -1) + 1
 
 
-def test_subscriber_may_update_from_inside_its_callback():
+def test_subscriber_may_update_from_inside_its_callback_and_order_holds():
     p = Parameters({"a": 0})
-    seen = []
+    first, second = [], []
 
     def follow(version, values):
-        seen.append(version)
+        first.append(version)
         if values["a"] == 1:
-            p.update(a=2, source="dashboard")
+            assert p.update(a=2, source="dashboard") == 2
 
     p.subscribe(follow)
-    p.update(a=1)
+    p.subscribe(lambda v, values: second.append((v, values["a"])))
+    assert p.update(a=1) == 1
     assert p.get() == {"a": 2}
-    assert sorted(seen) == [1, 2]
+    assert first == [1, 2]
+    assert second == [(1, 1), (2, 2)]  # version 1 reaches everyone before version 2
     assert p.history()[-1]["source"] == "dashboard"
+
+
+def test_numpy_int_versions():
+    p = Parameters({"a": 0})
+    p.update(a=1)
+    assert p.get(np.int64(0)) == {"a": 0}
+    assert p.get(np.uint8(1)) == {"a": 1}
 
 
 def test_jsonable_is_usable_alone():

@@ -81,6 +81,7 @@ class _Handler(BaseHTTPRequestHandler):
     do_GET = do_POST = do_PUT = do_DELETE = do_PATCH = do_HEAD = do_OPTIONS = _handle
 
     def _route(self, headers: dict[str, str]) -> None:
+        body = self._read_body()
         url = urlsplit(self.path)
         segs = [unquote(s) for s in url.path.split("/") if s]
         n = 2 if segs[:2] == ["parameters", "history"] else 1
@@ -99,7 +100,7 @@ class _Handler(BaseHTTPRequestHandler):
                 raise ViewError(404, "this server has no status source")
             self._json(to_json(owner.status(), "status"))
         else:
-            self._parameters(owner, route)
+            self._parameters(owner, route, body)
 
     def _results(self, owner: ResultsServer, segs: list[str],
                  query: dict[str, list[str]]) -> None:
@@ -119,7 +120,7 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             self._json(to_json(value, path))
 
-    def _parameters(self, owner: ResultsServer, route: str) -> None:
+    def _parameters(self, owner: ResultsServer, route: str, body: bytes) -> None:
         params = owner.parameters
         if params is None:
             raise ViewError(404, "this server has no parameters")
@@ -129,32 +130,36 @@ class _Handler(BaseHTTPRequestHandler):
             version, values = params.snapshot()
             self._json({"version": version, "values": values})
         else:
-            changes = self._read_json_object()
-            owner._check_token(self.headers.get("Authorization"))
+            owner._check_token(self.headers.get("Authorization"))  # before reading its body
+            changes = self._json_object(body)
             try:
                 version = params.update(changes, source="http")
             except ParameterError as err:
                 raise ViewError(400, str(err)) from err
             self._json({"version": version})
 
-    def _read_json_object(self) -> dict[str, Any]:
-        # read before answering, even a refusal: closing on an unread body resets the
-        # connection and the client would lose the answer
+    def _read_body(self) -> bytes:
+        # read before answering, even a refusal: closing a socket with unread bytes
+        # resets the connection, and the client may lose the answer
         length = self.headers.get("Content-Length")
-        if length is None or not length.isdigit():
-            raise ViewError(411, f"request body: expected a Content-Length, found {length!r}")
-        if int(length) > _MAX_BODY:
-            raise ViewError(413, f"request body: expected at most {_MAX_BODY} bytes, "
-                             f"found {length}")
-        raw = self.rfile.read(int(length))
+        if length is None:
+            return b""
+        if not length.isdigit() or int(length) > _MAX_BODY:
+            raise ViewError(413 if length.isdigit() else 400, "request body: expected a "
+                            f"Content-Length of at most {_MAX_BODY} bytes, found {length!r}")
+        return self.rfile.read(int(length))
+
+    def _json_object(self, raw: bytes) -> dict[str, Any]:
+        if self.headers.get("Content-Length") is None:
+            raise ViewError(411, "request body: expected a Content-Length header, found none")
         try:
             body = json.loads(raw)
         except (UnicodeDecodeError, json.JSONDecodeError) as err:
             raise ViewError(400, f"request body: expected JSON, found {raw[:80]!r} "
-                             f"({err})") from err
+                            f"({err})") from err
         if not isinstance(body, dict):
             raise ViewError(400, "request body: expected a JSON object of parameter "
-                             f"changes, found {type(body).__name__}")
+                            f"changes, found {type(body).__name__}")
         return body
 
 

@@ -13,7 +13,9 @@ from __future__ import annotations
 import copy
 import logging
 import math
+import operator
 import threading
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -138,6 +140,8 @@ class Parameters:
         # order; re-entrant so a subscriber may itself update
         self._announce = threading.RLock()
         self._subscribers: list[Callable[[int, dict[str, Any]], None]] = []
+        self._pending: deque[_Version] = deque()  # made, not yet announced
+        self._announcing = False
         values = self._checked(dict(initial or {}))
         self._versions: list[_Version] = [_Version(0, _now(), values, "python")]
 
@@ -171,13 +175,14 @@ class Parameters:
         """
         with self._lock:
             n = len(self._versions)
-            if version is None:
-                version = n - 1
-            if isinstance(version, bool) or not isinstance(version, int) \
-                    or not 0 <= version < n:
+            try:
+                k = n - 1 if version is None else operator.index(version)
+            except TypeError:
+                k = -1
+            if isinstance(version, bool) or not 0 <= k < n:
                 raise KeyError(f"parameters: expected a version in 0..{n - 1}, "
                                f"found {version!r}")
-            return copy.deepcopy(self._versions[version].values)
+            return copy.deepcopy(self._versions[k].values)
 
     def snapshot(self) -> tuple[int, dict[str, Any]]:
         """Return ``(version, values)`` of the latest version, read together."""
@@ -233,20 +238,39 @@ class Parameters:
                 values = self._checked(merged)
                 new = _Version(len(self._versions), _now(), values, source)
                 self._versions.append(new)
-                subscribers = list(self._subscribers)
-            for callback in subscribers:
-                try:
-                    callback(new.version, copy.deepcopy(new.values))
-                except Exception:
-                    # the version is committed; one failing subscriber must not hide it
-                    # from the others or from the caller
-                    logger.exception("parameters: subscriber %r failed on version %d",
-                                     callback, new.version)
+            self._pending.append(new)
+            if not self._announcing:  # else an update made by a subscriber: queued
+                self._announce_pending()
             return new.version
+
+    def _announce_pending(self) -> None:
+        # called with self._announce held; a queue, not a loop per update, so an update
+        # made inside a callback is announced to everyone after the current one
+        self._announcing = True
+        try:
+            while self._pending:
+                item = self._pending.popleft()
+                with self._lock:
+                    subscribers = list(self._subscribers)
+                for callback in subscribers:
+                    try:
+                        callback(item.version, copy.deepcopy(item.values))
+                    except Exception:
+                        # the version is committed; one failing subscriber must not
+                        # hide it from the others or from the caller
+                        logger.exception("parameters: subscriber %r failed on version %d",
+                                         callback, item.version)
+        finally:
+            self._announcing = False
 
     def subscribe(self, callback: Callable[[int, dict[str, Any]], None]
                   ) -> Callable[[], None]:
         """Call ``callback(version, values)`` after each update, in version order.
+
+        The callback runs in the updating thread and further updates wait for it, so keep
+        it quick (hand the values to a queue or socket). An update it makes itself is
+        announced after every subscriber has seen the current version. Its exceptions are
+        logged, not raised: the version it was told of is already made.
 
         Returns
         -------
