@@ -34,10 +34,12 @@ def test_events_form_in_order_once_their_frames_came():
     _feed(f, c, "det", 0, frames[0])
     _feed(f, c, "det", 1, frames[1])
     evs = f.form(now=0.0)
-    assert [e.number for e in evs] == [0, 1, 2] and all(e.complete for e in evs)
+    assert [e.number for e in evs] == [0, 1, 2]
+    assert all(e.complete for e in evs)
     np.testing.assert_array_equal(evs[1]["det"], frames[2:4])
     assert evs[2]["i0"] == {"i0": 12.0}
-    assert f.done and f.buffered() == {"det": 0, "i0": 0}
+    assert f.done
+    assert f.buffered() == {"det": 0, "i0": 0}
 
 
 def test_all_goes_to_every_event_discard_and_drop_are_consumed():
@@ -55,10 +57,12 @@ def test_all_goes_to_every_event_discard_and_drop_are_consumed():
     assert [e.number for e in evs] == [0, 1, 2]
     assert evs[0]["hdr"] == evs[1]["hdr"] == {"gain": 2}
     assert [s.frame for s in evs[0].streams["det"]] == [0]
-    assert "det" not in evs[1].streams and "hdr" not in evs[2].streams
+    assert "det" not in evs[1].streams
+    assert "hdr" not in evs[2].streams
     assert f.buffered()["det"] == 0  # 1 dropped, 2 and 3 discarded
     _feed(f, c, "det", 1, np.zeros((1, 1)))  # a resend after its event formed
-    assert f.late["det"] == 1 and f.buffered()["det"] == 0
+    assert f.late["det"] == 1
+    assert f.buffered()["det"] == 0
 
 
 def test_missing_frames_are_given_up_with_the_reason_never_waited_on_forever():
@@ -72,14 +76,19 @@ def test_missing_frames_are_given_up_with_the_reason_never_waited_on_forever():
     assert [e.number for e in f.form(now=1.0)] == [0]
     assert f.form(now=1.2) == []  # det 1 might still come (reordering)
     (e1,) = f.form(now=1.8)
-    assert not e1.complete and e1.missing == {"det": [1]} and "skipped" in e1.reason
+    assert not e1.complete
+    assert e1.missing == {"det": [1]}
+    assert "skipped" in e1.reason
     assert f.form(now=3.0) == []  # i0 2 waits: the stream may just be slow
     (e2,) = f.form(now=9.0)[:1]
-    assert e2.missing == {"i0": [2]} and "silent" in e2.reason
+    assert e2.missing == {"i0": [2]}
+    assert "silent" in e2.reason
     c["i0"].ended = True
     (e3,) = f.form(now=9.0)
-    assert e3.missing == {"i0": [3]} and "ended without" in e3.reason
-    assert f.incomplete == 3 and f.done
+    assert e3.missing == {"i0": [3]}
+    assert "ended without" in e3.reason
+    assert f.incomplete == 3
+    assert f.done
 
 
 def test_a_stream_that_never_starts_gives_up_after_the_timeout():
@@ -90,4 +99,5 @@ def test_a_stream_that_never_starts_gives_up_after_the_timeout():
     assert f.form(now=1.0) == []
     assert f.form(now=2.5) == []  # waiting since 1.0: not yet timeout s of waiting
     (e,) = f.form(now=3.1)
-    assert "'i0' sent nothing" in e.reason and e["det"].shape == (1, 1)
+    assert "'i0' sent nothing" in e.reason
+    assert e["det"].shape == (1, 1)

@@ -60,13 +60,16 @@ def test_events_equal_the_ground_truth_in_order_each_once(workers):
         out = job.result(30)
         sim.wait(5)
     red, st = job.reducer, job.status
-    assert st["state"] == "finished" and out["n"] == n
+    assert st["state"] == "finished"
+    assert out["n"] == n
     assert red.order == list(range(n))  # sequential, each event once
-    assert st["formed"] == st["reduced"] == n and st["incomplete"] == 0
+    assert st["formed"] == st["reduced"] == n
+    assert st["incomplete"] == 0
     assert st["streams"]["detector"]["received"] == n * FPP
     assert st["streams"]["motors"]["received"] == n
     for e, r in red.results.items():
-        assert r.complete and r.error is None
+        assert r.complete
+        assert r.error is None
         assert r.value["frames"] == [e * FPP, e * FPP + 1]
         np.testing.assert_allclose(r.value["value"], _truth_value(sim, e), rtol=1e-12)
         assert (r.value["x"], r.value["y"]) == tuple(sim.truth["motors"][e].values())
@@ -92,9 +95,11 @@ def test_faults_mark_events_incomplete_with_reasons_and_never_hang():
     assert incomplete[2].missing == {"detector": [5]}
     # skipped (later frames came) or ended without it (the stream ended within the grace)
     assert any(w in incomplete[2].reason for w in ("skipped", "ended without"))
-    assert incomplete[9].missing == {"i0": [18, 19]} and "'i0'" in incomplete[9].reason
+    assert incomplete[9].missing == {"i0": [18, 19]}
+    assert "'i0'" in incomplete[9].reason
     for e, r in red.results.items():
-        assert (r.value is None) != r.complete and r.error is None
+        assert (r.value is None) != r.complete
+        assert r.error is None
         if r.complete:
             np.testing.assert_allclose(r.value["value"], _truth_value(sim, e), rtol=1e-12)
     assert st["streams"]["detector"]["repeated"] == 1
@@ -117,7 +122,8 @@ def test_parameters_change_mid_scan_and_each_result_records_its_version():
         job.result(30)
     red = job.reducer
     versions = [red.results[e].parameters_version for e in range(n)]
-    assert versions[0] == 0 and versions[-1] == 1
+    assert versions[0] == 0
+    assert versions[-1] == 1
     assert versions == sorted(versions)  # dispatched in order: one switch
     for e in range(n):
         scale = 3.0 if versions[e] else 1.0
@@ -154,8 +160,10 @@ def test_a_worker_that_raises_gives_error_results_and_the_scan_goes_on():
         job = fe.submit(_streams(sim), _map(n), Fails, Collect, parameters={"scale": 1.0})
         job.result(30)
     r3 = job.reducer.results[3]
-    assert r3.value is None and "ValueError: bad frame" in r3.error
-    assert job.status["errors"] == 1 and job.reducer.order == list(range(n))
+    assert r3.value is None
+    assert "ValueError: bad frame" in r3.error
+    assert job.status["errors"] == 1
+    assert job.reducer.order == list(range(n))
 
 
 def test_missing_stream_and_bad_arguments_are_clear_errors():

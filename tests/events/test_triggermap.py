@@ -9,12 +9,15 @@ from framescope.events import TriggerMap
 
 def test_per_point_blocks_with_drop_and_json_round_trip(tmp_path):
     tm = TriggerMap.per_point(3, {"det": 4, "pos": 1}, drop={"pos": 1})
-    assert tm.closed and len(tm) == 3
+    assert tm.closed
+    assert len(tm) == 3
     e = tm[2]
     assert e.streams["det"].frames == [8, 9, 10, 11]
-    assert e.streams["pos"].frames == [4] and e.streams["pos"].drop == [5]
+    assert e.streams["pos"].frames == [4]
+    assert e.streams["pos"].drop == [5]
     back = TriggerMap.from_json(tm.to_json())
-    assert [back[k] for k in range(3)] == [tm[k] for k in range(3)] and back.closed
+    assert [back[k] for k in range(3)] == [tm[k] for k in range(3)]
+    assert back.closed
     path = tmp_path / "map.json"
     path.write_text(tm.to_json())
     assert TriggerMap.from_json(path)[1] == tm[1]
@@ -22,9 +25,11 @@ def test_per_point_blocks_with_drop_and_json_round_trip(tmp_path):
 
 def test_open_map_extends_and_closes():
     tm = TriggerMap.per_point(None, {"det": 1}, stateful=True)
-    assert len(tm) == 0 and not tm.closed
+    assert len(tm) == 0
+    assert not tm.closed
     assert tm.extend_points(5) == 5
-    assert tm[4].worker == 0 and tm[4].streams["det"].frames == [4]
+    assert tm[4].worker == 0
+    assert tm[4].streams["det"].frames == [4]
     tm.close()
     with pytest.raises(ValueError, match="closed"):
         tm.extend_points(1)
@@ -42,7 +47,7 @@ def test_bad_events_name_what_is_wrong_and_append_nothing():
     with pytest.raises(ValueError, match="event 1"):
         tm.extend([{"event": 1, "streams": {"det": {"frames": [-1]}}}])
     # a failed call appends nothing, even its valid first events
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="belong to an earlier event"):
         tm.extend([{"event": 1, "streams": {"det": {"frames": [1]}}},
                    {"event": 2, "streams": {"det": {"frames": [1]}}}])
     assert len(tm) == 1
