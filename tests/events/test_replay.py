@@ -20,8 +20,9 @@ from framescope.live._values import Values, make_values_decoder
 
 
 def pull_all(endpoints: Mapping[str, str], expected: Mapping[str, int], timeout: float = 20.0,
-             ) -> dict[str, list[list[bytes]]]:
-    """``expected[name]`` raw messages from each stream (fails on a timeout)."""
+             arrivals: dict[str, list[float]] | None = None) -> dict[str, list[list[bytes]]]:
+    """``expected[name]`` raw messages from each stream (fails on a timeout); their arrival
+    times (perf_counter) go to ``arrivals``."""
     ctx = zmq.Context.instance()
     socks: dict[str, zmq.Socket] = {}
     got: dict[str, list[list[bytes]]] = {name: [] for name in endpoints}
@@ -35,6 +36,8 @@ def pull_all(endpoints: Mapping[str, str], expected: Mapping[str, int], timeout:
             for name, sock in socks.items():
                 if len(got[name]) < expected[name] and sock.poll(20):
                     got[name].append(sock.recv_multipart())
+                    if arrivals is not None:
+                        arrivals.setdefault(name, []).append(time.perf_counter())
     finally:
         for s in socks.values():
             s.close(linger=0)
@@ -102,13 +105,24 @@ def test_record_holds_every_message_as_sent(recording):
 def test_replay_reproduces_the_recorded_bytes(recording, speed):
     path, sim, _ = recording
     recorded = {name: read_raw(path, name) for name in sim.endpoints}
+    with h5py.File(path, "r") as f:
+        times = {n: f[f"streams/{n}/times"][:] for n in recorded}
+    t_ref = min(t[0] for t in times.values())
+    arrivals: dict[str, list[float]] = {}
     with replay_streams(path, speed=speed) as eps:
         assert sorted(eps) == ["detector", "i0", "motors"]
         assert eps.protocols == sim.protocols
-        got = pull_all(eps, {n: len(m) for n, m in recorded.items()})
+        t_connect = time.perf_counter()
+        got = pull_all(eps, {n: len(m) for n, m in recorded.items()}, arrivals=arrivals)
         assert eps.wait(10)
     assert got == recorded
     assert eps.messages_sent == {n: len(m) for n, m in recorded.items()}
+    if speed == 1.0:
+        # message i leaves no earlier than its recorded offset after the receivers
+        # connected (after t_connect): a lower bound, whatever the machine's load
+        for name, t in times.items():
+            assert arrivals[name][-1] - t_connect >= t[-1] - t_ref
+        assert times["motors"][-1] - times["motors"][1] > 0.01  # recorded at 200 Hz
 
 
 def test_replay_hdf5_publishes_the_datasets(tmp_path):

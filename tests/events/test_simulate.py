@@ -20,13 +20,13 @@ from framescope.live._values import Values, make_values_decoder
 
 
 def receive(endpoints: Mapping[str, str], expected: Mapping[str, int], timeout: float = 20.0,
-            ) -> tuple[dict[str, list[list[bytes]]], dict[str, float]]:
-    """``expected[name]`` messages from each stream (raw parts), and when each stream's
-    first one came (perf_counter); then checks for a short while that no more come."""
+            ) -> tuple[dict[str, list[list[bytes]]], dict[str, list[float]]]:
+    """``expected[name]`` messages from each stream (raw parts), and when each came
+    (perf_counter); then checks for a short while that no more come."""
     ctx = zmq.Context.instance()
     socks = {}
     got: dict[str, list[list[bytes]]] = {name: [] for name in endpoints}
-    first: dict[str, float] = {}
+    arrived: dict[str, list[float]] = {name: [] for name in endpoints}
     try:
         poller = zmq.Poller()
         for name, ep in endpoints.items():
@@ -40,14 +40,14 @@ def receive(endpoints: Mapping[str, str], expected: Mapping[str, int], timeout: 
             for sock, _ in poller.poll(100):
                 name = next(n for n, s in socks.items() if s is sock)
                 got[name].append(sock.recv_multipart())
-                first.setdefault(name, time.perf_counter())
+                arrived[name].append(time.perf_counter())
         for sock, _ in poller.poll(200):  # nothing beyond what was announced
             name = next(n for n, s in socks.items() if s is sock)
             got[name].append(sock.recv_multipart())
     finally:
         for s in socks.values():
             s.close(linger=0)
-    return got, first
+    return got, arrived
 
 
 def decode_all(protocol: str, messages: list[list[bytes]]) -> list:
@@ -110,7 +110,7 @@ def test_faults_skip_repeat_stop_after_start_delay_and_lengths():
         assert sim.sent == {"detector": [0, 2, 2, 3], "i0": [0, 1, 2], "motors": [0, 1]}
         assert sim.ended == {"detector": True, "i0": False, "motors": True}
         t_connect = time.perf_counter()
-        got, first = receive(sim.endpoints, expected_counts(sim))
+        got, arrived = receive(sim.endpoints, expected_counts(sim))
         assert sim.wait(10)
     events = {n: decode_all(sim.protocols[n], m) for n, m in got.items()}
     check_against_truth(sim, events, {"detector": 5, "i0": 5, "motors": 2})
@@ -118,7 +118,7 @@ def test_faults_skip_repeat_stop_after_start_delay_and_lengths():
     assert got["detector"][2] == got["detector"][3]  # a repeat is the same message
     # the delay runs from the receiver's connection, which came after t_connect: a lower
     # bound, whatever the machine's load
-    assert first["motors"] - t_connect >= 0.3
+    assert arrived["motors"][0] - t_connect >= 0.3
     assert sim.messages_sent == {"detector": 6, "i0": 4, "motors": 4}
 
 
@@ -151,3 +151,19 @@ def test_simulator_in_a_spawned_process():
     frames_got = [e for e in decode_all("native", got["detector"]) if isinstance(e, Frame)]
     np.testing.assert_array_equal(np.stack([f.data for f in frames_got]), frames)
     assert [e.index for e in decode_all("values-json", got["i0"])[1:-1]] == [1, 2, 3]
+
+
+def test_default_frames_are_the_synthetic_dataset_and_rates_pace():
+    from framescope.datasets import synthetic
+
+    want = np.asarray(synthetic(scan=(1, 3), det=(16, 16), seed=2)).reshape(3, 16, 16)
+    with simulate_streams(n_points=3, det=(16, 16), seed=2, detector_protocol="native",
+                          rates={"i0": 50.0}) as sim:
+        t_connect = time.perf_counter()
+        got, arrived = receive(sim.endpoints, expected_counts(sim))
+        assert sim.wait(10)
+    events = {n: decode_all(sim.protocols[n], m) for n, m in got.items()}
+    check_against_truth(sim, events, {"detector": 3, "i0": 3, "motors": 3})
+    np.testing.assert_array_equal(np.stack([e.data for e in events["detector"][1:-1]]), want)
+    # i0 frame k leaves k / 50 s after the receiver connected, at the earliest
+    assert arrived["i0"][-2] - t_connect >= 2 / 50.0  # [-1] is the end message
