@@ -70,6 +70,17 @@ def test_round_trip_over_socket_is_bit_exact(protocol):
     assert events[-1] == SeriesEnd(7)
 
 
+def test_bool_fields_round_trip_inline():
+    enc = make_values_encoder("values-json")
+    dec = make_values_decoder("values-json")
+    dec.decode(enc.start("s", 1, {"ok": {"dtype": "bool", "shape": [3], "unit": ""}}))
+    v = dec.decode(enc.frame(1, 0, {"ok": np.array([True, False, True])}))
+    np.testing.assert_array_equal(v.values["ok"], [True, False, True])
+    assert v.values["ok"].dtype == np.bool_
+    with pytest.raises(MessageError, match=r"value 'ok': 2 is outside the range of bool"):
+        dec.decode([b'{"htype":"values-1","series":1,"frame":1,"values":{"ok":[1,2,0]}}'])
+
+
 def test_arrays_are_owned_copies():
     enc = make_values_encoder("values-cbor", inline_max=0)
     parts = enc.frame(1, 0, {"s": np.arange(4, dtype=">i4")})  # big-endian in, LE on wire

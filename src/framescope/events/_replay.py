@@ -237,6 +237,8 @@ class ReplayedStreams(SimulatedStreams, Mapping[str, str]):
     """Stream name → endpoint (a mapping), with ``protocols``, ``messages_sent``,
     ``wait()`` and ``stop()`` as :class:`~framescope.events._simulate.SimulatedStreams`."""
 
+    _barrier: threading.Barrier | None = None  # streams start together (see _together)
+
     def __getitem__(self, name: str) -> str:
         return self.endpoints[name]
 
@@ -248,9 +250,8 @@ class ReplayedStreams(SimulatedStreams, Mapping[str, str]):
 
     def stop(self, timeout: float = 10.0) -> None:
         """Stop sending (streams still waiting to start together too) and close."""
-        barrier = getattr(self, "_barrier", None)
-        if barrier is not None:
-            barrier.abort()  # streams waiting to start together
+        if self._barrier is not None:
+            self._barrier.abort()  # streams still waiting to start together
         super().stop(timeout)
 
 
@@ -276,7 +277,7 @@ def _together(handle: ReplayedStreams, n: int) -> Any:
     stream's receivers are there (or the wait was aborted: then at once)."""
     t0: list[float] = []
     barrier = threading.Barrier(n, action=lambda: t0.append(time.perf_counter()))
-    handle._barrier = barrier  # type: ignore[attr-defined]
+    handle._barrier = barrier
 
     def on_start() -> float:
         with contextlib.suppress(threading.BrokenBarrierError):

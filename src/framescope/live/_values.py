@@ -291,7 +291,8 @@ class ValuesDecoder:
                     what = "non-finite" if not math.isfinite(v) else "float"
                     raise MessageError(f"{at}: expected an int for dtype {dt.name}, found "
                                        f"{what} {v!r}")
-                if dt.kind != "b" and not np.iinfo(dt).min <= v <= np.iinfo(dt).max:
+                low, high = (0, 1) if dt.kind == "b" else (np.iinfo(dt).min, np.iinfo(dt).max)
+                if not low <= v <= high:
                     raise MessageError(f"{at}: {v} is outside the range of {dt.name}")
 
     def _array(self, spec: Any, part: Any, where: str) -> tuple[str, np.ndarray]:
@@ -367,7 +368,9 @@ class ValuesEncoder:
                 if arr.ndim == 0:
                     inline[name] = _number(arr[()], name)
                 elif arr.size <= self.inline_max:
-                    inline[name] = arr.tolist()
+                    # bools as 0/1: a bool is not a number on the wire
+                    inline[name] = (arr.astype(np.int64) if arr.dtype.kind == "b" else arr
+                                    ).tolist()
                 else:
                     arr = np.ascontiguousarray(arr, arr.dtype.newbyteorder("<"))
                     listed.append({"name": name, "dtype": arr.dtype.str,
