@@ -32,7 +32,8 @@ if ! command -v uv >/dev/null 2>&1; then
 fi
 if [ ! -x "$VENV/bin/python" ]; then
     # uv writes a .gitignore of '*' into the venv, so git never sees it.
-    uv venv -q -p 3.11 "$VENV"
+    # Python 3.11 as the project's own venv; DRANSPOSE_PYTHON picks another (dranspose >= 3.10)
+    uv venv -q -p "${DRANSPOSE_PYTHON:-3.11}" "$VENV"
 fi
 if ! "$VENV/bin/python" -c "import dranspose, zmq, numpy" >/dev/null 2>&1; then
     uv pip install -q -p "$VENV" "$SPEC"
