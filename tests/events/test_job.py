@@ -116,7 +116,7 @@ def test_parameters_change_mid_scan_and_each_result_records_its_version():
         import time
 
         deadline = time.monotonic() + 20
-        while job.status["reduced"] < 10 and time.monotonic() < deadline:
+        while job.status["formed"] < 15 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert job.set_parameters(scale=3.0) == 1
         job.result(30)

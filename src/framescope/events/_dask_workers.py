@@ -19,6 +19,7 @@ import time
 import uuid
 from typing import Any
 
+from framescope.engine import encode_message
 from framescope.events._classes import EventWorker, Result
 from framescope.events._codec import (
     decode,
@@ -50,7 +51,7 @@ def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> 
              "where": config.get("where")}
     context = {**config["context"], "headers": {}}
     rt = WorkerRuntime(worker_cls, k, config["version"], config["values"], context)
-    sock.send_multipart([json.dumps({"kind": "hello", **where}).encode()])
+    sock.send_multipart(encode_message({"kind": "hello", **where}))
     timeout = float(config.get("heartbeat_timeout", 10.0))
     last, next_alive, events = time.monotonic(), 0.0, 0
     try:
@@ -74,7 +75,7 @@ def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> 
                     break
             now = time.monotonic()
             if now >= next_alive:
-                sock.send_multipart([json.dumps({"kind": "alive", "worker": k}).encode()])
+                sock.send_multipart(encode_message({"kind": "alive", "worker": k}))
                 next_alive = now + PING_EVERY
             if now - last > timeout:
                 log.warning("event worker %d: no message from the job for %.0f s; stopping",
@@ -82,8 +83,8 @@ def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> 
                 break
     finally:
         rt.finish()
-        sock.send_multipart([json.dumps({"kind": "bye", "worker": k, "events": events,
-                                         "errors": rt.errors}).encode()])
+        sock.send_multipart(encode_message({"kind": "bye", "worker": k, "events": events,
+                                            "errors": rt.errors}))
         sock.close()
         ctx.term()
     return {**where, "events": events, "errors": rt.errors}
