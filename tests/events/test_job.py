@@ -170,3 +170,40 @@ def test_missing_stream_and_bad_arguments_are_clear_errors():
     with pytest.raises(ValueError, match=r"names \['motors'\], which streams= does not give"):
         fe.submit({"detector": ("tcp://127.0.0.1:1", "native"),
                    "i0": ("tcp://127.0.0.1:2", "values-json")}, _map(1), RingOverI0, Collect)
+
+
+def test_partial_results_over_http_during_the_scan_and_parameters_with_a_token():
+    import io
+    import json
+    import urllib.request
+
+    n = 30
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
+                          rates={"motors": 60.0}) as sim:
+        job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect, parameters={"scale": 1.0},
+                        http=True, token="s3cret")
+        try:
+            assert job.http_url.startswith("http://127.0.0.1:")
+            with urllib.request.urlopen(job.http_url + "/status") as r:
+                status = json.load(r)
+            assert status["events"] == n
+            assert status["state"] == "running"
+            req = urllib.request.Request(job.http_url + "/parameters", method="POST",
+                                         data=json.dumps({"scale": 2.0}).encode(),
+                                         headers={"Authorization": "Bearer s3cret",
+                                                  "Content-Type": "application/json"})
+            with urllib.request.urlopen(req) as r:
+                assert json.load(r) == {"version": 1}
+            job.result(30)
+            with urllib.request.urlopen(job.http_url + "/results/n") as r:
+                assert json.load(r) == n
+        finally:
+            job.close()
+    assert job.parameters.history()[1]["source"] == "http"
+    versions = [job.reducer.results[e].parameters_version for e in range(n)]
+    assert versions[-1] == 1
+    for e in range(n):
+        scale = 2.0 if versions[e] else 1.0
+        np.testing.assert_allclose(job.reducer.results[e].value["value"],
+                                   _truth_value(sim, e, scale), rtol=1e-12)
+    assert io  # (module used for .npy reads elsewhere)

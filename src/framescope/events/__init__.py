@@ -15,6 +15,7 @@ from typing import Any
 
 from framescope.events._classes import EventWorker, Reducer, Result
 from framescope.events._former import Event, StreamFrame
+from framescope.events._http import ResultsServer
 from framescope.events._job import EventJob
 from framescope.events._params import Parameters
 from framescope.events._triggermap import EventSpec, StreamFrames, TriggerMap
@@ -27,6 +28,7 @@ __all__ = [
     "Parameters",
     "Reducer",
     "Result",
+    "ResultsServer",
     "StreamFrame",
     "StreamFrames",
     "TriggerMap",
@@ -39,7 +41,9 @@ def submit(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,
            worker: type[EventWorker], reducer: type[Reducer], *,
            parameters: Mapping[str, Any] | Parameters | None = None, workers: int = 1,
            client: Any = None, timeout: float = 10.0, reorder_grace: float = 0.5,
-           max_inflight: int = 64, context: Mapping[str, Any] | None = None) -> EventJob:
+           max_inflight: int = 64, context: Mapping[str, Any] | None = None,
+           http: bool | int = False, http_host: str = "127.0.0.1",
+           token: str | None = None) -> EventJob:
     """Start an event job; returns at once with its handle.
 
     Parameters
@@ -71,12 +75,22 @@ def submit(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,
         Events sent to one worker and not yet answered.
     context : dict, optional
         Passed to every worker and the reducer (with ``streams``, ``n_workers``, ...).
+    http : bool or int
+        Serve the reducer's published state, the parameters and the status over HTTP
+        (True: a free port; an int: that port); :attr:`EventJob.http_url`. It stays up
+        after the job ended, until :meth:`EventJob.close`.
+    http_host : str
+        Interface the HTTP view binds (127.0.0.1: this machine only).
+    token : str, optional
+        Lets ``POST /parameters`` with ``Authorization: Bearer <token>`` change parameters;
+        without one the view is read-only.
     """
     if not isinstance(parameters, Parameters):
         parameters = Parameters(parameters or {})
     return EventJob(streams, trigger_map, worker, reducer, parameters=parameters,
                     workers=workers, client=client, timeout=timeout,
-                    reorder_grace=reorder_grace, max_inflight=max_inflight, context=context)
+                    reorder_grace=reorder_grace, max_inflight=max_inflight, context=context,
+                    http=http, http_host=http_host, token=token)
 
 
 def run(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,

@@ -17,6 +17,7 @@ from typing import Any
 
 from framescope.events._classes import EventWorker, Reducer, Result
 from framescope.events._former import Event, EventFormer
+from framescope.events._http import ResultsServer
 from framescope.events._params import Parameters
 from framescope.events._runtime import ReduceStage, ThreadWorkers
 from framescope.events._triggermap import TriggerMap
@@ -35,7 +36,8 @@ class EventJob:
                  worker: type[EventWorker], reducer: type[Reducer], *,
                  parameters: Parameters, workers: int = 1, client: Any = None,
                  timeout: float = 10.0, reorder_grace: float = 0.5, max_inflight: int = 64,
-                 context: Mapping[str, Any] | None = None) -> None:
+                 context: Mapping[str, Any] | None = None, http: bool | int = False,
+                 http_host: str = "127.0.0.1", token: str | None = None) -> None:
         missing = set(trigger_map.streams) - set(streams)
         if missing:
             raise ValueError(f"streams: the trigger map names {sorted(missing)}, which "
@@ -83,6 +85,11 @@ class EventJob:
             self.workers = DaskWorkers(client, worker, workers, version, values,
                                        self._context, self._deliver)
         self._unsubscribe = parameters.subscribe(self._forward_parameters)
+        self.server: ResultsServer | None = None
+        if http is not False:
+            port = 0 if http is True else int(http)
+            self.server = ResultsServer(self.published, parameters, lambda: self.status,
+                                        host=http_host, port=port, token=token).start()
         for r in self.receivers.values():
             r.start()
         self.former.started = time.monotonic()
@@ -111,6 +118,18 @@ class EventJob:
     def published(self) -> dict[str, Any]:
         """A consistent snapshot of what the reducer publishes now."""
         return self.reduce.published()
+
+    @property
+    def http_url(self) -> str | None:
+        """Base URL of the HTTP view (``/results``, ``/parameters``, ``/status``), if any."""
+        return None if self.server is None else self.server.url
+
+    def close(self) -> None:
+        """Stop the job if it runs, and the HTTP view (which outlives the job until now)."""
+        self.stop()
+        if self.server is not None:
+            self.server.stop()
+            self.server = None
 
     @property
     def reducer(self) -> Reducer:
@@ -145,7 +164,7 @@ class EventJob:
         return self
 
     def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        self.close()
 
     @property
     def status(self) -> dict[str, Any]:
