@@ -10,6 +10,7 @@ in the dashboard and in a NeXus file with the parameters and the map. See docs/e
 
 from __future__ import annotations
 
+import os
 from collections.abc import Mapping
 from typing import Any
 
@@ -18,6 +19,8 @@ from framescope.events._former import Event, StreamFrame
 from framescope.events._http import ResultsServer
 from framescope.events._job import EventJob
 from framescope.events._params import Parameters
+from framescope.events._replay import record_streams, replay_hdf5, replay_streams
+from framescope.events._simulate import simulate_streams
 from framescope.events._triggermap import EventSpec, StreamFrames, TriggerMap
 
 __all__ = [
@@ -32,7 +35,11 @@ __all__ = [
     "StreamFrame",
     "StreamFrames",
     "TriggerMap",
+    "record_streams",
+    "replay_hdf5",
+    "replay_streams",
     "run",
+    "simulate_streams",
     "submit",
 ]
 
@@ -43,7 +50,8 @@ def submit(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,
            client: Any = None, timeout: float = 10.0, reorder_grace: float = 0.5,
            max_inflight: int = 64, context: Mapping[str, Any] | None = None,
            http: bool | int = False, http_host: str = "127.0.0.1",
-           token: str | None = None) -> EventJob:
+           token: str | None = None, record: str | os.PathLike[str] | None = None,
+           ) -> EventJob:
     """Start an event job; returns at once with its handle.
 
     Parameters
@@ -84,13 +92,17 @@ def submit(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,
     token : str, optional
         Lets ``POST /parameters`` with ``Authorization: Bearer <token>`` change parameters;
         without one the view is read-only.
+    record : path, optional
+        Record every message of every stream, raw, as received, to this HDF5 file
+        (:func:`replay_streams` plays it back: the same job on the replay gives the same
+        result).
     """
     if not isinstance(parameters, Parameters):
         parameters = Parameters(parameters or {})
     return EventJob(streams, trigger_map, worker, reducer, parameters=parameters,
                     workers=workers, client=client, timeout=timeout,
                     reorder_grace=reorder_grace, max_inflight=max_inflight, context=context,
-                    http=http, http_host=http_host, token=token)
+                    http=http, http_host=http_host, token=token, record=record)
 
 
 def run(streams: Mapping[str, tuple[str, str]], trigger_map: TriggerMap,

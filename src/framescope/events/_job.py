@@ -9,6 +9,7 @@ themselves when they are threads. Workers on dask run as long-running tasks.
 from __future__ import annotations
 
 import logging
+import os
 import threading
 import time
 from collections import deque
@@ -19,6 +20,7 @@ from framescope.events._classes import EventWorker, Reducer, Result
 from framescope.events._former import Event, EventFormer
 from framescope.events._http import ResultsServer
 from framescope.events._params import Parameters
+from framescope.events._replay import StreamsRecorder
 from framescope.events._runtime import ReduceStage, ThreadWorkers
 from framescope.events._triggermap import TriggerMap
 from framescope.live._messages import jsonable
@@ -37,7 +39,8 @@ class EventJob:
                  parameters: Parameters, workers: int = 1, client: Any = None,
                  timeout: float = 10.0, reorder_grace: float = 0.5, max_inflight: int = 64,
                  context: Mapping[str, Any] | None = None, http: bool | int = False,
-                 http_host: str = "127.0.0.1", token: str | None = None) -> None:
+                 http_host: str = "127.0.0.1", token: str | None = None,
+                 record: str | os.PathLike[str] | None = None) -> None:
         missing = set(trigger_map.streams) - set(streams)
         if missing:
             raise ValueError(f"streams: the trigger map names {sorted(missing)}, which "
@@ -69,8 +72,12 @@ class EventJob:
         self.receivers: dict[str, StreamReceiver] = {}
         self.former = EventFormer(trigger_map, {}, timeout=timeout,
                                   reorder_grace=reorder_grace)
+        self.recorder: StreamsRecorder | None = None
+        if record is not None:
+            self.recorder = StreamsRecorder(record, {n: p for n, (_, p) in receivers.items()})
+        tap = None if self.recorder is None else self.recorder.add
         for name, (ep, proto) in receivers.items():
-            self.receivers[name] = StreamReceiver(name, ep, proto, self)
+            self.receivers[name] = StreamReceiver(name, ep, proto, self, tap=tap)
         self.former.counters = {n: r.counters for n, r in self.receivers.items()}
         self.reduce = ReduceStage(reducer, parameters, {
             **self._base, "trigger_map": trigger_map.to_json()}, self._on_reduced)
@@ -324,6 +331,9 @@ class EventJob:
         self.reduce.close()
         for r in self.receivers.values():
             r.stop()
+        if self.recorder is not None:
+            self.recorded = self.recorder.close(
+                {n: r.counters.ended for n, r in self.receivers.items()})
         self._unsubscribe()
         self.ended = time.monotonic()
         self.state = "stopped" if stopped else "finished"

@@ -36,7 +36,8 @@ from framescope.live._messages import MessageError, SeriesEnd, SeriesStart
 from framescope.live._protocols import PROTOCOLS, make_decoder, make_encoder
 from framescope.live._values import VALUE_PROTOCOLS, make_values_decoder, make_values_encoder
 
-__all__ = ["ReplayedStreams", "record_streams", "replay_hdf5", "replay_streams"]
+__all__ = ["ReplayedStreams", "StreamsRecorder", "record_streams", "replay_hdf5",
+           "replay_streams"]
 
 MARK = "framescope_streams_recording"
 _DATASETS = ("data", "part_lengths", "message_offsets", "times")
@@ -87,6 +88,61 @@ class _StreamWriter:
         self.n_parts += len(self.lengths)
         self.parts, self.lengths, self.offsets, self.times = [], [], [], []
         self.pending = 0
+
+
+class StreamsRecorder:
+    """Records the messages of several streams as a job receives them, to one file in
+    :func:`record_streams`' layout (:func:`replay_streams` plays it back).
+
+    :meth:`add` (the receivers' ``tap``) only queues; one thread writes.
+
+    Parameters
+    ----------
+    path : str or PathLike
+        The HDF5 file to write (replaced).
+    protocols : mapping of str to str
+        Stream name → protocol.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], protocols: Mapping[str, str]) -> None:
+        import queue
+
+        self.path = path
+        self.protocols = dict(protocols)
+        self._f = h5py.File(path, "w")
+        self._f.attrs[MARK] = 1
+        self._f.attrs["streams"] = json.dumps(list(self.protocols))
+        self._writers = {n: _StreamWriter(self._f.create_group(f"streams/{n}"))
+                         for n in self.protocols}
+        self._q: queue.SimpleQueue = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._loop, daemon=True,
+                                        name="framescope-streams-recorder")
+        self._thread.start()
+
+    def add(self, name: str, parts: list[Any], t: float) -> None:
+        """Queue one message of stream ``name`` (received at ``t``, seconds since 1970)."""
+        self._q.put((name, parts, t))
+
+    def _loop(self) -> None:
+        while True:
+            item = self._q.get()
+            if item is None:
+                return
+            self._writers[item[0]].add(item[1], item[2])
+
+    def close(self, ended: Mapping[str, bool] | None = None) -> dict[str, int]:
+        """Write what is queued and close the file; messages recorded per stream."""
+        self._q.put(None)
+        self._thread.join()
+        out = {}
+        for name, w in self._writers.items():
+            w.flush()
+            w.group.attrs.update({"protocol": self.protocols[name], "endpoint": "",
+                                  "messages": w.messages,
+                                  "ended": bool((ended or {}).get(name, False))})
+            out[name] = w.messages
+        self._f.close()
+        return out
 
 
 def record_streams(

@@ -14,6 +14,7 @@ import logging
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -94,15 +95,19 @@ class StreamReceiver:
     context : zmq.Context, optional
     rcvhwm : int
         Messages ZeroMQ queues on this side before the sender blocks.
+    tap : callable, optional
+        ``tap(name, parts, time)`` gets every message as it came (a recorder), malformed
+        ones too; it must not block.
     """
 
     def __init__(self, name: str, endpoint: str, protocol: str, sink: StreamSink, *,
-                 context: Any = None, rcvhwm: int = 10_000) -> None:
+                 context: Any = None, rcvhwm: int = 10_000,
+                 tap: Callable[[str, list[Any], float], None] | None = None) -> None:
         import zmq
 
         self.name, self.endpoint, self.protocol = name, endpoint, protocol
         self.decoder = _decoder(protocol)
-        self.sink = sink
+        self.sink, self.tap = sink, tap
         self.counters = StreamCounters()
         self._seen: set[int] = set()
         self._ctx = context or zmq.Context.instance()
@@ -133,6 +138,8 @@ class StreamReceiver:
                     continue
                 parts = sock.recv_multipart(copy=False)
                 c.last_heard = time.monotonic()
+                if self.tap is not None:
+                    self.tap(self.name, parts, time.time())
                 try:
                     self._handle(self.decoder.decode(parts), parts)
                 except MessageError as exc:
