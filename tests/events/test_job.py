@@ -232,3 +232,44 @@ def test_a_job_records_its_streams_and_the_same_job_on_the_replay_gives_the_same
         assert (first[e].complete, first[e].missing) == (second[e].complete, second[e].missing)
         assert first[e].value == second[e].value  # bit-identical: the same bytes came
     assert not first[3].complete  # detector frame 7 is in event 3
+
+
+def test_nexus_file_holds_results_events_map_parameters_and_version(tmp_path):
+    import json
+
+    import h5py
+
+    import framescope
+
+    n = 10
+    with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
+                          faults={"i0": {"skip": [4]}}) as sim:
+        job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect, reorder_grace=0.2,
+                        parameters={"scale": 1.0})
+        job.set_parameters(scale=1.0, note="second")
+        job.result(30)
+    path = job.write_nexus(tmp_path / "events.nxs")
+    with h5py.File(path, "r") as f:
+        e = f["entry"]
+        assert e.attrs["NX_class"] == "NXentry"
+        assert e["results/n"][()] == n
+        np.testing.assert_array_equal(e["events/event"][()], np.arange(n))
+        complete = e["events/complete"][()]
+        assert not complete[2]  # i0 frame 4 is in event 2
+        assert complete.sum() == n - 1
+        assert "i0" in e["events/reason"][2].decode()
+        assert e["events/reason"][0].decode() == ""
+        p = e["process"]
+        assert p["program"][()].decode() == "framescope"
+        assert p["version"][()].decode() == framescope.__version__
+        if "git_commit" in p:
+            assert len(p["git_commit"][()].decode()) == 40
+        back = fe.TriggerMap.from_json(p["trigger_map"][()].decode())
+        assert len(back) == n
+        assert back[3] == job.trigger_map[3]
+        v1 = p["parameters/version_1"]
+        assert json.loads(v1["values"][()]) == {"scale": 1.0, "note": "second"}
+        assert v1["source"][()].decode() == "python"
+        assert set(e["events/parameters_version"][()]) <= {0, 1}
+        assert p["reducer"][()].decode().endswith("Collect")
+        assert json.loads(p["status"][()])["reduced"] == n

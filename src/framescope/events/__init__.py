@@ -18,6 +18,7 @@ from framescope.events._classes import EventWorker, Reducer, Result
 from framescope.events._former import Event, StreamFrame
 from framescope.events._http import ResultsServer
 from framescope.events._job import EventJob
+from framescope.events._nexus import write_nexus
 from framescope.events._params import Parameters
 from framescope.events._replay import record_streams, replay_hdf5, replay_streams
 from framescope.events._simulate import simulate_streams
@@ -41,6 +42,7 @@ __all__ = [
     "run",
     "simulate_streams",
     "submit",
+    "write_nexus",
 ]
 
 

@@ -14,11 +14,15 @@ import threading
 import time
 from collections import deque
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from framescope.events._classes import EventWorker, Reducer, Result
 from framescope.events._former import Event, EventFormer
 from framescope.events._http import ResultsServer
+from framescope.events._nexus import write_nexus
 from framescope.events._params import Parameters
 from framescope.events._replay import StreamsRecorder
 from framescope.events._runtime import ReduceStage, ThreadWorkers
@@ -66,6 +70,12 @@ class EventJob:
         self.started = time.monotonic()
         self.ended: float | None = None
         self.first_reduced: float | None = None
+        self.started_at = time.time()
+        # one row per reduced event, for the NeXus file: event, version, complete, worker
+        self._log: list[tuple[int, int, bool, int]] = []
+        self._reasons: dict[int, str] = {}
+        self._classes = {"worker": f"{worker.__module__}.{worker.__qualname__}",
+                         "reducer": f"{reducer.__module__}.{reducer.__qualname__}"}
 
         receivers = {name: (ep, proto) for name, (ep, proto) in streams.items()
                      if name in trigger_map.streams}
@@ -137,6 +147,25 @@ class EventJob:
         if self.server is not None:
             self.server.stop()
             self.server = None
+
+    def write_nexus(self, path: str | os.PathLike[str], title: str = "framescope event job",
+                    ) -> Path:
+        """The reducer's published state, per-event records (parameter version, complete,
+        reason, worker), the trigger map, every parameter version, the status and the
+        framescope version (and git commit) as NeXus/HDF5; see
+        :func:`framescope.events.write_nexus`. Best after the job ended."""
+        rows = list(self._log)
+        events = {"event": np.array([r[0] for r in rows], np.int64),
+                  "parameters_version": np.array([r[1] for r in rows], np.int64),
+                  "complete": np.array([r[2] for r in rows], bool),
+                  "worker": np.array([r[3] for r in rows], np.int64),
+                  "reason": [self._reasons.get(r[0], "") for r in rows]}
+        ended = None if self.ended is None else self.started_at + (self.ended - self.started)
+        return write_nexus(path, published=self.published(),
+                           trigger_map=self.trigger_map.to_json(),
+                           parameters=self.parameters.history(), status=self.status,
+                           events=events, classes=self._classes, started=self.started_at,
+                           ended=ended, title=title)
 
     @property
     def reducer(self) -> Reducer:
@@ -234,6 +263,9 @@ class EventJob:
     def _on_reduced(self, r: Result) -> None:
         if self.first_reduced is None:
             self.first_reduced = time.monotonic()
+        self._log.append((r.event, r.parameters_version, r.complete, r.worker))
+        if r.reason or r.error:
+            self._reasons[r.event] = "; ".join(x for x in (r.reason, r.error) if x)
 
     def _live(self) -> list[int]:
         return [k for k in range(self.n_workers) if k not in self.lost]
