@@ -20,7 +20,8 @@ from framescope.events._http import ResultsServer
 from framescope.events._job import EventJob
 from framescope.events._nexus import write_nexus
 from framescope.events._params import Parameters
-from framescope.events._replay import record_streams, replay_hdf5, replay_streams
+from framescope.events._record import record_streams
+from framescope.events._replay import replay_hdf5, replay_streams
 from framescope.events._simulate import simulate_streams
 from framescope.events._triggermap import EventSpec, StreamFrames, TriggerMap
 

@@ -24,7 +24,7 @@ from framescope.events._former import Event, EventFormer
 from framescope.events._http import ResultsServer
 from framescope.events._nexus import write_nexus
 from framescope.events._params import Parameters
-from framescope.events._replay import StreamsRecorder
+from framescope.events._record import StreamsRecorder
 from framescope.events._runtime import ReduceStage, ThreadWorkers
 from framescope.events._triggermap import TriggerMap
 from framescope.live._messages import jsonable
