@@ -27,8 +27,8 @@ from framescope.events._params import Parameters
 from framescope.events._record import StreamsRecorder
 from framescope.events._runtime import ReduceStage, ThreadWorkers
 from framescope.events._triggermap import TriggerMap
+from framescope.live import StreamReceiver
 from framescope.live._messages import jsonable
-from framescope.live._streams import StreamReceiver
 
 __all__ = ["EventJob"]
 

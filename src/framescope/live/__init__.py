@@ -18,6 +18,7 @@ from framescope.live._record import Recorder, read_recording
 from framescope.live._scan import Series
 from framescope.live._simulate import Publisher, replay, simulate_stream, write_stream1_dump
 from framescope.live._status import Status
+from framescope.live._streams import StreamCounters, StreamReceiver
 from framescope.live._values import (
     VALUE_PROTOCOLS,
     Values,
@@ -42,6 +43,8 @@ __all__ = [
     "SeriesStart",
     "Start",
     "Status",
+    "StreamCounters",
+    "StreamReceiver",
     "Values",
     "ValuesDecoder",
     "ValuesEncoder",
