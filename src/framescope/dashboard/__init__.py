@@ -26,7 +26,8 @@ if TYPE_CHECKING:
     from framescope.dashboard._source_widget import SourceWidget
     from framescope.live import ZMQSource
 
-__all__ = ["Dashboard", "SourceIPyWidget", "SourceWidget", "dashboard", "live", "source_widget"]
+__all__ = ["Dashboard", "SourceIPyWidget", "SourceWidget", "dashboard", "events_view", "live",
+           "source_widget"]
 
 
 def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
@@ -91,6 +92,37 @@ def live(source: Any = None, **params: Any) -> Any:
 
     load_extensions()
     return LiveDashboard(source, **params)
+
+
+def events_view(job: Any, *, period_ms: int = 500, **params: Any) -> Any:
+    """The dashboard of a running event job (:func:`framescope.events.submit`): status and
+    per-stream counters, the reducer's published state (images, curves, text) updated in
+    place, a JSON editor of the parameters and a stop button.
+
+    Parameters
+    ----------
+    job : framescope.events.EventJob
+        The job to watch (any object with ``published()``, ``status``, ``parameters``,
+        ``done()`` and ``stop()``).
+    period_ms : int
+        Milliseconds between refreshes (at least 100); the refreshes stop after the job ended.
+    **params
+        ``key=`` (the published value shown first), ``follow=`` (fit curves' axes to the
+        data at each refresh).
+
+    Returns
+    -------
+    framescope.dashboard._events.EventsView
+        A panel ``Viewer``: display it in a notebook cell or serve it.
+
+    Examples
+    --------
+    >>> job = fe.submit(streams, tm, VirtualImageOverI0, ImageReducer)  # doctest: +SKIP
+    >>> fs.dashboard.events_view(job)  # doctest: +SKIP
+    """
+    from framescope.dashboard._events import EventsView
+
+    return EventsView(job, period_ms=period_ms, **params)
 
 
 def source_widget(source: ZMQSource | None = None,
