@@ -98,7 +98,8 @@ def test_status_text_and_stream_table_show_every_counter():
     rows = stream_rows(_status())
     assert rows["detector"] == {"received": 9, "gaps": 1, "repeated": 2, "malformed": 0,
                                 "buffered": 3, "dropped": 0, "late": 1}
-    assert rows["i0"]["malformed"] == 4 and rows["i0"]["dropped"] == 5
+    assert rows["i0"]["malformed"] == 4
+    assert rows["i0"]["dropped"] == 5
 
 
 def test_status_card_and_errors_follow_the_job():
@@ -107,12 +108,14 @@ def test_status_card_and_errors_follow_the_job():
     assert "events reduced **7**" in view.status_pane.object
     table = view.streams_pane.object
     assert list(table.index) == ["detector", "i0"]
-    assert table.loc["i0", "dropped"] == 5 and table.loc["detector", "late"] == 1
+    assert table.loc["i0", "dropped"] == 5
+    assert table.loc["detector", "late"] == 1
     assert not view.errors_pane.visible
     job.status = _status(reduced=20, state="finished", last_errors=["event 3: ValueError"])
     view.refresh()
     assert "events reduced **20**" in view.status_pane.object
-    assert view.errors_pane.visible and "event 3: ValueError" in view.errors_pane.object
+    assert view.errors_pane.visible
+    assert "event 3: ValueError" in view.errors_pane.object
 
 
 def test_a_stack_is_shown_one_named_layer_at_a_time_and_updated_in_place():
@@ -121,7 +124,8 @@ def test_a_stack_is_shown_one_named_layer_at_a_time_and_updated_in_place():
     job = FakeJob({"count": 3, "image": stack, "masks": ["ring", "disk"]})
     view = EventsView(job)
     assert view.key == "image"  # the image-like value first
-    assert view.layer.options == {"0: ring": 0, "1: disk": 1}
+    assert view.layer.options == {"ring": 0, "disk": 1}
+    assert view.layer.value == 0  # set, not left blank
     root = _render(view)
     (glyph,) = _glyphs(root, "Image")
     np.testing.assert_array_equal(glyph.data_source.data["image"][0], stack[0])
@@ -139,7 +143,7 @@ def test_a_stack_is_shown_one_named_layer_at_a_time_and_updated_in_place():
     np.testing.assert_allclose([lo, hi], np.percentile(finite, [0.5, 99.5]), rtol=1e-6)
     view.layer.value = 1
     np.testing.assert_array_equal(glyph.data_source.data["image"][0], stack[1] * 10)
-    assert view.pipe.data["title"] == "image[1: disk]"
+    assert view.pipe.data["title"] == "image[disk]"
 
 
 def test_curves_text_and_a_new_shape_get_their_own_view():
@@ -175,7 +179,8 @@ def test_parameters_editor_makes_a_dashboard_version():
     view.editor.value = '{"scale": 2, "roi": [0, 4]}'
     assert view.apply() == 1
     last = job.parameters.history()[-1]
-    assert last["source"] == "dashboard" and last["values"] == {"scale": 2, "roi": [0, 4]}
+    assert last["source"] == "dashboard"
+    assert last["values"] == {"scale": 2, "roi": [0, 4]}
     assert "version 1" in view.version_pane.object
     assert '"scale": 2' in view.editor.value
     assert view.param_message.alert_type == "success"
@@ -195,7 +200,8 @@ def test_a_refused_edit_is_shown_and_makes_no_version(text, message):
     job = FakeJob({"n": 1}, parameters=fe.Parameters({"scale": 1, "roi": [0, 4]}, Model))
     view = EventsView(job)
     assert view.apply(text) is None
-    assert view.param_message.visible and view.param_message.alert_type == "danger"
+    assert view.param_message.visible
+    assert view.param_message.alert_type == "danger"
     assert message in view.param_message.object
     assert job.parameters.version == 0
 
@@ -267,7 +273,8 @@ def test_a_real_job_is_shown_as_it_published_and_counted():
             assert view.apply('{"scale": 2}') is None  # masks and scan removed: refused
             assert view.apply(view.editor.value.replace('"scale": 1', '"scale": 2')) == 1
             last = job.parameters.history()[-1]
-            assert last["source"] == "dashboard" and last["values"]["scale"] == 2
+            assert last["source"] == "dashboard"
+            assert last["values"]["scale"] == 2
         finally:
             job.close()
 
@@ -284,8 +291,7 @@ def _free_port() -> int:
 def test_served_view_counts_up_and_draws_the_image():
     import os
 
-    from ._browser import CHROMIUM, CHROMIUM_ARGS, artifacts_dir, assert_image_on_screen
-    from ._browser import wait_for
+    from ._browser import CHROMIUM, CHROMIUM_ARGS, artifacts_dir, assert_image_on_screen, wait_for
 
     playwright_api = pytest.importorskip("playwright.sync_api")
     if not os.path.exists(CHROMIUM):
@@ -323,7 +329,7 @@ def test_served_view_counts_up_and_draws_the_image():
                 status = page.get_by_text("events reduced")  # pierces the shadow DOM
 
                 def reduced() -> bool:
-                    text = status.inner_text(timeout=5000)
+                    text = status.text_content(timeout=5000)
                     seen.append(int(text.split("events reduced", 1)[1].split("/")[0]))
                     return seen[-1] == n
 
@@ -332,9 +338,9 @@ def test_served_view_counts_up_and_draws_the_image():
                     job = jobs[0]
                     job.result(10)
                     want = job.published()["image"][0]
-                    wait_for(lambda: assert_image_on_screen(page, "image[0: ring]", want),
+                    wait_for(lambda: assert_image_on_screen(page, "image[ring]", want),
                              20, "the image painted in its colours")
-                    assert "finished" in status.inner_text()
+                    assert "finished" in status.text_content()
                 finally:
                     page.screenshot(path=str(artifacts_dir() / "events-view.png"),
                                     full_page=True)
@@ -344,5 +350,6 @@ def test_served_view_counts_up_and_draws_the_image():
             for job in jobs:
                 job.close()
     assert seen == sorted(seen), seen  # the count only goes up …
-    assert len(set(seen)) > 1 and seen[0] < n, seen  # … and was seen going up
+    assert seen[0] < n, seen  # … and was seen going up
+    assert len(set(seen)) > 1, seen
     assert not errors, errors

@@ -88,8 +88,10 @@ def changed_values(text: str, base: Mapping[str, Any]) -> dict[str, Any]:
     Raises
     ------
     ValueError
-        Invalid JSON (line and column), not an object, or a key of ``base`` removed
-        (parameters can be changed, not removed).
+        Invalid JSON (line and column), or a key of ``base`` removed (parameters can be
+        changed, not removed).
+    TypeError
+        The JSON is not an object.
     """
     try:
         values = json.loads(text)
@@ -97,7 +99,7 @@ def changed_values(text: str, base: Mapping[str, Any]) -> dict[str, Any]:
         raise ValueError(f"parameters: invalid JSON at line {exc.lineno} column {exc.colno}: "
                          f"{exc.msg}") from exc
     if not isinstance(values, dict):
-        raise ValueError("parameters: expected a JSON object {\"name\": value, ...}, found "
+        raise TypeError("parameters: expected a JSON object {\"name\": value, ...}, found "
                          f"{type(values).__name__}")
     removed = sorted(set(base) - set(values))
     if removed:
@@ -222,7 +224,9 @@ class EventsView(pn.viewable.Viewer):
         kind, shape = self._shape = self._layout_of(key)
         self.layer.visible = kind == "stack"
         if kind == "stack":
-            self.layer.options = _layer_labels(self.published, key, shape[0])
+            self.layer.options = options = _layer_labels(self.published, key, shape[0])
+            if self.layer.value not in options.values():  # panel leaves it None
+                self.layer.value = 0
         if kind == "text":
             self.pipe = None
             self.plot_area.objects = [pn.pane.Markdown(self._text(), width=640)]
@@ -338,10 +342,9 @@ class EventsView(pn.viewable.Viewer):
             self._start()
         card = pn.Card(self.status_pane, self.streams_pane, self.errors_pane,
                        self.stop_button, title="event job", collapsible=False, width=680)
-        shown = pn.Column(pn.Row(pn.widgets.Select.from_param(self.param.key, width=200),
-                                 self.layer,
-                                 pn.widgets.Checkbox.from_param(self.param.follow,
-                                                                label="fit curves")),
+        key = pn.widgets.Select.from_param(self.param.key, label="published", width=200)
+        fit = pn.widgets.Checkbox.from_param(self.param.follow, label="fit curves")
+        shown = pn.Column(pn.Row(key, self.layer, fit),
                           self.plot_area)
         editor = pn.Column(self.version_pane, self.editor,
                            pn.Row(self.apply_button, self.param_message))
@@ -357,12 +360,12 @@ def _default_key(published: Mapping[str, Any]) -> str | None:
 
 
 def _layer_labels(published: Mapping[str, Any], key: str, n: int) -> dict[str, int]:
-    """Labels of the first axis of a 3-D value: the names of a published list of ``n``
-    strings (a reducer's mask names), else the indices."""
+    """Labels of the first axis of a 3-D value: the names in a published list of ``n``
+    distinct strings (a reducer's mask names), else the indices."""
     for k, v in published.items():
-        if k != key and isinstance(v, list) and len(v) == n and all(
-                isinstance(s, str) for s in v):
-            return {f"{i}: {s}": i for i, s in enumerate(v)}
+        if (k != key and isinstance(v, list) and len(v) == n == len(set(v))
+                and all(isinstance(s, str) for s in v)):
+            return {s: i for i, s in enumerate(v)}
     return {str(i): i for i in range(n)}
 
 
@@ -374,6 +377,7 @@ def _height(shape: tuple[int, ...]) -> int:
 def _image(data: dict[str, Any]) -> hv.Image:
     return hv.Image((data["x"], data["y"], data["z"]), kdims=["x", "y"],
                     vdims=["value"]).opts(clim=data["clim"], title=data["title"],
+                                          cmap="viridis",
                                           clipping_colors={"NaN": "transparent"})
 
 
