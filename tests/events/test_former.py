@@ -80,24 +80,41 @@ def test_missing_frames_are_given_up_with_the_reason_never_waited_on_forever():
     assert e1.missing == {"det": [1]}
     assert "skipped" in e1.reason
     assert f.form(now=3.0) == []  # i0 2 waits: the stream may just be slow
-    (e2,) = f.form(now=9.0)[:1]
+    e2, e3 = f.form(now=9.0)  # silent for 8 s: both its events give up at once
     assert e2.missing == {"i0": [2]}
     assert "silent" in e2.reason
-    c["i0"].ended = True
-    (e3,) = f.form(now=9.0)
     assert e3.missing == {"i0": [3]}
-    assert "ended without" in e3.reason
     assert f.incomplete == 3
+    assert f.reasons == {"stream 'det' skipped": 1, "stream 'i0' was silent": 2}
     assert f.done
 
 
-def test_a_stream_that_never_starts_gives_up_after_the_timeout():
-    tm = TriggerMap.per_point(1, {"det": 1, "i0": 1})
+def test_a_stream_that_ended_gives_up_its_missing_frames_at_once():
+    tm = TriggerMap.per_point(3, {"det": 1, "i0": 1})
+    f, c = _former(tm, timeout=60.0)
+    f.started = 0.0
+    for k in range(3):
+        _feed(f, c, "det", k, np.zeros((1, 1)), now=0.1)
+    _feed(f, c, "i0", 0, {"i0": 1.0}, now=0.1)
+    c["i0"].ended = True  # its end message came after frame 0
+    e0, e1, e2 = f.form(now=0.2)
+    assert e2.missing == {"i0": [2]}
+    assert e0.complete
+    assert e1.missing == {"i0": [1]}
+    assert "'i0' ended without frame(s) 1" in e1.reason
+    assert f.reasons == {"stream 'i0' ended": 2}
+    assert f.done
+
+
+def test_a_stream_that_never_starts_gives_up_after_the_timeout_then_at_once():
+    tm = TriggerMap.per_point(3, {"det": 1, "i0": 1})
     f, c = _former(tm, timeout=2.0)
     f.started = 0.0
-    _feed(f, c, "det", 0, np.zeros((1, 1)), now=0.1)
+    for k in range(3):
+        _feed(f, c, "det", k, np.zeros((1, 1)), now=0.1)
     assert f.form(now=1.0) == []
-    assert f.form(now=2.5) == []  # waiting since 1.0: not yet timeout s of waiting
-    (e,) = f.form(now=3.1)
-    assert "'i0' sent nothing" in e.reason
-    assert e["det"].shape == (1, 1)
+    evs = f.form(now=2.1)  # silent since the job started: every event gives up at once
+    assert [e.number for e in evs] == [0, 1, 2]
+    assert all("'i0' sent nothing for 2 s" in e.reason for e in evs)
+    assert evs[0]["det"].shape == (1, 1)
+    assert f.reasons == {"stream 'i0' sent nothing": 3}

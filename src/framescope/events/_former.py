@@ -144,15 +144,15 @@ class EventFormer:
             while self.next < len(self.map) and len(out) < limit:
                 spec = self.map[self.next]
                 missing = self._missing(spec)
-                reason = ""
+                reason = key = ""
                 if missing:
                     now = time.monotonic() if now is None else now
                     if self._waiting_since is None:
                         self._waiting_since = now
-                    reason = self._give_up(missing, now)
+                    reason, key = self._give_up(missing, now)
                     if not reason:
                         break
-                out.append(self._take(spec, missing, reason))
+                out.append(self._take(spec, missing, reason, key))
                 self._waiting_since = None
                 self.next += 1
         return out
@@ -167,25 +167,30 @@ class EventFormer:
                 missing[s] = lost
         return missing
 
-    def _give_up(self, missing: dict[str, list[int]], now: float) -> str:
-        """Why the missing frames will not come, or "" to wait on."""
-        why = []
+    def _give_up(self, missing: dict[str, list[int]], now: float) -> tuple[str, str]:
+        """Why the missing frames will not come and a key to count it by, or ("", "") to
+        wait on."""
+        why, keys = [], []
         for s, frames in missing.items():
             c = self.counters[s]
+            # silence since the stream's last message, or since the job started: a stream
+            # that stays silent fails every following event at once, not one timeout each
             silent = now - max(c.last_heard, self.started)
             if c.ended:
-                why.append(f"stream {s!r} ended without frame(s) {_short(frames)}")
+                kind, text = "ended", f"ended without frame(s) {_short(frames)}"
             elif c.highest > max(frames) and now - self._waiting_since >= self.reorder_grace:
-                why.append(f"stream {s!r} skipped frame(s) {_short(frames)}")
-            elif silent >= self.timeout and now - self._waiting_since >= self.timeout:
-                what = "sent nothing" if not c.received else "was silent"
-                why.append(f"stream {s!r} {what} for {silent:.0f} s (frame(s) "
-                           f"{_short(frames)})")
+                kind, text = "skipped", f"skipped frame(s) {_short(frames)}"
+            elif silent >= self.timeout:
+                kind = "was silent" if c.received else "sent nothing"
+                text = f"{kind} for {silent:.0f} s (frame(s) {_short(frames)})"
             else:
-                return ""
-        return "; ".join(why)
+                return "", ""
+            why.append(f"stream {s!r} {text}")
+            keys.append(f"stream {s!r} {kind}")
+        return "; ".join(why), "; ".join(keys)
 
-    def _take(self, spec: EventSpec, missing: dict[str, list[int]], reason: str) -> Event:
+    def _take(self, spec: EventSpec, missing: dict[str, list[int]], reason: str,
+              key: str) -> Event:
         streams: dict[str, list[StreamFrame]] = {}
         for s, sf in spec.streams.items():
             store, shared, consumed = self._store[s], self._shared[s], self._consumed[s]
@@ -203,8 +208,6 @@ class EventFormer:
                 streams[s] = got
         if reason:
             self.incomplete += 1
-            key = reason.split(" (")[0] if "silent" in reason or "nothing" in reason else \
-                reason.split(" frame")[0]
             self.reasons[key] = self.reasons.get(key, 0) + 1
         return Event(spec.event, streams, complete=not missing, missing=missing,
                      reason=reason, worker=spec.worker)
