@@ -81,7 +81,7 @@ def test_faults_mark_events_incomplete_with_reasons_and_never_hang():
     n = 12
     faults = {"detector": {"skip": [5], "repeat": [2]},
               "i0": {"stop_after": 18},  # dies mid-scan: frames 0..17, no end message
-              "motors": {"start_delay": 0.3, "repeat": [1]}}
+              "motors": {"start_delay": 0.3, "repeat": [1], "n_frames": n - 1}}
     with simulate_streams(n_points=n, frames_per_point=FPP, det=(16, 16),
                           faults=faults) as sim:
         job = fe.submit(_streams(sim), _map(n), RingOverI0, Collect, workers=2,
@@ -96,6 +96,9 @@ def test_faults_mark_events_incomplete_with_reasons_and_never_hang():
     # skipped (later frames came) or ended without it (the stream ended within the grace)
     assert any(w in incomplete[2].reason for w in ("skipped", "ended without"))
     assert incomplete[9].missing == {"i0": [18, 19]}
+    # the motors stream is one point short: the last event also misses its position
+    assert incomplete[n - 1].missing == {"i0": [22, 23], "motors": [n - 1]}
+    assert "'motors' ended without frame(s) 11" in incomplete[n - 1].reason
     assert "'i0'" in incomplete[9].reason
     for e, r in red.results.items():
         assert (r.value is None) != r.complete
@@ -273,3 +276,44 @@ def test_nexus_file_holds_results_events_map_parameters_and_version(tmp_path):
         assert set(e["events/parameters_version"][()]) <= {0, 1}
         assert p["reducer"][()].decode().endswith("Collect")
         assert json.loads(p["status"][()])["reduced"] == n
+
+
+class Echo(fe.EventWorker):
+    """What the event held: per stream, the frame numbers and data."""
+
+    def process_event(self, event, parameters):
+        return {s: [[f.frame, f.data if isinstance(f.data, dict) else float(f.data.sum())]
+                    for f in frames] for s, frames in event.streams.items()}
+
+
+def test_a_map_with_all_none_and_discard_forms_exactly_the_events_it_says():
+    n = 12
+    events = []
+    for e in range(n):
+        streams = {"detector": {"frames": [e]}}
+        if e % 2 == 0:
+            streams["motors"] = {"frames": [e // 2]}
+        else:  # odd events: no motor frame of their own, the last one as a reference
+            streams["motors"] = {"frames": [n - 1], "to": "all"}
+        if e % 3 == 0:
+            streams["i0"] = {"frames": [e]}
+        elif e % 3 == 1:
+            streams["i0"] = {"frames": [e], "to": "discard"}
+        events.append({"event": e, "streams": streams})  # e % 3 == 2: no i0 ("none")
+    tm = fe.TriggerMap(["detector", "i0", "motors"], events, closed=True)
+    with simulate_streams(n_points=n, det=(8, 8), rates={"i0": 500.0}) as sim:
+        job = fe.submit(_streams(sim), tm, Echo, Collect, workers=2)
+        job.result(30)
+    got = {e: r.value for e, r in job.reducer.results.items()}
+    assert sorted(got) == list(range(n))
+    for e in range(n):
+        want = {"detector": [[e, float(sim.truth["detector"][e].sum())]]}
+        want["motors"] = ([[e // 2, sim.truth["motors"][e // 2]]] if e % 2 == 0
+                          else [[n - 1, sim.truth["motors"][n - 1]]])
+        if e % 3 == 0:
+            want["i0"] = [[e, {"i0": sim.truth["i0"][e]}]]
+        assert got[e] == want, e
+    st = job.status
+    assert st["incomplete"] == 0
+    # i0 frames of "none" events were never claimed: they wait in the buffer
+    assert st["streams"]["i0"]["buffered"] == len([e for e in range(n) if e % 3 == 2])
