@@ -3,6 +3,7 @@ published state and status, and the served view in Debian's chromium."""
 
 from __future__ import annotations
 
+import json
 import socket
 import threading
 
@@ -121,7 +122,7 @@ def test_status_card_and_errors_follow_the_job():
 def test_a_stack_is_shown_one_named_layer_at_a_time_and_updated_in_place():
     stack = np.arange(2 * 3 * 4, dtype="f8").reshape(2, 3, 4)
     stack[0, 1, 2] = np.nan
-    job = FakeJob({"count": 3, "image": stack, "masks": ["ring", "disk"]})
+    job = FakeJob({"count": np.int64(3), "image": stack, "masks": ["ring", "disk"]})
     view = EventsView(job)
     assert view.key == "image"  # the image-like value first
     assert view.layer.options == {"ring": 0, "disk": 1}
@@ -144,6 +145,8 @@ def test_a_stack_is_shown_one_named_layer_at_a_time_and_updated_in_place():
     view.layer.value = 1
     np.testing.assert_array_equal(glyph.data_source.data["image"][0], stack[1] * 10)
     assert view.pipe.data["title"] == "image[disk]"
+    view.key = "count"  # a number (numpy's too) as text
+    assert view.plot_area.objects[0].object == "**count**\n\n```\n3\n```"
 
 
 def test_curves_text_and_a_new_shape_get_their_own_view():
@@ -166,9 +169,24 @@ def test_curves_text_and_a_new_shape_get_their_own_view():
     assert "2\n]" in view.plot_area.objects[0].object
     view.key = "shift"
     pipe = view.pipe
-    job.pub["shift"] = np.vstack([shift, [[6.0, 7.0]]])  # a row more: same kind
+    job.pub["shift"] = np.vstack([shift, [[6.0, 7.0]]])  # a row more: the curves grow
     view.refresh()
-    assert view.pipe is not pipe  # another shape: a new plot
+    assert view.pipe is pipe
+    assert view.pipe.data["y"][:, 1].tolist() == [1.0, 3.0, 5.0, 7.0]
+    job.pub["stack"] = np.ones((3, 2, 2))  # from curves to a stack: a new plot
+    view.refresh()
+    stale: list = []
+    pipe.add_subscriber(lambda **kw: stale.append(kw))
+    view.key = "stack"
+    assert view.pipe is not pipe
+    assert stale == []  # the curves' plot got no image
+    assert view.layer.options == {"0": 0, "1": 1, "2": 2}
+    np.testing.assert_array_equal(view.pipe.data["z"], np.ones((2, 2)))
+    job.pub["stack"] = np.zeros((3, 4, 2))  # another image shape: a new plot
+    pipe = view.pipe
+    view.refresh()
+    assert view.pipe is not pipe
+    assert view.pipe.data["z"].shape == (4, 2)
 
 
 def test_parameters_editor_makes_a_dashboard_version():
@@ -341,6 +359,14 @@ def test_served_view_counts_up_and_draws_the_image():
                     wait_for(lambda: assert_image_on_screen(page, "image[ring]", want),
                              20, "the image painted in its colours")
                     assert "finished" in status.text_content()
+                    # the parameters editor, typed into: a version made by the dashboard
+                    edited = json.dumps({**_params(scan), "scale": 3})
+                    page.locator("textarea").fill(edited)
+                    page.get_by_role("button", name="Apply").click()
+                    page.get_by_text("version 1 applied").wait_for(timeout=10_000)
+                    last = job.parameters.history()[-1]
+                    assert last["source"] == "dashboard"
+                    assert last["values"]["scale"] == 3
                 finally:
                     page.screenshot(path=str(artifacts_dir() / "events-view.png"),
                                     full_page=True)

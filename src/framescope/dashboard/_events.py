@@ -141,9 +141,8 @@ class EventsView(pn.viewable.Viewer):
         self.errors_pane = pn.pane.Alert("", alert_type="danger", visible=False, width=640)
         self.layer = pn.widgets.Select(label="layer", options={}, visible=False, width=160)
         self.layer.param.watch(lambda _: self._send(), "value")
-        self.plot_area = pn.Column(min_height=200)
-        self.stop_button = pn.widgets.Button(label="Stop the job", color="danger",
-                                             width=140)
+        self.plot_area = pn.Column(pn.pane.Markdown("nothing published yet"), min_height=200)
+        self.stop_button = pn.widgets.Button(label="Stop the job", color="danger", width=140)
         self.stop_button.on_click(lambda _: self.stop_job())
         # the parameters editor: edits are diffed against the version they started from
         self.version_pane = pn.pane.Markdown("", width=520)
@@ -190,9 +189,8 @@ class EventsView(pn.viewable.Viewer):
     def _show_streams(self) -> None:
         import pandas as pd
 
-        rows = stream_rows(self.status)
-        frame = pd.DataFrame.from_dict(rows, orient="index", columns=list(STREAM_COLUMNS))
-        self.streams_pane.object = frame
+        self.streams_pane.object = pd.DataFrame.from_dict(
+            stream_rows(self.status), orient="index", columns=list(STREAM_COLUMNS))
 
     def _start(self) -> None:
         if self._callback is None and not self.job.done():
@@ -210,9 +208,13 @@ class EventsView(pn.viewable.Viewer):
 
     # ---- the published state --------------------------------------------------------------
     def _layout_of(self, key: str) -> tuple[Kind, tuple[int, ...]]:
+        """What needs a new plot when it changes: the kind, an image's shape (its extent),
+        the number of curves (a curve that grows is the same plot)."""
         value = self.published.get(key)
         kind = value_kind(value)
-        return kind, (value.shape if kind != "text" else ())
+        if kind == "text":
+            return kind, ()
+        return kind, (value.shape if kind in ("image", "stack") else value.shape[1:])
 
     def _show_key(self) -> None:
         """A new plot for the selected key (kind or shape changed): a new Pipe and element."""
@@ -221,12 +223,14 @@ class EventsView(pn.viewable.Viewer):
             self.plot_area.objects = [pn.pane.Markdown("nothing published yet")]
             self._shape, self.pipe = None, None
             return
-        kind, shape = self._shape = self._layout_of(key)
+        self._shape = None  # no _send into the previous plot while this one is made
+        kind, shape = layout = self._layout_of(key)
         self.layer.visible = kind == "stack"
         if kind == "stack":
             self.layer.options = options = _layer_labels(self.published, key, shape[0])
             if self.layer.value not in options.values():  # panel leaves it None
                 self.layer.value = 0
+        self._shape = layout
         if kind == "text":
             self.pipe = None
             self.plot_area.objects = [pn.pane.Markdown(self._text(), width=640)]
@@ -262,9 +266,9 @@ class EventsView(pn.viewable.Viewer):
 
     def _text(self) -> str:
         value = self.published.get(self.key)
-        try:
-            text = json.dumps(_plain(value), indent=1)
-        except (TypeError, ValueError):
+        try:  # numpy values as lists and numbers, anything else as its repr
+            text = json.dumps(value, indent=1, default=lambda o: getattr(o, "tolist", o.__repr__)())
+        except ValueError:  # a circular structure
             text = repr(value)
         if len(text) > _MAX_TEXT:
             text = text[:_MAX_TEXT] + f"\n… ({len(text)} characters)"
@@ -344,8 +348,7 @@ class EventsView(pn.viewable.Viewer):
                        self.stop_button, title="event job", collapsible=False, width=680)
         key = pn.widgets.Select.from_param(self.param.key, label="published", width=200)
         fit = pn.widgets.Checkbox.from_param(self.param.follow, label="fit curves")
-        shown = pn.Column(pn.Row(key, self.layer, fit),
-                          self.plot_area)
+        shown = pn.Column(pn.Row(key, self.layer, fit), self.plot_area)
         editor = pn.Column(self.version_pane, self.editor,
                            pn.Row(self.apply_button, self.param_message))
         return pn.Row(pn.Column(card, editor), shown)
@@ -389,9 +392,3 @@ def _curves(data: dict[str, Any]) -> hv.Overlay:
     curves = [hv.Curve((x, cols[:, i]), "index", "value", label=label).opts(
         framewise=data["follow"]) for i, label in enumerate(labels)]
     return hv.Overlay(curves).opts(title=data["title"])
-
-
-def _plain(value: Any) -> Any:
-    if isinstance(value, np.ndarray | np.generic):
-        return value.tolist()
-    return value
