@@ -15,7 +15,8 @@ import numpy as np
 from framescope.engine import decode_message, encode_message
 from framescope.events._former import Event, StreamFrame
 
-__all__ = ["decode_event", "decode_result", "encode_event", "encode_result", "split_arrays"]
+__all__ = ["decode", "decode_events", "decode_results", "encode_events", "encode_results",
+           "split_arrays"]
 
 _ARRAY = "__array__"
 
@@ -54,44 +55,56 @@ def _join_arrays(value: Any, arrays: list[np.ndarray]) -> Any:
     return value
 
 
-def encode_event(event: Event) -> list[Any]:
-    """An :class:`Event` as message parts."""
-    arrays: list[tuple[str, str, np.ndarray]] = []
+def _event_head(event: Event, arrays: list[tuple[str, str, np.ndarray]]) -> dict[str, Any]:
     streams = {s: [[f.frame, split_arrays(f.data, f"{s}/{f.frame}", arrays)] for f in frames]
                for s, frames in event.streams.items()}
-    head = {"kind": "event", "event": event.number, "streams": streams,
-            "complete": event.complete, "missing": event.missing, "reason": event.reason,
-            "worker": event.worker, "version": event.parameters_version}
-    return encode_message(head, arrays)
+    return {"event": event.number, "streams": streams, "complete": event.complete,
+            "missing": event.missing, "reason": event.reason, "worker": event.worker,
+            "version": event.parameters_version}
 
 
-def decode_event(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray]]) -> Event:
-    """The :class:`Event` of a decoded message (arrays view the message: read-only)."""
-    parts = [a for _, _, a in arrays]
-    streams = {s: [StreamFrame(f, _join_arrays(d, parts)) for f, d in frames]
-               for s, frames in head["streams"].items()}
-    return Event(head["event"], streams, complete=head["complete"],
-                 missing={s: list(v) for s, v in head["missing"].items()},
-                 reason=head["reason"], worker=head["worker"],
-                 parameters_version=head["version"])
-
-
-def encode_result(head: dict[str, Any], value: Any) -> list[Any]:
-    """A worker's result (``head``: event, version, worker, complete, reason) as parts;
-    a value that cannot be sent becomes an error result."""
+def encode_events(events: list[Event]) -> list[Any]:
+    """Several :class:`Event` s as one message (one JSON head, their arrays as parts)."""
     arrays: list[tuple[str, str, np.ndarray]] = []
-    try:
-        body = split_arrays(value, "", arrays)
-        json.dumps(body)
-    except (TypeError, ValueError) as exc:
-        return encode_message({**head, "kind": "result", "value": None,
-                               "error": f"result of event {head.get('event')}: {exc}"})
-    return encode_message({**head, "kind": "result", "value": body}, arrays)
+    heads = [_event_head(ev, arrays) for ev in events]
+    return encode_message({"kind": "events", "events": heads}, arrays)
 
 
-def decode_result(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray]]) -> Any:
-    """The value of a decoded result message."""
-    return _join_arrays(head["value"], [a for _, _, a in arrays])
+def decode_events(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray]],
+                  ) -> list[Event]:
+    """The events of a decoded message (arrays view the message: read-only)."""
+    parts = [a for _, _, a in arrays]
+    return [Event(h["event"], {s: [StreamFrame(f, _join_arrays(d, parts)) for f, d in frames]
+                               for s, frames in h["streams"].items()},
+                  complete=h["complete"], missing={s: list(v) for s, v in h["missing"].items()},
+                  reason=h["reason"], worker=h["worker"], parameters_version=h["version"])
+            for h in head["events"]]
+
+
+def encode_results(worker: int, rows: list[tuple[dict[str, Any], Any]]) -> list[Any]:
+    """Results of several events of ``worker`` (``(head, value)``: head with event, version,
+    complete, reason, missing, error) as one message; a value that cannot be sent becomes
+    an error result."""
+    arrays: list[tuple[str, str, np.ndarray]] = []
+    heads = []
+    for head, value in rows:
+        mark = len(arrays)
+        try:
+            body = split_arrays(value, "", arrays)
+            json.dumps(body)
+        except (TypeError, ValueError) as exc:
+            del arrays[mark:]
+            head = {**head, "error": f"result of event {head.get('event')}: {exc}"}
+            body = None
+        heads.append({**head, "value": body})
+    return encode_message({"kind": "results", "worker": worker, "results": heads}, arrays)
+
+
+def decode_results(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray]],
+                   ) -> list[tuple[dict[str, Any], Any]]:
+    """``(head, value)`` of each result of a decoded message."""
+    parts = [a for _, _, a in arrays]
+    return [(h, _join_arrays(h["value"], parts)) for h in head["results"]]
 
 
 def decode(parts: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str, np.ndarray]]]:

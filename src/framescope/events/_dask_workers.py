@@ -23,10 +23,10 @@ from framescope.engine import encode_message
 from framescope.events._classes import EventWorker, Result
 from framescope.events._codec import (
     decode,
-    decode_event,
-    decode_result,
-    encode_event,
-    encode_result,
+    decode_events,
+    decode_results,
+    encode_events,
+    encode_results,
 )
 from framescope.events._former import Event
 from framescope.events._runtime import WorkerRuntime
@@ -36,6 +36,7 @@ __all__ = ["DaskWorkers", "event_worker_main"]
 log = logging.getLogger(__name__)
 
 PING_EVERY = 1.0
+_BATCH = 32  # events per message at most
 
 
 def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> dict[str, Any]:
@@ -60,13 +61,16 @@ def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> 
                 head, arrays = decode(sock.recv_multipart(copy=False))
                 last = time.monotonic()
                 kind = head.get("kind")
-                if kind == "event":
-                    r = rt.process(decode_event(head, arrays))
-                    sock.send_multipart(encode_result(
-                        {"event": r.event, "version": r.parameters_version, "worker": k,
-                         "complete": r.complete, "reason": r.reason, "missing": r.missing,
-                         "error": r.error}, r.value), copy=False)
-                    events += 1
+                if kind == "events":
+                    rows = []
+                    for ev in decode_events(head, arrays):
+                        r = rt.process(ev)
+                        rows.append(({"event": r.event, "version": r.parameters_version,
+                                      "worker": k, "complete": r.complete,
+                                      "reason": r.reason, "missing": r.missing,
+                                      "error": r.error}, r.value))
+                    sock.send_multipart(encode_results(k, rows), copy=False)
+                    events += len(rows)
                 elif kind == "params":
                     rt.set_parameters(head["version"], head["values"])
                 elif kind == "header":
@@ -136,6 +140,7 @@ class DaskWorkers:
         self.hellos: dict[int, dict[str, Any]] = {}
         self.byes: dict[int, dict[str, Any]] = {}
         self._params: queue.SimpleQueue = queue.SimpleQueue()
+        self._out: dict[int, list[Event]] = {}
         self.known_version = version
         token = uuid.uuid4().hex[:8]
         self.futures = [self.client.submit(
@@ -158,7 +163,17 @@ class DaskWorkers:
         self._next_ping = 0.0
 
     def send(self, k: int, event: Event) -> None:
-        self._sock.send_multipart([self._ident[k], *encode_event(event)], copy=False)
+        """Queue ``event`` for worker ``k``; :meth:`flush` sends the queued ones."""
+        self._out.setdefault(k, []).append(event)
+
+    def flush(self) -> None:
+        """Send each worker its queued events as one message (fewer, larger messages: the
+        per-message cost is most of the cost of a small event)."""
+        for k, events in self._out.items():
+            for at in range(0, len(events), _BATCH):
+                self._sock.send_multipart([self._ident[k], *encode_events(
+                    events[at : at + _BATCH])], copy=False)
+        self._out.clear()
 
     def send_header(self, stream: str, header: dict[str, Any]) -> None:
         msg = json.dumps({"kind": "header", "stream": stream, "header": header,
@@ -170,6 +185,7 @@ class DaskWorkers:
         self._params.put((version, values))
 
     def _flush_params(self) -> None:
+        self.flush()  # events queued before a new version go with the old one
         while not self._params.empty():
             version, values = self._params.get()
             msg = json.dumps({"kind": "params", "version": version, "values": values,
@@ -197,10 +213,10 @@ class DaskWorkers:
             k = head.get("worker")
             self._heard[k] = time.monotonic()
             kind = head.get("kind")
-            if kind == "result":
-                self._deliver(Result(head["event"], decode_result(head, arrays),
-                                     head["complete"], head["reason"], head["missing"],
-                                     head["version"], k, head.get("error")))
+            if kind == "results":
+                for h, value in decode_results(head, arrays):
+                    self._deliver(Result(h["event"], value, h["complete"], h["reason"],
+                                         h["missing"], h["version"], k, h.get("error")))
             elif kind == "hello":
                 self._ident[k] = ident.bytes
                 self.hellos[k] = head
@@ -226,6 +242,7 @@ class DaskWorkers:
 
     def stop(self, timeout: float = 10.0, lost: set[int] | frozenset = frozenset()) -> None:
         """Stop every worker (each calls its instance's ``finish``) and close the socket."""
+        self._out = {k: v for k, v in self._out.items() if k not in lost}
         self._flush_params()
         stop = json.dumps({"kind": "stop", "arrays": []}).encode()
         for k, ident in self._ident.items():

@@ -330,6 +330,7 @@ class EventJob:
                     if k is None:
                         break
                     self._send(backlog.popleft(), k)
+                self.workers.flush()
                 with self._lock:
                     busy = any(self._inflight)
                 if self.former.done and not backlog and not busy:

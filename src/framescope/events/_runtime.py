@@ -76,6 +76,9 @@ class ThreadWorkers:
     def send(self, k: int, event: Event) -> None:
         self._queues[k].put(("event", event))
 
+    def flush(self) -> None:
+        """Nothing waits here: threads get each event at once."""
+
     def set_parameters(self, version: int, values: dict[str, Any]) -> None:
         for q in self._queues:  # queued ahead of every later event
             q.put(("params", (version, values)))
