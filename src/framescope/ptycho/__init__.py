@@ -8,18 +8,23 @@ received so far; :func:`start` runs it in a thread of its own.
 
 from framescope.ptycho._collect import CollectFrames
 from framescope.ptycho._handle import Reconstruction, start
+from framescope.ptycho._modes import initial_modes, orthogonalise
 from framescope.ptycho._problem import amplitudes
+from framescope.ptycho._raar import RAAR
 from framescope.ptycho._reconstruct import reconstruct
 from framescope.ptycho._setup import initial_probe, object_pixel, scan_matrix, scan_positions
 from framescope.ptycho._solver import RPIE, rpie_step
 
 __all__ = [
+    "RAAR",
     "RPIE",
     "CollectFrames",
     "Reconstruction",
     "amplitudes",
+    "initial_modes",
     "initial_probe",
     "object_pixel",
+    "orthogonalise",
     "reconstruct",
     "rpie_step",
     "scan_matrix",

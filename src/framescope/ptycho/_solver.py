@@ -23,13 +23,15 @@ Conventions:
 from __future__ import annotations
 
 import types
+from functools import partial
 from typing import Any
 
 import numpy as np
 
+from framescope.ptycho._modes import orthogonalise, rpie_modes_step
 from framescope.udf._backend import to_host, xp
 
-__all__ = ["RPIE", "fft_module", "rpie_step", "shift_ramp"]
+__all__ = ["RPIE", "fft_module", "layout", "rpie_step", "shift_ramp"]
 
 _EPS = 1e-12  # |Psi| floor of the modulus projection (a zero far field keeps its phase 0)
 
@@ -110,6 +112,47 @@ def shift_ramp(mod: types.ModuleType, shape: tuple[int, int], frac: np.ndarray) 
     return mod.asarray(ramp)
 
 
+def layout(probe: Any, positions: np.ndarray, object_shape: tuple[int, int] | None,
+           *, subpixel: bool = True, obj: Any = None) -> tuple[Any, np.ndarray, np.ndarray,
+                                                                Any]:
+    """Check and place a solver's inputs: the probe (complex64 copy, ``(h, w)`` or modes
+    ``(k, h, w)``), each window's whole-pixel corner and sub-pixel rest, and the object
+    (complex64 copy of ``obj``, else ones) in the probe's array module."""
+    mod = xp(probe)
+    probe = mod.asarray(probe, dtype=np.complex64).copy()
+    if probe.ndim not in (2, 3) or (probe.ndim == 3 and probe.shape[0] < 1):
+        raise ValueError(f"probe: expected a 2D window or modes (k, h, w), found shape "
+                         f"{probe.shape}")
+    pos = np.asarray(positions, np.float64)
+    if pos.ndim != 2 or pos.shape[1] != 2 or not np.isfinite(pos).all():
+        raise ValueError(f"positions: expected finite (n, 2) object px, found shape "
+                         f"{pos.shape}")
+    if not subpixel:
+        pos = np.round(pos)
+    top = np.floor(pos + 1e-9).astype(np.int64)
+    frac = np.where(np.abs(pos - top) < 1e-9, 0.0, pos - top)
+    h, w = probe.shape[-2:]
+    # a sub-pixel shift moves the probe inside its window (periodically, as the
+    # synthetic data does): the window itself stays whole pixels
+    need = (int(top[:, 0].max()) + h, int(top[:, 1].max()) + w)
+    if top.min() < 0:
+        raise ValueError(f"positions: a window starts outside the object (smallest "
+                         f"corner {tuple(top.min(axis=0))}, expected >= 0)")
+    if object_shape is None:
+        object_shape = need if obj is None else np.shape(obj)
+    if object_shape[0] < need[0] or object_shape[1] < need[1]:
+        raise ValueError(f"object_shape {tuple(object_shape)}: the windows need at "
+                         f"least {need}")
+    if obj is None:
+        obj = mod.ones(tuple(object_shape), np.complex64)
+    else:
+        obj = mod.asarray(obj, dtype=np.complex64).copy()
+        if obj.shape != tuple(object_shape):
+            raise ValueError(f"obj: expected shape {tuple(object_shape)}, found "
+                             f"{obj.shape}")
+    return probe, top, frac, obj
+
+
 class RPIE:
     """rPIE/ePIE solver state: object, probe, positions, and the error per iteration.
 
@@ -118,9 +161,11 @@ class RPIE:
 
     Parameters
     ----------
-    probe : complex array, shape (h, w)
+    probe : complex array, shape (h, w) or (k, h, w)
         Initial probe on the detector-shaped window (its total intensity on the scale of
-        the measured frames' sums).
+        the measured frames' sums); ``k`` mixed-state modes (see
+        :func:`~framescope.ptycho.initial_modes`), kept orthogonal after every sweep that
+        updates the probe.
     positions : array, shape (n, 2)
         Top-left corner ``(y, x)`` of each scan position's probe window on the object, in
         object px (float: the sub-pixel part moves the probe, see ``subpixel``); all
@@ -148,42 +193,22 @@ class RPIE:
                  seed: int = 0, subpixel: bool = True, obj: Any = None) -> None:
         self.xp = xp(probe)
         self.fft = fft_module(self.xp)
-        self.probe = self.xp.asarray(probe, dtype=np.complex64).copy()
-        if self.probe.ndim != 2:
-            raise ValueError(f"probe: expected a 2D window, found shape {self.probe.shape}")
-        pos = np.asarray(positions, np.float64)
-        if pos.ndim != 2 or pos.shape[1] != 2 or not np.isfinite(pos).all():
-            raise ValueError(f"positions: expected finite (n, 2) object px, found shape "
-                             f"{pos.shape}")
-        if not subpixel:
-            pos = np.round(pos)
-        top = np.floor(pos + 1e-9).astype(np.int64)
-        self.top = top
-        self.frac = np.where(np.abs(pos - top) < 1e-9, 0.0, pos - top)
-        h, w = self.probe.shape
-        # a sub-pixel shift moves the probe inside its window (periodically, as the
-        # synthetic data does): the window itself stays whole pixels
-        need = (int(top[:, 0].max()) + h, int(top[:, 1].max()) + w)
-        if top.min() < 0:
-            raise ValueError(f"positions: a window starts outside the object (smallest "
-                             f"corner {tuple(top.min(axis=0))}, expected >= 0)")
-        if object_shape is None:
-            object_shape = need if obj is None else np.shape(obj)
-        if object_shape[0] < need[0] or object_shape[1] < need[1]:
-            raise ValueError(f"object_shape {tuple(object_shape)}: the windows need at "
-                             f"least {need}")
-        if obj is None:
-            self.object = self.xp.ones(tuple(object_shape), np.complex64)
-        else:
-            self.object = self.xp.asarray(obj, dtype=np.complex64).copy()
-            if self.object.shape != tuple(object_shape):
-                raise ValueError(f"obj: expected shape {tuple(object_shape)}, found "
-                                 f"{self.object.shape}")
+        self.probe, self.top, self.frac, self.object = layout(
+            probe, positions, object_shape, subpixel=subpixel, obj=obj)
         self.alpha, self.beta = float(alpha), float(beta)
         self.probe_start, self.subpixel = int(probe_start), bool(subpixel)
         self.rng = np.random.default_rng(seed)
         self.errors: list[float] = []
         self.measured: list[int] = []
+
+    @property
+    def modes(self) -> int:
+        """Probe modes (1 for a 2D probe)."""
+        return 1 if self.probe.ndim == 2 else int(self.probe.shape[0])
+
+    def parameters(self) -> dict[str, Any]:
+        """The solver's parameters, for a result's attrs."""
+        return {"alpha": self.alpha, "beta": self.beta}
 
     @property
     def iteration(self) -> int:
@@ -195,7 +220,7 @@ class RPIE:
         frac = self.frac[j]
         if not frac.any():
             return self.probe, None
-        ramp = shift_ramp(self.xp, self.probe.shape, frac)
+        ramp = shift_ramp(self.xp, self.probe.shape[-2:], frac)
         return self.fft.ifft2(self.fft.fft2(self.probe) * ramp), ramp
 
     def iterate(self, amplitudes: Any, measured: np.ndarray | None = None,
@@ -219,14 +244,16 @@ class RPIE:
             over the measured positions (and pixels), before this sweep's updates.
         """
         n = self.top.shape[0]
-        if amplitudes.shape[0] != n or amplitudes.shape[1:] != self.probe.shape:
-            raise ValueError(f"amplitudes: expected shape {(n, *self.probe.shape)}, found "
+        frame = self.probe.shape[-2:]
+        if amplitudes.shape[0] != n or amplitudes.shape[1:] != frame:
+            raise ValueError(f"amplitudes: expected shape {(n, *frame)}, found "
                              f"{tuple(amplitudes.shape)}")
         measured = np.ones(n, bool) if measured is None else np.asarray(measured, bool)
         order = self.rng.permutation(n)  # of all positions: independent of `measured`
         order = order[measured[order]]
         update_probe = self.iteration >= self.probe_start
-        h, w = self.probe.shape
+        h, w = frame
+        step = rpie_step if self.probe.ndim == 2 else partial(rpie_modes_step, fft=self.fft)
         error = self.xp.zeros((), np.float64)
         total = self.xp.zeros((), np.float64)
         for j in order:
@@ -234,7 +261,7 @@ class RPIE:
             window = (slice(y, y + h), slice(x, x + w))
             probe, ramp = self._probe_at(int(j))
             amp = amplitudes[j]
-            new_obj, new_probe, err = rpie_step(
+            new_obj, new_probe, err = step(
                 self.object[window], probe, amp, alpha=self.alpha, beta=self.beta,
                 update_probe=update_probe, mask=mask)
             self.object[window] = new_obj
@@ -246,6 +273,8 @@ class RPIE:
                     self.probe = self.probe + self.fft.ifft2(delta)
             error += err
             total += self.xp.sum((amp * mask) ** 2 if mask is not None else amp * amp)
+        if update_probe and self.modes > 1 and len(order):
+            self.probe, _ = orthogonalise(self.probe)
         value = float(to_host(error / total)) if len(order) else float("nan")
         self.errors.append(value)
         self.measured.append(len(order))
