@@ -18,7 +18,13 @@ import xarray as xr
 
 from framescope._version import __version__
 from framescope.ptycho._collect import CollectFrames
-from framescope.ptycho._setup import initial_probe, object_pixel, scan_positions
+from framescope.ptycho._positions import (
+    position_variables,
+    problem_positions,
+    refine_attrs,
+    refine_between_sweeps,
+)
+from framescope.ptycho._setup import ZonePlate, _zone_plate, initial_probe, object_pixel
 from framescope.ptycho._solver import RPIE
 from framescope.udf._backend import array_module, to_host
 from framescope.udf._base import Meta
@@ -47,12 +53,14 @@ class Geometry:
     pixel: tuple[float, float]
     offset: tuple[float, float]  # zero frequency from (h//2, w//2), collected px
     frame_shape: tuple[int, int]
+    radiation: str = "electron"
 
     @classmethod
     def of(cls, calibration: Any, det_shape: tuple[int, int], udf: CollectFrames,
-           overrides: dict[str, Any]) -> Geometry:
+           overrides: dict[str, Any], *, need_step: bool = True) -> Geometry:
         """From the frames' calibration (a :class:`~framescope.calibration.Calibration` or
-        None), the detector shape the UDF saw and ``overrides`` (calibration fields)."""
+        None), the detector shape the UDF saw and ``overrides`` (calibration fields);
+        ``need_step=False``: measured positions stand in for the scan step."""
         from framescope.calibration import Calibration, CalibrationError
 
         cal = calibration if calibration is not None else Calibration()
@@ -61,7 +69,8 @@ class Geometry:
             cal = cal.updated("user", **given)
         missing = [name for name, value in (("energy", cal.energy),
                                             ("angle_per_px", cal.detector_angle),
-                                            ("scan_step", cal.scan_step)) if value is None]
+                                            ("scan_step", cal.scan_step)) if value is None
+                   and (need_step or name != "scan_step")]
         if missing:
             raise CalibrationError(
                 f"ptychography needs the calibration's {', '.join(missing)} (found "
@@ -74,7 +83,7 @@ class Geometry:
         return cls(wavelength=lam, angle_per_px=angle, semiconv=cal.semiconv,
                    scan_step=cal.scan_step, rotation=cal.rotation, flip=cal.flip,
                    pixel=object_pixel(lam, angle, window.shape), offset=window.offset,
-                   frame_shape=window.shape)
+                   frame_shape=window.shape, radiation=cal.radiation)
 
 
 class Problem:
@@ -93,9 +102,9 @@ class Problem:
                  options: dict[str, Any]) -> None:
         self.geometry, self.scan_shape, self.options = geometry, scan_shape, options
         self.xp = array_module(options["backend"])
-        corners, moved = scan_positions(scan_shape, geometry.scan_step, geometry.pixel,
-                                        rotation=geometry.rotation, flip=geometry.flip)
-        self.corners, self.moved = corners, moved
+        self.corners, self.moved, self.refiner, self.object_shape = problem_positions(
+            geometry, scan_shape, options)
+        self.corners_initial = self.corners.copy()
         n = scan_shape[0] * scan_shape[1]
         self.amp = self.xp.zeros((n, *geometry.frame_shape), np.float32)
         self.measured = np.zeros(n, bool)
@@ -122,7 +131,10 @@ class Problem:
         g, o = self.geometry, self.options
         self.intensity = float(np.mean(frames[self.measured].sum(axis=(1, 2),
                                                                   dtype=np.float64)))
-        if o.get("probe") is not None:
+        if isinstance(o.get("probe"), ZonePlate):
+            probe = _zone_plate(g.frame_shape, o["probe"], g.wavelength, g.angle_per_px,
+                                o["defocus"], self.intensity, g.offset, self.xp)
+        elif o.get("probe") is not None:
             probe = self.xp.asarray(np.asarray(o["probe"], np.complex64))
             if probe.shape != g.frame_shape:
                 raise ValueError(f"probe: expected the collected frame shape "
@@ -139,13 +151,18 @@ class Problem:
                                   centre_offset=g.offset, xp=self.xp)
         self.solver = RPIE(probe, self.corners, alpha=o["alpha"], beta=o["beta"],
                            probe_start=o["probe_start"], seed=o["seed"],
-                           subpixel=o["subpixel"])
+                           subpixel=o["subpixel"], object_shape=self.object_shape)
         self.first_iteration[self.measured] = 0
 
     def iterate(self) -> float:
         """One solver sweep over the measured positions."""
         assert self.solver is not None
-        return self.solver.iterate(self.amp, self.measured, self.mask)
+        error = self.solver.iterate(self.amp, self.measured, self.mask)
+        if self.refiner is not None and self.solver.iteration > self.refiner.start:
+            # positions move between sweeps: the solver reads them afresh each sweep
+            self.corners = refine_between_sweeps(self.refiner, self.solver, self.amp,
+                                                 self.measured, self.mask)
+        return error
 
     def result(self, attrs: dict[str, Any] | None = None) -> xr.Dataset:
         """The solver's state as a Dataset (see :func:`framescope.ptycho.reconstruct`)."""
@@ -155,12 +172,13 @@ class Problem:
         obj = to_host(s.object)
         probe = to_host(s.probe)
         py, px = (v * 1e9 for v in g.pixel)
-        c0 = self.corners[0] + (h // 2, w // 2)  # probe centre of scan position (0, 0)
+        # probe centre of scan position (0, 0) before any refinement: the origin of y, x
+        c0 = self.corners_initial[0] + (h // 2, w // 2)
         y = (np.arange(obj.shape[0]) - c0[0]) * py
         x = (np.arange(obj.shape[1]) - c0[1]) * px
         nm = {"units": "nm"}
         scan = ("scan_y", "scan_x")
-        pos = (self.corners - self.corners[0]) * (py, px)  # probe centres from the first
+        pos = (self.corners - self.corners_initial[0]) * (py, px)  # centres from c0
         shape = self.scan_shape
         its = np.arange(s.iteration)
         ds = xr.Dataset(
@@ -189,6 +207,7 @@ class Problem:
                 "iteration": ("iteration", its),
             },
         )
+        ds = ds.assign(position_variables(self.corners, self.corners_initial, (py, px), shape))
         o = self.options
         ds.attrs.update({
             "algorithm": o["algorithm"], "alpha": s.alpha, "beta": s.beta,
@@ -196,11 +215,13 @@ class Problem:
             "iterations": s.iteration, "defocus_m": o["defocus"],
             "wavelength_m": g.wavelength, "angle_per_px_rad": g.angle_per_px,
             "semiconv_rad": math.nan if g.semiconv is None else g.semiconv,
-            "scan_step_m": list(g.scan_step), "rotation_rad": g.rotation, "flip": int(g.flip),
+            "scan_step_m": list(g.scan_step or (math.nan, math.nan)),
+            "rotation_rad": g.rotation, "flip": int(g.flip),
             "pixel_size_m": list(g.pixel), "frame_shape": list(g.frame_shape),
             "zero_frequency_offset_px": list(g.offset),
             "probe_intensity": self.intensity, "backend": o["backend"],
             "collect": json.dumps(o["collect"]), "framescope_version": __version__,
+            "radiation": g.radiation, **refine_attrs(o, self.refiner),
             **(attrs or {}),
         })
         return ds

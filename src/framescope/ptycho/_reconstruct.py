@@ -48,6 +48,13 @@ def reconstruct(
     scan_step: float | str | tuple[float, float] | None = None,
     rotation: float | str | None = None,
     flip: bool | None = None,
+    radiation: Literal["electron", "xray"] | None = None,
+    camera_length: float | str | None = None,
+    pixel_size: float | str | None = None,
+    positions: Any = None,
+    refine_positions: bool = False,
+    refine_start: int = 5,
+    refine_max_step: float = 0.5,
     subpixel: bool = True,
     mask: Any = None,
     backend: str | None = None,
@@ -79,12 +86,28 @@ def reconstruct(
         Seeds the order of positions (a permutation of all positions per iteration).
     defocus : float or str
         Probe defocus, m (or ``"20 nm"``): ``chi(k) = pi * lambda * defocus * |k|^2``.
-    probe : complex array, optional
-        Initial probe on the collected frame's window instead of the calibrated one.
+    probe : complex array or ZonePlate, optional
+        Initial probe on the collected frame's window instead of the calibrated one; a
+        :class:`~framescope.ptycho.ZonePlate` (X-ray): its focus, ``defocus`` m
+        downstream (:func:`~framescope.ptycho.zone_plate_probe`).
     crop, bin, center
         Detector window, binning and beam centre of :class:`CollectFrames`.
     energy, semiconv, angle_per_px, scan_step, rotation, flip
         Override the data's calibration (SI numbers or strings with units).
+    radiation, camera_length, pixel_size
+        Also calibration overrides: ``radiation="xray"`` makes ``energy`` a photon energy
+        (``"8 keV"``: ``lambda = h c / E``); the sample-detector distance and the
+        detector pixel give the angle per pixel (``pixel_size / camera_length``).
+    positions : array, str or path, optional
+        Measured probe positions instead of the calibrated grid: ``(n, 2)`` ``(y, x)`` in
+        m along the scan axes, one per frame in row-major scan order (the calibration's
+        rotation and flip apply, ``scan_step`` is not needed), a ``.npy`` file, or an
+        HDF5 dataset ``"file.h5::/entry/positions"`` (its ``units`` attribute honoured);
+        from a values stream: :func:`~framescope.ptycho.positions_from_stream`.
+    refine_positions : bool
+        Refine the positions after every sweep from ``refine_start`` on (gradient
+        method, at most ``refine_max_step`` object px per sweep and axis); the windows
+        get 4 px of object to move into.
     subpixel : bool
         Sub-pixel positions by Fourier-shifting the probe (else rounded: an error of up to
         half an object pixel; ``attrs["subpixel"]`` says which).
@@ -115,7 +138,9 @@ def reconstruct(
         scan_y, x=scan_x)``; any scan: ``ds.object_phase.interp(y=ds.position_y,
         x=ds.position_x)``); ``probe_amplitude``/``probe_phase`` over ``(probe_y,
         probe_x)``; ``position_y``/``position_x`` (nm) and ``measured``,
-        ``first_iteration`` per scan position; ``error`` and ``positions_per_iteration``
+        ``first_iteration`` per scan position, ``positions`` and ``positions_initial``
+        (nm, ``(scan_y, scan_x, yx)``: as refined and as given; the same without
+        refinement); ``error`` and ``positions_per_iteration``
         per ``iteration``; the parameters in ``attrs`` (``complete``: every position was
         measured; ``stopped``: ``stop`` ended it).
 
@@ -154,9 +179,13 @@ def reconstruct(
         "beta": beta, "probe_start": probe_start, "seed": seed, "subpixel": subpixel,
         "backend": resolve_backend(backend or "numpy"), "mask": mask,
         "algorithm": algorithm, "collect": udf.params(),
+        "positions": positions, "refine_positions": bool(refine_positions),
+        "refine_start": refine_start, "refine_max_step": refine_max_step,
     }
     overrides = {"energy": energy, "semiconv": semiconv, "angle_per_px": angle_per_px,
-                 "scan_step": scan_step, "rotation": rotation, "flip": flip}
+                 "scan_step": scan_step, "rotation": rotation, "flip": flip,
+                 "radiation": radiation, "camera_length": camera_length,
+                 "pixel_size": pixel_size}
     loop = _Loop(int(iterations), options, overrides, udf, callback, update_every, stop)
     if not is_stream(source):
         return loop.offline(run(udf, source, **run_opts), schedule)
@@ -184,7 +213,8 @@ class _Loop:
         text = ds.attrs.get("calibration")
         cal = Calibration.from_json(text) if text else None
         det = tuple(int(v) for v in ds["det_shape"].values)
-        geometry = Geometry.of(cal, det, self.udf, self.overrides)
+        geometry = Geometry.of(cal, det, self.udf, self.overrides,
+                               need_step=self.options.get("positions") is None)
         scan = (ds.sizes["scan_y"], ds.sizes["scan_x"])
         return Problem(geometry, scan, self.options)
 
