@@ -7,6 +7,8 @@ received so far; :func:`start` runs it in a thread of its own.
 """
 
 from framescope.ptycho._collect import CollectFrames
+from framescope.ptycho._cxi import read_cxi, write_cxi
+from framescope.ptycho._experiment import PtychoExperiment, ptycho_experiment, publish_experiment
 from framescope.ptycho._handle import Reconstruction, start
 from framescope.ptycho._modes import initial_modes, orthogonalise
 from framescope.ptycho._problem import amplitudes
@@ -19,15 +21,20 @@ __all__ = [
     "RAAR",
     "RPIE",
     "CollectFrames",
+    "PtychoExperiment",
     "Reconstruction",
     "amplitudes",
     "initial_modes",
     "initial_probe",
     "object_pixel",
     "orthogonalise",
+    "ptycho_experiment",
+    "publish_experiment",
+    "read_cxi",
     "reconstruct",
     "rpie_step",
     "scan_matrix",
     "scan_positions",
     "start",
+    "write_cxi",
 ]
