@@ -112,7 +112,7 @@ def test_bad_parameters():
     with pytest.raises(ValueError, match="epie"):
         reconstruct(arr, algorithm="epie", alpha=0.2)
     with pytest.raises(ValueError, match="algorithm"):
-        reconstruct(arr, algorithm="dm")
+        reconstruct(arr, algorithm="hio")
     with pytest.raises(ValueError, match="schedule"):
         reconstruct(arr, iterations=1, schedule=np.zeros((3, 3)), client="inline")
 

@@ -18,12 +18,14 @@ import xarray as xr
 
 from framescope._version import __version__
 from framescope.ptycho._collect import CollectFrames
+from framescope.ptycho._modes import mode_powers
 from framescope.ptycho._positions import (
     position_variables,
     problem_positions,
     refine_attrs,
     refine_between_sweeps,
 )
+from framescope.ptycho._raar import RAAR, make_solver
 from framescope.ptycho._setup import ZonePlate, _zone_plate, initial_probe, object_pixel
 from framescope.ptycho._solver import RPIE
 from framescope.udf._backend import array_module, to_host
@@ -102,14 +104,14 @@ class Problem:
                  options: dict[str, Any]) -> None:
         self.geometry, self.scan_shape, self.options = geometry, scan_shape, options
         self.xp = array_module(options["backend"])
+        n = scan_shape[0] * scan_shape[1]
         self.corners, self.moved, self.refiner, self.object_shape = problem_positions(
             geometry, scan_shape, options)
         self.corners_initial = self.corners.copy()
-        n = scan_shape[0] * scan_shape[1]
         self.amp = self.xp.zeros((n, *geometry.frame_shape), np.float32)
         self.measured = np.zeros(n, bool)
         self.first_iteration = np.full(n, -1, np.int32)
-        self.solver: RPIE | None = None
+        self.solver: RPIE | RAAR | None = None
         self.intensity = math.nan
         mask = options.get("mask")
         self.mask = None if mask is None else self.xp.asarray(
@@ -149,7 +151,8 @@ class Problem:
                                   angle_per_px=g.angle_per_px, semiconv=g.semiconv,
                                   defocus=o["defocus"], intensity=self.intensity,
                                   centre_offset=g.offset, xp=self.xp)
-        self.solver = RPIE(probe, self.corners, alpha=o["alpha"], beta=o["beta"],
+        # rpie/epie or raar/dm, with options["modes"] probe modes
+        self.solver = make_solver(o)(probe, self.corners, alpha=o["alpha"], beta=o["beta"],
                            probe_start=o["probe_start"], seed=o["seed"],
                            subpixel=o["subpixel"], object_shape=self.object_shape)
         self.first_iteration[self.measured] = 0
@@ -171,6 +174,7 @@ class Problem:
         h, w = g.frame_shape
         obj = to_host(s.object)
         probe = to_host(s.probe)
+        pdims = ("probe_y", "probe_x") if probe.ndim == 2 else ("mode", "probe_y", "probe_x")
         py, px = (v * 1e9 for v in g.pixel)
         # probe centre of scan position (0, 0) before any refinement: the origin of y, x
         c0 = self.corners_initial[0] + (h // 2, w // 2)
@@ -186,8 +190,8 @@ class Problem:
                 "object_phase": (("y", "x"), np.angle(obj).astype(np.float32),
                                  {"units": "rad"}),
                 "object_amplitude": (("y", "x"), np.abs(obj).astype(np.float32)),
-                "probe_amplitude": (("probe_y", "probe_x"), np.abs(probe).astype(np.float32)),
-                "probe_phase": (("probe_y", "probe_x"), np.angle(probe).astype(np.float32),
+                "probe_amplitude": (pdims, np.abs(probe).astype(np.float32)),
+                "probe_phase": (pdims, np.angle(probe).astype(np.float32),
                                 {"units": "rad"}),
                 "position_y": (scan, pos[:, 0].reshape(shape), nm),
                 "position_x": (scan, pos[:, 1].reshape(shape), nm),
@@ -208,9 +212,13 @@ class Problem:
             },
         )
         ds = ds.assign(position_variables(self.corners, self.corners_initial, (py, px), shape))
+        if probe.ndim == 3:  # mixed state: each mode's share of the intensity
+            power = mode_powers(probe)
+            ds["probe_power"] = ("mode", power / power.sum(),
+                                  {"long_name": "fraction of the probe intensity"})
         o = self.options
         ds.attrs.update({
-            "algorithm": o["algorithm"], "alpha": s.alpha, "beta": s.beta,
+            "algorithm": o["algorithm"], **s.parameters(), "modes": s.modes,
             "probe_start": s.probe_start, "seed": o["seed"], "subpixel": int(s.subpixel),
             "iterations": s.iteration, "defocus_m": o["defocus"],
             "wavelength_m": g.wavelength, "angle_per_px_rad": g.angle_per_px,

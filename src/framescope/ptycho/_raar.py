@@ -29,15 +29,16 @@ reflection acts first, as Luke's relaxation does (``P_M`` there, with ``R_S R_M`
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 
-from framescope.ptycho._modes import fourier_project, orthogonalise
-from framescope.ptycho._solver import fft_module, layout
+from framescope.ptycho._modes import fourier_project, initial_modes, orthogonalise
+from framescope.ptycho._solver import RPIE, fft_module, layout
 from framescope.udf._backend import to_host, xp
 
-__all__ = ["RAAR"]
+__all__ = ["RAAR", "make_solver"]
 
 _BLOCK = 1 << 21  # complex elements per block of positions (16 MiB): bounds temporaries
 
@@ -252,3 +253,25 @@ class RAAR:
         self.errors.append(value)
         self.measured.append(int(idx.size))
         return value
+
+
+def make_solver(options: dict[str, Any]) -> Callable[..., RPIE | RAAR]:
+    """A constructor with :class:`~framescope.ptycho.RPIE`'s arguments that builds the
+    solver ``options["algorithm"]`` names (``"raar"``/``"dm"``: :class:`RAAR` with
+    ``options["raar_beta"]``; ``alpha``/``beta`` are then unused), with
+    ``options["modes"]`` probe modes grown from a 2D probe by
+    :func:`~framescope.ptycho.initial_modes`."""
+
+    def build(probe: Any, positions: np.ndarray, object_shape: tuple[int, int] | None = None,
+              *, alpha: float = 0.1, beta: float = 1.0, probe_start: int = 0, seed: int = 0,
+              subpixel: bool = True, obj: Any = None) -> RPIE | RAAR:
+        modes = int(options.get("modes", 1))
+        if modes > 1 and probe.ndim == 2:
+            probe = initial_modes(probe, modes)
+        if options["algorithm"] in ("raar", "dm"):
+            return RAAR(probe, positions, object_shape, beta=options["raar_beta"],
+                        probe_start=probe_start, subpixel=subpixel, obj=obj, seed=seed)
+        return RPIE(probe, positions, object_shape, alpha=alpha, beta=beta,
+                    probe_start=probe_start, seed=seed, subpixel=subpixel, obj=obj)
+
+    return build

@@ -1,4 +1,5 @@
-"""``reconstruct``: rPIE/ePIE ptychography of a file-backed array or a live stream.
+"""``reconstruct``: rPIE/ePIE or RAAR/DM ptychography of a file-backed array or a live
+stream.
 
 Frames reach the solver through the engine (:class:`~framescope.ptycho.CollectFrames`):
 ``framescope.run`` for an array, ``framescope.submit`` for a live source. With a stream
@@ -32,10 +33,12 @@ def reconstruct(
     source: Any,
     *,
     iterations: int = 50,
-    algorithm: Literal["rpie", "epie"] = "rpie",
+    algorithm: Literal["rpie", "epie", "raar", "dm"] = "rpie",
     alpha: float | None = None,
     beta: float = 1.0,
     probe_start: int = 2,
+    raar_beta: float | None = None,
+    modes: int = 1,
     seed: int = 0,
     defocus: float | str = 0.0,
     probe: Any = None,
@@ -76,12 +79,23 @@ def reconstruct(
     iterations : int
         Sweeps over all positions (a stream: after its series ended, on top of the sweeps
         run while frames arrived).
-    algorithm : {"rpie", "epie"}
-        ``"epie"`` is rPIE with ``alpha = beta = 1``.
+    algorithm : {"rpie", "epie", "raar", "dm"}
+        ``"epie"`` is rPIE with ``alpha = beta = 1``; ``"raar"`` updates all positions
+        at once from exit waves kept per position (:class:`~framescope.ptycho.RAAR`:
+        ``n_positions * modes`` frames of complex64 in memory), ``"dm"`` (difference
+        map) is RAAR with ``raar_beta = 1``. A RAAR "sweep" is one iteration.
     alpha, beta : float
         rPIE regularisation of the object (default 0.1) and probe (default 1) updates.
     probe_start : int
         First iteration (0-based) that updates the probe.
+    raar_beta : float, optional
+        RAAR relaxation in (0, 1] (default 0.75; ``"dm"``: 1).
+    modes : int
+        Mixed-state probe modes (Thibault & Menzel 2013): the extra modes start as
+        Hermite-like shapes of the probe with 5 % of the intensity each
+        (:func:`~framescope.ptycho.initial_modes`) and are kept orthogonal; the result's
+        ``probe_amplitude``/``probe_phase`` then have a leading ``mode`` dim (strongest
+        first) and ``probe_power`` gives each mode's share.
     seed : int
         Seeds the order of positions (a permutation of all positions per iteration).
     defocus : float or str
@@ -160,8 +174,16 @@ def reconstruct(
     >>> ds["object_phase"].dims, ds.sizes["iteration"]
     (('y', 'x'), 2)
     """
-    if algorithm not in ("rpie", "epie"):
-        raise ValueError(f"algorithm: expected 'rpie' or 'epie', found {algorithm!r}")
+    if algorithm not in ("rpie", "epie", "raar", "dm"):
+        raise ValueError(f"algorithm: expected 'rpie', 'epie', 'raar' or 'dm', found "
+                         f"{algorithm!r}")
+    if algorithm == "dm" and raar_beta not in (None, 1.0):
+        raise ValueError(f"algorithm='dm' is RAAR with raar_beta = 1, found "
+                         f"raar_beta={raar_beta}")
+    if raar_beta is not None and not 0 < raar_beta <= 1:
+        raise ValueError(f"raar_beta: expected 0 < raar_beta <= 1, found {raar_beta}")
+    if int(modes) != modes or modes < 1:
+        raise ValueError(f"modes: expected an int >= 1, found {modes}")
     if algorithm == "epie":
         if alpha not in (None, 1.0) or beta != 1.0:
             raise ValueError(f"algorithm='epie' is rPIE with alpha = beta = 1, found "
@@ -178,7 +200,8 @@ def reconstruct(
         "defocus": float(defocus), "probe": probe, "alpha": 0.1 if alpha is None else alpha,
         "beta": beta, "probe_start": probe_start, "seed": seed, "subpixel": subpixel,
         "backend": resolve_backend(backend or "numpy"), "mask": mask,
-        "algorithm": algorithm, "collect": udf.params(),
+        "algorithm": algorithm, "collect": udf.params(), "modes": int(modes),
+        "raar_beta": (1.0 if algorithm == "dm" else 0.75) if raar_beta is None else raar_beta,
         "positions": positions, "refine_positions": bool(refine_positions),
         "refine_start": refine_start, "refine_max_step": refine_max_step,
     }
