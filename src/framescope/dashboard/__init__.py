@@ -27,7 +27,7 @@ if TYPE_CHECKING:
     from framescope.live import ZMQSource
 
 __all__ = ["Dashboard", "SourceIPyWidget", "SourceWidget", "dashboard", "events_view", "live",
-           "source_widget"]
+           "ptycho_view", "source_widget"]
 
 
 def dashboard(arr: Any, client: Any = None, **params: Any) -> Dashboard:
@@ -123,6 +123,53 @@ def events_view(job: Any, *, period_ms: int = 500, **params: Any) -> Any:
     from framescope.dashboard._events import EventsView
 
     return EventsView(job, period_ms=period_ms, **params)
+
+
+def ptycho_view(source_or_reconstruction: Any, *, period_ms: int = 500,
+                **reconstruct_options: Any) -> Any:
+    """The dashboard of a live ptychographic reconstruction: object phase and amplitude,
+    probe amplitude and phase (per mode), the error curve, a status line, Stop and Reset.
+
+    Parameters
+    ----------
+    source_or_reconstruction : xarray.DataArray, live source or framescope.ptycho.Reconstruction
+        A source starts a reconstruction (:func:`framescope.ptycho.start`); a running
+        ``Reconstruction`` is shown as it is.
+    period_ms : int
+        Milliseconds between refreshes (at least 100); they stop once it ended.
+    **reconstruct_options
+        Options of :func:`framescope.ptycho.reconstruct` (``defocus=``, ``iterations=``,
+        ``client=``, ...). With a ``Reconstruction``, ``source=`` and these options are what
+        Reset starts anew (without ``source=`` Reset is disabled).
+
+    Returns
+    -------
+    framescope.dashboard._ptycho.PtychoView
+        A panel ``Viewer``: display it in a notebook cell or serve it.
+
+    Notes
+    -----
+    Reset stops the reconstruction and starts a fresh one on the same source with the same
+    options. A file restarts from scratch on all its frames; a live source restarts on the
+    frames it receives from then on (those received before the reset are not replayed:
+    ``start`` cannot be seeded with them).
+
+    Examples
+    --------
+    >>> arr = fs.datasets.synthetic(scan=(12, 12), det=(32, 32), calibrated=True)  # doctest: +SKIP
+    >>> fs.dashboard.ptycho_view(arr, defocus="10 nm", client="inline")  # doctest: +SKIP
+    """
+    from framescope.dashboard._ptycho import PtychoView, is_reconstruction
+
+    if is_reconstruction(source_or_reconstruction):
+        source = reconstruct_options.pop("source", None)
+        return PtychoView(source_or_reconstruction, source=source,
+                          options=reconstruct_options, period_ms=period_ms)
+    from framescope.ptycho import start
+
+    rec = start(source_or_reconstruction, **reconstruct_options)
+    return PtychoView(rec, source=source_or_reconstruction, options=reconstruct_options,
+                      period_ms=period_ms)
 
 
 def source_widget(source: ZMQSource | None = None,
