@@ -244,6 +244,36 @@ def test_reset_stops_and_starts_anew_with_the_same_source_and_options():
         PtychoView(FakeRec()).reset()
 
 
+def test_a_reset_that_cannot_start_says_why_and_keeps_the_old_result():
+    def start(source, **options):
+        raise ValueError("defocus: bad")
+
+    old = FakeRec(_ds(0))
+    old.release.set()
+    view = PtychoView(old, source=object(), start=start)
+    view.reset().join(10)
+    view.refresh()
+    assert view.reconstruction is old
+    assert view.status_pane.object.startswith("**reset failed: ValueError: defocus: bad**")
+    np.testing.assert_array_equal(view.pipes["object phase (rad)"].data["z"],
+                                  old.ds.object_phase.values)
+    assert not view.reset_button.disabled  # try again
+
+
+def test_a_large_object_is_sent_as_block_means_on_block_centres():
+    ds = _ds(0, obj=(1030, 40))  # over the 512 px limit: 3 px blocks
+    view = PtychoView(FakeRec(ds))
+    data = view.pipes["object phase (rad)"].data
+    a = ds.object_phase.values.astype(np.float64)
+    pad = np.full((1032, 42), np.nan)
+    pad[:1030, :40] = a
+    want = np.nanmean(pad.reshape(344, 3, 14, 3), axis=(1, 3))
+    np.testing.assert_allclose(data["z"], want, rtol=1e-5)
+    y, x = ds.y.values, ds.x.values  # nm; block centres = the mean of full blocks' coords
+    np.testing.assert_allclose(data["y"][:-1], y[:1029].reshape(343, 3).mean(axis=1))
+    np.testing.assert_allclose(data["x"][:-1], x[:39].reshape(13, 3).mean(axis=1))
+
+
 def _synthetic():
     from framescope.datasets import synthetic
 

@@ -169,7 +169,8 @@ class PtychoView(pn.viewable.Viewer):
         self._resetting = False
         self.stopper: threading.Thread | None = None
         self.resetter: threading.Thread | None = None
-        self.failure = ""  # why the reconstruction (or a reset) failed
+        self.failure = ""  # why the reconstruction failed
+        self.reset_failure = ""  # why the last reset could not start a new one
         self.status_pane = pn.pane.Markdown("", width=900)
         self.images_area = pn.FlexBox(pn.pane.Markdown("waiting for the first update"))
         self.error_pipe = hv.streams.Pipe(data={"x": np.zeros(0), "y": np.zeros(0)})
@@ -207,6 +208,8 @@ class PtychoView(pn.viewable.Viewer):
     def _state(self, rec: Any, finished: bool, ds: xr.Dataset | None) -> str:
         if self._resetting:
             return "resetting…"
+        if self.reset_failure:
+            return self.reset_failure
         if not finished:
             if self._stopping is rec:
                 return "stopping…"
@@ -279,7 +282,7 @@ class PtychoView(pn.viewable.Viewer):
                                "reconstruction)")
         old = self.reconstruction
         self._resetting = True
-        self.failure = ""
+        self.reset_failure = ""
         self.stop_button.disabled = self.reset_button.disabled = True
 
         def work() -> None:
@@ -288,8 +291,8 @@ class PtychoView(pn.viewable.Viewer):
                 start = self._start_fn or _ptycho_start()
                 self.reconstruction = start(self.source, **self.options)
             except Exception as exc:  # shown in the page: the server must not raise
-                self.failure = f"reset failed: {type(exc).__name__}: {exc}"
-                log.warning("ptycho view: %s", self.failure)
+                self.reset_failure = f"reset failed: {type(exc).__name__}: {exc}"
+                log.warning("ptycho view: %s", self.reset_failure)
             finally:
                 self._resetting = False
 
