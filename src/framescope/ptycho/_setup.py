@@ -1,4 +1,5 @@
-"""Initial guesses from the calibration: object pixel, scan positions, convergent probe.
+"""Initial guesses from the calibration: object pixel, scan positions, convergent probe
+(electrons) or zone-plate probe (X-rays, :class:`ZonePlate`).
 
 Conventions (those of :mod:`framescope.datasets` and :class:`~framescope.calibration.
 Calibration`):
@@ -15,6 +16,10 @@ Calibration`):
   (``dy, dx`` = ``scan_step``) with ``A = F @ R(rotation).T``, ``R(t) = [[cos t, sin t],
   [-sin t, cos t]]`` and ``F = diag(-1, 1)`` when flipped: the rotation and flip that
   :class:`~framescope.udf.CenterOfMass` applies to take detector vectors into scan axes.
+* X-rays (far field): ``angle_per_px = pixel_size / distance``, so the object pixel is
+  ``wavelength * distance / (n * pixel_size)``; a zone plate's pupil is an annulus of
+  semi-angles ``NA * central_stop / diameter`` to ``NA = wavelength / (2 *
+  outer_zone_width)``, and ``defocus`` is the sample's distance past the focus.
 """
 
 from __future__ import annotations
