@@ -234,7 +234,8 @@ class RAAR:
             self._probe, unitary = orthogonalise(self._probe)
             for block in self._blocks(np.flatnonzero(self.started)):
                 at = mod.asarray(block)
-                self.psi[at] = mod.einsum("ab,jbyx->jayx", unitary, self.psi[at])
+                psi = self.psi[at]  # mix the modes of every exit wave: (k, k) @ (k, h*w)
+                self.psi[at] = (unitary @ psi.reshape(*psi.shape[:2], -1)).reshape(psi.shape)
         error = mod.zeros((), np.float64)
         total = mod.zeros((), np.float64)
         b = self.beta
