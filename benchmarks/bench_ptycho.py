@@ -17,6 +17,15 @@ noise, calibrated) and held in memory. It prints:
     python benchmarks/bench_ptycho.py                       # 64x64 scan of 128x128 frames
     python benchmarks/bench_ptycho.py --scan 32x32 --det 64x64 --iterations 5
     python benchmarks/bench_ptycho.py --backend cupy        # on a GPU
+    python benchmarks/bench_ptycho.py --live                # the scan on a stream, 1 kHz
+
+``--live`` simulates ``framescope.ptycho.ptycho_experiment`` (a complex Siemens-star
+object, ``--dark`` dark frames, 1e6 counts per frame), reconstructs it offline for
+``--iterations`` sweeps (the reference final error), then publishes the dark series and the
+scan at ``--rate`` Hz (``publish_experiment``) and runs ``reconstruct`` on a ``ZMQSource``
+of it. It prints the time from the scan's last frame leaving the socket to the first
+sweep over every position whose error is within 1 % of the offline run's final error (the
+converged image), the sweeps run while frames arrived, and the frames dropped.
 """
 
 from __future__ import annotations
@@ -45,7 +54,13 @@ def main() -> None:
     ap.add_argument("--defocus", type=float, default=6.0)
     ap.add_argument("--iterations", type=int, default=3)
     ap.add_argument("--backend", default="numpy")
+    ap.add_argument("--live", action="store_true", help="the live timing (see above)")
+    ap.add_argument("--rate", type=float, default=1000.0, help="--live: frames/s")
+    ap.add_argument("--dark", type=int, default=100, help="--live: dark frames")
     args = ap.parse_args()
+    if args.live:
+        live(args)
+        return
 
     from _ptycho_helpers import illuminated, phase_r, problem
 
@@ -95,6 +110,70 @@ def main() -> None:
           f"({1 / batched:.3f} sweeps/s)")
     print("TODO(peer): py4DSTEM 0.14 single-slice ptychography (or quantem) on the same "
           "frames, in its own environment: not run in this session")
+
+
+def live(args: argparse.Namespace) -> None:
+    """Time from the last frame of a published scan to a converged live reconstruction."""
+    from _ptycho_helpers import illuminated, phase_r
+
+    from framescope.live import ZMQSource
+    from framescope.ptycho import ptycho_experiment, publish_experiment, reconstruct
+
+    h, w = args.det
+    n = args.scan[0] * args.scan[1]
+    t0 = time.perf_counter()
+    exp = ptycho_experiment(scan=args.scan, det=args.det, step=args.step, dose=1e6,
+                            defocus=args.defocus, dark_frames=args.dark)
+    print(f"# live: {args.scan[0]}x{args.scan[1]} scan of {h}x{w} frames at "
+          f"{args.rate:g} Hz after {args.dark} dark frames, step {args.step} px, object "
+          f"{exp.truth.object.shape}, backend {args.backend}; simulated in "
+          f"{time.perf_counter() - t0:.1f} s")
+    truth = np.angle(exp.truth.object)
+    # the reference: the same frames, dark-free, offline
+    frames = exp.frames.copy(data=exp.frames.values.astype(np.float32)
+                             - exp.dark.mean(axis=0, dtype=np.float64).astype(np.float32))
+    opts = {"iterations": args.iterations, "defocus": exp.defocus, "backend": args.backend}
+    t0 = time.perf_counter()
+    offline = reconstruct(frames, client="inline", **opts)
+    final = float(offline["error"].values[-1])
+    print(f"offline: {args.iterations} sweeps in {time.perf_counter() - t0:.1f} s, final "
+          f"error {final:.4e}, phase r = "
+          f"{phase_r(offline['object_phase'].values, truth, illuminated(offline)):.3f}")
+
+    sweeps: list[tuple[float, int, float]] = []  # (time, positions, error) per sweep
+
+    def stamp(ds: object) -> None:
+        sweeps.append((time.perf_counter(), int(ds["positions_per_iteration"].values[-1]),
+                       float(ds["error"].values[-1])))
+
+    pub = publish_experiment(exp, rate=args.rate)
+    with pub as endpoint:
+        src = ZMQSource(endpoint, "dectris-stream2")
+        ds = reconstruct(src, timeout=120, callback=stamp, update_every=1, **opts)
+    status = src.status
+    last = pub.last_frame_time
+    assert last is not None
+    assert pub.first_frame_time is not None
+    sent_s = last - pub.first_frame_time
+    during = sum(1 for _, k, _ in sweeps if k < n)  # sweeps over part of the scan
+    full = [(t, e) for t, k, e in sweeps if k == n and t > last]
+    converged = next((t for t, e in full if e <= 1.01 * final), None)
+    print(f"live: {pub.frames_sent} frames sent in {sent_s:.2f} s "
+          f"({pub.frames_sent / sent_s:,.0f} Hz); {during} sweeps over part of the scan; "
+          f"measured {int(ds['measured'].sum())}/{n}; dropped {status.dropped}, gaps "
+          f"{status.gaps}, dark {src.dark.report()['frames'] if src.dark else 0} frames")
+    print("live sweeps (s after the last frame: positions, error): " + ", ".join(
+        f"{t - last:+.1f}: {k}, {e:.3e}" for t, k, e in sweeps))
+    print("offline errors: " + ", ".join(f"{e:.3e}" for e in offline["error"].values))
+    if converged is None:
+        print(f"live: no sweep over all positions reached 1.01 x the offline error "
+              f"(last {full[-1][1] if full else float('nan'):.4e})")
+    else:
+        print(f"live: last frame -> converged image (error <= 1.01 x offline "
+              f"{final:.4e}): {converged - last:.2f} s")
+    print(f"live: final error {float(ds['error'].values[-1]):.4e} after "
+          f"{ds.attrs['iterations']} sweeps, phase r = "
+          f"{phase_r(ds['object_phase'].values, truth, illuminated(ds)):.3f}")
 
 
 if __name__ == "__main__":

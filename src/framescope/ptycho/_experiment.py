@@ -312,14 +312,15 @@ def ptycho_experiment(
     corners = np.stack([iy * step, ix * step], axis=-1)
     obj = star_object(((ny - 1) * step + h, (nx - 1) * step + w), phase=phase,
                       absorption=absorption, seed=seed)
-    expected = far_field(probe, obj, corners) + background
-
     offset_map = offset * (1 + 0.05 * rng.standard_normal((h, w))) if offset else 0.0
-    counts = rng.poisson(expected).astype(np.float64) if dose is not None else expected
-    counts += offset_map
-    if read_noise:
-        counts += rng.normal(0.0, read_noise, counts.shape)
-    frames = _cast(counts, dtype)
+    frames = np.empty((ny * nx, h, w), dtype)
+    for s in range(0, ny * nx, _BLOCK):  # block by block: no float64 copy of the scan
+        expected = far_field(probe, obj, corners[s:s + _BLOCK]) + background
+        counts = rng.poisson(expected).astype(np.float64) if dose is not None else expected
+        counts += offset_map
+        if read_noise:
+            counts += rng.normal(0.0, read_noise, counts.shape)
+        frames[s:s + _BLOCK] = _cast(counts, dtype)
     dark = None
     if dark_frames:
         d = offset_map + rng.normal(0.0, read_noise, (int(dark_frames), h, w))
