@@ -146,7 +146,7 @@ def fourier_project(far: Any, amplitude: Any, mask: Any = None) -> tuple[Any, An
 
 def rpie_modes_step(obj: Any, probe: Any, amplitude: Any, *, alpha: float = 0.1,
                     beta: float = 1.0, update_probe: bool = True, mask: Any = None,
-                    fft: Any = None) -> tuple[Any, Any, Any]:
+                    fft: Any) -> tuple[Any, Any, Any]:
     """One rPIE update at one position with a mixed-state probe ``(k, h, w)``.
 
     As :func:`~framescope.ptycho.rpie_step`, with the intensity ``sum_k |Psi_k|^2``::
@@ -154,12 +154,9 @@ def rpie_modes_step(obj: Any, probe: Any, amplitude: Any, *, alpha: float = 0.1,
         O' = O + sum_k conj(P_k) dpsi_k / ((1 - alpha) S + alpha max S),  S = sum_k |P_k|^2
         P_k' = P_k + conj(O) dpsi_k / ((1 - beta) |O|^2 + beta max|O|^2)
 
+    ``fft`` is the FFT module of the arrays (:func:`~framescope.ptycho._solver.fft_module`).
     Returns the new object window, the new probe and the error before the update.
     """
-    if fft is None:
-        from framescope.ptycho._solver import fft_module
-
-        fft = fft_module(xp(obj))
     mod = xp(obj)
     psi = probe * obj
     far = fft.fft2(psi, norm="ortho")
