@@ -8,8 +8,7 @@ import numpy as np
 import pytest
 from _ptycho_helpers import illuminated, phase_r
 
-from framescope.ptycho import reconstruct, scan_positions
-from framescope.ptycho._experiment import ptycho_experiment, publish_experiment
+from framescope.ptycho import ptycho_experiment, publish_experiment, reconstruct, scan_positions
 
 SMALL = {"scan": (8, 8), "det": (32, 32), "step": 3}
 

@@ -8,11 +8,12 @@ received so far; :func:`start` runs it in a thread of its own.
 
 from framescope.ptycho._collect import CollectFrames
 from framescope.ptycho._cxi import read_cxi, write_cxi
-from framescope.ptycho._experiment import PtychoExperiment, ptycho_experiment, publish_experiment
+from framescope.ptycho._experiment import PtychoExperiment, ptycho_experiment
 from framescope.ptycho._handle import Reconstruction, start
 from framescope.ptycho._modes import initial_modes, orthogonalise
 from framescope.ptycho._positions import PositionRefiner, load_positions, positions_from_stream
 from framescope.ptycho._problem import amplitudes
+from framescope.ptycho._publish import publish_experiment
 from framescope.ptycho._raar import RAAR
 from framescope.ptycho._reconstruct import reconstruct
 from framescope.ptycho._setup import (
