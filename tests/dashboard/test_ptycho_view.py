@@ -354,7 +354,7 @@ def test_served_view_counts_iterations_up_and_draws_the_images():
     views: list[PtychoView] = []
 
     def app():  # many sweeps: it runs until the page stops it
-        views.append(ptycho_view(arr, period_ms=200, iterations=100_000, defocus=defocus,
+        views.append(ptycho_view(arr, period_ms=400, iterations=100_000, defocus=defocus,
                                  client="inline", update_every=1))
         return views[-1]
 
