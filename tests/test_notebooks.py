@@ -24,7 +24,8 @@ def test_the_tutorials_are_there():
     assert NAMES == ["01-quickstart.ipynb", "02-dashboard.ipynb", "03-custom-udf.ipynb",
                      "04-live.ipynb", "05-distributed.ipynb",
                      "06-corrections-and-counting.ipynb",
-                     "07-phase-and-ptychography.ipynb", "09-multi-stream-events.ipynb"]
+                     "07-phase-and-ptychography.ipynb", "08-live-ptychography.ipynb",
+                     "09-multi-stream-events.ipynb"]
 
 
 @pytest.mark.parametrize("name", NAMES)
