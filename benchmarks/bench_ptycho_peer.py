@@ -19,6 +19,12 @@ after removing from each a global offset and a linear ramp (``phase_r`` of the t
 
     python benchmarks/bench_ptycho_peer.py                          # 64x64 of 128x128
     python benchmarks/bench_ptycho_peer.py --scan 16x16 --det 32x32 --iterations 10
+
+Measured on the 2-core VM (numpy; py4DSTEM 0.14.18, numpy 1.26, CPU), 64x64 scan of
+128x128 frames, 10 iterations each: framescope rPIE 0.42 it/s, r = 0.997; py4DSTEM GD
+0.028 it/s with all positions per step (r = 0.50, ~10 GB resident), 0.052 it/s with 256
+(r = 0.83), 0.089 it/s with 64 (r = 0.93). 32x32 of 64x64, 30 iterations: framescope 4.1
+it/s, r = 0.998; py4DSTEM 1.3 / 1.8 / 1.7 it/s, r = 0.86 / 0.96 / 0.99 (all / 256 / 64).
 """
 
 from __future__ import annotations
