@@ -108,8 +108,8 @@ def main() -> None:
     print(f"ceiling: 2 FFTs per position one window at a time {loop:.2f} s/sweep "
           f"({1 / loop:.3f} sweeps/s); batched over all frames {batched:.2f} s "
           f"({1 / batched:.3f} sweeps/s)")
-    print("TODO(peer): py4DSTEM 0.14 single-slice ptychography (or quantem) on the same "
-          "frames, in its own environment: not run in this session")
+    print("peer: py4DSTEM's SingleslicePtychography on the same frames runs in its own "
+          "venv: bash setup_py4dstem.sh; python bench_ptycho_peer.py")
 
 
 def live(args: argparse.Namespace) -> None:
