@@ -146,7 +146,7 @@ def fourier_project(far: Any, amplitude: Any, mask: Any = None) -> tuple[Any, An
 
 def rpie_modes_step(obj: Any, probe: Any, amplitude: Any, *, alpha: float = 0.1,
                     beta: float = 1.0, update_probe: bool = True, mask: Any = None,
-                    fft: Any) -> tuple[Any, Any, Any]:
+                    fft: Any, probe_step: float = 1.0) -> tuple[Any, Any, Any]:
     """One rPIE update at one position with a mixed-state probe ``(k, h, w)``.
 
     As :func:`~framescope.ptycho.rpie_step`, with the intensity ``sum_k |Psi_k|^2``::
@@ -167,5 +167,6 @@ def rpie_modes_step(obj: Any, probe: Any, amplitude: Any, *, alpha: float = 0.1,
     new_obj = obj + step / ((1 - alpha) * p2 + alpha * p2.max())
     if update_probe:
         o2 = obj.real * obj.real + obj.imag * obj.imag
-        probe = probe + mod.conj(obj) * dpsi / ((1 - beta) * o2 + beta * o2.max())
+        probe = probe + (probe_step * mod.conj(obj)) * dpsi / (
+            (1 - beta) * o2 + beta * o2.max())
     return new_obj.astype(obj.dtype, copy=False), probe.astype(obj.dtype, copy=False), error

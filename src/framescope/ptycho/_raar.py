@@ -273,6 +273,7 @@ def make_solver(options: dict[str, Any]) -> Callable[..., RPIE | RAAR]:
             return RAAR(probe, positions, object_shape, beta=options["raar_beta"],
                         probe_start=probe_start, subpixel=subpixel, obj=obj, seed=seed)
         return RPIE(probe, positions, object_shape, alpha=alpha, beta=beta,
-                    probe_start=probe_start, seed=seed, subpixel=subpixel, obj=obj)
+                    probe_start=probe_start, seed=seed, subpixel=subpixel, obj=obj,
+                    probe_step=float(options.get("probe_step", 1.0)))
 
     return build

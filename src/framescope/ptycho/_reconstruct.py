@@ -36,6 +36,7 @@ def reconstruct(
     algorithm: Literal["rpie", "epie", "raar", "dm"] = "rpie",
     alpha: float | None = None,
     beta: float = 1.0,
+    probe_step: float = 1.0,
     probe_start: int = 2,
     raar_beta: float | None = None,
     modes: int = 1,
@@ -86,6 +87,10 @@ def reconstruct(
         map) is RAAR with ``raar_beta = 1``. A RAAR "sweep" is one iteration.
     alpha, beta : float
         rPIE regularisation of the object (default 0.1) and probe (default 1) updates.
+    probe_step : float
+        rPIE: fraction of each position's probe update applied (1, as published). With
+        noisy frames 0.1-0.3 keeps the probe from following each frame's noise (the error
+        then stays at the fixed-probe level instead of rising once the probe is updated).
     probe_start : int
         First iteration (0-based) that updates the probe.
     raar_beta : float, optional
@@ -198,7 +203,8 @@ def reconstruct(
     udf = CollectFrames(crop=crop, bin=bin, center=center)
     options = {
         "defocus": float(defocus), "probe": probe, "alpha": 0.1 if alpha is None else alpha,
-        "beta": beta, "probe_start": probe_start, "seed": seed, "subpixel": subpixel,
+        "beta": beta, "probe_step": float(probe_step), "probe_start": probe_start,
+        "seed": seed, "subpixel": subpixel,
         "backend": resolve_backend(backend or "numpy"), "mask": mask,
         "algorithm": algorithm, "collect": udf.params(), "modes": int(modes),
         "raar_beta": (1.0 if algorithm == "dm" else 0.75) if raar_beta is None else raar_beta,

@@ -55,6 +55,7 @@ def rpie_step(
     beta: float = 1.0,
     update_probe: bool = True,
     mask: Any = None,
+    probe_step: float = 1.0,
 ) -> tuple[Any, Any, float]:
     """One rPIE update at one scan position (the function the solver applies per position).
 
@@ -73,6 +74,10 @@ def rpie_step(
         Also return an updated probe (else the probe given).
     mask : bool array, shape (h, w), optional
         Detector pixels that were measured; elsewhere the far field is left unconstrained.
+    probe_step : float
+        Fraction of the probe update applied (1: rPIE as published). With noisy frames
+        every position's full step makes the probe follow that frame's noise; 0.1-0.3
+        keeps it steady.
 
     Returns
     -------
@@ -98,7 +103,8 @@ def rpie_step(
     new_obj = obj + mod.conj(probe) * dpsi / ((1 - alpha) * p2 + alpha * p2.max())
     if update_probe:
         o2 = (obj.real * obj.real + obj.imag * obj.imag)
-        probe = probe + mod.conj(obj) * dpsi / ((1 - beta) * o2 + beta * o2.max())
+        probe = probe + (probe_step * mod.conj(obj)) * dpsi / (
+            (1 - beta) * o2 + beta * o2.max())
     return new_obj.astype(obj.dtype, copy=False), probe.astype(obj.dtype, copy=False), error
 
 
@@ -190,12 +196,15 @@ class RPIE:
 
     def __init__(self, probe: Any, positions: np.ndarray, object_shape: tuple[int, int] |
                  None = None, *, alpha: float = 0.1, beta: float = 1.0, probe_start: int = 0,
-                 seed: int = 0, subpixel: bool = True, obj: Any = None) -> None:
+                 seed: int = 0, subpixel: bool = True, obj: Any = None,
+                 probe_step: float = 1.0) -> None:
+        if not 0 < probe_step <= 1:
+            raise ValueError(f"probe_step: expected 0 < probe_step <= 1, found {probe_step}")
         self.xp = xp(probe)
         self.fft = fft_module(self.xp)
         self.probe, self.top, self.frac, self.object = layout(
             probe, positions, object_shape, subpixel=subpixel, obj=obj)
-        self.alpha, self.beta = float(alpha), float(beta)
+        self.alpha, self.beta, self.probe_step = float(alpha), float(beta), float(probe_step)
         self.probe_start, self.subpixel = int(probe_start), bool(subpixel)
         self.rng = np.random.default_rng(seed)
         self.errors: list[float] = []
@@ -208,7 +217,10 @@ class RPIE:
 
     def parameters(self) -> dict[str, Any]:
         """The solver's parameters, for a result's attrs."""
-        return {"alpha": self.alpha, "beta": self.beta}
+        out = {"alpha": self.alpha, "beta": self.beta}
+        if self.probe_step != 1:
+            out["probe_step"] = self.probe_step
+        return out
 
     @property
     def iteration(self) -> int:
@@ -263,7 +275,7 @@ class RPIE:
             amp = amplitudes[j]
             new_obj, new_probe, err = step(
                 self.object[window], probe, amp, alpha=self.alpha, beta=self.beta,
-                update_probe=update_probe, mask=mask)
+                update_probe=update_probe, mask=mask, probe_step=self.probe_step)
             self.object[window] = new_obj
             if update_probe:
                 if ramp is None:
