@@ -24,7 +24,7 @@ def __getattr__(name: str):  # lazy: keep `import framescope` light
         import framescope.live as live
 
         return live
-    if name in ("ptycho", "phase"):  # solvers and phase functions load on first use
+    if name in ("ptycho", "phase", "events"):  # solvers, phase functions, event jobs: on use
         import importlib
 
         return importlib.import_module(f"framescope.{name}")
