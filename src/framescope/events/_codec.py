@@ -12,10 +12,10 @@ from typing import Any
 
 import numpy as np
 
-from framescope.engine import decode_message, encode_message
+from framescope.engine import encode_message
 from framescope.events._former import Event, StreamFrame
 
-__all__ = ["decode", "decode_events", "decode_results", "encode_events", "encode_results",
+__all__ = ["decode_events", "decode_results", "encode_events", "encode_results",
            "split_arrays"]
 
 _ARRAY = "__array__"
@@ -105,8 +105,3 @@ def decode_results(head: dict[str, Any], arrays: list[tuple[str, str, np.ndarray
     """``(head, value)`` of each result of a decoded message."""
     parts = [a for _, _, a in arrays]
     return [(h, _join_arrays(h["value"], parts)) for h in head["results"]]
-
-
-def decode(parts: list[Any]) -> tuple[dict[str, Any], list[tuple[str, str, np.ndarray]]]:
-    """Head and arrays of a message."""
-    return decode_message(parts)

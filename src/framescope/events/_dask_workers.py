@@ -19,10 +19,9 @@ import time
 import uuid
 from typing import Any
 
-from framescope.engine import encode_message
+from framescope.engine import decode_message, encode_message
 from framescope.events._classes import EventWorker, Result
 from framescope.events._codec import (
-    decode,
     decode_events,
     decode_results,
     encode_events,
@@ -58,7 +57,7 @@ def event_worker_main(config: dict[str, Any], worker_cls: type[EventWorker]) -> 
     try:
         while True:
             if sock.poll(50):
-                head, arrays = decode(sock.recv_multipart(copy=False))
+                head, arrays = decode_message(sock.recv_multipart(copy=False))
                 last = time.monotonic()
                 kind = head.get("kind")
                 if kind == "events":
@@ -142,6 +141,7 @@ class DaskWorkers:
         self._params: queue.SimpleQueue = queue.SimpleQueue()
         self._out: dict[int, list[Event]] = {}
         self.known_version = version
+        self._next_ping = 0.0
         token = uuid.uuid4().hex[:8]
         self.futures = [self.client.submit(
             _on_dask_worker, {"index": k, "control": control, "version": version,
@@ -160,7 +160,6 @@ class DaskWorkers:
                 self.stop(1.0)
                 raise RuntimeError(f"event workers could not start: {bad}")
             self.poll(0.05)
-        self._next_ping = 0.0
 
     def send(self, k: int, event: Event) -> None:
         """Queue ``event`` for worker ``k``; :meth:`flush` sends the queued ones."""
@@ -200,7 +199,7 @@ class DaskWorkers:
 
         self._flush_params()
         now = time.monotonic()
-        if now >= getattr(self, "_next_ping", 0.0) and self._ident:
+        if now >= self._next_ping and self._ident:
             ping = json.dumps({"kind": "ping", "arrays": []}).encode()
             for ident in self._ident.values():
                 self._sock.send_multipart([ident, ping])
@@ -209,7 +208,7 @@ class DaskWorkers:
             return
         for _ in range(256):
             ident, *parts = self._sock.recv_multipart(copy=False)
-            head, arrays = decode(parts)
+            head, arrays = decode_message(parts)
             k = head.get("worker")
             self._heard[k] = time.monotonic()
             kind = head.get("kind")

@@ -79,16 +79,16 @@ class EventJob:
 
         receivers = {name: (ep, proto) for name, (ep, proto) in streams.items()
                      if name in trigger_map.streams}
-        self.receivers: dict[str, StreamReceiver] = {}
-        self.former = EventFormer(trigger_map, {}, timeout=timeout,
-                                  reorder_grace=reorder_grace)
         self.recorder: StreamsRecorder | None = None
         if record is not None:
             self.recorder = StreamsRecorder(record, {n: p for n, (_, p) in receivers.items()})
         tap = None if self.recorder is None else self.recorder.add
-        for name, (ep, proto) in receivers.items():
-            self.receivers[name] = StreamReceiver(name, ep, proto, self, tap=tap)
-        self.former.counters = {n: r.counters for n, r in self.receivers.items()}
+        # the receivers hand frames to this job (their sink) only once started
+        self.receivers = {name: StreamReceiver(name, ep, proto, self, tap=tap)
+                          for name, (ep, proto) in receivers.items()}
+        self.former = EventFormer(trigger_map,
+                                  {n: r.counters for n, r in self.receivers.items()},
+                                  timeout=timeout, reorder_grace=reorder_grace)
         self.reduce = ReduceStage(reducer, parameters, {
             **self._base, "trigger_map": trigger_map.to_json()}, self._on_reduced)
         version, values = parameters.snapshot()

@@ -22,38 +22,18 @@ Written with h5py; the file is replaced.
 from __future__ import annotations
 
 import datetime
-import functools
 import json
 import os
-import subprocess
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from framescope._provenance import git_commit
 from framescope._version import __version__
 
-__all__ = ["git_commit", "write_nexus"]
-
-
-@functools.cache
-def git_commit() -> tuple[str, bool] | None:
-    """``(commit, dirty)`` of the framescope checkout this code runs from, or None (an
-    installed wheel, or no git)."""
-    here = Path(__file__).resolve().parent
-    root = next((p for p in (here, *here.parents) if (p / ".git").exists()), None)
-    if root is None:
-        return None
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], check=True,
-                                capture_output=True, text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain",
-                                "--untracked-files=no"], check=True, capture_output=True,
-                               text=True, timeout=10).stdout.strip() != ""
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return commit, dirty
+__all__ = ["write_nexus"]
 
 
 def _put(group: Any, name: str, value: Any) -> None:

@@ -18,9 +18,8 @@ import h5py
 import numpy as np
 import zmq
 
+from framescope.live import make_stream_decoder
 from framescope.live._messages import MessageError, SeriesEnd
-from framescope.live._protocols import make_decoder
-from framescope.live._values import VALUE_PROTOCOLS, make_values_decoder
 
 __all__ = ["BLOCK", "DATASETS", "MARK", "StreamsRecorder", "record_streams"]
 
@@ -28,9 +27,6 @@ MARK = "framescope_streams_recording"
 DATASETS = ("data", "part_lengths", "message_offsets", "times")
 BLOCK = 4 * 2**20  # bytes read from the file (or buffered before writing) at a time
 
-
-def _decoder(protocol: str) -> Any:
-    return make_values_decoder(protocol) if protocol in VALUE_PROTOCOLS else make_decoder(protocol)
 
 
 class _StreamWriter:
@@ -176,7 +172,7 @@ def record_streams(
         raise ValueError(f"record_streams: protocols for unknown streams {extra}" if extra
                          else f"record_streams: stream names should be non-empty without '/', "
                               f"found {bad}")
-    decoders = {n: _decoder(p) for n, p in protocols.items()}
+    decoders = {n: make_stream_decoder(p) for n, p in protocols.items()}
     ctx = zmq.Context.instance()
     socks: dict[zmq.Socket, str] = {}
     ended = dict.fromkeys(endpoints, False)

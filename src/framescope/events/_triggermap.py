@@ -92,6 +92,8 @@ class TriggerMap:
         self._claimed: dict[str, set[int]] = {s: set() for s in self.streams}
         self._lock = threading.Lock()
         self._closed = False
+        # (frames, drop, stateful) of a per_point map: what extend_points appends
+        self._block: tuple[dict[str, int], dict[str, int], bool] | None = None
         self.extend(events)
         self._closed = closed
 
@@ -216,7 +218,7 @@ class TriggerMap:
 
     def extend_points(self, n: int) -> int:
         """Append ``n`` events of a :meth:`per_point` map; returns the map's length."""
-        block = getattr(self, "_block", None)
+        block = self._block
         if block is None:
             raise ValueError("extend_points: only for maps made by TriggerMap.per_point")
         frames, drop, stateful = block

@@ -210,15 +210,26 @@ class ShiftWorker(EventWorker):
 
 class ShiftReducer(Reducer):
     """Collects the shifts in event order: ``shift`` (n, 2) with NaN for incomplete events,
-    ``drift`` (the running sum), ``previous`` (which event each was measured against)."""
+    ``drift`` (the running sum, NaN counted as 0), ``previous`` (which event each was
+    measured against)."""
 
     def __init__(self, parameters: dict[str, Any], context: dict[str, Any]) -> None:
         super().__init__(parameters, context)
-        self.publish.update(shift=np.zeros((0, 2)), previous=[])
+        # rows in buffers that double when full: each result costs O(1), not a copy of all
+        self._shift = np.empty((64, 2))
+        self._drift = np.empty((64, 2))
+        self._n = 0
+        self.publish.update(shift=self._shift[:0], drift=self._drift[:0], previous=[])
 
     def process_result(self, result: Result, parameters: dict[str, Any]) -> None:
         v = result.value
-        row = np.array([v["shift"] if v else [np.nan, np.nan]])
-        self.publish["shift"] = np.concatenate([self.publish["shift"], row])
-        self.publish["previous"] = [*self.publish["previous"], v["previous"] if v else None]
-        self.publish["drift"] = np.nancumsum(self.publish["shift"], axis=0)
+        n = self._n
+        if n == len(self._shift):
+            self._shift = np.concatenate([self._shift, np.empty_like(self._shift)])
+            self._drift = np.concatenate([self._drift, np.empty_like(self._drift)])
+        self._shift[n] = v["shift"] if v else (np.nan, np.nan)
+        before = self._drift[n - 1] if n else 0.0
+        self._drift[n] = before + np.nan_to_num(self._shift[n])
+        self._n = n + 1
+        self.publish["shift"], self.publish["drift"] = self._shift[: n + 1], self._drift[: n + 1]
+        self.publish["previous"].append(v["previous"] if v else None)

@@ -18,7 +18,7 @@ from framescope.live._record import Recorder, read_recording
 from framescope.live._scan import Series
 from framescope.live._simulate import Publisher, replay, simulate_stream, write_stream1_dump
 from framescope.live._status import Status
-from framescope.live._streams import StreamCounters, StreamReceiver
+from framescope.live._streams import StreamCounters, StreamReceiver, make_stream_decoder
 from framescope.live._values import (
     VALUE_PROTOCOLS,
     Values,
@@ -51,6 +51,7 @@ __all__ = [
     "ZMQSource",
     "make_decoder",
     "make_encoder",
+    "make_stream_decoder",
     "make_values_decoder",
     "make_values_encoder",
     "read_recording",

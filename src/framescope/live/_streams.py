@@ -21,8 +21,10 @@ from typing import Any, Protocol
 import numpy as np
 
 from framescope.live._messages import Frame, MessageError, SeriesEnd, SeriesStart
+from framescope.live._protocols import make_decoder
+from framescope.live._values import VALUE_PROTOCOLS, Values, make_values_decoder
 
-__all__ = ["StreamCounters", "StreamReceiver", "StreamSink"]
+__all__ = ["StreamCounters", "StreamReceiver", "StreamSink", "make_stream_decoder"]
 
 log = logging.getLogger(__name__)
 
@@ -68,14 +70,10 @@ class StreamCounters:
                 "last_error": self.last_error}
 
 
-def _decoder(protocol: str) -> Any:
-    if protocol.startswith("values-"):
-        from framescope.live._values import make_values_decoder
-
-        return make_values_decoder(protocol)
-    from framescope.live._protocols import make_decoder
-
-    return make_decoder(protocol)
+def make_stream_decoder(protocol: str) -> Any:
+    """A decoder for any stream protocol: detector (:func:`make_decoder`) or small values
+    (``values-json``, ``values-cbor``)."""
+    return make_values_decoder(protocol) if protocol in VALUE_PROTOCOLS else make_decoder(protocol)
 
 
 class StreamReceiver:
@@ -106,7 +104,7 @@ class StreamReceiver:
         import zmq
 
         self.name, self.endpoint, self.protocol = name, endpoint, protocol
-        self.decoder = _decoder(protocol)
+        self.decoder = make_stream_decoder(protocol)
         self.sink, self.tap = sink, tap
         self.counters = StreamCounters()
         self._seen: set[int] = set()
@@ -153,7 +151,7 @@ class StreamReceiver:
 
     def _handle(self, msg: Any, parts: list[Any]) -> None:
         c = self.counters
-        if isinstance(msg, Frame) or type(msg).__name__ == "Values":
+        if isinstance(msg, Frame | Values):
             index = msg.index
             if index in self._seen:  # the first copy counts; a resend is not a new frame
                 c.received += 1

@@ -114,8 +114,8 @@ def write_cxi(ds: xr.Dataset, path: str | os.PathLike[str], *,
     """
     import h5py
 
+    from framescope._provenance import git_commit
     from framescope._version import __version__
-    from framescope.events._nexus import git_commit
 
     missing = [name for name in _NEEDED if name not in ds.variables]
     if missing:
