@@ -382,8 +382,6 @@ class ZMQSource:
             self._error = exc
             self._ready.set()
             return
-        if self.decode_threads and _decode.available():
-            _decode.warm()  # before the job hears of this receiver: it would seem silent
         self._ready.set()
         intake = self._intake
         # compressed frames are decoded by the batches they go into, on the pool's threads
