@@ -174,6 +174,7 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
     parent = os.getppid() if config.get("watch_parent", False) else None
     next_status = 0.0
     heard, last = False, time.monotonic()
+    pending: dict[int, float] = {}  # series the merging side ended -> grace, not settled yet
     try:
         while True:
             if ctrl.poll(50):
@@ -182,7 +183,10 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
                 if cmd.get("cmd") == "stop":
                     break
                 if cmd.get("cmd") == "end":
-                    _end(cmd, source, ctrl, worker, grace, sink.seen)
+                    pending[cmd["series"]] = float(cmd.get("grace", grace))
+            for series, series_grace in list(pending.items()):
+                if _end(series, series_grace, source, ctrl, worker, sink.seen):
+                    del pending[series]
             now = time.monotonic()
             if now >= next_status:
                 ctrl.send_multipart(status_message(), copy=False)
@@ -209,16 +213,25 @@ def receiver_main(config: dict[str, Any], udfs: dict[str, Any]) -> dict[str, Any
     return summary
 
 
-def _end(cmd: dict[str, Any], source: ZMQSource, ctrl: zmq.Socket, worker: int,
-         grace: float, seen: set[int]) -> None:
-    """The merging side says a series ended (its end message went to another receiver)."""
-    series = cmd["series"]
+def _end(series: int, grace: float, source: ZMQSource, ctrl: zmq.Socket, worker: int,
+         seen: set[int]) -> bool:
+    """The merging side says ``series`` ended (its end message went to another receiver).
+
+    Returns True once settled. A series not begun here is answered "empty" only after the
+    socket has been quiet for ``grace``: its header and frames may still wait unread in the
+    socket (a receiver that was busy when the series started).
+    """
     s = source.series
     if s is not None and s.series == series:
         if source.series_open:  # frames may still be in flight: end once quiet
-            source.request_end(series, float(cmd.get("grace", grace)))
-    elif series not in seen and not source.seen(series):
-        # no frame of this series came here (a receiver that received it, and moved past
-        # it, ends it itself after its last partials, on the ordered data socket)
-        ctrl.send_multipart(encode_message({"kind": "end", "worker": worker,
-                                            "series": series, "ended": True, "empty": True}))
+            source.request_end(series, grace)
+        return True
+    if series in seen or source.seen(series):
+        # received here and moved past: this receiver ended it itself after its last
+        # partials, on the ordered data socket
+        return True
+    if source.quiet_for() < grace:
+        return False
+    ctrl.send_multipart(encode_message({"kind": "end", "worker": worker,
+                                        "series": series, "ended": True, "empty": True}))
+    return True

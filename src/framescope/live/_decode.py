@@ -183,6 +183,19 @@ def decode_chunk(codes: np.ndarray, src: np.ndarray, starts: np.ndarray, ends: n
     return status
 
 
+def warm() -> None:
+    """Compile (or load from numba's cache) the kernel for the array types receivers pass.
+
+    Called before a receiver connects: the first compile takes seconds, and meanwhile any
+    other thread that decodes (a status message's latest frame) waits on numba's lock, and
+    a connected socket would queue its share of the stream unread.
+    """
+    empty = np.empty(0, np.int64)
+    for src in (np.frombuffer(bytearray(), np.uint8), np.frombuffer(b"", np.uint8)):
+        decode_chunk(np.empty(0, np.int8), src, empty, empty, np.empty((0, 1), np.uint8),
+                     empty, 1)
+
+
 class DecodePool:
     """Threads that run decode tasks; a task is a callable, its result goes to ``done``.
 

@@ -128,6 +128,10 @@ class Intake:
         if s is not None and not self.ended:
             self.batcher = self._new_batcher(s)
 
+    def quiet_for(self) -> float:
+        """Seconds since the last message was handled."""
+        return time.monotonic() - self._last_msg
+
     def housekeeping(self, now: float) -> None:
         """Between bursts: flush a waiting batch, rates, requested ends, stall detection."""
         if self.batcher is not None:

@@ -302,6 +302,10 @@ class ZMQSource:
         s = self._intake.series
         return (s is not None and s.series == series) or series in self._intake.finished_ids
 
+    def quiet_for(self) -> float:
+        """Seconds since the receiver last took a message off its socket."""
+        return self._intake.quiet_for()
+
     def frame_progress(self) -> tuple[int, int]:
         """(distinct frame numbers received, highest frame number) of the series."""
         t = self._intake.tracker
@@ -377,6 +381,8 @@ class ZMQSource:
         try:
             if self._recorder is not None:
                 self._recorder.start()  # (the file again, if an earlier stop() closed it)
+            if self.decode_threads and _decode.available():
+                _decode.warm()  # before connecting: see warm()
             sock = self._open_socket()
         except (zmq.ZMQError, OSError) as exc:
             self._error = exc
