@@ -134,3 +134,50 @@ def test_empty_frames_and_tiles():
     np.testing.assert_array_equal(got, 0)
     sums = run_tile(CenterOfMass(), ev, dense=False)["sums"]
     np.testing.assert_array_equal(sums, 0)
+
+
+def narrowed(ev: Events, dtype: type) -> Events:
+    return Events(ev.offsets, ev.indices.astype(dtype), ev.frame_shape, ev.values)
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+@pytest.mark.parametrize("name", ["ring", "rings", "weighted3"])
+def test_masks_on_narrow_indices_equal_numpy(name, dtype):
+    # uint16 indices (the counted reader's on detectors of <= 65536 pixels), 40 events a
+    # frame: the one-label kernel's eight-event steps and their remainder
+    ev = narrowed(random_events(9, 0.4, 7), dtype)
+    assert ev.indices.dtype == dtype
+    got = run_tile(ApplyMasks(MASKS[name]), ev, dense=False)["intensity"]
+    m = MaskStack.from_any(MASKS[name]).dense(DET).astype(np.float64)
+    exact = dense_of(ev).reshape(len(ev), -1) @ m
+    if name.startswith("weighted"):
+        np.testing.assert_allclose(got, exact, rtol=1e-6)
+    else:
+        np.testing.assert_array_equal(got, exact.astype(np.float32))
+
+
+@pytest.mark.parametrize("dtype", [np.uint16, np.int32])
+def test_com_and_sum_on_narrow_indices(dtype):
+    ev = random_events(8, 0.6, 8)
+    wide = run_tile(CenterOfMass(cy=3.5, cx=6.25, radius=3.2), ev, dense=True)["sums"]
+    narrow = narrowed(ev, dtype)
+    got = run_tile(CenterOfMass(cy=3.5, cx=6.25, radius=3.2), narrow, dense=False)["sums"]
+    np.testing.assert_array_equal(got, wide)
+    total = run_tile(SumFrame(), narrow, dense=False)["sum"]
+    np.testing.assert_array_equal(total, dense_of(ev).sum(axis=0))
+
+
+@pytest.mark.parametrize(("labels", "dtype"), [(1, np.uint8), (255, np.uint8),
+                                                (256, np.uint16), (70000, np.int32)])
+def test_pixel_slots_take_the_narrowest_dtype(labels, dtype):
+    from framescope.udf._sparse import pixel_slots
+
+    shape = (300, 300)
+    n = labels
+    rows = np.arange(n) // 300
+    x0 = np.arange(n) % 300
+    slots = pixel_slots(rows, x0, x0 + 1, np.arange(n), shape)
+    assert slots.dtype == dtype
+    want = np.zeros(shape[0] * shape[1], np.int64)
+    want[rows * 300 + x0] = np.arange(n) + 1
+    np.testing.assert_array_equal(slots, want)

@@ -131,7 +131,7 @@ class Events:
     offsets : ndarray of int64, shape (n + 1,)
         Start of every frame's events in ``indices``, relative to the tile (``offsets[0]``
         is 0).
-    indices : ndarray of uint32 or int32, shape (events,)
+    indices : ndarray of uint16, uint32 or int32, shape (events,)
         Event pixels.
     frame_shape : (int, int)
         ``(det_y, det_x)`` of the frames.

@@ -24,7 +24,7 @@ import numba
 import numpy as np
 from numba import prange
 
-from framescope.udf._fused import _JIT
+from framescope.udf._fused import _HELPER, _JIT
 
 __all__ = [
     "apply_masks_events",
@@ -45,7 +45,7 @@ def densify_events(
     Parameters
     ----------
     offsets : ndarray of int64, shape (n + 1,)
-    indices : ndarray of uint32 or int32, shape (events,)
+    indices : ndarray of uint16, uint32 or int32, shape (events,)
     values : ndarray, shape (events,) or (0,)
         Weight of every event; empty: one count each.
     out : ndarray, shape (n, pixels), C-contiguous
@@ -62,6 +62,29 @@ def densify_events(
                 row[indices[e]] += values[e]
 
 
+@numba.njit(**_HELPER)
+def _slot_total(indices: np.ndarray, table: np.ndarray, a: int, b: int) -> int:
+    """``sum(table[indices[a:b]])``, eight events per step into two sums.
+
+    Unrolled by hand: LLVM vectorises the plain loop's index loads and then extracts every
+    lane for its scalar table load, which ran 1.6x slower than eight independent scalar
+    gathers a step (0.84 vs 0.50 ns per event on one core, uint16 indices, uint8 table).
+    """
+    c0 = 0
+    c1 = 0
+    e = a
+    while e + 8 <= b:
+        c0 += (np.int64(table[indices[e]]) + np.int64(table[indices[e + 1]])
+               + np.int64(table[indices[e + 2]]) + np.int64(table[indices[e + 3]]))
+        c1 += (np.int64(table[indices[e + 4]]) + np.int64(table[indices[e + 5]])
+               + np.int64(table[indices[e + 6]]) + np.int64(table[indices[e + 7]]))
+        e += 8
+    while e < b:
+        c0 += np.int64(table[indices[e]])
+        e += 1
+    return c0 + c1
+
+
 @numba.njit(**_JIT)
 def apply_masks_events_labels(
     offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, pixel_slot: np.ndarray,
@@ -73,7 +96,7 @@ def apply_masks_events_labels(
     ----------
     offsets, indices, values : ndarray
         The events (see :func:`densify_events`).
-    pixel_slot : ndarray of int32, shape (pixels,)
+    pixel_slot : ndarray of uint8, uint16 or int32, shape (pixels,)
         ``1 + label`` of every pixel (the label: which set of masks covers it), 0 outside
         all masks (:func:`pixel_slots`).
     label_ptr, label_mask, label_weight : ndarray
@@ -85,22 +108,31 @@ def apply_masks_events_labels(
     -----
     Events are counted per slot without a branch (slot 0 collects those outside every
     mask): whether an electron fell in a ring is a coin toss the branch predictor loses,
-    which cost 2.3x. One label (a disk, a ring) sums the slots themselves. The per-label
-    sums are exact and combined with the mask values in the same order as
-    :func:`~framescope.udf._segments.apply_masks_segments`, so the result is identical to
-    it on the densified frames.
+    which cost 2.3x. One label (a disk, a ring) sums the slots themselves, eight events a
+    step (:func:`_slot_total`). The per-label sums are exact and combined with the mask
+    values in the same order as :func:`~framescope.udf._segments.apply_masks_segments`, so
+    the result is identical to it on the densified frames.
     """
     k = out.shape[1]
     n_labels = label_ptr.shape[0] - 1
     one = values.shape[0] == 0
+    # a disk, a ring (one label, each of its masks once): no per-frame scratch at all
+    single = one and n_labels == 1
+    seen = np.zeros(k, dtype=np.bool_)
+    for j in range(label_ptr[0], label_ptr[1] if single else 0):
+        single = single and not seen[label_mask[j]]
+        seen[label_mask[j]] = True
+    if single:
+        for f in prange(out.shape[0]):
+            c = np.float64(_slot_total(indices, pixel_slot, offsets[f], offsets[f + 1]))
+            for q in range(k):
+                out[f, q] = 0.0
+            for j in range(label_ptr[0], label_ptr[1]):
+                out[f, label_mask[j]] = np.float32(0.0 + c * label_weight[j])
+        return
     for f in prange(out.shape[0]):
         sums = np.zeros(n_labels + 1, dtype=np.float64)
-        if one and n_labels == 1:
-            c = 0
-            for e in range(offsets[f], offsets[f + 1]):
-                c += pixel_slot[indices[e]]
-            sums[1] = c
-        elif one:
+        if one:
             counts = np.zeros(n_labels + 1, dtype=np.int64)
             for e in range(offsets[f], offsets[f + 1]):
                 counts[pixel_slot[indices[e]]] += 1
@@ -229,10 +261,15 @@ def pixel_slots(rows: np.ndarray, x0: np.ndarray, x1: np.ndarray, label: np.ndar
 
     Returns
     -------
-    ndarray of int32, shape (pixels,)
+    ndarray of uint8 (up to 255 labels), uint16 (up to 65535) or int32, shape (pixels,)
+        The narrowest that holds the labels: the event kernels gather from it once per
+        event, and a 256x256 table of uint8 is 64 KiB (L1/L2) where int32 was 256 KiB.
     """
-    out = np.zeros(frame_shape, dtype=np.int32)
+    top = int(label.max()) + 1 if label.size else 0
+    dtype = np.uint8 if top <= 0xFF else np.uint16 if top <= 0xFFFF else np.int32
+    out = np.zeros(frame_shape, dtype=dtype)
     for r, a, b, lab in zip(rows.tolist(), x0.tolist(), x1.tolist(), label.tolist(),
                             strict=True):
         out[r, a:b] = lab + 1
     return out.ravel()
+
