@@ -36,6 +36,9 @@ __all__ = [
 TILE_BYTES = 4 * 2**20
 # a tile of events densified for a UDF that needs frames holds at most this many bytes
 EVENT_TILE_DENSE_BYTES = 64 * 2**20
+# events per tile when every UDF takes events: a tile costs ~40 us in Python (Tile, views,
+# checks, kernel launch); the events stream through and need no cache-sized tile
+EVENT_TILE_BYTES = 16 * 2**20
 
 # Sources this process has opened, by the reader's token (path, size, mtime, header facts):
 # a task's reader arrives unpickled without handles, and mapping the file afresh per task
@@ -209,8 +212,9 @@ def _run_events(
 ) -> Partial:
     """Drive ``udf`` over tiles of events; ``tile.data`` densifies only when a UDF asks.
 
-    When every UDF of the task takes events, tiles hold ~4 MiB of events (many more frames
-    than a dense tile); otherwise a dense tile's frames, densified into one reused buffer.
+    When every UDF of the task takes events, tiles hold ~16 MiB of events (many more frames
+    than a dense tile, at most 64 MiB of them dense); otherwise a dense tile's frames,
+    densified into one reused buffer.
     """
     share_cores()
     if state is None:
@@ -219,7 +223,8 @@ def _run_events(
     reader = source.reader
     per = tile_frames(meta)
     if udf.takes_events(meta):
-        per = event_tile_frames(meta, getattr(reader, "n_events", 0) / max(1, reader.n_frames))
+        per = event_tile_frames(meta, getattr(reader, "n_events", 0) / max(1, reader.n_frames),
+                                EVENT_TILE_BYTES)
     buf: list[np.ndarray] = []  # the dense buffer, allocated by the first tile that needs it
 
     def densify(events: Events) -> np.ndarray:
