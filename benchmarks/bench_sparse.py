@@ -88,10 +88,13 @@ def main() -> None:
     n = scan[0] * scan[1]
     events = sparse.attrs["events"]
     nbytes = dense.nbytes
+    # the events as the reader holds them in memory (uint16 on detectors of <= 65536 px)
+    size = CountedReader(str(counted_path))._loaded()[1].dtype
     print(f"{raw}: {n} frames of {det[0]}x{det[1]} uint16 ({nbytes / 2**30:.2f} GiB, "
           f"{2 * det[0] * det[1] / 1024:.0f} KiB/frame); {counted_path.name}: {events} events "
-          f"({events / n / (det[0] * det[1]):.3f} per px, {4 * events / n / 1024:.1f} KiB/frame "
-          f"of uint32 indices: {4 * events / nbytes:.3f} of the dense bytes), file "
+          f"({events / n / (det[0] * det[1]):.3f} per px, "
+          f"{size.itemsize * events / n / 1024:.1f} KiB/frame of {size} indices: "
+          f"{size.itemsize * events / nbytes:.3f} of the dense bytes), file "
           f"{os.path.getsize(counted_path) / 2**20:.1f} MiB; load average "
           f"{os.getloadavg()[0]:.1f}")
     plain_read([raw])
