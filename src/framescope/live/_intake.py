@@ -86,6 +86,7 @@ class Intake:
         self._dark_lock = threading.Lock()
         self.latest: np.ndarray | None = None
         self._last_msg = time.monotonic()
+        self.last_size = 0  # bytes of the last message (the receiver's copy choice)
         self._logged = 0
         self.recorder = recorder
         self._recording = False  # the current series is being recorded
@@ -194,13 +195,15 @@ class Intake:
         if self.attach_request is not None:  # before any message that came after attach()
             self.take_attach()
         self._last_msg = time.monotonic()
-        size = sum(len(p) for p in parts)
+        size = self.last_size = sum(len(p) for p in parts)
         if size > self.max_message_bytes:
             self._malformed(f"oversized message of {size} B (limit {self.max_message_bytes})",
                             "oversized")
             return
         try:
-            event = self.decoder.decode([p.buffer for p in parts])
+            # (parts are bytes when the receiver copied a small message: no zmq.Frame)
+            event = self.decoder.decode(
+                parts if type(parts[0]) is bytes else [p.buffer for p in parts])
         except MessageError as exc:
             self._malformed(str(exc), exc.reason)
             return

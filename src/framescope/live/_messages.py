@@ -7,6 +7,7 @@ Every protocol decoder turns one ZeroMQ message into one of these, or raises
 from __future__ import annotations
 
 import datetime
+import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -15,6 +16,11 @@ from typing import Any, Literal
 import numpy as np
 
 from framescope.errors import FramescopeError
+
+try:  # ~10x faster than json on the small objects of every frame message
+    import orjson as _orjson
+except ImportError:  # pragma: no cover - depends on the environment
+    _orjson = None
 
 __all__ = ["Frame", "MessageError", "ScanOrder", "SeriesEnd", "SeriesStart"]
 
@@ -104,6 +110,27 @@ class SeriesEnd:
 
 
 Event = SeriesStart | Frame | SeriesEnd
+
+
+def json_loads(part: Any) -> Any:
+    """A message part (bytes, memoryview, zmq.Frame) parsed as JSON.
+
+    orjson when installed; what it refuses (NaN/Infinity literals, which Python's json
+    accepts) is parsed again by json, so the two agree on what is valid. Integers past 64
+    bits come back as floats (orjson), not as Python ints.
+
+    Raises
+    ------
+    ValueError
+        Not JSON (``json.JSONDecodeError``), or not UTF-8 (``UnicodeDecodeError``).
+    """
+    data = part.buffer if hasattr(part, "buffer") else part
+    if _orjson is not None:
+        try:
+            return _orjson.loads(data)
+        except _orjson.JSONDecodeError:
+            pass
+    return json.loads(bytes(data))
 
 
 _CHECKED: dict[tuple[Any, ...], tuple[tuple[int, int], np.dtype]] = {}

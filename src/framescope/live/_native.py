@@ -26,6 +26,7 @@ from framescope.live._messages import (
     SeriesStart,
     check_frame_shape,
     count_field,
+    json_loads,
     jsonable,
 )
 
@@ -58,8 +59,8 @@ class NativeDecoder:
         if not parts:
             raise MessageError("native: empty message")
         try:
-            head = json.loads(bytes(parts[0]))
-        except (ValueError, UnicodeDecodeError) as exc:
+            head = json_loads(parts[0])
+        except ValueError as exc:
             raise MessageError(f"native: first part is not JSON ({exc})") from exc
         if not isinstance(head, dict):
             raise MessageError("native: first part should be a JSON object")

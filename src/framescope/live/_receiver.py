@@ -30,6 +30,7 @@ if TYPE_CHECKING:
 
 __all__ = ["ZMQSource"]
 
+_COPY_BELOW = 64 * 1024  # B: after a message below this, the next is received as bytes
 _POLL_MS = 20  # housekeeping at least this often (ms)
 
 
@@ -402,10 +403,14 @@ class ZMQSource:
         sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
         recv, handle, stopping = sock.recv_multipart, intake.handle, self._stopping
         due = 0.0  # next housekeeping, also while messages keep coming
+        copy = False
         try:
             while not stopping.is_set():
                 try:
-                    handle(recv(copy=False))
+                    handle(recv(copy=copy))
+                    # small messages (compressed frames) are copied into bytes: cheaper
+                    # than a zmq.Frame per part, its memoryview and its release
+                    copy = intake.last_size < _COPY_BELOW
                     now = time.monotonic()
                     if now < due:
                         continue

@@ -36,6 +36,7 @@ from framescope.live._messages import (
     SeriesStart,
     check_frame_shape,
     count_field,
+    json_loads,
     jsonable,
     scan_info,
 )
@@ -53,8 +54,8 @@ ARRAYS = {"dflatfield-1.0": ("flatfield", "float32"), "dpixelmask-1.0": ("pixel_
 
 def _json(part: Any, what: str) -> dict[str, Any]:
     try:
-        value = json.loads(bytes(part))
-    except (ValueError, UnicodeDecodeError) as exc:
+        value = json_loads(part)
+    except ValueError as exc:  # (UnicodeDecodeError is one)
         raise MessageError(f"stream1 {what}: not JSON ({exc})") from exc
     if not isinstance(value, dict):
         raise MessageError(f"stream1 {what}: expected a JSON object, found {type(value).__name__}")
@@ -68,6 +69,9 @@ def _bytes(part: Any) -> Any:
 
 
 def _int(msg: Any, key: str, what: str) -> int:
+    value = msg.get(key)
+    if type(value) is int and value >= 0:  # (every frame: no message built)
+        return value
     return count_field(msg, key, f"stream1 {what}")
 
 
@@ -130,8 +134,8 @@ def _header_arrays(parts: Sequence[Any], series: int, max_bytes: int,
 def _object(part: Any) -> dict[str, Any] | None:
     """A part as a JSON object, or None (a blob, other JSON, not UTF-8)."""
     try:
-        value = json.loads(bytes(part))
-    except (ValueError, UnicodeDecodeError):
+        value = json_loads(part)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -232,7 +236,7 @@ class Stream1Decoder:
         if len(self._partial) < self._need:
             return None
         parts, self._partial = self._partial, None
-        return self._start(json.loads(parts[0]), parts, self._need)
+        return self._start(json_loads(parts[0]), parts, self._need)
 
     def _start(self, head: dict[str, Any], parts: Sequence[Any], need: int) -> SeriesStart:
         series = _int(head, "series", "dheader")
