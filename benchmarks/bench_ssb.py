@@ -7,8 +7,10 @@ prints, best of --repeat:
 
 - ceiling: a plain ``readinto`` pass over the file (4 MiB buffer), frames/s;
 - framescope: ``fs.open(npy).fs.calibrate(...).fs.ssb()`` (inline executor: threads of this
-  process), frames/s, the detector binning it chose, the bytes of its bright-field stack,
-  the stack's spectrum and the trotter weights, and the tracemalloc peak of one run;
+  process), frames/s and GB/s of warm runs (the plan of bright-field pixels and trotter
+  weights cached by the process), the detector binning it chose, the bytes of its
+  bright-field stack, the stack's spectrum and the trotter weights, and the tracemalloc
+  peak of one run; then a cold run, the plan built inside it (time and traced peak);
 - ptychography40 ``SSB_UDF`` on LiberTEM (GPL peer, ``pip install 'framescope[bench]'``) on
   the same frames in memory (LiberTEM's memory dataset: no reading counted against it),
   inline and with a local dask cluster of 2 worker processes; first run (masks built,
@@ -18,8 +20,10 @@ prints, best of --repeat:
 
 With ``--live`` also a live scan: a sender process PUSHes the frames of the first case as
 DECTRIS stream2 messages (pre-encoded, uncompressed) paced at ``--rate`` frames/s into
-``framescope.submit(SSB(), ZMQSource(...))``; prints the frames/s from first frame to final
-result, frames dropped, and whether the final image equals the offline one.
+``framescope.submit(SSB(), ZMQSource(...))``; prints the rate the sender achieved (PUSH
+blocks when the receiver's queue is full, so a slow receiver slows the sender: compare it
+with the rate asked), the frames/s from first frame to final result, frames dropped, and
+whether the final image equals the offline one.
 
     python benchmarks/bench_ssb.py                               # 64x64:64x64, 128x128:128x128
     python benchmarks/bench_ssb.py --cases 64x64:64x64 --live --rate 1000
@@ -96,6 +100,7 @@ def sender(path: str, scan: tuple[int, int], rate: float, q) -> None:
         if ahead > 0.0005:
             time.sleep(ahead)
         sock.send_multipart(m, copy=False)
+    q.put(n / (time.perf_counter() - t0))
     sock.send_multipart(enc.end(1))
     sock.disable_monitor()
     monitor.close()
@@ -123,17 +128,20 @@ def live(path: Path, scan: tuple[int, int], cal, rate: float, offline: np.ndarra
             t_first = time.perf_counter()
         time.sleep(0.005)
     st = job.status
+    sent = q.get(timeout=60)
     res = job.results
     res = res[0] if isinstance(res, list) else res
     job.cancel()
     p.join()
     same = np.allclose(res["phase"].values, offline, atol=1e-4, equal_nan=True)
     return {"fps": st.frames_processed / (done[0] - t_first), "processed": st.frames_processed,
-            "dropped": st.dropped, "equal": same}
+            "dropped": st.dropped, "equal": same, "sent": sent}
 
 
 def run_case(fs, scan: tuple[int, int], det: tuple[int, int], args) -> tuple:
     """One case: ceiling, framescope, the peer and the phase agreement."""
+    from framescope.udf._ssb_plan import build_plan
+
     n = scan[0] * scan[1]
     path, cal, truth = dataset(scan, det, Path(args.data_dir))
     arr = fs.open(path, scan=scan).fs.calibrate(cal)
@@ -143,15 +151,26 @@ def run_case(fs, scan: tuple[int, int], det: tuple[int, int], args) -> tuple:
     t_ceil = best(lambda: plain_read([path]), args.repeat)
     print(f"{'ceiling (read pass)':34s} {n / t_ceil:10.0f} frames/s")
 
-    ds = arr.fs.ssb(progress=False)  # warm: numba, the weights of this process
+    arr.fs.ssb(progress=False)  # numba compiled once per process, as for the peer
+    # cold: the plan (bright-field pixels, trotter weights) is built, as ptychography40
+    # builds its masks in every run; then warm runs reuse the process's cached plan
+    build_plan.cache_clear()
+    t0 = time.perf_counter()
+    ds = arr.fs.ssb(progress=False)
+    t_cold = time.perf_counter() - t0
+    build_plan.cache_clear()
+    _, mem_cold = peak(lambda: arr.fs.ssb(progress=False))
     t_fs = best(lambda: arr.fs.ssb(progress=False), args.repeat)
     _, mem = peak(lambda: arr.fs.ssb(progress=False))
     ours = ds["phase"].values
     print(f"{'framescope ssb (inline)':34s} {n / t_fs:10.0f} frames/s  "
-          f"({n / t_fs / (n / t_ceil):.3f} of ceiling; bin {ds.attrs['ssb_bin']}, "
+          f"({n / t_fs * det[0] * det[1] * 2 / 1e9:.2f} GB/s, "
+          f"{n / t_fs / (n / t_ceil):.3f} of ceiling; bin {ds.attrs['ssb_bin']}, "
           f"{ds.attrs['ssb_bf_pixels']} BF px x {ds.attrs['ssb_frequencies']} freqs, "
           f"stack+spectrum+weights {ds.attrs['ssb_memory_bytes'] / 1e6:.0f} MB, "
           f"peak traced {mem / 1e6:.0f} MB)")
+    print(f"{'  cold (plan built in the run)':34s} {n / t_cold:10.0f} frames/s  "
+          f"({t_cold:.2f} s, peak traced {mem_cold / 1e6:.0f} MB)")
     border = max(4, scan[0] // 10)
     print(f"{'  r(framescope, truth)':34s} {corr(ours, truth, border):10.3f}")
     if args.no_peer:
@@ -204,7 +223,8 @@ def main() -> None:
     if args.live and first is not None:
         path, scan, cal, ours = first
         r = live(path, scan, cal, args.rate, ours)
-        print(f"\nlive SSB {scan[0]}x{scan[1]} at {args.rate:.0f} frames/s sent: "
+        print(f"\nlive SSB {scan[0]}x{scan[1]} at {args.rate:.0f} frames/s asked "
+              f"({r['sent']:.0f} sent): "
               f"{r['fps']:.0f} frames/s processed, {r['processed']} frames, "
               f"{r['dropped']} dropped, final equals offline: {r['equal']}")
 
