@@ -173,13 +173,20 @@ class SSB(UDF):
         n = int(measured.sum())
         if n == 0:
             return out
-        out["bright_field"][measured] = stack[measured].sum(axis=1)
+        complete = n == meta.n_positions
+        seen = stack if complete else stack[measured]  # (a copy only while incomplete)
+        out["bright_field"][measured] = seen.sum(axis=1)
         # positions not yet measured are missing, not dark: every pixel's deviation from
         # its mean over the measured positions, zero elsewhere
-        mean = stack[measured].mean(axis=0, dtype=np.float64)
+        mean = seen.mean(axis=0, dtype=np.float64)
         i0 = float(mean.mean())
-        dev = np.zeros_like(stack)
-        dev[measured] = stack[measured] - mean.astype(np.float32)
+        if complete:
+            dev = stack - mean.astype(np.float32)
+        else:
+            seen -= mean.astype(np.float32)
+            dev = np.zeros_like(stack)
+            dev[measured] = seen
+        del seen
         ny, nx = meta.scan_shape
         dev = dev.reshape(ny, nx, -1)
         # G(k, Q) for every bright-field pixel at once: one FFT of the stack over the scan

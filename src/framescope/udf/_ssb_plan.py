@@ -83,11 +83,13 @@ class SSBGeometry:
         return a * fy + b * fx, c * fy + d * fx
 
     def memory_bytes(self, n_bf: int, n_q: int) -> int:
-        """Bytes SSB holds: the bright-field stack over the scan (float32), its spectrum
-        over the scan (complex64) and the trotter weights (complex64)."""
+        """Bytes SSB needs at its peak (``finalize``): the bright-field stack over the scan
+        (float32) and its deviation from the mean (a second float32 stack), the stack's
+        spectrum over the scan (complex64), that spectrum at the frequencies used and the
+        trotter weights (complex64 each)."""
         n = self.scan_shape[0] * self.scan_shape[1]
         g = self.grid[0] * self.grid[1]
-        return n * n_bf * 4 + g * n_bf * 8 + n_q * n_bf * 8
+        return 2 * n * n_bf * 4 + g * n_bf * 8 + 2 * n_q * n_bf * 8
 
 
 def ssb_geometry(meta: Meta, *, defocus: Any = 0.0, semiconv: Any = None,
