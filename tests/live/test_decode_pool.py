@@ -247,3 +247,21 @@ def test_latest_frame_of_a_compressed_stream(push):
 def test_decode_threads_is_checked():
     with pytest.raises(ValueError, match="decode_threads"):
         ZMQSource("tcp://127.0.0.1:1", "native", decode_threads=-1)
+
+
+@pytest.mark.parametrize("n", [64, 8 * 1024, 8 * 1024 + 64, 8 * 1024 + 72, 3 * 4096])
+@pytest.mark.parametrize("block", [None, 64, 192, 1024])
+def test_16bit_pixels_over_the_full_range_equal_bitshuffle(n, block):
+    """The SIMD transpose for 16-bit pixels (blocks of whole 64-pixel steps) and bitshuffle's
+    function (the rest) on every bit pattern, against bitshuffle's own decompression."""
+    a = rng.integers(0, 2**16, n, dtype=np.uint16)
+    a[:: 7] = 0xFFFF  # high and low bytes all ones somewhere, zero elsewhere
+    a[3:: 11] = 0
+    block = block or _codecs._default_block(2)
+    payload = bslz4(a, block)
+    expected = bitshuffle.decompress_lz4(np.frombuffer(payload[12:], np.uint8), a.shape,
+                                         a.dtype, block)
+    np.testing.assert_array_equal(expected, a)
+    got, status = decode([("bslz4", payload)], a.shape, a.dtype)
+    assert status.tolist() == [0]
+    np.testing.assert_array_equal(got[0], a)

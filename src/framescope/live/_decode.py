@@ -25,6 +25,8 @@ import numba
 import numpy as np
 from numba import types
 
+from framescope.live._untrans import untrans16_64
+
 __all__ = ["CODE", "DecodePool", "available", "decode_chunk", "error_message"]
 
 log = logging.getLogger(__name__)
@@ -110,7 +112,12 @@ def _bslz4(src: Any, pos: int, end: int, row: Any, itemsize: int, scratch: Any) 
             return -2
         if size > scratch.size or _lz4(src_at + pos, tmp_at, clen, size) != size:
             return -3
-        _untrans(tmp_at, row_at + off, size // itemsize, itemsize)
+        if itemsize == 2 and size % 128 == 0:  # whole steps of 64 pixels (see _untrans)
+            nb = size // 16
+            for c in range(0, nb, 8):
+                untrans16_64(scratch, c, nb, row, off + 16 * c)
+        else:
+            _untrans(tmp_at, row_at + off, size // itemsize, itemsize)
         pos += clen
         off += size
     rest = nbytes - off  # the last n % 8 elements, as they are
