@@ -86,6 +86,7 @@ class Intake:
         self._dark_lock = threading.Lock()
         self.latest: np.ndarray | None = None
         self._last_msg = time.monotonic()
+        self._idle_since: float | None = None  # receiver thread waiting on an empty socket
         self.last_size = 0  # bytes of the last message (the receiver's copy choice)
         self._logged = 0
         self.recorder = recorder
@@ -129,9 +130,17 @@ class Intake:
         if s is not None and not self.ended:
             self.batcher = self._new_batcher(s)
 
+    def idle(self, now: float) -> None:
+        """The receiver thread found its socket empty (a receive timed out) at ``now``."""
+        if self._idle_since is None:
+            self._idle_since = now
+
     def quiet_for(self) -> float:
-        """Seconds since the last message was handled."""
-        return time.monotonic() - self._last_msg
+        """Seconds the receiver thread has waited on an empty socket, 0 while it handles
+        messages or has not waited yet (other threads: messages may wait unread while the
+        receiver thread is busy, e.g. a first header importing the calibration model)."""
+        since = self._idle_since
+        return 0.0 if since is None else max(0.0, time.monotonic() - since)
 
     def housekeeping(self, now: float) -> None:
         """Between bursts: flush a waiting batch, rates, requested ends, stall detection."""
@@ -194,6 +203,7 @@ class Intake:
         """One ZeroMQ message (its frames, received with ``copy=False``)."""
         if self.attach_request is not None:  # before any message that came after attach()
             self.take_attach()
+        self._idle_since = None
         self._last_msg = time.monotonic()
         size = self.last_size = sum(len(p) for p in parts)
         if size > self.max_message_bytes:

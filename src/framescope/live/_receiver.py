@@ -304,7 +304,8 @@ class ZMQSource:
         return (s is not None and s.series == series) or series in self._intake.finished_ids
 
     def quiet_for(self) -> float:
-        """Seconds since the receiver last took a message off its socket."""
+        """Seconds the receiver thread has waited on an empty socket (0 while it is busy
+        with messages, or before it first waited)."""
         return self._intake.quiet_for()
 
     def frame_progress(self) -> tuple[int, int]:
@@ -384,6 +385,9 @@ class ZMQSource:
                 self._recorder.start()  # (the file again, if an earlier stop() closed it)
             if self.decode_threads and _decode.available():
                 _decode.warm()  # before connecting: see warm()
+            # the calibration model (pydantic) before connecting, not on the first
+            # calibrated header, while that series' frames queue unread (~0.5-1 s)
+            import framescope.calibration  # noqa: F401
             sock = self._open_socket()
         except (zmq.ZMQError, OSError) as exc:
             self._error = exc
@@ -416,6 +420,7 @@ class ZMQSource:
                         continue
                 except zmq.Again:
                     now = time.monotonic()
+                    intake.idle(now)
                 if intake.attach_request is not None:
                     intake.take_attach()
                 intake.housekeeping(now)
