@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framescope.datasets import SyntheticReader, synthetic
+from framescope.datasets import synthetic
 
 DET = 64
 SEMICONV = DET / 6  # BF disk radius (detector px): 2 alpha is 1/3 cycle per object px
@@ -37,28 +37,16 @@ def _r(a: np.ndarray, b: np.ndarray, border: int = BORDER) -> float:
                              _interior(b, border).ravel())[0, 1])
 
 
-def _band_limited_truth(**params) -> np.ndarray:
-    """The object's phase with frequencies ``|k| >= 2 alpha`` removed (SSB transfers
-    nothing beyond twice the aperture), under each probe centre (scan step 1 object px)."""
-    reader = SyntheticReader(**params)
-    phase = reader.phase
-    ny, nx = phase.shape
-    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
-    band = np.fft.ifft2(np.fft.fft2(phase) * (k < 2 * SEMICONV / DET)).real
-    cy, cx = reader.probe_centres()
-    return band[np.rint(cy).astype(int) % ny, np.rint(cx).astype(int) % nx]
-
-
 def _defocus_m(arr, rad: float) -> float:
     cal = arr.fs.calibration
     return rad * cal.wavelength / (math.pi * cal.semiconv**2)
 
 
 @pytest.mark.parametrize("obj", ["phase", "complex"])
-def test_ssb_phase_follows_the_band_limited_truth(obj):
+def test_ssb_phase_follows_the_band_limited_truth(obj, band_limited_truth):
     arr = synthetic(**PARAMS, calibrated=True)
     phase = arr.fs.ssb(object=obj, progress=False)["phase"].values
-    truth = _band_limited_truth(**PARAMS)
+    truth = band_limited_truth(**PARAMS)
     assert _r(phase, truth) >= 0.9
     # in rad, not arbitrary units: the least-squares slope is near 1 (the trotters are thin
     # near 0 and 2 alpha, so a little of the band is lost)
@@ -67,7 +55,7 @@ def test_ssb_phase_follows_the_band_limited_truth(obj):
     assert 0.8 < slope < 1.1  # measured 0.92
 
 
-def test_known_defocus_recovers_the_object_as_well_as_at_focus():
+def test_known_defocus_recovers_the_object_as_well_as_at_focus(band_limited_truth):
     """6 rad of defocus at the aperture rim widens the probe to a radius of ~11 scan px
     (``defocus * alpha``), so frames within that of the scan's edges see object outside
     the scan and the DFT over the scan wraps: compared 12 px in from the edges of a 32x32
@@ -75,7 +63,7 @@ def test_known_defocus_recovers_the_object_as_well_as_at_focus():
     params = {**PARAMS, "scan": (32, 32)}
     focus = synthetic(**params, calibrated=True)
     defocused = synthetic(**params, defocus=6.0, calibrated=True)
-    truth = _band_limited_truth(**params)  # the object does not depend on the probe
+    truth = band_limited_truth(**params)  # the object does not depend on the probe
     r_focus = _r(focus.fs.ssb(progress=False)["phase"].values, truth, 12)
     corrected = defocused.fs.ssb(defocus=_defocus_m(defocused, 6.0), progress=False)
     r_corrected = _r(corrected["phase"].values, truth, 12)

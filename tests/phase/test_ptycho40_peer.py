@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from framescope.datasets import SyntheticReader, synthetic
+from framescope.datasets import synthetic
 
 pytest.importorskip("ptychography40")
 sys.path.insert(0, str(Path(__file__).parents[2] / "benchmarks"))
@@ -20,27 +20,14 @@ DET = 64
 SEMICONV = DET / 6
 
 
-def _band_limited_truth(**params):
-    """Object phase band-limited to twice the aperture (SSB's transfer) under each probe
-    centre; the probe centres fall on object pixels for these rotations only to about a
-    pixel, so rounded."""
-    reader = SyntheticReader(**params)
-    phase = reader.phase
-    ny, nx = phase.shape
-    k = np.hypot(np.fft.fftfreq(ny)[:, None], np.fft.fftfreq(nx)[None, :])
-    band = np.fft.ifft2(np.fft.fft2(phase) * (k < 2 * SEMICONV / DET)).real
-    cy, cx = reader.probe_centres()
-    return band[np.rint(cy).astype(int) % ny, np.rint(cx).astype(int) % nx]
-
-
 @pytest.mark.parametrize(("rotation", "flip"), [(0.0, False), (1.2, True)])
-def test_ptychography40_phase_follows_the_object(rotation, flip):
+def test_ptychography40_phase_follows_the_object(rotation, flip, band_limited_truth):
     params = {"scan": (24, 24), "det": (DET, DET), "dose": 1e6, "semiconv": SEMICONV,
               "atom_phase": 0.1, "smooth_phase": 0.0, "seed": 0, "rotation": rotation,
               "flip": flip}
     arr = synthetic(**params, calibrated=True)
     frames = np.asarray(arr)
-    truth = _band_limited_truth(**params)[3:-3, 3:-3]  # SSB wraps the scan: edges ring
+    truth = band_limited_truth(**params)[3:-3, 3:-3]  # SSB wraps the scan: edges ring
     phase = np.angle(ssb_ptychography40(frames, arr.fs.calibration))[3:-3, 3:-3]
     assert np.corrcoef(truth.ravel(), phase.ravel())[0, 1] > 0.9
     if rotation:

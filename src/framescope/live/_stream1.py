@@ -68,13 +68,6 @@ def _bytes(part: Any) -> Any:
     return memoryview(buffer if buffer is not None else part).cast("B")
 
 
-def _int(msg: Any, key: str, what: str) -> int:
-    value = msg.get(key)
-    if type(value) is int and value >= 0:  # (every frame: no message built)
-        return value
-    return count_field(msg, key, f"stream1 {what}")
-
-
 def _frames_per_series(config: dict[str, Any]) -> int | None:
     nimages, ntrigger = config.get("nimages"), config.get("ntrigger", 1)
     if not isinstance(nimages, int) or not isinstance(ntrigger, int):
@@ -200,7 +193,7 @@ class Stream1Decoder:
             if htype.startswith("dseries_end-"):
                 if self._partial is not None:
                     self._incomplete(htype)
-                return SeriesEnd(_int(head, "series", htype))
+                return SeriesEnd(count_field(head, "series", f"stream1 {htype}"))
         if self._partial is not None and (htype is None or htype in ARRAYS):
             return self._continue(parts)
         if head is None:
@@ -219,7 +212,7 @@ class Stream1Decoder:
                     "parts); its series goes on without the rest", htype, got, self._need)
 
     def _header(self, head: dict[str, Any], parts: Sequence[Any]) -> SeriesStart:
-        series = _int(head, "series", "dheader")
+        series = count_field(head, "series", "stream1 dheader")
         detail = head.get("header_detail", "basic")
         need = _PARTS.get(detail)
         if need is None:
@@ -239,7 +232,7 @@ class Stream1Decoder:
         return self._start(json_loads(parts[0]), parts, self._need)
 
     def _start(self, head: dict[str, Any], parts: Sequence[Any], need: int) -> SeriesStart:
-        series = _int(head, "series", "dheader")
+        series = count_field(head, "series", "stream1 dheader")
         detail = head.get("header_detail", "basic")
         header: dict[str, Any] = {"header_detail": detail}
         scan, order = _appendix(header, parts[need:])
@@ -264,8 +257,8 @@ class Stream1Decoder:
     def _image(self, head: dict[str, Any], parts: Sequence[Any]) -> Frame:
         if len(parts) < 4:
             raise MessageError(f"stream1 dimage: expected >= 4 parts, found {len(parts)}")
-        series = _int(head, "series", "dimage")
-        index = _int(head, "frame", "dimage")
+        series = count_field(head, "series", "stream1 dimage")
+        index = count_field(head, "frame", "stream1 dimage")
         desc = _json(parts[1], "dimage_d")
         blob = parts[2]
         try:
