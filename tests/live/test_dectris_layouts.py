@@ -124,6 +124,39 @@ def test_header_parts_as_messages_of_their_own(detail):
         np.testing.assert_array_equal(it.series.arrays["flatfield"], flat)
 
 
+@pytest.mark.parametrize("detail", ["basic", "all"])
+@pytest.mark.parametrize("scan", [None, (2, 3)])
+def test_a_config_without_its_dheader_completes_the_next_series(detail, scan):
+    """What a second receiver gets when the dheader and its config come as two messages
+    (PUSH deals them to different receivers): the config (and arrays) alone, kept for the
+    series its frames open: not malformed, its fields and arrays in the series header."""
+    flat = np.linspace(0.5, 1.5, H * W, dtype="float32").reshape(H, W)
+    msgs = series(Stream1Encoder("bslz4", header_detail=detail, appendix=False,
+                                 trigger_mode="exte"),
+                  header={"incident_energy": 8000.0}, arrays={"flatfield": flat})
+    _dheader, config, *arrays = msgs[0]
+    pairs = [arrays[i : i + 2] for i in range(0, len(arrays), 2)]
+    it, q = intake(scan=scan)
+    feed(it, [config], *pairs, *msgs[1:])
+    assert it.status().malformed == 0
+    assert_whole(q, scan or (1, N))  # without scan=: the config's frame count, one row
+    assert it.series.from_header
+    assert it.series.header["incident_energy"] == 8000.0
+    assert it.series.n_frames == N
+    if detail == "all":
+        np.testing.assert_array_equal(it.series.arrays["flatfield"], flat)
+
+
+def test_a_kept_config_is_not_used_by_a_series_with_a_whole_header():
+    enc = Stream1Encoder("lz4", header_detail="basic", appendix=False)
+    stray = json.dumps({"x_pixels_in_detector": 999, "detector_description": "old"})
+    it, q = intake()
+    feed(it, [stray.encode()], *series(enc))
+    assert "detector_description" not in it.series.header
+    assert_whole(q, (1, N))
+    assert it.status().malformed == 0
+
+
 def test_image_appendix_is_allowed():
     enc = Stream1Encoder("none", image_appendix={"beamline": "x"})
     msgs = series(enc)
@@ -188,7 +221,7 @@ def test_skipped_messages_are_counted_by_reason_for_the_next_series():
     msgs = series(enc)
     it, q = intake()
     feed(it,
-         [json.dumps({"x_pixels_in_detector": W}).encode()],  # a config, no dheader
+         [json.dumps({"beamline": "x"}).encode()],  # an appendix, no dheader
          [json.dumps({"htype": "dwhat-1.0"}).encode()],
          enc.end(7),  # no such series
          enc.frame(7, 0, DATA[0]),  # no header, no scan=

@@ -10,6 +10,7 @@ import signal
 
 import numpy as np
 import pytest
+import zmq
 
 import framescope
 import framescope.masks as fm
@@ -170,3 +171,49 @@ def test_back_to_back_series_on_two_receivers_each_complete():
     for ds in ends:
         assert bool(ds["done"].all())
         np.testing.assert_array_equal(ds["sum"].values, frames.sum(0, dtype=np.float64))
+
+
+def test_a_header_and_its_config_sent_apart_reach_the_job_whole():
+    """LiberTEM-live's simulator sends the dheader and the detector config as two messages:
+    PUSH deals them to different receivers. The config's receiver keeps it for the series
+    (not malformed), and the job's header and calibration are the union of both."""
+    from framescope.live._stream1 import Stream1Encoder
+
+    arr = synthetic(scan=SCAN, det=DET, seed=3)
+    frames = arr.values.reshape(-1, *DET)
+    n = len(frames)
+    expected = {name: framescope.run(u, arr, client="inline") for name, u in _udfs().items()}
+    enc = Stream1Encoder("bslz4", header_detail="basic", appendix=False, trigger_mode="exte")
+    head, config = enc.start(SeriesStart(1, DET, frames.dtype, n, SCAN, "raster", {
+        "incident_energy": 300e3, "x_pixel_size": 55e-6}))
+    ctx = zmq.Context()
+    sock = ctx.socket(zmq.PUSH)
+    monitor = sock.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED)
+    port = sock.bind_to_random_port("tcp://127.0.0.1")
+    job = framescope.submit(_udfs(), ZMQSource(f"tcp://127.0.0.1:{port}", "dectris-stream1",
+                                               scan=SCAN),
+                            processes=2, mp_context=process_context())
+    try:
+        for _ in range(2):
+            assert monitor.poll(60_000), "receivers did not connect"
+            monitor.recv_multipart()
+        sock.send_multipart([head])
+        sock.send_multipart([config])
+        for i in range(n):
+            sock.send_multipart(enc.frame(1, i, frames[i]))
+        sock.send_multipart(enc.end(1))
+        live = job.result(60)
+        st, receivers, header = job.status, job.receivers, dict(job.series.header)
+    finally:
+        job.cancel()
+        sock.disable_monitor()
+        monitor.close(linger=0)
+        sock.close(linger=0)
+        ctx.term()
+    why = f"receivers {receivers}"
+    assert (st.frames_processed, st.malformed) == (n, 0), why
+    assert header["header_detail"] == "basic"
+    assert header["x_pixels_in_detector"] == DET[1]
+    assert header["incident_energy"] == 300e3
+    assert "incident_energy" in live["com"].attrs["calibration"], why
+    _assert_equal(live, expected)

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from framescope.live import Frame, MessageError, SeriesEnd, SeriesStart
+from framescope.live._messages import HeaderPart
 from framescope.live._stream1 import Stream1Decoder, Stream1Encoder
 
 
@@ -80,6 +81,15 @@ def test_headers_and_end():
     none = dec.decode([j({"htype": "dheader-1.0", "series": 9, "header_detail": "none"})])
     assert none.frame_shape is None
     assert dec.decode([j({"htype": "dseries_end-1.0", "series": 4})]) == SeriesEnd(4)
+    # the config and a header array as messages of their own, without a dheader before
+    alone = dec.decode([j(config)])
+    assert isinstance(alone, HeaderPart)
+    assert (alone.start.frame_shape, alone.start.dtype, alone.start.n_frames) == (
+        (24, 40), np.dtype("uint16"), 10)
+    assert alone.start.header == config
+    pair = dec.decode(pairs[2:4])
+    assert isinstance(pair, HeaderPart)
+    np.testing.assert_array_equal(pair.start.arrays["pixel_mask"], mask)
 
 
 def test_encoder_round_trip():
@@ -97,7 +107,7 @@ def test_encoder_round_trip():
     ([j({"htype": "dwhat-1.0"})], "unknown htype"),
     ([j({"htype": "dimage-1.0", "series": 1, "frame": 0})], ">= 4 parts"),
     ([j({"htype": "dheader-1.0", "series": 1, "header_detail": "some"})], "header_detail"),
-    ([j({"x_pixels_in_detector": 4})], "without htype"),
+    ([j({"beamline": "x"})], "without htype"),
     ([j({"htype": "dseries_end-1.0", "series": -1})], "non-negative"),
 ])
 def test_malformed_messages(parts, match):

@@ -29,7 +29,14 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framescope.live._batch import Batcher, End, FrameTracker, Policy, Start
-from framescope.live._messages import Frame, MessageError, ScanOrder, SeriesEnd, SeriesStart
+from framescope.live._messages import (
+    Frame,
+    HeaderPart,
+    MessageError,
+    ScanOrder,
+    SeriesEnd,
+    SeriesStart,
+)
 from framescope.live._scan import Series, resolve_series
 from framescope.live._status import RECEIVER_FIELDS, Counters, Status
 
@@ -76,6 +83,9 @@ class Intake:
         self.series: Series | None = None
         self.ended = False
         self._pending: SeriesStart | None = None  # header waiting for its first frame
+        # a header part that named no series (its dheader went to another receiver): for
+        # the next series opened without a complete header
+        self._orphan: SeriesStart | None = None
         self.finished_ids: deque[int] = deque(maxlen=16)
         self.tracker: FrameTracker | None = None
         self.batcher: Batcher | None = None
@@ -228,6 +238,14 @@ class Intake:
             self._start(event)
         elif isinstance(event, SeriesEnd):
             self._end(event)
+        elif isinstance(event, HeaderPart):
+            self._header_part(event.start)
+
+    def _header_part(self, part: SeriesStart) -> None:
+        log.info("%s: a header part without its series' header message (%s); kept for the "
+                 "next series", self.name, ", ".join(sorted(part.header)[:4] + sorted(
+                     part.arrays)) or "empty")
+        self._orphan = part if self._orphan is None else _completed(part, self._orphan)
 
     def _frame(self, f: Frame, size: int) -> None:
         s = self.series
@@ -276,6 +294,8 @@ class Intake:
                             "frame of a finished series")
             return None
         pending = self._pending if self._pending and self._pending.series == f.series else None
+        if pending is None and self._orphan is not None:
+            pending = SeriesStart(f.series)  # completed by the header part in _open
         if pending is None and self.scan is None:
             self._headerless(f.series, f"frame {f.index} of series {f.series} without its "
                                        f"header; give scan= to join a running series")
@@ -295,6 +315,9 @@ class Intake:
             self._open(start, from_header=True)
 
     def _open(self, start: SeriesStart, from_header: bool) -> Series | None:
+        orphan, self._orphan = self._orphan, None
+        if orphan is not None and start.n_frames is None:  # a header without its config
+            start = _completed(start, orphan)
         series = resolve_series(start, self.scan, self.order, self.calibration)
         if isinstance(series, str):
             self._headerless(start.series, series)
@@ -381,3 +404,14 @@ class Intake:
                  "%d malformed", s.series, "ended" if ended else "closed unfinished",
                  self.counters.frames_received, gaps, self.counters.dropped,
                  self.counters.spilled, self.counters.malformed)
+
+
+def _completed(start: SeriesStart, part: SeriesStart) -> SeriesStart:
+    """``start`` with what it lacks from the header part ``part`` (``start``'s own fields
+    win)."""
+    return dataclasses.replace(
+        start, frame_shape=start.frame_shape or part.frame_shape,
+        dtype=start.dtype or part.dtype, n_frames=start.n_frames or part.n_frames,
+        scan_shape=start.scan_shape or part.scan_shape,
+        scan_order=start.scan_order or part.scan_order,
+        header={**part.header, **start.header}, arrays={**part.arrays, **start.arrays})

@@ -22,7 +22,7 @@ try:  # ~10x faster than json on the small objects of every frame message
 except ImportError:  # pragma: no cover - depends on the environment
     _orjson = None
 
-__all__ = ["Frame", "MessageError", "ScanOrder", "SeriesEnd", "SeriesStart"]
+__all__ = ["Frame", "HeaderPart", "MessageError", "ScanOrder", "SeriesEnd", "SeriesStart"]
 
 ScanOrder = Literal["raster", "snake"]
 
@@ -109,7 +109,21 @@ class SeriesEnd:
     series: int
 
 
-Event = SeriesStart | Frame | SeriesEnd
+@dataclass(frozen=True, slots=True)
+class HeaderPart:
+    """Part of a series header that came as a message of its own and names no series.
+
+    E.g. a stream v1 detector config sent as the message after its ``dheader-1.0``, when
+    that message went to another receiver: PUSH deals each message to one PULL socket, so
+    with several receivers the two parts of such a header part ways. ``start`` holds what
+    the part says (its ``series`` is meaningless, -1); a receiver keeps it for the next
+    series it opens without a complete header.
+    """
+
+    start: SeriesStart
+
+
+Event = SeriesStart | Frame | SeriesEnd | HeaderPart
 
 
 def json_loads(part: Any) -> Any:

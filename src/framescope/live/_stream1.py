@@ -12,6 +12,8 @@ count-rate table; then an optional appendix (framescope senders put their extras
 The decoder also takes a header whose parts come as messages of their own (replay tools,
 LiberTEM-live's simulator: the dheader, then the config as the next message): the dheader
 alone gives a header without frame shape, the message that completes it the whole one.
+A config (or header array) message that comes without its dheader, as it does at one of
+several receivers sharing the stream, is a :class:`HeaderPart` for the receiver to keep.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from framescope.live._extras import STREAM1_CONFIG, pack, unpack
 from framescope.live._messages import (
     Event,
     Frame,
+    HeaderPart,
     MessageError,
     ScanOrder,
     SeriesEnd,
@@ -147,6 +150,14 @@ def _appendix(header: dict[str, Any], parts: Sequence[Any],
 
 
 _PARTS = {"none": 1, "basic": 2, "all": 8}  # documented parts of a header, appendix aside
+# fields by which a JSON object without htype is known as a detector config (SIMPLON's
+# config parameter names)
+_CONFIG_KEYS = ("x_pixels_in_detector", "y_pixels_in_detector", "nimages", "ntrigger",
+                "bit_depth_image", "detector_description")
+
+
+def _is_config(obj: dict[str, Any]) -> bool:
+    return any(k in obj for k in _CONFIG_KEYS)
 
 
 class Stream1Decoder:
@@ -175,8 +186,9 @@ class Stream1Decoder:
         self._need = 0
 
     def decode(self, parts: Sequence[Any]) -> Event | None:
-        """One multipart message → :class:`SeriesStart`, :class:`Frame`, :class:`SeriesEnd`
-        or None (a header part, the header not complete yet)."""
+        """One multipart message → :class:`SeriesStart`, :class:`Frame`, :class:`SeriesEnd`,
+        :class:`HeaderPart` (a config or header array without its dheader) or None (a
+        header part, the header not complete yet)."""
         if not parts:
             raise MessageError("stream1: empty message", "empty message")
         head = _object(parts[0])
@@ -199,9 +211,16 @@ class Stream1Decoder:
         if head is None:
             raise MessageError("stream1: the first part is not JSON, or not a JSON object",
                                "stream1 not JSON")
+        if htype is None and _is_config(head):
+            # the config sent as a message of its own, its dheader dealt to another
+            # receiver (or missed): kept by the receiver for the next series it opens
+            return HeaderPart(self._config_start(-1, {}, head, {}))
+        if htype in ARRAYS and len(parts) >= 2:
+            return HeaderPart(SeriesStart(-1, arrays=_header_arrays(
+                parts[:2], -1, self.max_frame_bytes)))
         if htype is None:
-            raise MessageError("stream1: a JSON part without htype (a detector config or "
-                               "appendix) and no dheader-1.0 before it",
+            raise MessageError("stream1: a JSON part without htype that is no detector "
+                               "config (an appendix?) and no dheader-1.0 before it",
                                "header part without its dheader")
         raise MessageError(f"stream1: unknown htype {htype!r}; expected dheader-1.0, "
                            f"dimage-1.0 or dseries_end-1.0", "unknown htype")
@@ -242,6 +261,12 @@ class Stream1Decoder:
         arrays: dict[str, np.ndarray] = {}
         if detail == "all":
             arrays = _header_arrays(parts[2:8], series, self.max_frame_bytes)
+        return self._config_start(series, header, config, arrays, scan, order)
+
+    def _config_start(self, series: int, header: dict[str, Any], config: dict[str, Any],
+                      arrays: dict[str, np.ndarray], scan: tuple[int, int] | None = None,
+                      order: ScanOrder | None = None) -> SeriesStart:
+        """The series start a detector config describes (with ``header``'s fields)."""
         shape = dtype = None
         if "x_pixels_in_detector" in config and "y_pixels_in_detector" in config:
             depth = config.get("bit_depth_image", 16)
