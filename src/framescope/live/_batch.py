@@ -146,15 +146,19 @@ class Batch:
 
 
 class _Chunk:
-    """Compressed payloads of a few frames of one batch, copied together, decoded together.
+    """Compressed payloads of a few frames of one batch, decoded together.
 
-    The copy (a few kB a frame) frees the message at once and gives the kernel one buffer.
+    The payloads are joined into one buffer for the kernel by the decoding thread (one
+    copy, sized once), not by the receiver thread as they come: appending each to a
+    growing buffer there reallocated and copied it again on most appends. Until then the
+    payloads view their messages, which stay alive (a few kB each, ``CHUNK_FRAMES``).
     """
 
-    __slots__ = ("codecs", "ends", "indices", "slots", "staging", "starts")
+    __slots__ = ("blobs", "codecs", "ends", "indices", "size", "slots", "starts")
 
     def __init__(self) -> None:
-        self.staging = bytearray()
+        self.blobs: list[memoryview] = []
+        self.size = 0
         self.slots: list[int] = []
         self.indices: list[int] = []
         self.starts: list[int] = []
@@ -162,9 +166,11 @@ class _Chunk:
         self.codecs: list[str] = []
 
     def add(self, slot: int, index: int, frame: Encoded) -> None:
-        self.starts.append(len(self.staging))
-        self.staging += frame.blob
-        self.ends.append(len(self.staging))
+        blob = frame.blob  # (bytes, format "B": its len is its size)
+        self.starts.append(self.size)
+        self.size += len(blob)
+        self.ends.append(self.size)
+        self.blobs.append(blob)
         self.slots.append(slot)
         self.indices.append(index)
         self.codecs.append(frame.codec)
@@ -172,10 +178,11 @@ class _Chunk:
     def run(self, batch: Batch) -> tuple[Batch, _Chunk, np.ndarray]:
         """Decode into the batch's buffer (a pool thread, or the receiver's)."""
         frames = batch.frames
+        joined, self.blobs = b"".join(self.blobs), []  # (the messages may go now)
         try:
             status = _decode.decode_chunk(
                 np.array([_decode.CODE[c] for c in self.codecs], np.int8),
-                np.frombuffer(self.staging, np.uint8), np.array(self.starts, np.int64),
+                np.frombuffer(joined, np.uint8), np.array(self.starts, np.int64),
                 np.array(self.ends, np.int64), frames.reshape(len(frames), -1).view(np.uint8),
                 np.array(self.slots, np.int64), frames.dtype.itemsize)
         except Exception:  # a bug must not lose the batch: its frames count as malformed

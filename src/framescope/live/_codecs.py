@@ -270,7 +270,10 @@ def decode_frame(blob: memoryview | bytes, codec: str, shape: tuple[int, ...],
         return decode(blob, codec, shape, dtype)
     if codec not in ("bslz4", "lz4", "lz4-h5"):
         raise MessageError(f"unknown codec {codec!r}; expected one of {CODECS}")
-    return Encoded(memoryview(blob).cast("B"), codec, shape, np.dtype(dtype))
+    view = memoryview(blob)
+    if view.format != "B" or view.ndim != 1:  # (bytes: already bytes)
+        view = view.cast("B")
+    return Encoded(view, codec, shape, np.dtype(dtype))
 
 
 def encode(frame: np.ndarray, codec: str) -> bytes | np.ndarray:

@@ -215,7 +215,7 @@ class Intake:
             self.take_attach()
         self._idle_since = None
         self._last_msg = time.monotonic()
-        size = self.last_size = sum(len(p) for p in parts)
+        size = self.last_size = sum(map(len, parts))
         if size > self.max_message_bytes:
             self._malformed(f"oversized message of {size} B (limit {self.max_message_bytes})",
                             "oversized")

@@ -138,7 +138,7 @@ def json_loads(part: Any) -> Any:
     ValueError
         Not JSON (``json.JSONDecodeError``), or not UTF-8 (``UnicodeDecodeError``).
     """
-    data = part.buffer if hasattr(part, "buffer") else part
+    data = part if type(part) is bytes else getattr(part, "buffer", part)
     if _orjson is not None:
         try:
             return _orjson.loads(data)

@@ -228,7 +228,8 @@ class Stream1Decoder:
     def _incomplete(self, htype: str) -> None:
         got, self._partial = len(self._partial), None
         log.warning("stream1: a %s message came before the header was complete (%d of %d "
-                    "parts); its series goes on without the rest", htype, got, self._need)
+                    "parts); its series goes on without the rest (where several receivers "
+                    "share the stream, another one got it)", htype, got, self._need)
 
     def _header(self, head: dict[str, Any], parts: Sequence[Any]) -> SeriesStart:
         series = count_field(head, "series", "stream1 dheader")
@@ -311,7 +312,7 @@ class Stream1Decoder:
                 raise MessageError(f"stream1 dimage {series}/{index}: blob MD5 {found} differs "
                                    f"from the header's hash {expected}", "hash mismatch")
         data = _codecs.decode_frame(blob, codec, frame_shape, dtype)
-        return Frame(series, index, data, sum(len(p) for p in parts),
+        return Frame(series, index, data, sum(map(len, parts)),
                      None if codec == "raw" else (codec, blob))
 
 
