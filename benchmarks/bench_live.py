@@ -291,6 +291,10 @@ class SimFeed:
             self.proc.kill()
 
 
+def _median(runs: list[dict]) -> float:
+    return statistics.median(r["fps"] for r in runs) if runs else float("nan")
+
+
 def ceiling(feed, n) -> dict:
     """Plain PULL of the same messages: frames/s, wire GB/s, CPU µs per frame here."""
     endpoint = feed.open()
@@ -432,16 +436,18 @@ def main() -> None:
         sim = (SimFeed(args.peer_python, compression, args.data, n, workdir)
                if has_peer and protocol == "dectris-stream1" else None)
         feed = sim or OwnFeed(protocol, compression, args.data, n)
-        cs, rs, r2 = [], {b: [] for b in sizes}, []
+        cs, rs, r2, peers = [], {b: [] for b in sizes}, [], []
         try:
-            for _ in range(args.repeat):  # alternate, so all see the same machine load
+            # alternate, peer included, so that all see the same machine load (LiberTEM-live
+            # starts its workers, and runs a warm-up, for each of its runs)
+            for _ in range(args.repeat):
                 cs.append(ceiling(feed, n))
                 for b in sizes:
                     rs[b].append(live(feed, n, batch_frames=b))
                 if not args.no_processes:
                     r2.append(live(feed, n, processes=2))
-            peers = (peer(sim, n, args.repeat, workdir)
-                     if sim is not None and compression != "none" else [])
+                if sim is not None and compression != "none":
+                    peers += peer(sim, n, 1, workdir)
         finally:
             if sim is not None:
                 sim.stop()
@@ -466,12 +472,17 @@ def main() -> None:
                                                                     rtol=1e-5):
                 print(f"  {case}: {name}'s ring image differs from numpy's "
                       f"({r['ring_sum']:.6g} vs {ref:.6g})")
-        summary.append((case, best["bytes_per_frame"], c, pb, best, p2))
+        # the typical figure beside the best: runs here move by +-20 %, the peer's too
+        med = {"peer": _median(peers), "one": _median(rs[sizes[-1]]), "ceiling": _median(cs)}
+        summary.append((case, best["bytes_per_frame"], c, pb, best, p2, med))
     print(f"load average at the end {os.getloadavg()[0]:.1f}")
     print()
+    print(f"best of {args.repeat} runs (median of the runs in brackets); the ratios are of "
+          f"the medians")
     print("| stream | B/frame | plain ZeroMQ PULL | LiberTEM-live (2 workers) | "
-          "framescope (1 process) | framescope (processes=2) |")
-    print("|---|---|---|---|---|---|")
+          "framescope (1 process) | framescope (processes=2) | framescope / LiberTEM-live | "
+          "framescope / plain PULL |")
+    print("|---|---|---|---|---|---|---|---|")
 
     def cell(r: dict | None) -> str:
         if r is None:
@@ -479,9 +490,14 @@ def main() -> None:
         lost = r.get("dropped", 0) + r.get("gaps", 0)
         return f"{r['fps']:.0f}" + (f" ({lost} lost)" if lost else "")
 
-    for case, size, c, pb, r1, p2 in summary:
-        print(f"| {case} | {size:.0f} | {c['fps']:.0f} | {cell(pb)} | {cell(r1)} | "
-              f"{cell(p2)} |")
+    def ratio(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if a == a and b == b else "—"  # (nan: no runs)
+
+    for case, size, c, pb, r1, p2, med in summary:
+        peer_cell = cell(pb) if pb is None else f"{cell(pb)} ({med['peer']:.0f})"
+        print(f"| {case} | {size:.0f} | {c['fps']:.0f} ({med['ceiling']:.0f}) | {peer_cell} | "
+              f"{cell(r1)} ({med['one']:.0f}) | {cell(p2)} | "
+              f"{ratio(med['one'], med['peer'])} | {ratio(med['one'], med['ceiling'])} |")
 
 
 if __name__ == "__main__":
