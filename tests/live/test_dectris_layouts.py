@@ -292,3 +292,40 @@ def test_trigger_mode_announces_the_frames(mode, nimages, ntrigger):
     assert (config["trigger_mode"], config["nimages"], config["ntrigger"]) == (
         mode, nimages, ntrigger)
     assert Stream1Decoder().decode(head).n_frames == N
+
+
+def test_an_events_stream_counts_a_config_without_its_dheader():
+    """An events stream has one receiver: a lone config means its dheader was missed, and
+    is counted as malformed (the series itself still comes through whole)."""
+    from framescope.live._streams import StreamReceiver
+
+    class Sink:
+        def __init__(self):
+            self.frames, self.ends = [], []
+
+        def on_start(self, name, msg):
+            pass
+
+        def on_frame(self, name, index, payload, nbytes):
+            self.frames.append(index)
+
+        def on_end(self, name, msg):
+            self.ends.append(msg)
+
+    enc = Stream1Encoder("lz4", header_detail="basic")
+    ctx = zmq.Context.instance()
+    push = ctx.socket(zmq.PUSH)
+    port = push.bind_to_random_port("tcp://127.0.0.1")
+    sink = Sink()
+    rec = StreamReceiver("det", f"tcp://127.0.0.1:{port}", "dectris-stream1", sink).start()
+    try:
+        push.send_multipart([json.dumps({"x_pixels_in_detector": W, "nimages": N}).encode()])
+        for m in series(enc):
+            push.send_multipart(m)
+        until(lambda: sink.ends, 10)
+        c = rec.counters
+        assert dict(c.malformed_by) == {"header part without its dheader": 1}
+        assert sorted(sink.frames) == list(range(N))
+    finally:
+        rec.stop()
+        push.close(linger=0)

@@ -20,7 +20,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from framescope.live._messages import Frame, MessageError, SeriesEnd, SeriesStart
+from framescope.live._messages import Frame, HeaderPart, MessageError, SeriesEnd, SeriesStart
 from framescope.live._protocols import make_decoder
 from framescope.live._values import VALUE_PROTOCOLS, Values, make_values_decoder
 
@@ -176,3 +176,6 @@ class StreamReceiver:
         elif isinstance(msg, SeriesEnd):
             c.ended = True
             self.sink.on_end(self.name, msg)
+        elif isinstance(msg, HeaderPart):  # one receiver per stream: its dheader was missed
+            raise MessageError(f"stream {self.name!r}: a header part without its dheader",
+                               "header part without its dheader")
