@@ -466,7 +466,7 @@ class ReceiversRunner:
         merge = self.merge
         cal = calibration_of(head)
         if merge.series is not None and merge.series.series == sid:
-            self._more_header(head["header"], arrays, cal)
+            merge.add_header(head["header"], arrays, cal)
             return
         if sid in merge.finished_ids:
             return
@@ -478,22 +478,6 @@ class ReceiversRunner:
                         arrays=arrays)
         merge.begin(series)
         self._s = SeriesState(ended_by={k for k in self._lost})
-
-    def _more_header(self, header: dict[str, Any], arrays: dict[str, np.ndarray],
-                     cal: Any) -> None:
-        """Another receiver's start of the series being merged: the header is the union
-        of what each receiver saw (a stream v1 dheader and its config, sent as two
-        messages, go to different receivers), and the calibration that of the fuller
-        header, from which a receiver derived it."""
-        series = self.merge.series
-        if not header and not arrays:
-            return
-        fuller = len(header) > len(series.header)
-        series.header = ({**series.header, **header} if fuller
-                         else {**header, **series.header})
-        series.arrays = {**arrays, **series.arrays}
-        if fuller and cal is not None and cal != series.meta.calibration:
-            self.merge.recalibrate(cal)
 
     def _worker_end(self, worker: int, sid: int, ended: bool) -> None:
         merge, s = self.merge, self._s

@@ -125,6 +125,23 @@ class Merge:
             for acc in self.accs.values():
                 acc.meta = meta
 
+    def add_header(self, header: dict[str, Any], arrays: dict[str, np.ndarray],
+                   calibration: Any) -> None:
+        """What another receiver saw of the current series' header: the header is the
+        union of what each receiver saw (a stream v1 dheader and its config, sent as two
+        messages, go to different receivers), the calibration that of the fuller header,
+        from which that receiver derived it."""
+        with self.lock:
+            series = self.series
+            if series is None or (not header and not arrays):
+                return
+            fuller = len(header) > len(series.header)
+            series.header = ({**series.header, **header} if fuller
+                             else {**header, **series.header})
+            series.arrays = {**arrays, **series.arrays}
+        if fuller and calibration is not None and calibration != series.meta.calibration:
+            self.recalibrate(calibration)
+
     def admit(self, series: Series, positions: np.ndarray) -> np.ndarray | None:
         return None  # one receiver: its tracker already dropped repeated frame numbers
 
