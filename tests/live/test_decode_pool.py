@@ -19,7 +19,7 @@ import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
 from framescope.live import SeriesStart, ZMQSource, _codecs, _decode
-from framescope.live._batch import Batch, Batcher, FrameTracker, use_decode_pool
+from framescope.live._batch import CHUNK_FRAMES, Batch, Batcher, FrameTracker, use_decode_pool
 from framescope.live._native import NativeEncoder
 from framescope.live._scan import Series
 from framescope.live._status import Counters
@@ -114,10 +114,12 @@ def encoded(a: np.ndarray, codec: str) -> _codecs.Encoded:
     return _codecs.Encoded(memoryview(bytes(blob)).cast("B"), codec, a.shape, a.dtype)
 
 
+@pytest.mark.parametrize("per_batch", [7, 2 * CHUNK_FRAMES + 6])
 @pytest.mark.parametrize("threads", [0, 1, 3])
-def test_batches_through_the_pool_keep_order_positions_and_gaps(threads):
+def test_batches_through_the_pool_keep_order_positions_and_gaps(threads, per_batch):
     """Many batches decoding at once: handed over in order, each frame in its slot, a
-    corrupt frame taken out (malformed, a gap), a frame never sent a gap too."""
+    corrupt frame taken out (malformed, a gap), a frame never sent a gap too. Batches of
+    fewer frames than a decode task, and of several tasks (decoding while it fills)."""
     n, shape = 200, (24, 20)
     data = rng.poisson(5.0, (n, *shape)).astype("uint16")
     order = rng.permutation(n)  # out of order arrival
@@ -129,7 +131,8 @@ def test_batches_through_the_pool_keep_order_positions_and_gaps(threads):
     pool = _decode.DecodePool(threads) if threads else None
     use_decode_pool(pool)
     try:
-        b = Batcher(series, q, counters, policy="drop", buffer_bytes=2**24, batch_frames=7,
+        b = Batcher(series, q, counters, policy="drop", buffer_bytes=2**24,
+                    batch_frames=per_batch,
                     spill_dir=None, spill_limit_bytes=0, tracker=tracker)
         sent = []
         for k, i in enumerate(order):
