@@ -24,7 +24,10 @@ the receiver takes it (ZeroMQ back-pressure: nothing is lost in transport). In t
 
 DECTRIS stream v1 cases are sent by LiberTEM-live's DECTRIS simulator (a REST copy of the
 DCU, armed over HTTP, replaying a dump of the messages that this script writes from the
-same frames), to every receiver alike: the plain PULL, framescope and LiberTEM-live. That
+same frames), to every receiver alike: the plain PULL, framescope and LiberTEM-live. Each
+receiver runs warm: LiberTEM-live's runs reuse one connection after a warm-up run, and
+framescope's one ``ZMQSource`` per case after a warm-up series (a new job on a source
+reuses the batch buffers the last one gave back: memory paged in once). That
 needs the environment with LiberTEM-live (``--peer-python``, default ``.venv-bench``); without
 it, stream v1 comes from framescope's sender and the peer column stays empty. Other
 protocols come from framescope's sender. At the end the summary table: frames/s of each.
@@ -335,8 +338,13 @@ def peer(feed: SimFeed, n: int, runs: int, workdir: Path) -> list[dict]:
     return rows
 
 
-def live(feed, n, rate=0.0, batch_frames=None, processes=1) -> dict:
-    """The live pipeline on the same messages (sender paced to ``rate`` if > 0)."""
+def live(feed, n, rate=0.0, batch_frames=None, processes=1, sources=None) -> dict:
+    """The live pipeline on the same messages (sender paced to ``rate`` if > 0).
+
+    ``sources``: ZMQSources kept by endpoint, reused by later runs on the same endpoint (as
+    LiberTEM-live's runs reuse one connection, and a user one source for many series): a
+    new job on a source reuses the batch buffers the last one gave back.
+    """
     import framescope
     import framescope.masks as fm
     from framescope.live import ZMQSource
@@ -348,10 +356,16 @@ def live(feed, n, rate=0.0, batch_frames=None, processes=1) -> dict:
     done_at: list[float] = []
     c0, threads0 = time.process_time(), thread_cpu()
     # scan= given: receivers in other processes never see the header
+    key = (endpoint, batch_frames)
+    source = None if sources is None or processes != 1 else sources.get(key)
+    if source is None:
+        source = ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames,
+                           scan=scan_of(n), buffer_mib=BUFFER_MIB,
+                           decode_threads=DECODE_THREADS)
+        if sources is not None and processes == 1:
+            sources[key] = source
     run = framescope.submit(
-        udfs, ZMQSource(endpoint, protocol, policy="drop", batch_frames=batch_frames,
-                        scan=scan_of(n), buffer_mib=BUFFER_MIB,
-                        decode_threads=DECODE_THREADS),
+        udfs, source,
         on_series_end=lambda ds: done_at.append(time.perf_counter()), processes=processes)
     feed.go()
     t_first, latencies = None, []
@@ -437,13 +451,17 @@ def main() -> None:
                if has_peer and protocol == "dectris-stream1" else None)
         feed = sim or OwnFeed(protocol, compression, args.data, n)
         cs, rs, r2, peers = [], {b: [] for b in sizes}, [], []
+        sources: dict = {}  # one source per endpoint (the simulator's stays the same)
         try:
+            if sim is not None:  # a warm-up on the reused sources (LiberTEM-live: its own)
+                for b in sizes:
+                    live(feed, n, batch_frames=b, sources=sources)
             # alternate, peer included, so that all see the same machine load (LiberTEM-live
             # starts its workers, and runs a warm-up, for each of its runs)
             for _ in range(args.repeat):
                 cs.append(ceiling(feed, n))
                 for b in sizes:
-                    rs[b].append(live(feed, n, batch_frames=b))
+                    rs[b].append(live(feed, n, batch_frames=b, sources=sources))
                 if not args.no_processes:
                     r2.append(live(feed, n, processes=2))
                 if sim is not None and compression != "none":

@@ -63,3 +63,28 @@ def test_buffers_return_to_the_analysis_that_took_them():
     fresh = batches(second)
     assert it.batcher.pool is not pool
     assert (it.counters.dropped, sum(b.n for b in fresh)) == (0, 8)
+
+
+def test_a_new_analysis_reuses_the_buffers_the_stopped_one_gave_back():
+    data = np.random.default_rng(7).integers(0, 999, (8, 40, 30)).astype("uint16")
+    it = intake()
+    first = queue.SimpleQueue()
+    it.attach_request = first
+    it.take_attach()
+    send_series(it, 1, data)
+    got = batches(first)
+    got[0].release()  # one batch given back, the other still held by the old analysis
+    second = queue.SimpleQueue()
+    it.attach_request = second
+    send_series(it, 2, data[::-1])
+    fresh = batches(second)
+    pool = it.batcher.pool
+    assert pool.allocated == pool.buffers == 2
+    ids = {id(b.frames) for b in fresh}
+    assert id(got[0].frames) in ids
+    assert id(got[1].frames) not in ids
+    np.testing.assert_array_equal(np.concatenate([b.frames[: b.n] for b in fresh]),
+                                  data[::-1])
+    assert it.counters.dropped == 0
+    got[1].release()  # late: back to the old pool, not into the new one's count
+    assert (pool.allocated, len(pool.free)) == (2, 0)

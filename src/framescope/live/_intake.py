@@ -369,6 +369,8 @@ class Intake:
                           buffer_bytes=self.buffer_bytes, batch_frames=self.batch_frames,
                           spill_dir=self.spill_dir, spill_limit_bytes=self.spill_limit,
                           pool=old.pool if same else None, tracker=self.tracker)
+        if old is not None and not same:  # buffers the stopped analysis gave back
+            batcher.pool.adopt(old.pool)
         self._handoff.put(Start(series, batcher))
         return batcher
 
