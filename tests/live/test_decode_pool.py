@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import queue
 import struct
+import threading
+import time
 
 import bitshuffle
 import lz4.block
@@ -19,7 +21,15 @@ import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
 from framescope.live import SeriesStart, ZMQSource, _codecs, _decode
-from framescope.live._batch import CHUNK_FRAMES, Batch, Batcher, FrameTracker, use_decode_pool
+from framescope.live import _batch
+from framescope.live._batch import (
+    AHEAD_BUFFERS,
+    CHUNK_FRAMES,
+    Batch,
+    Batcher,
+    FrameTracker,
+    use_decode_pool,
+)
 from framescope.live._native import NativeEncoder
 from framescope.live._scan import Series
 from framescope.live._status import Counters
@@ -109,6 +119,35 @@ def test_encoded_decodes_on_demand_and_raises_on_corruption():
         np.asarray(cut)
 
 
+class Consumer:
+    """An analysis thread: takes the batches handed over, copies them, gives them back."""
+
+    def __init__(self, q: queue.SimpleQueue, delay: float = 0.0) -> None:
+        self.q, self.delay = q, delay
+        self.indices: list[int] = []
+        self.frames: list[np.ndarray] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        while not (self.stop.is_set() and self.q.empty()):
+            try:
+                batch = self.q.get(timeout=0.01)
+            except queue.Empty:
+                continue
+            assert isinstance(batch, Batch)
+            time.sleep(self.delay)
+            self.indices += batch.indices
+            self.frames.append(batch.frames[: batch.n].copy())
+            batch.release()
+
+    def finish(self) -> tuple[list[int], list[np.ndarray]]:
+        self.stop.set()
+        self.thread.join()
+        return self.indices, self.frames
+
+
 def encoded(a: np.ndarray, codec: str) -> _codecs.Encoded:
     blob = _codecs.encode(a, "lz4-h5" if codec == "lz4-h5" else codec)
     return _codecs.Encoded(memoryview(bytes(blob)).cast("B"), codec, a.shape, a.dtype)
@@ -130,6 +169,7 @@ def test_batches_through_the_pool_keep_order_positions_and_gaps(threads, per_bat
     series = Series(1, Meta((1, n), shape, np.dtype("uint16")), "raster", n)
     pool = _decode.DecodePool(threads) if threads else None
     use_decode_pool(pool)
+    analysis = Consumer(q)
     try:
         b = Batcher(series, q, counters, policy="drop", buffer_bytes=2**24,
                     batch_frames=per_batch,
@@ -151,13 +191,8 @@ def test_batches_through_the_pool_keep_order_positions_and_gaps(threads, per_bat
         use_decode_pool(None)
         if pool is not None:
             pool.close()
-    got_idx, got = [], []
-    while not q.empty():
-        batch = q.get_nowait()
-        assert isinstance(batch, Batch)
-        got_idx += batch.indices
-        got.append(batch.frames[: batch.n].copy())
-        batch.release()
+        got_idx, got = analysis.finish()
+    assert b.pool.allocated <= AHEAD_BUFFERS + 1  # buffers reused, not one per batch
     expected = [i for i in sent if i != corrupt]
     assert got_idx == expected  # arrival order, the corrupt one out
     np.testing.assert_array_equal(np.concatenate(got), data[expected])
@@ -268,3 +303,83 @@ def test_16bit_pixels_over_the_full_range_equal_bitshuffle(n, block):
     got, status = decode([("bslz4", payload)], a.shape, a.dtype)
     assert status.tolist() == [0]
     np.testing.assert_array_equal(got[0], a)
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_a_compressed_backlog_waits_compressed_in_few_reused_buffers(threads):
+    """A slow analysis: frames beyond AHEAD_BUFFERS batches wait compressed (counted in the
+    depth, within the memory budget) and are decoded as buffers come back, in order."""
+    n, shape, per_batch = 480, (32, 32), 8
+    data = rng.poisson(2.0, (n, *shape)).astype("uint16")
+    counters = Counters()
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    series = Series(1, Meta((1, n), shape, np.dtype("uint16")), "raster", n)
+    pool = _decode.DecodePool(threads) if threads else None
+    use_decode_pool(pool)
+    analysis = Consumer(q, delay=0.002)
+    depths = []
+    try:
+        b = Batcher(series, q, counters, policy="drop", buffer_bytes=n * data[0].nbytes,
+                    batch_frames=per_batch, spill_dir=None, spill_limit_bytes=0)
+        for i in range(n):
+            b.put(i, encoded(data[i], "bslz4"))
+            depths.append((b.depth, b.staged_frames))
+        b.flush()
+    finally:
+        use_decode_pool(None)
+        if pool is not None:
+            pool.close()
+        got_idx, got = analysis.finish()
+    assert got_idx == list(range(n))
+    np.testing.assert_array_equal(np.concatenate(got), data)
+    assert b.pool.allocated <= AHEAD_BUFFERS + 1
+    depth, staged = max(depths)
+    assert staged > 0 and depth > AHEAD_BUFFERS * per_batch  # the backlog, compressed
+    assert counters.dropped == 0 and b.staged_frames == b.staged_bytes == 0 and b.depth == 0
+
+
+def test_a_compressed_backlog_beyond_the_budget_is_dropped_and_counted():
+    n, shape = 64, (32, 32)
+    data = rng.poisson(0.05, (n, *shape)).astype("uint16")  # (low dose: small payloads)
+    blob = max(len(encoded(a, "bslz4").blob) for a in data)
+    counters = Counters()
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    series = Series(1, Meta((1, n), shape, np.dtype("uint16")), "raster", n)
+    use_decode_pool(None)
+    # room for a few buffers of 2 frames, and some compressed frames besides
+    budget = 4 * data[0].nbytes + 1800
+    b = Batcher(series, q, counters, policy="drop", buffer_bytes=budget, batch_frames=2,
+                spill_dir=None, spill_limit_bytes=0)
+    for i in range(n):  # nothing is analysed meanwhile
+        b.put(i, encoded(data[i], "bslz4"))
+    buffered = b.pool.buffers * 2
+    assert b.pool.allocated == b.pool.buffers
+    room = (budget - buffered * data[0].nbytes) // blob
+    assert room >= 5
+    assert room <= b.staged_frames <= room + 2  # (blobs differ a little in size)
+    assert counters.dropped == n - buffered - b.staged_frames > 0
+    assert buffered + b.staged_frames <= b.capacity <= buffered + b.staged_frames + 2
+
+
+def test_a_series_end_drops_what_waits_when_the_analysis_gives_nothing_back(monkeypatch,
+                                                                           caplog):
+    monkeypatch.setattr(_batch, "STALL_S", 0.2)
+    n, shape = 40, (16, 16)
+    data = rng.poisson(2.0, (n, *shape)).astype("uint16")
+    counters = Counters()
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    series = Series(1, Meta((1, n), shape, np.dtype("uint16")), "raster", n)
+    use_decode_pool(None)
+    b = Batcher(series, q, counters, policy="drop", buffer_bytes=2**22, batch_frames=2,
+                spill_dir=None, spill_limit_bytes=0)
+    for i in range(n):
+        b.put(i, encoded(data[i], "lz4"))
+    waiting = b.staged_frames
+    assert waiting == n - 2 * AHEAD_BUFFERS
+    b.flush()  # returns (after STALL_S) although no buffer ever comes back
+    assert counters.dropped == waiting and b.depth == 2 * AHEAD_BUFFERS
+    assert "gave no buffer back" in caplog.text
+    handed = []
+    while not q.empty():
+        handed += q.get_nowait().indices
+    assert handed == list(range(2 * AHEAD_BUFFERS))

@@ -14,15 +14,18 @@ defers decoding) are not decoded before they get here: their payloads are staged
 without one) straight into their slots. A batch is handed over, in order, once all its
 chunks are decoded; a frame whose payload turns out corrupt is taken out of its batch and
 counted as malformed (and as missing, not received).
+
+Compressed frames are decoded at most ``AHEAD_BUFFERS`` batch buffers ahead of the
+analysis. Behind that, a backlog waits compressed (batches without a buffer, decoded in
+order as buffers come back), bounded by the same memory budget: it holds 10-20x more
+frames than decoded buffers would, and the buffers in use stay few and already paged in.
 """
 
 from __future__ import annotations
 
 import functools
 import logging
-import os
 import queue
-import tempfile
 import threading
 import time
 from collections import deque
@@ -32,6 +35,7 @@ from typing import Literal
 import numpy as np
 
 from framescope.live import _decode
+from framescope.live._buffers import Pool, Spill
 from framescope.live._codecs import Encoded
 from framescope.live._messages import MessageError
 from framescope.live._scan import Series
@@ -53,6 +57,12 @@ BATCH_BYTES = 4 * 2**20
 # with 32 (bench_live, alternating runs on 2 cores). Batches still overlap: one decodes
 # while the next fills.
 CHUNK_FRAMES = 32
+# decoded batch buffers in use at most while a compressed backlog waits (32 MiB of 256 x 256
+# uint16 frames: enough to keep the analysis and two decoding threads busy). A backlog
+# decoded into ever new buffers touched fresh memory: a page fault per 4 KiB, 10-20 µs
+# each on a VM (13-15 per frame: 3-6x the decoding CPU), which made the backlog grow
+AHEAD_BUFFERS = 8
+STALL_S = 10.0  # a series' end waits this long for the analysis to give a buffer back
 _LOG_FIRST = 10  # corrupt payloads logged per series before thinning out
 
 _local = threading.local()
@@ -124,16 +134,18 @@ class Batch:
     """Frames copied into a pooled buffer (``frames[:n]``) and their numbers."""
 
     __slots__ = ("batcher", "chunk", "failed", "frames", "indices", "outstanding", "series",
-                 "t0")
+                 "staged", "t0", "waiting")
 
-    def __init__(self, batcher: Batcher, series: int, buffer: np.ndarray) -> None:
-        self.frames = buffer
+    def __init__(self, batcher: Batcher, series: int, buffer: np.ndarray | None) -> None:
+        self.frames = buffer  # None: compressed frames waiting for a buffer
         self.indices: list[int] = []
         self.t0 = time.monotonic()  # when the first frame came (for latency)
         self.series = series
         self.batcher = batcher
         self.chunk: _Chunk | None = None  # payloads staged, not yet given to the decoders
         self.outstanding = 0  # chunks being decoded
+        self.waiting: list[_Chunk] = []  # full chunks staged while there is no buffer
+        self.staged = 0  # bytes of compressed payloads held while there is no buffer
         self.failed: list[tuple[int, int, str]] = []  # (slot, frame number, why)
 
     @property
@@ -194,106 +206,6 @@ class _Chunk:
         return batch, self, status
 
 
-class Pool:
-    """At most ``buffers`` batch buffers of ``per_batch`` frames, reused.
-
-    Kept from series to series of the same frames (a new buffer costs a page fault per
-    4 KiB when first filled). Taken by the receiver thread only, given back by the analysis.
-    """
-
-    def __init__(self, per_batch: int, frame_shape: tuple[int, int], dtype: np.dtype,
-                 buffers: int) -> None:
-        self.per_batch, self.frame_shape, self.dtype = per_batch, frame_shape, dtype
-        self.buffers = buffers
-        self.free: deque[np.ndarray] = deque()  # (appends and pops are thread-safe)
-        self.allocated = 0
-
-    def fits(self, per_batch: int, frame_shape: tuple[int, int], dtype: np.dtype,
-             buffers: int) -> bool:
-        return (self.per_batch, self.frame_shape, self.dtype, self.buffers) == (
-            per_batch, frame_shape, dtype, buffers)
-
-    def adopt(self, other: Pool) -> None:
-        """Take ``other``'s free buffers (given back by an analysis that has stopped) when
-        they fit: a new analysis of the same source reuses memory already paged in. (Pages
-        touched the first time cost ~10 µs each on a VM that returned them to its host:
-        up to 3x the CPU per frame while a new pool grows.)"""
-        if other is self or not other.fits(self.per_batch, self.frame_shape, self.dtype,
-                                           self.buffers):
-            return
-        while other.free and self.allocated < self.buffers:
-            self.free.append(other.free.popleft())  # (oldest first: the warm last)
-            self.allocated += 1
-
-    def take(self) -> np.ndarray | None:
-        """A free buffer (the last given back: warm), a new one while fewer exist, or None."""
-        if self.free:
-            return self.free.pop()
-        if self.allocated >= self.buffers:
-            return None
-        self.allocated += 1
-        return np.empty((self.per_batch, *self.frame_shape), self.dtype)
-
-
-class Spill:
-    """Frames of one series in an unlinked temp file, read back in arrival order.
-
-    One writer (receiver) appends with ``pwrite``; one reader (analysis) reads completed
-    frames with ``preadv``, so neither waits on the other.
-    """
-
-    def __init__(self, frame_shape: tuple[int, int], dtype: np.dtype,
-                 directory: str | None, limit_bytes: int) -> None:
-        self.frame_bytes = int(np.prod(frame_shape)) * np.dtype(dtype).itemsize
-        self.directory, self.limit = directory, limit_bytes
-        self.indices: list[int] = []
-        self.written = 0  # frames completely written
-        self.read = 0  # frames handed to the analysis
-        self._file = None
-
-    @property
-    def pending(self) -> int:
-        return self.written - self.read
-
-    def write(self, index: int, frame: np.ndarray) -> bool:
-        """Append a frame; False when the spill is full (or cannot be written)."""
-        if (self.written + 1) * self.frame_bytes > self.limit:
-            return False
-        try:
-            if self._file is None:
-                # unlinked at once: nothing left behind, closed in close()
-                self._file = tempfile.TemporaryFile(  # noqa: SIM115
-                    prefix="framescope-spill-", dir=self.directory)
-            os.pwrite(self._file.fileno(), np.ascontiguousarray(frame).data.cast("B"),
-                      self.written * self.frame_bytes)
-        except OSError as exc:
-            log.error("spill file in %s failed (%s); dropping frames",  # noqa: TRY400
-                      self.directory or "the temp dir", exc)
-            self.limit = 0
-            return False
-        self.indices.append(index)
-        self.written += 1  # after the write: the reader only sees whole frames
-        return True
-
-    def read_into(self, out: np.ndarray) -> np.ndarray:
-        """Fill ``out[:n]`` with the next spilled frames; their frame numbers (n ≤ len(out))."""
-        n = min(len(out), self.pending)
-        if n == 0:
-            return np.empty(0, dtype=np.int64)
-        first = self.read
-        got = os.preadv(self._file.fileno(), [out[:n].data.cast("B")],
-                        first * self.frame_bytes)
-        if got != n * self.frame_bytes:
-            raise OSError(f"spill file: read {got} B of {n * self.frame_bytes}")
-        self.read += n
-        return np.asarray(self.indices[first : first + n], dtype=np.int64)
-
-    def close(self) -> None:
-        if self._file is not None:
-            self._file.close()
-            self._file = None
-
-
 class Batcher:
     """Receiver side of one series: fill batches, hand them over, apply the policy.
 
@@ -332,7 +244,10 @@ class Batcher:
         key = (self.per_batch, meta.frame_shape, meta.dtype, buffers)
         # the previous series' pool if it fits: its buffers still in use count too
         self.pool = pool if pool is not None and pool.fits(*key) else Pool(*key)
-        self.capacity = buffers * self.per_batch
+        self.buffer_bytes = buffer_bytes
+        self.batch_bytes = self.per_batch * frame_bytes
+        self.staged_bytes = self.staged_frames = 0  # compressed backlog without buffers
+        self.staged: deque[Batch] = deque()  # handed over, waiting for a buffer (in order)
         self.queued = 0  # frames handed over (receiver)
         self.returned = 0  # frames released (analysis)
         self.series, self.handoff, self.counters, self.policy = series, handoff, counters, policy
@@ -344,22 +259,48 @@ class Batcher:
         self._decoders: _decode.DecodePool | None = None
         self._logged = 0
 
+    @property
+    def capacity(self) -> int:
+        """Frames that fit: in batch buffers, and (compressed, at their mean size so far)
+        in the memory the buffers leave."""
+        frames = self.pool.buffers * self.per_batch
+        if self.staged_frames:
+            room = self.buffer_bytes - self.pool.allocated * self.batch_bytes
+            frames += int(room * self.staged_frames / self.staged_bytes)
+        return frames
+
+    def _ahead(self) -> bool:
+        """Whether enough buffers are decoded ahead of the analysis (or being filled)."""
+        return self.pool.allocated - len(self.pool.free) >= AHEAD_BUFFERS
+
     def put(self, index: int, frame: np.ndarray | Encoded) -> None:
         """Copy (or decode) a frame into the open batch; never blocks (drops or spills when
         full)."""
         batch = self.current
-        if batch is None:
-            buffer = self.pool.take()
-            if buffer is None:
+        encoded = isinstance(frame, Encoded)
+        if batch is None or (not encoded and batch.frames is None):
+            # a compressed frame opens a batch without a buffer when enough are ahead
+            buffer = None if encoded and (self.staged or self._ahead()) else self.pool.take()
+            if buffer is None and not (encoded and self._room(frame)):
                 self._overflow(index, frame)
                 return
-            batch = self.current = Batch(self, self.series.series, buffer)
+            if batch is None:
+                batch = self.current = Batch(self, self.series.series, buffer)
+            else:  # (rare: an uncompressed frame in a batch of compressed ones)
+                self._assign(batch, buffer)
+        elif batch.frames is None and not self._room(frame):
+            self._overflow(index, frame)
+            return
         slot = len(batch.indices)
-        if isinstance(frame, Encoded):
+        if encoded:
             chunk = batch.chunk
             if chunk is None:
                 chunk = batch.chunk = _Chunk()
             chunk.add(slot, index, frame)
+            if batch.frames is None:
+                batch.staged += len(frame.blob)
+                self.staged_bytes += len(frame.blob)
+                self.staged_frames += 1
             if len(chunk.slots) >= CHUNK_FRAMES:
                 self._decode(batch)
         else:
@@ -369,6 +310,37 @@ class Batcher:
             self._hand_over()
         elif self.inflight:
             self._collect(wait=False)
+
+    def _room(self, frame: Encoded) -> bool:
+        """Whether a compressed frame may wait without a buffer (memory budget)."""
+        return (self.staged_bytes + len(frame.blob) + self.pool.allocated * self.batch_bytes
+                <= self.buffer_bytes)
+
+    def _assign(self, batch: Batch, buffer: np.ndarray) -> None:
+        """A waiting batch gets its buffer: its staged chunks go to the decoders."""
+        batch.frames = buffer
+        self.staged_bytes -= batch.staged
+        self.staged_frames -= sum(len(c.slots) for c in batch.waiting) + (
+            0 if batch.chunk is None else len(batch.chunk.slots))
+        batch.staged = 0
+        waiting, batch.waiting = batch.waiting, []
+        for chunk in waiting:
+            self._submit(batch, chunk)
+
+    def _pump(self) -> bool:
+        """Buffers for the oldest waiting batches, as many as may be decoded ahead; whether
+        any got one."""
+        staged, any_ = self.staged, False
+        while staged and not self._ahead():
+            buffer = self.pool.take()
+            if buffer is None:
+                break
+            batch = staged.popleft()
+            self._assign(batch, buffer)
+            if batch.chunk is not None:  # (its last, part-full chunk)
+                self._decode(batch)
+            any_ = True
+        return any_
 
     def _overflow(self, index: int, frame: np.ndarray | Encoded) -> None:
         c = self.counters
@@ -404,8 +376,15 @@ class Batcher:
                         index, c.malformed, why)
 
     def _decode(self, batch: Batch) -> None:
-        """Give the batch's staged payloads to the decoders (or decode them now)."""
+        """Give the batch's staged payloads to the decoders (or decode them now); without a
+        buffer yet, they wait."""
         chunk, batch.chunk = batch.chunk, None
+        if batch.frames is None:
+            batch.waiting.append(chunk)
+        else:
+            self._submit(batch, chunk)
+
+    def _submit(self, batch: Batch, chunk: _Chunk) -> None:
         batch.outstanding += 1
         if self._decoders is None:
             self._decoders = getattr(_local, "pool", None)
@@ -426,6 +405,11 @@ class Batcher:
         """The open batch leaves: to the analysis, or behind batches still decoding."""
         batch, self.current = self.current, None
         self.queued += len(batch.indices)
+        if batch.frames is None:  # its last chunk is decoded once it has a buffer
+            self.staged.append(batch)
+            self.inflight.append(batch)
+            self._collect(wait=False)
+            return
         if batch.chunk is not None:
             self._decode(batch)
         if batch.outstanding or self.inflight:
@@ -437,27 +421,58 @@ class Batcher:
     def _collect(self, wait: bool) -> None:
         """Take finished decode tasks; hand over the batches done, in order.
 
-        ``wait``: until none of this batcher's batches is being decoded.
+        ``wait``: until all of this batcher's batches are decoded and handed over (waiting
+        batches get buffers as the analysis gives them back; if none comes back for
+        ``STALL_S``, their frames are dropped).
         """
-        pool = self._decoders
-        while pool is not None:
-            if not wait and pool.done.empty():  # (cheaper than a raised queue.Empty)
-                break
-            try:
-                done = pool.done.get(timeout=1.0) if wait and self.inflight else \
-                    pool.done.get_nowait()
-            except queue.Empty:
-                if not (wait and self.inflight):
-                    break
-                continue  # (a chunk takes ms; the timeout only keeps this interruptible)
-            done[0].batcher._finish(*done)
+        returned, since = self.returned, time.monotonic()
+        while True:
             self._release_ready()
-        self._release_ready()
+            pool = self._decoders
+            while pool is not None:
+                if not wait and pool.done.empty():  # (cheaper than a raised queue.Empty)
+                    break
+                decoding = wait and any(b.outstanding for b in self.inflight)
+                try:
+                    done = pool.done.get(timeout=1.0) if decoding else pool.done.get_nowait()
+                except queue.Empty:
+                    if not decoding:
+                        break
+                    continue  # (a chunk takes ms; the timeout only keeps this interruptible)
+                done[0].batcher._finish(*done)
+                self._release_ready()
+            if not (wait and self.inflight):
+                return
+            # the rest waits for buffers the analysis gives back
+            now = time.monotonic()
+            if self.returned != returned:
+                returned, since = self.returned, now
+            elif now - since > STALL_S:
+                self._drop_staged()
+            time.sleep(0.0005)
+
+    def _drop_staged(self) -> None:
+        """The analysis gave no buffer back for ``STALL_S``: drop the frames waiting."""
+        lost = 0
+        while self.staged:
+            batch = self.staged.popleft()
+            self.inflight.remove(batch)
+            lost += len(batch.indices)
+            self.queued -= len(batch.indices)
+            self.staged_bytes -= batch.staged
+            self.staged_frames -= len(batch.indices)
+        self.counters.dropped += lost
+        log.warning("series %d: the analysis gave no buffer back for %g s; %d compressed "
+                    "frames waiting for one dropped", self.series.series, STALL_S, lost)
 
     def _release_ready(self) -> None:
         inflight = self.inflight
-        while inflight and not inflight[0].outstanding:
-            self._deliver(inflight.popleft())
+        while True:
+            while inflight and not inflight[0].outstanding and inflight[0].frames is not None:
+                self._deliver(inflight.popleft())
+            # (without decoding threads, a batch given a buffer is decoded at once)
+            if not (self.staged and self._pump()):
+                return
 
     def _deliver(self, batch: Batch) -> None:
         if batch.failed:  # rare: take the corrupt frames out, keep the order of the rest
