@@ -80,8 +80,9 @@ def load_frames(path: Path, n: int) -> np.ndarray:
     return base[np.arange(n) % distinct]
 
 
-def sender(protocol: str, compression: str, path: str, n: int, rate: float, q) -> None:
-    """The detector: pre-encode, bind, wait for one receiver, send one series, report."""
+def sender(protocol: str, compression: str, path: str, n: int, rate: float, q, go) -> None:
+    """The detector: pre-encode, bind, wait for one receiver and ``go``, send one series,
+    report."""
     from framescope.live import SeriesStart, make_encoder
 
     frames = load_frames(Path(path), n)
@@ -98,6 +99,7 @@ def sender(protocol: str, compression: str, path: str, n: int, rate: float, q) -
     port = sock.bind_to_random_port("tcp://127.0.0.1")
     q.put((port, nbytes))
     monitor.recv_multipart()  # one receiver connected
+    go.wait()  # (the receiving side's clock starts here)
     sock.send_multipart(enc.start(start))
     t0, c0 = time.perf_counter(), time.process_time()
     for i, m in enumerate(messages):
@@ -150,11 +152,11 @@ def split_cpu(before: dict[int, float], after: dict[int, float], n: int) -> dict
 
 def start_sender(protocol, compression, data, n, rate=0.0):
     ctx = mp.get_context("spawn")
-    q = ctx.Queue()
-    p = ctx.Process(target=sender, args=(protocol, compression, str(data), n, rate, q))
+    q, go = ctx.Queue(), ctx.Event()
+    p = ctx.Process(target=sender, args=(protocol, compression, str(data), n, rate, q, go))
     p.start()
     port, nbytes = q.get(timeout=600)
-    return p, q, f"tcp://127.0.0.1:{port}", nbytes
+    return p, q, go, f"tcp://127.0.0.1:{port}", nbytes
 
 
 def scan_of(n: int) -> tuple[int, int]:
@@ -171,12 +173,13 @@ class OwnFeed:
         self.protocol, self.compression, self.data, self.n = protocol, compression, data, n
 
     def open(self, rate: float = 0.0) -> str:
-        self.p, self.q, endpoint, self.nbytes = start_sender(
+        self.p, self.q, self._go, endpoint, self.nbytes = start_sender(
             self.protocol, self.compression, self.data, self.n, rate)
         return endpoint
 
     def go(self) -> None:
-        """(the sender starts when a receiver connects)"""
+        """Start sending (once a receiver has connected)."""
+        self._go.set()
 
     def close(self) -> float:
         _, send_us = self.q.get(timeout=600)
@@ -367,12 +370,13 @@ def live(feed, n, rate=0.0, batch_frames=None, processes=1, sources=None) -> dic
     run = framescope.submit(
         udfs, source,
         on_series_end=lambda ds: done_at.append(time.perf_counter()), processes=processes)
+    # the clock starts before the sender does (as LiberTEM-live's run_udf arms the
+    # detector inside its own clock): a first frame seen in the status lags, by a whole
+    # kernel warm-up in fresh receiver processes (processes=2), which once inflated the rate
+    t_first, latencies = time.perf_counter(), []
     feed.go()
-    t_first, latencies = None, []
     while not done_at:  # coarse polling: a dashboard's few Hz, not a busy loop
         st = run.status
-        if t_first is None and st.frames_received:
-            t_first = time.perf_counter()
         if st.frames_processed:
             latencies.append(st.latency_s)
         time.sleep(0.02)

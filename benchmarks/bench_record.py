@@ -40,16 +40,15 @@ def receive(protocol: str, wire: str, record: str | None, data: Path, n: int,
             directory: str, check: bool) -> dict:
     from framescope.live import ZMQSource, read_recording
 
-    p, q, endpoint, nbytes = start_sender(protocol, wire, data, n)
+    p, q, go, endpoint, nbytes = start_sender(protocol, wire, data, n)
     path = None if record is None else os.path.join(directory, f"bench-{os.getpid()}.h5")
     src = ZMQSource(endpoint, protocol, record=path,
                     record_compression=None if record == "none" else record)
     threads0 = thread_cpu()
     src.start()
-    t_first = None
+    t_first = time.perf_counter()
+    go.set()  # the sender starts once the source has connected
     while src.status.state != "finished":
-        if t_first is None and src.status.frames_received:
-            t_first = time.perf_counter()
         time.sleep(0.002)
     dt = time.perf_counter() - t_first
     if record is not None:  # until every frame is written (or counted as not)

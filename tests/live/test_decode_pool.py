@@ -20,8 +20,7 @@ import pytest
 import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
-from framescope.live import SeriesStart, ZMQSource, _codecs, _decode
-from framescope.live import _batch
+from framescope.live import SeriesStart, ZMQSource, _batch, _codecs, _decode
 from framescope.live._batch import (
     AHEAD_BUFFERS,
     CHUNK_FRAMES,
@@ -334,8 +333,11 @@ def test_a_compressed_backlog_waits_compressed_in_few_reused_buffers(threads):
     np.testing.assert_array_equal(np.concatenate(got), data)
     assert b.pool.allocated <= AHEAD_BUFFERS + 1
     depth, staged = max(depths)
-    assert staged > 0 and depth > AHEAD_BUFFERS * per_batch  # the backlog, compressed
-    assert counters.dropped == 0 and b.staged_frames == b.staged_bytes == 0 and b.depth == 0
+    assert staged > 0
+    assert depth > AHEAD_BUFFERS * per_batch
+    assert counters.dropped == 0
+    assert b.staged_frames == b.staged_bytes == 0
+    assert b.depth == 0
 
 
 def test_a_compressed_backlog_beyond_the_budget_is_dropped_and_counted():
@@ -377,7 +379,8 @@ def test_a_series_end_drops_what_waits_when_the_analysis_gives_nothing_back(monk
     waiting = b.staged_frames
     assert waiting == n - 2 * AHEAD_BUFFERS
     b.flush()  # returns (after STALL_S) although no buffer ever comes back
-    assert counters.dropped == waiting and b.depth == 2 * AHEAD_BUFFERS
+    assert counters.dropped == waiting
+    assert b.depth == 2 * AHEAD_BUFFERS
     assert "gave no buffer back" in caplog.text
     handed = []
     while not q.empty():
