@@ -40,6 +40,7 @@ from framescope.live._codecs import Encoded
 from framescope.live._messages import MessageError
 from framescope.live._scan import Series
 from framescope.live._status import Counters, Status
+from framescope.live._tracker import FrameTracker
 
 __all__ = ["Batch", "Batcher", "End", "FrameTracker", "Policy", "Pool", "Spill", "Start",
            "use_decode_pool"]
@@ -92,42 +93,6 @@ class End:
     series: int
     ended: bool
     status: Status | None = None
-
-
-class FrameTracker:
-    """Which frame numbers of a series arrived: gaps, duplicates, out-of-order arrival."""
-
-    def __init__(self, n_frames: int, counters: Counters) -> None:
-        self.seen = np.zeros(n_frames, dtype=bool)
-        self.highest = -1
-        self.unique = 0
-        self.counters = counters
-
-    def accept(self, index: int) -> str:
-        """"" if frame ``index`` is new and inside the series, else why it is rejected."""
-        if index >= len(self.seen):
-            return f"frame {index} outside the {len(self.seen)} scan positions"
-        if self.seen[index]:
-            self.counters.duplicates += 1
-            return "duplicate"
-        self.seen[index] = True
-        self.unique += 1
-        if index < self.highest:
-            self.counters.out_of_order += 1
-        else:
-            self.highest = index
-        return ""
-
-    def forget(self, index: int) -> None:
-        """Frame ``index`` turned out unusable (a corrupt payload): missing, not received."""
-        if 0 <= index < len(self.seen) and self.seen[index]:
-            self.seen[index] = False
-            self.unique -= 1
-
-    def gaps(self, ended: bool = False) -> int:
-        """Missing frame numbers below the highest received (all missing ones if ``ended``)."""
-        top = len(self.seen) if ended else self.highest + 1
-        return max(0, top - self.unique)
 
 
 class Batch:
@@ -306,6 +271,30 @@ class Batcher:
         else:
             batch.frames[slot] = frame
         batch.indices.append(index)
+        if len(batch.indices) >= self.per_batch:
+            self._hand_over()
+        elif self.inflight:
+            self._collect(wait=False)
+
+    def slots(self) -> tuple[np.ndarray, int] | None:
+        """The open batch's buffer and its next free slot, for frames copied in by the
+        caller (the compiled receive loop); None if no buffer is free (:meth:`put` applies
+        the policy then) or the open batch waits for one."""
+        batch = self.current
+        if batch is None:
+            buffer = self.pool.take()
+            if buffer is None:
+                return None
+            batch = self.current = Batch(self, self.series.series, buffer)
+        elif batch.frames is None:
+            return None
+        return batch.frames, len(batch.indices)
+
+    def filled(self, indices: list[int]) -> None:
+        """Frames ``indices`` were copied into the open batch's next slots (see
+        :meth:`slots`)."""
+        batch = self.current
+        batch.indices.extend(indices)
         if len(batch.indices) >= self.per_batch:
             self._hand_over()
         elif self.inflight:

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 import zmq
 
-from framescope.live import _codecs, _decode
+from framescope.live import _codecs, _decode, _fastrecv
 from framescope.live._batch import Policy, use_decode_pool
 from framescope.live._intake import Intake
 from framescope.live._messages import MessageError, ScanOrder
@@ -32,6 +32,8 @@ __all__ = ["ZMQSource"]
 
 _COPY_BELOW = 64 * 1024  # B: after a message below this, the next is received as bytes
 _POLL_MS = 20  # housekeeping at least this often (ms)
+#: uncompressed stream v1 frames go through the compiled receive loop (``_fastrecv``)
+FAST_RECEIVE = os.environ.get("FRAMESCOPE_FAST_RECEIVE", "1") != "0"
 
 
 def _pair(value: Any, name: str) -> tuple[int, int] | None:
@@ -385,6 +387,8 @@ class ZMQSource:
                 self._recorder.start()  # (the file again, if an earlier stop() closed it)
             if self.decode_threads and _decode.available():
                 _decode.warm()  # before connecting: see warm()
+            if self._intake.fast_on and FAST_RECEIVE and _fastrecv.available():
+                _fastrecv.warm()
             # the calibration model (pydantic) before connecting, not on the first
             # calibrated header, while that series' frames queue unread (~0.5-1 s)
             import framescope.calibration  # noqa: F401
@@ -406,12 +410,16 @@ class ZMQSource:
         # and the zmq.Again that ended the burst cost more than decoding the message
         sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
         recv, handle, stopping = sock.recv_multipart, intake.handle, self._stopping
+        # uncompressed stream v1 frames: a compiled loop, while a batch has room
+        fast = (_fastrecv.FastImages(intake, sock)
+                if intake.fast_on and FAST_RECEIVE and _fastrecv.available() else None)
         due = 0.0  # next housekeeping, also while messages keep coming
         copy = False
         try:
             while not stopping.is_set():
                 try:
-                    handle(recv(copy=copy))
+                    if fast is None or not fast.receive():
+                        handle(recv(copy=copy))
                     # small messages (compressed frames) are copied into bytes: cheaper
                     # than a zmq.Frame per part, its memoryview and its release
                     copy = intake.last_size < _COPY_BELOW

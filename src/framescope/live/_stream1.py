@@ -184,6 +184,13 @@ class Stream1Decoder:
         self.verify_hash = verify_hash
         self._partial: list[Any] | None = None  # parts of a header sent part by part
         self._need = 0
+        self.last_desc: Any = None  # the last dimage's dimage_d part
+
+    @property
+    def receives_compiled(self) -> bool:
+        """Whether the compiled receive loop (``_fastrecv``) may take image messages: not
+        when each blob's MD5 is to be checked."""
+        return not self.verify_hash
 
     def decode(self, parts: Sequence[Any]) -> Event | None:
         """One multipart message → :class:`SeriesStart`, :class:`Frame`, :class:`SeriesEnd`,
@@ -286,6 +293,7 @@ class Stream1Decoder:
         series = count_field(head, "series", "stream1 dimage")
         index = count_field(head, "frame", "stream1 dimage")
         desc = _json(parts[1], "dimage_d")
+        self.last_desc = parts[1]  # (the compiled receive loop takes frames that match it)
         blob = parts[2]
         try:
             codec, elem = _DECODE[desc.get("encoding")]

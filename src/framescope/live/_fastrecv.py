@@ -1,0 +1,271 @@
+"""Uncompressed stream v1 frames received by a compiled loop, straight into batch slots.
+
+Per uncompressed 128 KiB frame, the Python receive (four zmq.Frames, two JSON parts, the
+checks, the copy) cost the receiver thread ~30-45 µs, most of the gap to a plain receive;
+this numba loop calls libzmq (the library pyzmq loaded) without the GIL, reads the series
+and frame numbers out of the ``dimage-1.0`` part, requires the ``dimage_d-1.0`` part to be
+byte for byte the one of a frame the Python path already accepted in this series (same
+shape, type, encoding), and copies the image part into the next slot of the open batch
+(``benchmarks/bench_recv_loop.py``: ~23 against ~36 µs of the thread per frame).
+
+Anything else (another htype, another series, another ``dimage_d``) is handed back to the
+Python path with the parts read so far; a wrong image size is reported for the malformed
+counter. Bookkeeping (frame tracking, counters, batches) stays in Python, per call.
+"""
+
+from __future__ import annotations
+
+import glob
+import logging
+import os
+from typing import Any
+
+import numba
+import numpy as np
+import zmq
+from numba import types
+
+__all__ = ["FastImages", "available", "receive_images", "warm"]
+
+log = logging.getLogger(__name__)
+
+# kernel results
+OK, TIMEOUT, HELD, IMAGE_SIZE, TOO_LARGE, ZMQ_ERROR = 0, 1, 2, 3, 4, 5
+
+
+def _load_libzmq() -> bool:
+    """Make the libzmq that pyzmq uses known to numba's linker (by symbol name: the kernel
+    stays cacheable); False where it is not a separate library (then no fast path)."""
+    try:
+        import llvmlite.binding as llvm
+    except ImportError:  # pragma: no cover - numba brings it
+        return False
+    here = os.path.dirname(zmq.__file__)
+    found = glob.glob(os.path.join(here, "..", "pyzmq.libs", "libzmq*.so*"))
+    if not found:  # pragma: no cover - a pyzmq built against a system libzmq
+        found = glob.glob(os.path.join(here, "backend", "cython", "_zmq*.so"))
+    for path in found:
+        try:
+            llvm.load_library_permanently(path)
+        except RuntimeError:  # pragma: no cover
+            continue
+        return True
+    return False  # pragma: no cover
+
+
+_LOADED = _load_libzmq()
+_init = types.ExternalFunction("zmq_msg_init", types.int32(types.uintp))
+_recv = types.ExternalFunction("zmq_msg_recv", types.int32(types.uintp, types.uintp, types.int32))
+_data = types.ExternalFunction("zmq_msg_data", types.uintp(types.uintp))
+_size = types.ExternalFunction("zmq_msg_size", types.uintp(types.uintp))
+_more = types.ExternalFunction("zmq_msg_more", types.int32(types.uintp))
+_close = types.ExternalFunction("zmq_msg_close", types.int32(types.uintp))
+_errno = types.ExternalFunction("zmq_errno", types.int32())
+_memcpy = types.ExternalFunction("memcpy", types.uintp(types.uintp, types.uintp, types.uintp))
+_NOBLOCK = int(zmq.NOBLOCK)
+_EAGAIN = int(zmq.EAGAIN)
+_SERIES = np.frombuffer(b'"series"', np.uint8).copy()
+_FRAME = np.frombuffer(b'"frame"', np.uint8).copy()
+_DIMAGE = np.frombuffer(b'"dimage-', np.uint8).copy()
+
+
+def available() -> bool:
+    """Whether the compiled receive loop can run here."""
+    return _LOADED
+
+
+@numba.njit(nogil=True, cache=True)
+def _find(p: Any, n: int, key: Any) -> int:
+    """Offset just past the first ``key`` in ``p[:n]``; -1 if absent."""
+    k = len(key)
+    for i in range(n - k + 1):
+        j = 0
+        while j < k and p[i + j] == key[j]:
+            j += 1
+        if j == k:
+            return i + k
+    return -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _number(p: Any, n: int, key: Any) -> int:
+    """The non-negative integer a JSON object gives ``key`` (``"frame": 12``); -1 if none."""
+    k = _find(p, n, key)
+    if k < 0:
+        return -1
+    while k < n and (p[k] == 32 or p[k] == 58 or p[k] == 9):  # spaces, the colon
+        k += 1
+    value, digits = 0, 0
+    while k < n and 48 <= p[k] <= 57 and digits < 18:
+        value = value * 10 + (p[k] - 48)
+        k += 1
+        digits += 1
+    return value if digits and (k == n or not 48 <= p[k] <= 57) else -1
+
+
+@numba.njit(nogil=True, cache=True)
+def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first: int,
+                   room: int, index: Any, sizes: Any, side: Any, held: Any
+                   ) -> tuple[int, int]:
+    """Receive up to ``room`` image messages into ``out[first:]`` (rows of frame bytes).
+
+    Returns ``(got, why)``: ``index[:got]`` the frame numbers (-1: a message with fewer than
+    4 parts, its slot unused), ``sizes[:got]`` the messages' bytes. ``why`` says why it
+    stopped: OK (room filled, or nothing more queued), TIMEOUT (nothing came within the
+    socket's timeout), HELD (a message for the Python path: its first ``held[0]`` parts,
+    of ``held[1]`` and ``held[2]`` bytes, are in ``side``; the rest is still to be
+    received), IMAGE_SIZE (an image part of ``held[1]`` bytes, not a frame), TOO_LARGE (a
+    part to hold of ``held[1]`` bytes does not fit ``side``) — for these two the message's
+    rest is still to be received —, ZMQ_ERROR (``held[1]`` the errno).
+    """
+    m = msg.ctypes.data
+    room_side = len(side)
+    got = 0
+    held[0] = held[1] = held[2] = 0
+    while got < room:
+        _init(m)
+        if _recv(m, sock, 0 if got == 0 else _NOBLOCK) < 0:
+            err = _errno()
+            _close(m)
+            if err == _EAGAIN:
+                return got, TIMEOUT if got == 0 else OK
+            held[1] = err
+            return got, ZMQ_ERROR
+        # the first part, copied for the checks (a small JSON object)
+        n0 = _size(m)
+        if n0 > room_side:
+            held[1] = n0
+            _close(m)
+            return got, TOO_LARGE
+        _memcpy(side.ctypes.data, _data(m), n0)
+        more = _more(m)
+        _close(m)
+        head = side[:n0]
+        number = -1
+        if _find(head, n0, _DIMAGE) >= 0 and _number(head, n0, _SERIES) == series:
+            number = _number(head, n0, _FRAME)
+        if number < 0 or not more:
+            held[0], held[1] = 1, n0
+            return got, HELD
+        # the dimage_d part: the series' own, byte for byte
+        _init(m)
+        _recv(m, sock, 0)  # (the parts of a message arrive together)
+        n1 = _size(m)
+        if n0 + n1 > room_side:
+            held[1] = n1
+            _close(m)
+            return got, TOO_LARGE
+        _memcpy(side.ctypes.data + n0, _data(m), n1)
+        more = _more(m)
+        _close(m)
+        same = n1 == len(desc) and more
+        k = 0
+        while same and k < n1:
+            same = side[n0 + k] == desc[k]
+            k += 1
+        if not same:
+            held[0], held[1], held[2] = 2, n0, n1
+            return got, HELD
+        # the image, into its slot
+        _init(m)
+        _recv(m, sock, 0)
+        n2 = _size(m)
+        if n2 != out.shape[1]:
+            held[1] = n2
+            _close(m)
+            return got, IMAGE_SIZE
+        _memcpy(out[first + got].ctypes.data, _data(m), n2)
+        more = _more(m)
+        _close(m)
+        size = n0 + n1 + n2
+        parts = 3
+        while more:  # dconfig (times), and whatever follows: counted, not kept
+            _init(m)
+            _recv(m, sock, 0)
+            size += _size(m)
+            more = _more(m)
+            _close(m)
+            parts += 1
+        index[got] = number if parts >= 4 else -1
+        sizes[got] = size
+        got += 1
+    return got, OK
+
+
+def warm() -> None:
+    """Compile (or load from numba's cache) the loop for the types the receiver passes,
+    before it connects (no socket: libzmq answers ENOTSOCK at once)."""
+    i = np.empty(1, np.int64)
+    receive_images(0, np.zeros(8, np.int64), 0, np.frombuffer(b"x", np.uint8),
+                   np.empty((1, 1), np.uint8), 0, 1, i, i, np.empty(1, np.uint8),
+                   np.zeros(3, np.int64))
+
+
+class FastImages:
+    """The receiver thread's compiled path: frames into batch slots while it can.
+
+    Parameters
+    ----------
+    intake : Intake
+        The receiver's intake (:meth:`~Intake.fast_slots` says where frames may go).
+    sock : zmq.Socket
+        The receiver's PULL socket (its receive timeout applies to the first message).
+    """
+
+    SIDE_BYTES = 64 * 1024  # a held message's first parts (JSON: a dheader, a config)
+
+    def __init__(self, intake: Any, sock: zmq.Socket) -> None:
+        self.intake, self.sock = intake, sock
+        self._handle = sock.underlying
+        self._msg = np.zeros(8, np.int64)  # a zmq_msg_t: 64 bytes, aligned
+        self._side = np.empty(self.SIDE_BYTES, np.uint8)
+        self._held = np.zeros(3, np.int64)
+        self._index = self._sizes = np.empty(0, np.int64)
+        self.frames = 0  # frames this loop took (messages it handed back not counted)
+
+    def receive(self) -> bool:
+        """Receive one call's worth; False if the compiled loop cannot take frames now.
+
+        Raises zmq.Again when nothing came within the socket's timeout.
+        """
+        plan = self.intake.fast_slots()
+        if plan is None:
+            return False
+        series, desc, rows, first, room = plan
+        if len(self._index) < room:
+            self._index, self._sizes = np.empty(room, np.int64), np.empty(room, np.int64)
+        got, why = receive_images(self._handle, self._msg, series, desc, rows, first, room,
+                                  self._index, self._sizes, self._side, self._held)
+        if got:
+            self.frames += got
+            self.intake.fast_frames(rows, first, self._index, self._sizes, got)
+        if why == OK:
+            return True
+        if why == TIMEOUT:
+            raise zmq.Again()
+        if why == ZMQ_ERROR:
+            raise zmq.ZMQError(int(self._held[1]))
+        held = self._held
+        if why == HELD:  # the Python path takes it, whole
+            parts: list[Any] = [self._side[: held[1]].tobytes()]
+            if held[0] == 2:
+                parts.append(self._side[held[1] : held[1] + held[2]].tobytes())
+            self.intake.handle(parts + self._rest(keep=True))
+            return True
+        self._rest(keep=False)
+        if why == IMAGE_SIZE:
+            self.intake.fast_skipped(f"stream1 dimage: blob of {held[1]} B, the frame has "
+                                     f"{rows.shape[1]} B")
+        else:
+            self.intake.fast_skipped(f"stream1: a header part of {held[1]} B (at most "
+                                     f"{self.SIDE_BYTES} B expected)")
+        return True
+
+    def _rest(self, keep: bool) -> list[bytes]:
+        """The message's parts not received yet."""
+        sock, rest = self.sock, []
+        while sock.getsockopt(zmq.RCVMORE):
+            part = sock.recv()
+            if keep:
+                rest.append(part)
+        return rest

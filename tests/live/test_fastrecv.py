@@ -1,0 +1,131 @@
+"""The compiled receive loop for uncompressed stream v1 frames: the same frames, counters
+and reasons as the Python path, on real sockets, whatever the messages in between."""
+
+from __future__ import annotations
+
+import dataclasses
+import queue
+
+import numpy as np
+import pytest
+import zmq
+
+import framescope
+import framescope.masks as fm
+from framescope.datasets import synthetic
+from framescope.live import SeriesStart, ZMQSource, _fastrecv, _receiver
+from framescope.live._batch import Batch, End, Start
+from framescope.live._intake import Intake
+from framescope.live._stream1 import Stream1Decoder, Stream1Encoder
+from framescope.udf import ApplyMasks
+
+from .conftest import simulator_thread
+
+pytestmark = pytest.mark.skipif(not _fastrecv.available(), reason="no libzmq to link")
+
+H, W, N = 6, 10, 12
+DATA = np.random.default_rng(23).integers(0, 4000, (N, H, W)).astype("uint16")
+
+
+def messages() -> list[list[bytes]]:
+    """A series of 12 frames with what a stream may bring between them."""
+    enc, bs = Stream1Encoder("none", md5=False), Stream1Encoder("bslz4", md5=False)
+    frame = lambda i: [bytes(memoryview(p).cast("B")) for p in enc.frame(3, i, DATA[i])]  # noqa: E731
+    short = frame(6)
+    short[2] = short[2][:-2]
+    return [
+        enc.start(SeriesStart(3, (H, W), DATA.dtype, N, (3, 4), "raster")),
+        frame(0), frame(1), frame(2),
+        frame(2),  # a duplicate
+        frame(3), frame(4),
+        enc.frame(3, 40, DATA[0]),  # outside the scan
+        frame(5)[:3],  # no dconfig part
+        short,  # an image part that is no frame
+        bs.frame(3, 7, DATA[7]),  # compressed: handed back to the Python path
+        [*frame(8), b"an appendix"],
+        frame(9), frame(10), frame(11),
+        enc.end(3),
+    ]
+
+
+def run(fast: bool) -> tuple[dict[int, np.ndarray], list, list, object, int]:
+    """The receiver thread's loop over a real socket, with or without the compiled path."""
+    it = Intake("test", Stream1Decoder(), scan=None, order=None, policy="drop",
+                buffer_bytes=64 * H * W * 2, batch_frames=4, spill_dir=None, spill_limit=0,
+                stall_timeout=5.0, max_message_bytes=2**20)
+    q: queue.SimpleQueue = queue.SimpleQueue()
+    it.attach_request = q
+    it.take_attach()
+    ctx = zmq.Context.instance()
+    pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
+    pull.setsockopt(zmq.RCVTIMEO, 300)
+    push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
+    for m in messages():
+        push.send_multipart(m)
+    loop = _fastrecv.FastImages(it, pull) if fast else None
+    taken = 0
+    try:
+        while True:
+            try:
+                if loop is None or not loop.receive():
+                    it.handle(pull.recv_multipart(copy=False))
+            except zmq.Again:
+                break
+            taken = loop.frames if loop is not None else 0
+    finally:
+        pull.close(0)
+        push.close(0)
+    frames, starts, ends = {}, [], []
+    while not q.empty():
+        item = q.get_nowait()
+        if isinstance(item, Batch):
+            for i, f in zip(item.indices[: item.n], item.frames[: item.n], strict=True):
+                frames[int(i)] = f.copy()
+            item.release()
+        elif isinstance(item, Start):
+            starts.append(item)
+        elif isinstance(item, End):
+            ends.append(item)
+    return frames, starts, ends, it.status(), taken
+
+
+def test_the_compiled_loop_takes_what_the_python_path_takes():
+    frames, starts, ends, st, taken = run(fast=True)
+    ref_frames, _, _, ref, ref_taken = run(fast=False)
+    assert ref_taken == 0
+    assert taken >= 7  # the frames after the first (a series' dimage_d is learnt there)
+    good = [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
+    assert sorted(frames) == sorted(ref_frames) == good
+    for i in good:  # against the frames sent (7 went through bslz4 and the decoders)
+        np.testing.assert_array_equal(frames[i], DATA[i])
+    assert len(starts) == 1
+    assert len(ends) == 1
+    assert ends[0].ended
+    # every counter, reason and state alike (the last error's wording may differ)
+    assert st.last_error.startswith("stream1 dimage: blob of 118 B")
+    assert dataclasses.replace(st, last_error="") == dataclasses.replace(ref, last_error="")
+    assert st.frames_received == 11  # the duplicate counted as received
+    assert st.duplicates == 1
+    assert st.malformed_by == {"outside the scan": 1, "streamN dimage": 2}
+    assert st.gaps == 2  # 5 and 6
+    assert st.state == "finished"
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_a_live_job_on_uncompressed_stream1_equals_numpy(monkeypatch, fast):
+    """The simulator's uncompressed stream v1 through a job: ring and COM as numpy has them."""
+    monkeypatch.setattr(_receiver, "FAST_RECEIVE", fast)
+    data = synthetic(scan=(5, 6), det=(24, 24), seed=2)
+    frames = np.asarray(data).reshape(-1, 24, 24).astype(np.float64)
+    ring = fm.ring(12, 12, 3, 10).rasterize((24, 24))
+    with simulator_thread(protocol="dectris-stream1", compression="none", scan=(5, 6),
+                          det=(24, 24), source=data, rate=0) as endpoint:
+        job = framescope.submit({"vd": ApplyMasks({"r": fm.ring(12, 12, 3, 10)})},
+                                ZMQSource(endpoint, "dectris-stream1", batch_frames=7))
+        live = job.result(60)
+        job.cancel()
+    st = job.status
+    assert st.state == "finished"
+    assert (st.frames_processed, st.dropped, st.gaps, st.malformed) == (30, 0, 0, 0)
+    expected = (frames * ring).sum(axis=(1, 2)).reshape(5, 6)
+    np.testing.assert_allclose(live["vd"]["intensity"].values[..., 0], expected, rtol=1e-6)
