@@ -294,6 +294,8 @@ class Batcher:
         """Frames ``indices`` were copied into the open batch's next slots (see
         :meth:`slots`)."""
         batch = self.current
+        if not batch.indices:  # (opened by slots() before any frame came)
+            batch.t0 = time.monotonic()
         batch.indices.extend(indices)
         if len(batch.indices) >= self.per_batch:
             self._hand_over()

@@ -389,6 +389,7 @@ class Intake:
             return None
         if self.series is not None and not self.ended:
             self._close_series(ended=False)
+        self.fast_series = -1  # (a series id may come again: learn its dimage_d anew)
         series.from_header = from_header
         if not series.dark:
             series.dark = self._take_dark_request()
