@@ -13,7 +13,7 @@ import zmq
 import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
-from framescope.live import SeriesStart, ZMQSource, _fastrecv, _receiver
+from framescope.live import SeriesStart, ZMQSource, _codecs, _fastrecv, _receiver
 from framescope.live._batch import Batch, End, Start
 from framescope.live._intake import Intake
 from framescope.live._stream1 import Stream1Decoder, Stream1Encoder
@@ -27,12 +27,16 @@ H, W, N = 6, 10, 12
 DATA = np.random.default_rng(23).integers(0, 4000, (N, H, W)).astype("uint16")
 
 
-def messages() -> list[list[bytes]]:
+def messages(compression: str = "none") -> list[list[bytes]]:
     """A series of 12 frames with what a stream may bring between them."""
-    enc, bs = Stream1Encoder("none", md5=False), Stream1Encoder("bslz4", md5=False)
+    enc = Stream1Encoder(compression, md5=False)
+    other = Stream1Encoder("bslz4" if compression == "none" else "none", md5=False)
     frame = lambda i: [bytes(memoryview(p).cast("B")) for p in enc.frame(3, i, DATA[i])]  # noqa: E731
     short = frame(6)
     short[2] = short[2][:-2]
+    last = frame(11)
+    if compression != "none":  # a corrupt payload of the right size
+        last[2] = np.random.default_rng(1).integers(0, 256, len(last[2]), np.uint8).tobytes()
     return [
         enc.start(SeriesStart(3, (H, W), DATA.dtype, N, (3, 4), "raster")),
         frame(0), frame(1), frame(2),
@@ -41,15 +45,14 @@ def messages() -> list[list[bytes]]:
         enc.frame(3, 40, DATA[0]),  # outside the scan
         frame(5)[:3],  # no dconfig part
         short,  # an image part that is no frame
-        bs.frame(3, 7, DATA[7]),  # compressed: handed back to the Python path
+        other.frame(3, 7, DATA[7]),  # the other kind: handed back to the Python path
         [*frame(8), b"an appendix"],
-        frame(9), frame(10), frame(11),
+        frame(9), frame(10), last,
         enc.end(3),
     ]
 
 
-def run(fast: bool, sent: list[list[bytes]] | None = None
-        ) -> tuple[dict[int, np.ndarray], list, list, object, int]:
+def run(fast: bool, sent: list[list[bytes]]) -> tuple[dict, list, list, object, int]:
     """The receiver thread's loop over a real socket, with or without the compiled path."""
     it = Intake("test", Stream1Decoder(), scan=None, order=None, policy="drop",
                 buffer_bytes=64 * H * W * 2, batch_frames=4, spill_dir=None, spill_limit=0,
@@ -61,10 +64,11 @@ def run(fast: bool, sent: list[list[bytes]] | None = None
     pull, push = ctx.socket(zmq.PULL), ctx.socket(zmq.PUSH)
     pull.setsockopt(zmq.RCVTIMEO, 300)
     push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
-    for m in sent or messages():
+    for m in sent:
         push.send_multipart(m)
     loop = _fastrecv.FastImages(it, pull) if fast else None
     taken = 0
+    _codecs.defer_frames(True)  # as on a receiver thread: payloads decoded by the batches
     try:
         while True:
             try:
@@ -74,6 +78,7 @@ def run(fast: bool, sent: list[list[bytes]] | None = None
                 break
             taken = loop.frames if loop is not None else 0
     finally:
+        _codecs.defer_frames(False)
         pull.close(0)
         push.close(0)
     frames, starts, ends = {}, [], []
@@ -90,25 +95,33 @@ def run(fast: bool, sent: list[list[bytes]] | None = None
     return frames, starts, ends, it.status(), taken
 
 
-def test_the_compiled_loop_takes_what_the_python_path_takes():
-    frames, starts, ends, st, taken = run(fast=True)
-    ref_frames, _, _, ref, ref_taken = run(fast=False)
+@pytest.mark.parametrize("compression", ["none", "lz4", "bslz4"])
+def test_the_compiled_loop_takes_what_the_python_path_takes(compression):
+    sent = messages(compression)
+    frames, starts, ends, st, taken = run(True, sent)
+    ref_frames, _, _, ref, ref_taken = run(False, sent)
     assert ref_taken == 0
     assert taken >= 7  # the frames after the first (a series' dimage_d is learnt there)
-    good = [0, 1, 2, 3, 4, 7, 8, 9, 10, 11]
+    good = [0, 1, 2, 3, 4, 7, 8, 9, 10] + ([11] if compression == "none" else [])
     assert sorted(frames) == sorted(ref_frames) == [(1, i) for i in good]
-    for i in good:  # against the frames sent (7 went through bslz4 and the decoders)
+    for i in good:  # against the frames sent (7 came as the other kind)
         np.testing.assert_array_equal(frames[1, i], DATA[i])
     assert len(starts) == 1
     assert len(ends) == 1
     assert ends[0].ended
-    # every counter, reason and state alike (the last error's wording may differ)
-    assert st.last_error.startswith("stream1 dimage: blob of 118 B")
-    assert dataclasses.replace(st, last_error="") == dataclasses.replace(ref, last_error="")
-    assert st.frames_received == 11  # the duplicate counted as received
+    # every counter, reason and state alike (an uncompressed blob's error is worded apart)
+    if compression == "none":
+        assert st.last_error.startswith("stream1 dimage: blob of 118 B")
+        st, ref = (dataclasses.replace(x, last_error="") for x in (st, ref))
+    else:  # the corrupt payload, found by the decoders
+        assert st.last_error.startswith(f"{compression}: ")
+    assert st == ref
+    # the duplicate counted as received, a corrupt payload not
+    assert st.frames_received == (11 if compression == "none" else 10)
     assert st.duplicates == 1
-    assert st.malformed_by == {"outside the scan": 1, "streamN dimage": 2}
-    assert st.gaps == 2  # 5 and 6
+    assert st.malformed_by == {"outside the scan": 1, "streamN dimage": 2,
+                               **({} if compression == "none" else {compression: 1})}
+    assert st.gaps == (2 if compression == "none" else 3)  # 5, 6 (and the corrupt 11)
     assert st.state == "finished"
 
 

@@ -35,7 +35,7 @@ from typing import Literal
 import numpy as np
 
 from framescope.live import _decode
-from framescope.live._buffers import Pool, Spill
+from framescope.live._buffers import Chunk, Pool, Spill
 from framescope.live._codecs import Encoded
 from framescope.live._messages import MessageError
 from framescope.live._scan import Series
@@ -107,9 +107,9 @@ class Batch:
         self.t0 = time.monotonic()  # when the first frame came (for latency)
         self.series = series
         self.batcher = batcher
-        self.chunk: _Chunk | None = None  # payloads staged, not yet given to the decoders
+        self.chunk: Chunk | None = None  # payloads staged, not yet given to the decoders
         self.outstanding = 0  # chunks being decoded
-        self.waiting: list[_Chunk] = []  # full chunks staged while there is no buffer
+        self.waiting: list[Chunk] = []  # full chunks staged while there is no buffer
         self.staged = 0  # bytes of compressed payloads held while there is no buffer
         self.failed: list[tuple[int, int, str]] = []  # (slot, frame number, why)
 
@@ -123,52 +123,6 @@ class Batch:
             self.batcher.returned += len(self.indices)
             self.indices = []
             self.batcher.pool.free.append(self.frames)  # (deque: safe between threads)
-
-
-class _Chunk:
-    """Compressed payloads of up to ``CHUNK_FRAMES`` frames of one batch, decoded together.
-
-    The payloads are joined into one buffer for the kernel by the decoding thread (one
-    copy, sized once), not by the receiver thread as they come: appending each to a
-    growing buffer there reallocated and copied it again on most appends. Until then the
-    payloads view their messages, which stay alive (a few kB each, ``CHUNK_FRAMES``).
-    """
-
-    __slots__ = ("blobs", "codecs", "ends", "indices", "size", "slots", "starts")
-
-    def __init__(self) -> None:
-        self.blobs: list[memoryview] = []
-        self.size = 0
-        self.slots: list[int] = []
-        self.indices: list[int] = []
-        self.starts: list[int] = []
-        self.ends: list[int] = []
-        self.codecs: list[str] = []
-
-    def add(self, slot: int, index: int, frame: Encoded) -> None:
-        blob = frame.blob  # (bytes, format "B": its len is its size)
-        self.starts.append(self.size)
-        self.size += len(blob)
-        self.ends.append(self.size)
-        self.blobs.append(blob)
-        self.slots.append(slot)
-        self.indices.append(index)
-        self.codecs.append(frame.codec)
-
-    def run(self, batch: Batch) -> tuple[Batch, _Chunk, np.ndarray]:
-        """Decode into the batch's buffer (a pool thread, or the receiver's)."""
-        frames = batch.frames
-        joined, self.blobs = b"".join(self.blobs), []  # (the messages may go now)
-        try:
-            status = _decode.decode_chunk(
-                np.array([_decode.CODE[c] for c in self.codecs], np.int8),
-                np.frombuffer(joined, np.uint8), np.array(self.starts, np.int64),
-                np.array(self.ends, np.int64), frames.reshape(len(frames), -1).view(np.uint8),
-                np.array(self.slots, np.int64), frames.dtype.itemsize)
-        except Exception:  # a bug must not lose the batch: its frames count as malformed
-            log.exception("decoding a chunk of series %d failed", batch.series)
-            status = np.full(len(self.slots), -99, np.int64)
-        return batch, self, status
 
 
 class Batcher:
@@ -260,7 +214,7 @@ class Batcher:
         if encoded:
             chunk = batch.chunk
             if chunk is None:
-                chunk = batch.chunk = _Chunk()
+                chunk = batch.chunk = Chunk()
             chunk.add(slot, index, frame)
             if batch.frames is None:
                 batch.staged += len(frame.blob)
@@ -276,19 +230,36 @@ class Batcher:
         elif self.inflight:
             self._collect(wait=False)
 
-    def slots(self) -> tuple[np.ndarray, int] | None:
-        """The open batch's buffer and its next free slot, for frames copied in by the
-        caller (the compiled receive loop); None if no buffer is free (:meth:`put` applies
-        the policy then) or the open batch waits for one."""
+    def slots(self, encoded: bool = False) -> tuple[np.ndarray, int] | None:
+        """The open batch's buffer and its next free slot, for frames the caller copies in
+        (the compiled receive loop), or, ``encoded``, whose payloads it hands over as a
+        chunk (:meth:`filled_chunk`); None if no buffer is free (:meth:`put` applies the
+        policy then), the open batch waits for one, or compressed frames are decoded
+        enough ahead (then they wait compressed, by :meth:`put`)."""
         batch = self.current
         if batch is None:
+            if encoded and (self.staged or self._ahead()):
+                return None
             buffer = self.pool.take()
             if buffer is None:
                 return None
             batch = self.current = Batch(self, self.series.series, buffer)
-        elif batch.frames is None:
+        elif batch.frames is None or (encoded and batch.chunk is not None):
             return None
         return batch.frames, len(batch.indices)
+
+    def filled_chunk(self, chunk: Chunk) -> None:
+        """A chunk of compressed frames for the open batch's next slots (see :meth:`slots`):
+        to the decoders."""
+        batch = self.current
+        if not batch.indices:
+            batch.t0 = time.monotonic()
+        batch.indices.extend(chunk.indices)
+        self._submit(batch, chunk)
+        if len(batch.indices) >= self.per_batch:
+            self._hand_over()
+        elif self.inflight:
+            self._collect(wait=False)
 
     def filled(self, indices: list[int]) -> None:
         """Frames ``indices`` were copied into the open batch's next slots (see
@@ -356,9 +327,8 @@ class Batcher:
     def _corrupt(self, index: int, why: str) -> None:
         """A frame counted as received turned out corrupt: malformed, and missing."""
         c = self.counters
-        c.malformed += 1
+        c.skipped(why.split(":", 1)[0], why)  # under the codec's name (bslz4, lz4)
         c.frames_received -= 1
-        c.last_error = why
         if self.tracker is not None:
             self.tracker.forget(index)
         self._logged += 1
@@ -375,7 +345,7 @@ class Batcher:
         else:
             self._submit(batch, chunk)
 
-    def _submit(self, batch: Batch, chunk: _Chunk) -> None:
+    def _submit(self, batch: Batch, chunk: Chunk) -> None:
         batch.outstanding += 1
         if self._decoders is None:
             self._decoders = getattr(_local, "pool", None)
@@ -384,7 +354,7 @@ class Batcher:
         else:
             self._decoders.submit(functools.partial(chunk.run, batch))
 
-    def _finish(self, batch: Batch, chunk: _Chunk, status: np.ndarray) -> None:
+    def _finish(self, batch: Batch, chunk: Chunk, status: np.ndarray) -> None:
         batch.outstanding -= 1
         for k in np.flatnonzero(status):
             codec = chunk.codecs[k]

@@ -1,6 +1,7 @@
-"""Memory for frames waiting for the analysis: reused batch buffers, and a spill file.
+"""Memory for frames waiting for the analysis: reused batch buffers, a spill file, and
+the compressed payloads of a chunk of frames waiting for the decoders.
 
-Both are bounded; neither ever blocks the receiver thread.
+All are bounded; none ever blocks the receiver thread.
 """
 
 from __future__ import annotations
@@ -9,10 +10,16 @@ import logging
 import os
 import tempfile
 from collections import deque
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-__all__ = ["Pool", "Spill"]
+from framescope.live import _decode
+
+if TYPE_CHECKING:
+    from framescope.live._codecs import Encoded
+
+__all__ = ["Chunk", "Pool", "Spill"]
 
 log = logging.getLogger(__name__)
 
@@ -115,3 +122,51 @@ class Spill:
         if self._file is not None:
             self._file.close()
             self._file = None
+
+
+class Chunk:
+    """Compressed payloads of up to ``CHUNK_FRAMES`` frames of one batch, decoded together.
+
+    The payloads are joined into one buffer for the kernel by the decoding thread (one
+    copy, sized once), not by the receiver thread as they come: appending each to a
+    growing buffer there reallocated and copied it again on most appends. Until then the
+    payloads view their messages, which stay alive (a few kB each, ``CHUNK_FRAMES``).
+    """
+
+    __slots__ = ("blobs", "codecs", "ends", "indices", "joined", "size", "slots", "starts")
+
+    def __init__(self) -> None:
+        self.blobs: list[memoryview] = []
+        self.joined: bytes | None = None  # the payloads already joined (compiled receive)
+        self.size = 0
+        self.slots: list[int] = []
+        self.indices: list[int] = []
+        self.starts: list[int] = []
+        self.ends: list[int] = []
+        self.codecs: list[str] = []
+
+    def add(self, slot: int, index: int, frame: Encoded) -> None:
+        blob = frame.blob  # (bytes, format "B": its len is its size)
+        self.starts.append(self.size)
+        self.size += len(blob)
+        self.ends.append(self.size)
+        self.blobs.append(blob)
+        self.slots.append(slot)
+        self.indices.append(index)
+        self.codecs.append(frame.codec)
+
+    def run(self, batch: Any) -> tuple[Any, Chunk, np.ndarray]:
+        """Decode into the batch's buffer (a pool thread, or the receiver's)."""
+        frames = batch.frames
+        joined = self.joined if self.joined is not None else b"".join(self.blobs)
+        self.blobs = []  # (the messages may go now)
+        try:
+            status = _decode.decode_chunk(
+                np.array([_decode.CODE[c] for c in self.codecs], np.int8),
+                np.frombuffer(joined, np.uint8), np.array(self.starts, np.int64),
+                np.array(self.ends, np.int64), frames.reshape(len(frames), -1).view(np.uint8),
+                np.array(self.slots, np.int64), frames.dtype.itemsize)
+        except Exception:  # a bug must not lose the batch: its frames count as malformed
+            log.exception("decoding a chunk of series %d failed", batch.series)
+            status = np.full(len(self.slots), -99, np.int64)
+        return batch, self, status

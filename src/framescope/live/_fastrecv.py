@@ -192,13 +192,113 @@ def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first:
     return got, OK
 
 
+@numba.njit(nogil=True, cache=True)
+def _same(side: Any, at: int, ref: Any) -> bool:
+    """Whether ``side[at:at + len(ref)]`` holds ``ref``."""
+    if at + len(ref) > len(side):
+        return False
+    for k in range(len(ref)):  # noqa: SIM110 (a loop numba compiles)
+        if side[at + k] != ref[k]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
+def receive_encoded(sock: int, msg: Any, series: int, pre: Any, post: Any, payload: Any,
+                    room: int, index: Any, ends: Any, sizes: Any, side: Any, held: Any
+                    ) -> tuple[int, int]:
+    """Receive up to ``room`` compressed image messages, their payloads one after another
+    into ``payload`` (frame ``k`` ends at ``ends[k]``).
+
+    The ``dimage_d`` part must be ``pre``, a size, ``post`` (the series' own, its ``size``
+    aside), the payload that size. Returns ``(got, why)`` as :func:`receive_images`; a
+    message whose payload would not fit ``payload`` is HELD, IMAGE_SIZE gives the payload's
+    size in ``held[1]`` and the ``dimage_d`` one in ``held[2]``.
+    """
+    m = msg.ctypes.data
+    room_side = len(side)
+    got = end = 0
+    held[0] = held[1] = held[2] = 0
+    while got < room:
+        _init(m)
+        if _recv(m, sock, 0 if got == 0 else _NOBLOCK) < 0:
+            err = _errno()
+            _close(m)
+            if err == _EAGAIN:
+                return got, TIMEOUT if got == 0 else OK
+            held[1] = err
+            return got, ZMQ_ERROR
+        n0 = _size(m)
+        if n0 > room_side:
+            held[1] = n0
+            _close(m)
+            return got, TOO_LARGE
+        _memcpy(side.ctypes.data, _data(m), n0)
+        more = _more(m)
+        _close(m)
+        head = side[:n0]
+        number = -1
+        if _find(head, n0, _DIMAGE) >= 0 and _number(head, n0, _SERIES) == series:
+            number = _number(head, n0, _FRAME)
+        if number < 0 or not more:
+            held[0], held[1] = 1, n0
+            return got, HELD
+        _init(m)
+        _recv(m, sock, 0)
+        n1 = _size(m)
+        if n0 + n1 > room_side:
+            held[1] = n1
+            _close(m)
+            return got, TOO_LARGE
+        _memcpy(side.ctypes.data + n0, _data(m), n1)
+        more = _more(m)
+        _close(m)
+        # pre, the size (digits), post
+        size, k = -1, n0 + len(pre)
+        if more and _same(side, n0, pre):
+            size = 0
+            while k < n0 + n1 and 48 <= side[k] <= 57 and size < 2**40:
+                size = size * 10 + (side[k] - 48)
+                k += 1
+        if (size < 0 or k == n0 + len(pre) or k + len(post) != n0 + n1
+                or not _same(side, k, post) or end + size > len(payload)):
+            held[0], held[1], held[2] = 2, n0, n1
+            return got, HELD
+        _init(m)
+        _recv(m, sock, 0)
+        n2 = _size(m)
+        if n2 != size:
+            held[1], held[2] = n2, size
+            _close(m)
+            return got, IMAGE_SIZE
+        _memcpy(payload.ctypes.data + end, _data(m), n2)
+        more = _more(m)
+        _close(m)
+        total = n0 + n1 + n2
+        parts = 3
+        while more:
+            _init(m)
+            _recv(m, sock, 0)
+            total += _size(m)
+            more = _more(m)
+            _close(m)
+            parts += 1
+        end += n2
+        index[got] = number if parts >= 4 else -1
+        ends[got] = end
+        sizes[got] = total
+        got += 1
+    return got, OK
+
+
 def warm() -> None:
-    """Compile (or load from numba's cache) the loop for the types the receiver passes,
+    """Compile (or load from numba's cache) the loops for the types the receiver passes,
     before it connects (no socket: libzmq answers ENOTSOCK at once)."""
-    i = np.empty(1, np.int64)
-    receive_images(0, np.zeros(8, np.int64), 0, np.frombuffer(b"x", np.uint8),
-                   np.empty((1, 1), np.uint8), 0, 1, i, i, np.empty(1, np.uint8),
-                   np.zeros(3, np.int64))
+    i, x = np.empty(1, np.int64), np.frombuffer(b"x", np.uint8)
+    receive_images(0, np.zeros(8, np.int64), 0, x, np.empty((1, 1), np.uint8), 0, 1, i, i,
+                   np.empty(1, np.uint8), np.zeros(3, np.int64))
+    receive_encoded(0, np.zeros(8, np.int64), 0, x, x, np.empty(1, np.uint8), 1, i, i, i,
+                    np.empty(1, np.uint8), np.zeros(3, np.int64))
 
 
 class FastImages:
@@ -213,6 +313,7 @@ class FastImages:
     """
 
     SIDE_BYTES = 64 * 1024  # a held message's first parts (JSON: a dheader, a config)
+    PAYLOAD_BYTES = 4 * 2**20  # compressed payloads of one call (a larger one: Python's)
 
     def __init__(self, intake: Any, sock: zmq.Socket) -> None:
         self.intake, self.sock = intake, sock
@@ -220,7 +321,9 @@ class FastImages:
         self._msg = np.zeros(8, np.int64)  # a zmq_msg_t: 64 bytes, aligned
         self._side = np.empty(self.SIDE_BYTES, np.uint8)
         self._held = np.zeros(3, np.int64)
-        self._index = self._sizes = np.empty(0, np.int64)
+        self._index = self._sizes = self._ends = np.empty(0, np.int64)
+        # compressed payloads of one call (a chunk), copied out for the decoders
+        self._payload = np.empty(self.PAYLOAD_BYTES, np.uint8)
         self.frames = 0  # frames this loop took (messages it handed back not counted)
 
     def receive(self) -> bool:
@@ -231,14 +334,23 @@ class FastImages:
         plan = self.intake.fast_slots()
         if plan is None:
             return False
-        series, desc, rows, first, room = plan
+        kind, series, desc, post, rows, first, room = plan
         if len(self._index) < room:
-            self._index, self._sizes = np.empty(room, np.int64), np.empty(room, np.int64)
-        got, why = receive_images(self._handle, self._msg, series, desc, rows, first, room,
-                                  self._index, self._sizes, self._side, self._held)
-        if got:
-            self.frames += got
-            self.intake.fast_frames(rows, first, self._index, self._sizes, got)
+            self._index, self._sizes, self._ends = (np.empty(room, np.int64) for _ in "isz")
+        if kind == "raw":
+            got, why = receive_images(self._handle, self._msg, series, desc, rows, first,
+                                      room, self._index, self._sizes, self._side, self._held)
+            if got:
+                self.frames += got
+                self.intake.fast_frames(rows, first, self._index, self._sizes, got)
+        else:
+            got, why = receive_encoded(self._handle, self._msg, series, desc, post,
+                                       self._payload, room, self._index, self._ends,
+                                       self._sizes, self._side, self._held)
+            if got:
+                self.frames += got
+                self.intake.fast_encoded(kind, self._payload, first, self._index,
+                                         self._ends, self._sizes, got)
         if why == OK:
             return True
         if why == TIMEOUT:
@@ -254,8 +366,9 @@ class FastImages:
             return True
         self._rest(keep=False)
         if why == IMAGE_SIZE:
-            self.intake.fast_skipped(f"stream1 dimage: blob of {held[1]} B, the frame has "
-                                     f"{rows.shape[1]} B")
+            said = (f"dimage_d says {held[2]} B" if kind != "raw"
+                    else f"the frame has {rows.shape[1]} B")
+            self.intake.fast_skipped(f"stream1 dimage: blob of {held[1]} B, {said}")
         else:
             self.intake.fast_skipped(f"stream1: a header part of {held[1]} B (at most "
                                      f"{self.SIDE_BYTES} B expected)")

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from framescope.live._batch import Batcher, End, FrameTracker, Policy, Start
+from framescope.live._intake_fast import FastIntake
 from framescope.live._messages import (
     Frame,
     HeaderPart,
@@ -36,7 +37,6 @@ from framescope.live._messages import (
     ScanOrder,
     SeriesEnd,
     SeriesStart,
-    reason_key,
 )
 from framescope.live._scan import Series, resolve_series
 from framescope.live._status import RECEIVER_FIELDS, Counters, Status
@@ -51,7 +51,7 @@ log = logging.getLogger(__name__)
 _LOG_FIRST = 10  # malformed messages logged per series before thinning out
 
 
-class Intake:
+class Intake(FastIntake):
     """Series state and counters of one source, driven by its receiver thread.
 
     ``recorder``, if given, is handed every accepted frame and each series' header and end
@@ -103,11 +103,7 @@ class Intake:
         self.recorder = recorder
         self._recording = False  # the current series is being recorded
         self._record_warned = False
-        # the compiled receive loop (_fastrecv): on for stream v1 without hash checks; it
-        # takes a series' frames once one came through here uncompressed
-        self.fast_on = bool(getattr(decoder, "receives_compiled", False))
-        self.fast_series = -1
-        self.fast_desc: np.ndarray | None = None
+        self.fast_init(decoder)
 
     def status(self) -> Status:
         """Counters and state of the current series (a consistent-enough snapshot)."""
@@ -277,71 +273,14 @@ class Intake:
         if why:  # a duplicate: counted, neither recorded nor analysed again
             return
         self.latest = data
-        if f.wire is None and self.fast_series != s.series and self.fast_on:
-            # an uncompressed frame accepted: the compiled loop takes the next ones that
-            # come with the same dimage_d (stream v1)
-            self.fast_desc = np.frombuffer(bytes(self.decoder.last_desc), np.uint8)
-            self.fast_series = s.series
+        if self.fast_series != s.series and self.fast_on:
+            self.fast_learn(s.series, f.wire)  # (the compiled loop takes the next ones)
         # recorded before the batcher, which may drop the frame (a reference is queued:
         # the message's memory stays until the frame is written)
         if self._recording and not self.recorder.frame(s.series, f.index, data, f.wire):
             self._record_full(s)
         if self.batcher is not None:
             self.batcher.put(f.index, data)
-
-    # -- the compiled receive loop (_fastrecv) ---------------------------------------------
-
-    def fast_slots(self) -> tuple[int, np.ndarray, np.ndarray, int, int] | None:
-        """Where the compiled loop may put frames now: (series, its dimage_d bytes, the
-        open batch's rows of frame bytes, first free row, rows left); None: this path."""
-        s, b = self.series, self.batcher
-        if (b is None or s is None or self.ended or s.series != self.fast_series
-                or self._recording or self.attach_request is not None):
-            return None
-        got = b.slots()
-        if got is None:  # no buffer free: the policy applies, on this path
-            return None
-        frames, first = got
-        return (s.series, self.fast_desc, frames.reshape(len(frames), -1).view(np.uint8),
-                first, b.per_batch - first)
-
-    def fast_frames(self, rows: np.ndarray, first: int, index: np.ndarray,
-                    sizes: np.ndarray, got: int) -> None:
-        """Account for ``got`` frames the compiled loop put in ``rows[first:]``, as
-        :meth:`_frame` does for one (rejected ones leave their rows to the next)."""
-        self._idle_since, self._last_msg = None, time.monotonic()
-        self.last_size = int(sizes[got - 1])
-        c, tracker, accept = self.counters, self.tracker, []
-        row = first
-        for k in range(got):
-            i = int(index[k])
-            if i < 0:
-                why = "stream1 dimage: expected >= 4 parts, found 3"
-                self._malformed(why, reason_key(why))
-                continue
-            why = tracker.accept(i)
-            if why and why != "duplicate":
-                self._malformed(why, "outside the scan")
-                continue
-            c.frames_received += 1
-            c.bytes_received += int(sizes[k])
-            if why:  # a duplicate: counted, not analysed again
-                continue
-            if row != first + k:
-                rows[row] = rows[first + k]
-            accept.append(i)
-            row += 1
-        if c.frames_received and self.state != "receiving":
-            self.state = "receiving"
-        if accept:
-            meta = self.series.meta
-            self.latest = rows[row - 1].view(meta.dtype).reshape(meta.frame_shape)
-            self.batcher.filled(accept)
-
-    def fast_skipped(self, why: str) -> None:
-        """A message the compiled loop could not take, nor hand back: counted."""
-        self._idle_since, self._last_msg = None, time.monotonic()
-        self._malformed(why, reason_key(why))
 
     def _record_full(self, s: Series) -> None:
         self.counters.record_dropped += 1
