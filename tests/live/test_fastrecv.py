@@ -13,7 +13,7 @@ import zmq
 import framescope
 import framescope.masks as fm
 from framescope.datasets import synthetic
-from framescope.live import SeriesStart, ZMQSource, _codecs, _fastrecv, _receiver
+from framescope.live import SeriesStart, ZMQSource, _batch, _codecs, _fastrecv, _receiver
 from framescope.live._batch import Batch, End, Start
 from framescope.live._intake import Intake
 from framescope.live._stream1 import Stream1Decoder, Stream1Encoder
@@ -24,6 +24,7 @@ from .conftest import simulator_thread
 pytestmark = pytest.mark.skipif(not _fastrecv.available(), reason="no libzmq to link")
 
 H, W, N = 6, 10, 12
+PEAK_STAGED: dict[bool, int] = {}  # most compressed frames waiting without a buffer
 DATA = np.random.default_rng(23).integers(0, 4000, (N, H, W)).astype("uint16")
 
 
@@ -52,10 +53,13 @@ def messages(compression: str = "none") -> list[list[bytes]]:
     ]
 
 
-def run(fast: bool, sent: list[list[bytes]]) -> tuple[dict, list, list, object, int]:
-    """The receiver thread's loop over a real socket, with or without the compiled path."""
+def run(fast: bool, sent: list[list[bytes]], frames_buffered: int = 64,
+        every: int = 0) -> tuple[dict, list, list, object, int]:
+    """The receiver thread's loop over a real socket, with or without the compiled path;
+    the analysis takes the batches at the end (and ``every`` so many frames received)."""
     it = Intake("test", Stream1Decoder(), scan=None, order=None, policy="drop",
-                buffer_bytes=64 * H * W * 2, batch_frames=4, spill_dir=None, spill_limit=0,
+                buffer_bytes=frames_buffered * H * W * 2, batch_frames=4, spill_dir=None,
+                spill_limit=0,
                 stall_timeout=5.0, max_message_bytes=2**20)
     q: queue.SimpleQueue = queue.SimpleQueue()
     it.attach_request = q
@@ -66,8 +70,22 @@ def run(fast: bool, sent: list[list[bytes]]) -> tuple[dict, list, list, object, 
     push.connect(f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}")
     for m in sent:
         push.send_multipart(m)
+    frames, starts, ends = {}, [], []
+
+    def analyse() -> None:
+        while not q.empty():
+            item = q.get_nowait()
+            if isinstance(item, Batch):
+                for i, f in zip(item.indices[: item.n], item.frames[: item.n], strict=True):
+                    frames[len(starts), int(i)] = f.copy()  # (by the series' start)
+                item.release()
+            elif isinstance(item, Start):
+                starts.append(item)
+            elif isinstance(item, End):
+                ends.append(item)
+
     loop = _fastrecv.FastImages(it, pull) if fast else None
-    taken = 0
+    taken = done = 0
     _codecs.defer_frames(True)  # as on a receiver thread: payloads decoded by the batches
     try:
         while True:
@@ -77,21 +95,16 @@ def run(fast: bool, sent: list[list[bytes]]) -> tuple[dict, list, list, object, 
             except zmq.Again:
                 break
             taken = loop.frames if loop is not None else 0
+            if it.batcher is not None:
+                PEAK_STAGED[fast] = max(PEAK_STAGED.get(fast, 0), it.batcher.staged_frames)
+            if every and it.counters.frames_received >= done + every:
+                done += every
+                analyse()
     finally:
         _codecs.defer_frames(False)
         pull.close(0)
         push.close(0)
-    frames, starts, ends = {}, [], []
-    while not q.empty():
-        item = q.get_nowait()
-        if isinstance(item, Batch):
-            for i, f in zip(item.indices[: item.n], item.frames[: item.n], strict=True):
-                frames[len(starts), int(i)] = f.copy()  # (by the series' start)
-            item.release()
-        elif isinstance(item, Start):
-            starts.append(item)
-        elif isinstance(item, End):
-            ends.append(item)
+    analyse()
     return frames, starts, ends, it.status(), taken
 
 
@@ -123,6 +136,31 @@ def test_the_compiled_loop_takes_what_the_python_path_takes(compression):
                                **({} if compression == "none" else {compression: 1})}
     assert st.gaps == (2 if compression == "none" else 3)  # 5, 6 (and the corrupt 11)
     assert st.state == "finished"
+
+
+@pytest.mark.parametrize("compression", ["lz4", "bslz4"])
+def test_a_backlog_waits_compressed_and_overflows_alike(monkeypatch, compression):
+    """No analysis until the end: 8 buffers decoded ahead, then frames wait compressed in
+    the memory left, then they are dropped; a series end gives up what waits (STALL_S)."""
+    monkeypatch.setattr(_batch, "STALL_S", 0.2)
+    PEAK_STAGED.clear()
+    enc = Stream1Encoder(compression, md5=False)
+    many = np.random.default_rng(3).integers(0, 40, (300, H, W)).astype("uint16")
+    sent = [enc.start(SeriesStart(5, (H, W), many.dtype, 300, (15, 20), "raster")),
+            *(enc.frame(5, i, many[i]) for i in range(300)), enc.end(5)]
+    # the analysis takes what is there every 48 frames (a multiple of the batch: both
+    # paths have then received the same frames)
+    frames, _, _, st, taken = run(True, sent, frames_buffered=100, every=48)
+    ref_frames, _, _, ref, _ = run(False, sent, frames_buffered=100, every=48)
+    assert taken > 0
+    assert st == ref
+    assert st.dropped > 0  # the budget held
+    assert sorted(frames) == sorted(ref_frames)
+    assert len(frames) == st.frames_received - st.dropped
+    assert PEAK_STAGED[True] > 0  # frames waited compressed, beyond the 8 buffers ahead
+    assert PEAK_STAGED[False] > 0
+    for (_, i), f in frames.items():
+        np.testing.assert_array_equal(f, many[i])
 
 
 def test_a_series_id_that_comes_again_with_other_frames():

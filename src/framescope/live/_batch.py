@@ -230,36 +230,26 @@ class Batcher:
         elif self.inflight:
             self._collect(wait=False)
 
-    def slots(self, encoded: bool = False) -> tuple[np.ndarray, int] | None:
-        """The open batch's buffer and its next free slot, for frames the caller copies in
-        (the compiled receive loop), or, ``encoded``, whose payloads it hands over as a
-        chunk (:meth:`filled_chunk`); None if no buffer is free (:meth:`put` applies the
-        policy then), the open batch waits for one, or compressed frames are decoded
-        enough ahead (then they wait compressed, by :meth:`put`)."""
+    def slots(self, encoded: bool = False) -> tuple[np.ndarray | None, int, int] | None:
+        """Where the caller (the compiled receive loop) may put frames: the open batch's
+        buffer, its next free slot and, for a batch that waits for a buffer, the bytes of
+        compressed payloads that may still wait (-1: no limit). Uncompressed frames need
+        a buffer; compressed ones are handed over as chunks (:meth:`filled_chunk`). None
+        where :meth:`put` is to decide (no buffer free, no memory left, a chunk staged)."""
         batch = self.current
         if batch is None:
-            if encoded and (self.staged or self._ahead()):
-                return None
-            buffer = self.pool.take()
-            if buffer is None:
+            buffer = None if encoded and (self.staged or self._ahead()) else self.pool.take()
+            if buffer is None and (not encoded or self._budget() <= 0):
                 return None
             batch = self.current = Batch(self, self.series.series, buffer)
-        elif batch.frames is None or (encoded and batch.chunk is not None):
+        elif (batch.frames is None and not encoded) or batch.chunk is not None:
             return None
-        return batch.frames, len(batch.indices)
+        return batch.frames, len(batch.indices), (-1 if batch.frames is not None
+                                                  else self._budget())
 
-    def filled_chunk(self, chunk: Chunk) -> None:
-        """A chunk of compressed frames for the open batch's next slots (see :meth:`slots`):
-        to the decoders."""
-        batch = self.current
-        if not batch.indices:
-            batch.t0 = time.monotonic()
-        batch.indices.extend(chunk.indices)
-        self._submit(batch, chunk)
-        if len(batch.indices) >= self.per_batch:
-            self._hand_over()
-        elif self.inflight:
-            self._collect(wait=False)
+    def _budget(self) -> int:
+        """Bytes of compressed payloads that may still wait without a buffer."""
+        return self.buffer_bytes - self.staged_bytes - self.pool.allocated * self.batch_bytes
 
     def filled(self, indices: list[int]) -> None:
         """Frames ``indices`` were copied into the open batch's next slots (see
@@ -268,6 +258,25 @@ class Batcher:
         if not batch.indices:  # (opened by slots() before any frame came)
             batch.t0 = time.monotonic()
         batch.indices.extend(indices)
+        self._filled(batch)
+
+    def filled_chunk(self, chunk: Chunk) -> None:
+        """A chunk of compressed frames for the open batch's next slots (see :meth:`slots`):
+        to the decoders, or waiting with the batch for a buffer."""
+        batch = self.current
+        if not batch.indices:
+            batch.t0 = time.monotonic()
+        batch.indices.extend(chunk.indices)
+        if batch.frames is None:
+            batch.staged += chunk.size
+            self.staged_bytes += chunk.size
+            self.staged_frames += len(chunk.slots)
+            batch.waiting.append(chunk)
+        else:
+            self._submit(batch, chunk)
+        self._filled(batch)
+
+    def _filled(self, batch: Batch) -> None:
         if len(batch.indices) >= self.per_batch:
             self._hand_over()
         elif self.inflight:
@@ -275,8 +284,7 @@ class Batcher:
 
     def _room(self, frame: Encoded) -> bool:
         """Whether a compressed frame may wait without a buffer (memory budget)."""
-        return (self.staged_bytes + len(frame.blob) + self.pool.allocated * self.batch_bytes
-                <= self.buffer_bytes)
+        return len(frame.blob) <= self._budget()
 
     def _assign(self, batch: Batch, buffer: np.ndarray) -> None:
         """A waiting batch gets its buffer: its staged chunks go to the decoders."""

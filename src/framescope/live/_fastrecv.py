@@ -205,10 +205,10 @@ def _same(side: Any, at: int, ref: Any) -> bool:
 
 @numba.njit(nogil=True, cache=True)
 def receive_encoded(sock: int, msg: Any, series: int, pre: Any, post: Any, payload: Any,
-                    room: int, index: Any, ends: Any, sizes: Any, side: Any, held: Any
-                    ) -> tuple[int, int]:
+                    limit: int, room: int, index: Any, ends: Any, sizes: Any, side: Any,
+                    held: Any) -> tuple[int, int]:
     """Receive up to ``room`` compressed image messages, their payloads one after another
-    into ``payload`` (frame ``k`` ends at ``ends[k]``).
+    into ``payload``, at most ``limit`` bytes (frame ``k`` ends at ``ends[k]``).
 
     The ``dimage_d`` part must be ``pre``, a size, ``post`` (the series' own, its ``size``
     aside), the payload that size. Returns ``(got, why)`` as :func:`receive_images`; a
@@ -261,7 +261,7 @@ def receive_encoded(sock: int, msg: Any, series: int, pre: Any, post: Any, paylo
                 size = size * 10 + (side[k] - 48)
                 k += 1
         if (size < 0 or k == n0 + len(pre) or k + len(post) != n0 + n1
-                or not _same(side, k, post) or end + size > len(payload)):
+                or not _same(side, k, post) or end + size > limit):
             held[0], held[1], held[2] = 2, n0, n1
             return got, HELD
         _init(m)
@@ -297,8 +297,8 @@ def warm() -> None:
     i, x = np.empty(1, np.int64), np.frombuffer(b"x", np.uint8)
     receive_images(0, np.zeros(8, np.int64), 0, x, np.empty((1, 1), np.uint8), 0, 1, i, i,
                    np.empty(1, np.uint8), np.zeros(3, np.int64))
-    receive_encoded(0, np.zeros(8, np.int64), 0, x, x, np.empty(1, np.uint8), 1, i, i, i,
-                    np.empty(1, np.uint8), np.zeros(3, np.int64))
+    receive_encoded(0, np.zeros(8, np.int64), 0, x, x, np.empty(1, np.uint8), 1, 1, i, i,
+                    i, np.empty(1, np.uint8), np.zeros(3, np.int64))
 
 
 class FastImages:
@@ -334,7 +334,7 @@ class FastImages:
         plan = self.intake.fast_slots()
         if plan is None:
             return False
-        kind, series, desc, post, rows, first, room = plan
+        kind, series, desc, post, rows, first, room, budget = plan
         if len(self._index) < room:
             self._index, self._sizes, self._ends = (np.empty(room, np.int64) for _ in "isz")
         if kind == "raw":
@@ -344,8 +344,9 @@ class FastImages:
                 self.frames += got
                 self.intake.fast_frames(rows, first, self._index, self._sizes, got)
         else:
+            limit = len(self._payload) if budget < 0 else min(budget, len(self._payload))
             got, why = receive_encoded(self._handle, self._msg, series, desc, post,
-                                       self._payload, room, self._index, self._ends,
+                                       self._payload, limit, room, self._index, self._ends,
                                        self._sizes, self._side, self._held)
             if got:
                 self.frames += got

@@ -51,7 +51,7 @@ class FastIntake:
     def fast_slots(self) -> tuple | None:
         """What the compiled loop may take now: (kind, series, dimage_d or its part before
         the size, the part after it, the open batch's rows of frame bytes, first free slot,
-        frames at most); None: the Python path."""
+        frames at most, payload bytes at most or -1); None: the Python path."""
         s, b = self.series, self.batcher
         if (b is None or s is None or self.ended or s.series != self.fast_series
                 or self.fast_kind is None or self._recording
@@ -61,13 +61,13 @@ class FastIntake:
         got = b.slots(encoded=not raw)
         if got is None:  # no buffer free, or frames wait compressed: as the Python path does
             return None
-        frames, first = got
+        frames, first, budget = got
         room = b.per_batch - first
         if raw:
             rows = frames.reshape(len(frames), -1).view(np.uint8)
-            return "raw", s.series, self.fast_desc, None, rows, first, room
+            return "raw", s.series, self.fast_desc, None, rows, first, room, -1
         return (self.fast_kind, s.series, self.fast_desc, self.fast_post, None, first,
-                min(room, _batch.CHUNK_FRAMES))  # (a chunk: one decode task)
+                min(room, _batch.CHUNK_FRAMES), budget)  # (a chunk: one decode task)
 
     def _fast_accept(self, number: int, size: int) -> bool:
         """One frame the loop received: tracked and counted; whether it is analysed."""
