@@ -1,16 +1,18 @@
-"""Uncompressed stream v1 frames received by a compiled loop, straight into batch slots.
+"""DECTRIS stream v1 image messages received by a compiled loop, straight into batches.
 
-Per uncompressed 128 KiB frame, the Python receive (four zmq.Frames, two JSON parts, the
-checks, the copy) cost the receiver thread ~30-45 µs, most of the gap to a plain receive;
-this numba loop calls libzmq (the library pyzmq loaded) without the GIL, reads the series
-and frame numbers out of the ``dimage-1.0`` part, requires the ``dimage_d-1.0`` part to be
-byte for byte the one of a frame the Python path already accepted in this series (same
-shape, type, encoding), and copies the image part into the next slot of the open batch
-(``benchmarks/bench_recv_loop.py``: ~23 against ~36 µs of the thread per frame).
+Per message, the Python receive (four zmq.Frames, two JSON parts, the checks, the copy or
+the staging of a payload) cost the receiver thread ~30-45 µs for an uncompressed 128 KiB
+frame and ~20-27 µs for a compressed one, most of the gap to a plain receive. These numba
+loops call libzmq (the instance pyzmq loaded) without the GIL, read the series and frame
+numbers out of the ``dimage-1.0`` part, and require the ``dimage_d-1.0`` part to be byte
+for byte the one of a frame the Python path already accepted in this series (same shape,
+type, encoding; for compressed frames all but the ``size``). :func:`receive_images` copies
+uncompressed images into the next slots of the open batch; :func:`receive_encoded`
+appends compressed payloads to one buffer, a chunk for the decoders.
 
 Anything else (another htype, another series, another ``dimage_d``) is handed back to the
 Python path with the parts read so far; a wrong image size is reported for the malformed
-counter. Bookkeeping (frame tracking, counters, batches) stays in Python, per call.
+counter. Bookkeeping (frame tracking, counters, batches) stays in Python, once per call.
 """
 
 from __future__ import annotations
@@ -33,24 +35,33 @@ log = logging.getLogger(__name__)
 OK, TIMEOUT, HELD, IMAGE_SIZE, TOO_LARGE, ZMQ_ERROR = 0, 1, 2, 3, 4, 5
 
 
+def _libzmq_paths() -> list[str]:
+    """The libzmq this process loaded with pyzmq (the same instance must serve its
+    sockets), else the copy pyzmq's wheel ships."""
+    try:
+        with open("/proc/self/maps") as f:
+            mapped = {line.split()[-1] for line in f if "/libzmq" in line}
+    except OSError:  # pragma: no cover - not Linux
+        mapped = set()
+    here = os.path.dirname(zmq.__file__)
+    return sorted(mapped) + glob.glob(os.path.join(here, "..", "pyzmq.libs", "libzmq*.so*"))
+
+
 def _load_libzmq() -> bool:
-    """Make the libzmq that pyzmq uses known to numba's linker (by symbol name: the kernel
-    stays cacheable); False where it is not a separate library (then no fast path)."""
+    """Make libzmq's functions known to numba's linker (by symbol name: the kernels stay
+    cacheable); False where they cannot be found (then no compiled loop)."""
     try:
         import llvmlite.binding as llvm
     except ImportError:  # pragma: no cover - numba brings it
         return False
-    here = os.path.dirname(zmq.__file__)
-    found = glob.glob(os.path.join(here, "..", "pyzmq.libs", "libzmq*.so*"))
-    if not found:  # pragma: no cover - a pyzmq built against a system libzmq
-        found = glob.glob(os.path.join(here, "backend", "cython", "_zmq*.so"))
-    for path in found:
+    for path in _libzmq_paths():
         try:
             llvm.load_library_permanently(path)
         except RuntimeError:  # pragma: no cover
             continue
-        return True
-    return False  # pragma: no cover
+        if llvm.address_of_symbol("zmq_msg_recv"):
+            return True
+    return False  # pragma: no cover - e.g. a libzmq linked into pyzmq's extension
 
 
 _LOADED = _load_libzmq()

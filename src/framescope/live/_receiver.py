@@ -7,6 +7,7 @@ messages are counted and logged (rate-limited), never raised (see ``_intake``).
 
 from __future__ import annotations
 
+import logging
 import os
 import queue
 import threading
@@ -30,9 +31,11 @@ if TYPE_CHECKING:
 
 __all__ = ["ZMQSource"]
 
+log = logging.getLogger(__name__)
+
 _COPY_BELOW = 64 * 1024  # B: after a message below this, the next is received as bytes
 _POLL_MS = 20  # housekeeping at least this often (ms)
-#: uncompressed stream v1 frames go through the compiled receive loop (``_fastrecv``)
+#: stream v1 image messages go through the compiled receive loop (``_fastrecv``)
 FAST_RECEIVE = os.environ.get("FRAMESCOPE_FAST_RECEIVE", "1") != "0"
 
 
@@ -387,8 +390,13 @@ class ZMQSource:
                 self._recorder.start()  # (the file again, if an earlier stop() closed it)
             if self.decode_threads and _decode.available():
                 _decode.warm()  # before connecting: see warm()
-            if self._intake.fast_on and FAST_RECEIVE and _fastrecv.available():
-                _fastrecv.warm()
+            fast_ok = self._intake.fast_on and FAST_RECEIVE and _fastrecv.available()
+            if fast_ok:
+                try:
+                    _fastrecv.warm()
+                except Exception:  # (a libzmq numba cannot link): the Python receive
+                    log.warning("the compiled receive loop is unavailable", exc_info=True)
+                    fast_ok = False
             # the calibration model (pydantic) before connecting, not on the first
             # calibrated header, while that series' frames queue unread (~0.5-1 s)
             import framescope.calibration  # noqa: F401
@@ -410,9 +418,8 @@ class ZMQSource:
         # and the zmq.Again that ended the burst cost more than decoding the message
         sock.setsockopt(zmq.RCVTIMEO, _POLL_MS)
         recv, handle, stopping = sock.recv_multipart, intake.handle, self._stopping
-        # uncompressed stream v1 frames: a compiled loop, while a batch has room
-        fast = (_fastrecv.FastImages(intake, sock)
-                if intake.fast_on and FAST_RECEIVE and _fastrecv.available() else None)
+        # stream v1 image messages: a compiled loop, while the batches take them
+        fast = _fastrecv.FastImages(intake, sock) if fast_ok else None
         due = 0.0  # next housekeeping, also while messages keep coming
         copy = False
         try:
