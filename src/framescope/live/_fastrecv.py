@@ -115,6 +115,82 @@ def _number(p: Any, n: int, key: Any) -> int:
 
 
 @numba.njit(nogil=True, cache=True)
+def _head(m: int, sock: int, flags: int, series: int, side: Any, held: Any
+          ) -> tuple[int, int, int, int]:
+    """Receive a message's first two parts into ``side`` (``dimage-1.0``, ``dimage_d``).
+
+    Returns ``(number, n0, n1, why)``: ``why`` -1 when the caller goes on (an image of
+    ``series``, frame ``number``, more parts to come), else why to stop (``held`` set).
+    """
+    _init(m)
+    if _recv(m, sock, flags) < 0:
+        err = _errno()
+        _close(m)
+        if err == _EAGAIN:
+            return -1, 0, 0, TIMEOUT
+        held[1] = err
+        return -1, 0, 0, ZMQ_ERROR
+    # the first part, copied for the checks (a small JSON object)
+    n0 = np.int64(_size(m))
+    if n0 > len(side):
+        held[1] = n0
+        _close(m)
+        return -1, n0, 0, TOO_LARGE
+    _memcpy(side.ctypes.data, _data(m), n0)
+    more = _more(m)
+    _close(m)
+    head = side[:n0]
+    number = -1
+    if _find(head, n0, _DIMAGE) >= 0 and _number(head, n0, _SERIES) == series:
+        number = _number(head, n0, _FRAME)
+    if number < 0 or not more:
+        held[0], held[1] = 1, n0
+        return -1, n0, 0, HELD
+    _init(m)
+    _recv(m, sock, 0)  # (the parts of a message arrive together)
+    n1 = np.int64(_size(m))
+    if n0 + n1 > len(side):
+        held[1] = n1
+        _close(m)
+        return -1, n0, n1, TOO_LARGE
+    _memcpy(side.ctypes.data + n0, _data(m), n1)
+    more = _more(m)
+    _close(m)
+    if not more:
+        held[0], held[1], held[2] = 2, n0, n1
+        return -1, n0, n1, HELD
+    return number, n0, n1, -1
+
+
+@numba.njit(nogil=True, cache=True)
+def _image(m: int, sock: int, dest: int, expect: int, held: Any) -> tuple[int, int]:
+    """Receive the image part (``expect`` bytes) to ``dest`` and the parts after it.
+
+    Returns ``(bytes, parts)`` of the image part and those after it; parts 0 if the
+    image part had another size (``held[1]``; the rest is still to be received).
+    """
+    _init(m)
+    _recv(m, sock, 0)
+    n = np.int64(_size(m))
+    if n != expect:
+        held[1] = n
+        _close(m)
+        return n, 0
+    _memcpy(dest, _data(m), n)
+    more = _more(m)
+    _close(m)
+    parts = 1
+    while more:  # dconfig (times), and whatever follows: counted, not kept
+        _init(m)
+        _recv(m, sock, 0)
+        n += np.int64(_size(m))
+        more = _more(m)
+        _close(m)
+        parts += 1
+    return n, parts
+
+
+@numba.njit(nogil=True, cache=True)
 def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first: int,
                    room: int, index: Any, sizes: Any, side: Any, held: Any
                    ) -> tuple[int, int]:
@@ -130,46 +206,15 @@ def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first:
     rest is still to be received —, ZMQ_ERROR (``held[1]`` the errno).
     """
     m = msg.ctypes.data
-    room_side = len(side)
     got = 0
     held[0] = held[1] = held[2] = 0
     while got < room:
-        _init(m)
-        if _recv(m, sock, 0 if got == 0 else _NOBLOCK) < 0:
-            err = _errno()
-            _close(m)
-            if err == _EAGAIN:
-                return got, TIMEOUT if got == 0 else OK
-            held[1] = err
-            return got, ZMQ_ERROR
-        # the first part, copied for the checks (a small JSON object)
-        n0 = _size(m)
-        if n0 > room_side:
-            held[1] = n0
-            _close(m)
-            return got, TOO_LARGE
-        _memcpy(side.ctypes.data, _data(m), n0)
-        more = _more(m)
-        _close(m)
-        head = side[:n0]
-        number = -1
-        if _find(head, n0, _DIMAGE) >= 0 and _number(head, n0, _SERIES) == series:
-            number = _number(head, n0, _FRAME)
-        if number < 0 or not more:
-            held[0], held[1] = 1, n0
-            return got, HELD
+        number, n0, n1, why = _head(m, sock, 0 if got == 0 else _NOBLOCK, series, side,
+                                    held)
+        if why >= 0:
+            return got, OK if why == TIMEOUT and got else why
         # the dimage_d part: the series' own, byte for byte
-        _init(m)
-        _recv(m, sock, 0)  # (the parts of a message arrive together)
-        n1 = _size(m)
-        if n0 + n1 > room_side:
-            held[1] = n1
-            _close(m)
-            return got, TOO_LARGE
-        _memcpy(side.ctypes.data + n0, _data(m), n1)
-        more = _more(m)
-        _close(m)
-        same = n1 == len(desc) and more
+        same = n1 == len(desc)
         k = 0
         while same and k < n1:
             same = side[n0 + k] == desc[k]
@@ -178,27 +223,11 @@ def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first:
             held[0], held[1], held[2] = 2, n0, n1
             return got, HELD
         # the image, into its slot
-        _init(m)
-        _recv(m, sock, 0)
-        n2 = _size(m)
-        if n2 != out.shape[1]:
-            held[1] = n2
-            _close(m)
+        n, parts = _image(m, sock, out[first + got].ctypes.data, out.shape[1], held)
+        if not parts:
             return got, IMAGE_SIZE
-        _memcpy(out[first + got].ctypes.data, _data(m), n2)
-        more = _more(m)
-        _close(m)
-        size = n0 + n1 + n2
-        parts = 3
-        while more:  # dconfig (times), and whatever follows: counted, not kept
-            _init(m)
-            _recv(m, sock, 0)
-            size += _size(m)
-            more = _more(m)
-            _close(m)
-            parts += 1
-        index[got] = number if parts >= 4 else -1
-        sizes[got] = size
+        index[got] = number if parts >= 2 else -1
+        sizes[got] = n0 + n1 + n
         got += 1
     return got, OK
 
@@ -227,46 +256,16 @@ def receive_encoded(sock: int, msg: Any, series: int, pre: Any, post: Any, paylo
     size in ``held[1]`` and the ``dimage_d`` one in ``held[2]``.
     """
     m = msg.ctypes.data
-    room_side = len(side)
     got = end = 0
     held[0] = held[1] = held[2] = 0
     while got < room:
-        _init(m)
-        if _recv(m, sock, 0 if got == 0 else _NOBLOCK) < 0:
-            err = _errno()
-            _close(m)
-            if err == _EAGAIN:
-                return got, TIMEOUT if got == 0 else OK
-            held[1] = err
-            return got, ZMQ_ERROR
-        n0 = _size(m)
-        if n0 > room_side:
-            held[1] = n0
-            _close(m)
-            return got, TOO_LARGE
-        _memcpy(side.ctypes.data, _data(m), n0)
-        more = _more(m)
-        _close(m)
-        head = side[:n0]
-        number = -1
-        if _find(head, n0, _DIMAGE) >= 0 and _number(head, n0, _SERIES) == series:
-            number = _number(head, n0, _FRAME)
-        if number < 0 or not more:
-            held[0], held[1] = 1, n0
-            return got, HELD
-        _init(m)
-        _recv(m, sock, 0)
-        n1 = _size(m)
-        if n0 + n1 > room_side:
-            held[1] = n1
-            _close(m)
-            return got, TOO_LARGE
-        _memcpy(side.ctypes.data + n0, _data(m), n1)
-        more = _more(m)
-        _close(m)
+        number, n0, n1, why = _head(m, sock, 0 if got == 0 else _NOBLOCK, series, side,
+                                    held)
+        if why >= 0:
+            return got, OK if why == TIMEOUT and got else why
         # pre, the size (digits), post
         size, k = -1, n0 + len(pre)
-        if more and _same(side, n0, pre):
+        if _same(side, n0, pre):
             size = 0
             while k < n0 + n1 and 48 <= side[k] <= 57 and size < 2**40:
                 size = size * 10 + (side[k] - 48)
@@ -275,29 +274,14 @@ def receive_encoded(sock: int, msg: Any, series: int, pre: Any, post: Any, paylo
                 or not _same(side, k, post) or end + size > limit):
             held[0], held[1], held[2] = 2, n0, n1
             return got, HELD
-        _init(m)
-        _recv(m, sock, 0)
-        n2 = _size(m)
-        if n2 != size:
-            held[1], held[2] = n2, size
-            _close(m)
+        n, parts = _image(m, sock, payload.ctypes.data + end, size, held)
+        if not parts:
+            held[2] = size
             return got, IMAGE_SIZE
-        _memcpy(payload.ctypes.data + end, _data(m), n2)
-        more = _more(m)
-        _close(m)
-        total = n0 + n1 + n2
-        parts = 3
-        while more:
-            _init(m)
-            _recv(m, sock, 0)
-            total += _size(m)
-            more = _more(m)
-            _close(m)
-            parts += 1
-        end += n2
-        index[got] = number if parts >= 4 else -1
+        end += size
+        index[got] = number if parts >= 2 else -1
         ends[got] = end
-        sizes[got] = total
+        sizes[got] = n0 + n1 + n
         got += 1
     return got, OK
 
