@@ -199,7 +199,9 @@ def events_of(source: ReaderArray, first: int, n: int) -> Events:
         return Events(np.zeros(n + 1, np.int64), np.empty(0, np.uint32), reader.frame_shape)
     offsets, indices, values = reader.read_events(a, b)
     if a == lo and b == lo + n:
-        return Events(offsets, indices, reader.frame_shape, values)
+        bits = getattr(reader, "read_bits", None)
+        return Events(offsets, indices, reader.frame_shape, values,
+                      None if bits is None else functools.partial(bits, a, b))
     rel = np.empty(n + 1, np.int64)
     rel[: a - lo + 1] = 0
     rel[a - lo + 1 : b - lo + 1] = offsets[1:]

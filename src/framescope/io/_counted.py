@@ -4,7 +4,9 @@ The events are small (one uint32 per electron, kept as uint16 on detectors of up
 pixels): they are read whole when the file is opened (and once per worker process).
 ``read_events`` hands them out as they are: the engine runs tiles of events through the
 UDFs' sparse kernels (virtual images, COM, sum frames) and densifies a tile only for a UDF
-that needs frames. ``read`` densifies the requested frames
+that needs frames. ``read_bits`` gives the same frames as bit planes (one bit per pixel),
+built once per process on first use, for the single-valued virtual detectors
+(``framescope.udf._bits``). ``read`` densifies the requested frames
 into the caller's buffer, so dask and every other consumer see plain frames of counts.
 """
 
@@ -44,7 +46,7 @@ class CountedReader(FrameReader):
 
     # the events are dropped when the reader is pickled (a task ships the path, never
     # the events) and loaded again, once per process, on the first read there
-    _handle_attrs: ClassVar[tuple[str, ...]] = ("_events",)
+    _handle_attrs: ClassVar[tuple[str, ...]] = ("_events", "_bits")
 
     def __init__(self, path: str) -> None:
         from framescope.counting import load_counted
@@ -100,6 +102,44 @@ class CountedReader(FrameReader):
         part = offsets[start : stop + 1]
         return part - part[0], indices[part[0] : part[-1]], None
 
+    def read_bits(self, start: int, stop: int) -> np.ndarray | None:
+        """Frames ``start:stop`` as bit planes, or None where the file's frames are not kept
+        as bit planes.
+
+        The planes of all frames are built on the first call in a process (a pass over the
+        events, ~1 ns each) and kept while the reader lives. They are kept only for frames
+        of at least :data:`BITS_MIN_DENSITY` events per pixel, where they take at most
+        twice the memory of uint16 events (below that the event kernels are cheap anyway),
+        and only if no pixel holds two events of one frame (several frames per scan
+        position in a stempy file can).
+
+        Returns
+        -------
+        ndarray of uint64, shape (stop - start, words), or None
+            Bit ``p % 64`` of word ``p // 64`` of row ``f`` is set where frame
+            ``start + f`` has an event on flat pixel ``p`` (a view: do not write).
+        """
+        if not 0 <= start <= stop <= self.n_frames:
+            raise IndexError(f"{self.path}: frame range {start}:{stop} outside the "
+                             f"{self.n_frames} frames")
+        bits = getattr(self, "_bits", None)
+        if bits is None:
+            pixels = self.frame_shape[0] * self.frame_shape[1]
+            if self.n_events < BITS_MIN_DENSITY * pixels * max(1, self.n_frames):
+                bits = self._bits = False
+            else:
+                offsets, indices = self._loaded()
+                with _load_lock:
+                    bits = getattr(self, "_bits", None)
+                    if bits is None:
+                        from framescope.udf._bits import events_to_bits, words_per_frame
+
+                        planes = np.empty((self.n_frames, words_per_frame(pixels)),
+                                          dtype=np.uint64)
+                        binary = events_to_bits(offsets, indices, planes)
+                        bits = self._bits = planes if binary else False
+        return None if bits is False else bits[start:stop]
+
     def _read(self, start: int, stop: int, out: np.ndarray) -> None:
         offsets, indices = self._loaded()
         size = self.frame_shape[0] * self.frame_shape[1]
@@ -113,6 +153,9 @@ class CountedReader(FrameReader):
 
 
 _load_lock = threading.Lock()
+# events per pixel from which read_bits keeps bit planes: 1/32 (a plane then takes at most
+# twice the memory of uint16 events, and AND + popcount beats a table lookup per event)
+BITS_MIN_DENSITY = 1 / 32
 
 
 def _narrow(indices: np.ndarray, frame_shape: tuple[int, ...]) -> np.ndarray:

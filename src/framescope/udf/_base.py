@@ -137,15 +137,25 @@ class Events:
         ``(det_y, det_x)`` of the frames.
     values : ndarray, shape (events,), optional
         Counts (or any weight) of every event; None means 1 each.
+    bitmap_of : callable, optional
+        ``bitmap_of() -> ndarray | None``: the tile's frames as bit planes (uint64, shape
+        ``(n, words)``, see ``framescope.udf._bits``) where the source keeps them (frames
+        with at most one event per pixel), else None. Called only by a UDF that uses them.
     """
 
     offsets: np.ndarray
     indices: np.ndarray
     frame_shape: tuple[int, int]
     values: np.ndarray | None = None
+    bitmap_of: Callable[[], np.ndarray | None] | None = None
 
     def __len__(self) -> int:
         return self.offsets.shape[0] - 1
+
+    def bitmap(self) -> np.ndarray | None:
+        """The frames as bit planes, or None where the source has none (see
+        ``bitmap_of``)."""
+        return None if self.bitmap_of is None else self.bitmap_of()
 
     def densify(self, out: np.ndarray) -> np.ndarray:
         """The frames as dense counts in ``out`` (shape ``(n, *frame_shape)``), returned."""
