@@ -50,8 +50,8 @@ class _Plan:
     # the weights of every pixel (pixels, k) float32; numpy backend only
     pixel_slot: np.ndarray | None = None
     pixel_weights: np.ndarray | None = None
-    # counted frames as bit planes: each label's plane and used words (_bits.label_planes)
-    label_bits: tuple[np.ndarray, np.ndarray] | None = None
+    # counted frames as bit planes: each label's plane (_bits.label_planes)
+    label_bits: np.ndarray | None = None
 
 
 class ApplyMasks(UDF):
@@ -191,7 +191,7 @@ class ApplyMasks(UDF):
                     else None)
             if bits is not None:
                 seg = state.segments
-                apply_masks_bits(bits, *state.label_bits, seg.label_ptr, seg.label_mask,
+                apply_masks_bits(bits, state.label_bits, seg.label_ptr, seg.label_mask,
                                  seg.label_weight, out)
                 return
             values = ev.values if ev.values is not None else _ONE_EACH
