@@ -10,7 +10,10 @@ opening) and in the page cache, prints frames/s, best of --repeat, on the defaul
 - ceiling: a plain ``readinto`` pass over the dense raw file into a reused 4 MiB buffer;
 - dense: the analysis on the raw frames (``fs.open(raw)``, the fused dense kernels);
 - sparse: the same analysis on the counted file (``fs.open(counted.h5)``: tiles of events,
-  the event kernels of ``framescope.udf._sparse``);
+  the event kernels of ``framescope.udf._sparse``; single-valued masks on frames the
+  reader keeps as bit planes by AND and popcount, ``framescope.udf._bits``);
+- events: the counted file without bit planes (``read_bits`` hidden): every virtual
+  detector through the event kernels (COM and sum frames always go there);
 - densified: the counted file with its reader's events hidden, so every tile is densified
   into frames of counts first (the path before the event kernels);
 
@@ -19,8 +22,11 @@ of the dense frames (2 per pixel) for every row, so rows compare per scan.
 
     python benchmarks/bench_sparse.py --scan 128x128 --det 256x256 --dose 0.1
 
-Simulating and counting 128x128 frames takes ~9 min on 2 cores and 2 GiB of memory; a
-64x64 scan (0.5 GiB) ~2 min.
+The rows of each analysis alternate round after round (--repeat rounds); each prints its
+best and median frames/s, and its ratio to the dense row is the median of the per-round
+ratios, which a change of load on a shared machine moves least.
+
+Simulating and counting 128x128 frames takes ~2 min on 2 cores and 2 GiB of memory.
 """
 
 from __future__ import annotations
@@ -30,6 +36,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 from _common import best, plain_read
 
 import framescope as fs
@@ -45,6 +52,12 @@ class DensifyingReader(CountedReader):
     """The counted file without ``read_events``: the engine densifies every tile."""
 
     read_events = None
+
+
+class EventsReader(CountedReader):
+    """The counted file without ``read_bits``: virtual detectors run the event kernels."""
+
+    read_bits = None
 
 
 def simulate(path: Path, scan: tuple[int, int], det: tuple[int, int], dose: float) -> None:
@@ -85,6 +98,7 @@ def main() -> None:
     dense = fs.open(raw)
     sparse = fs.open(counted_path)
     densified = to_dataarray(DensifyingReader(str(counted_path)))
+    by_events = to_dataarray(EventsReader(str(counted_path)))
     n = scan[0] * scan[1]
     events = sparse.attrs["events"]
     nbytes = dense.nbytes
@@ -100,26 +114,41 @@ def main() -> None:
     plain_read([raw])
     rows = []
     for kind, udf in udfs(*det).items():
-        # warm: numba kernels loaded, pages mapped, the events read
-        for arr in (dense, sparse, densified):
+        # warm: numba kernels loaded, pages mapped, the events read (and the bit planes built)
+        for arr in (dense, sparse, by_events, densified):
             analysis(arr, udf)
         t_ceil = best(lambda: plain_read([raw]), args.repeat)
-        t = {name: best(lambda a=arr, u=udf: analysis(a, u), args.repeat)
-             for name, arr in (("dense", dense), ("sparse", sparse),
-                               ("densified", densified))}
-        rows.append((kind, t_ceil, t))
+        # the rows alternate, round after round, so that a change of load on this shared
+        # machine hits all of them alike; the median of the per-round ratios is the figure
+        arrs = {"dense": dense, "sparse": sparse, "events": by_events, "densified": densified}
+        t: dict[str, list[float]] = {name: [] for name in arrs}
+        for _ in range(args.repeat):
+            for name, arr in arrs.items():
+                t[name].append(timed(lambda a=arr, u=udf: analysis(a, u)))
+        rows.append((kind, t_ceil, {k: np.array(v) for k, v in t.items()}))
 
-    print(f"{'analysis':<10}{'row':<11}{'frames/s':>10}{'GB/s':>8}{'/ceiling':>10}"
+    print("frames/s best of the rounds (median); / dense: median of the per-round ratios")
+    print(f"{'analysis':<10}{'row':<11}{'frames/s':>20}{'GB/s':>8}{'/ceiling':>10}"
           f"{'/dense':>8}")
     for kind, t_ceil, t in rows:
-        print(f"{kind:<10}{'ceiling':<11}{n / t_ceil:>10.0f}{nbytes / t_ceil / 1e9:>8.2f}"
-              f"{1.0:>10.2f}{t['dense'] / t_ceil:>8.2f}")
+        print(f"{kind:<10}{'ceiling':<11}{n / t_ceil:>20.0f}{nbytes / t_ceil / 1e9:>8.2f}"
+              f"{1.0:>10.2f}{float(np.median(t['dense'])) / t_ceil:>8.2f}")
         for name, secs in t.items():
-            print(f"{'':<10}{name:<11}{n / secs:>10.0f}{nbytes / secs / 1e9:>8.2f}"
-                  f"{t_ceil / secs:>10.2f}{t['dense'] / secs:>8.2f}")
+            rate = f"{n / secs.min():.0f} ({n / np.median(secs):.0f})"
+            print(f"{'':<10}{name:<11}{rate:>20}{nbytes / secs.min() / 1e9:>8.2f}"
+                  f"{t_ceil / secs.min():>10.2f}{np.median(t['dense'] / secs):>8.2f}")
     ring = rows[0][2]
-    print(f"ring, sparse / dense: {ring['dense'] / ring['sparse']:.1f}x; sparse / densified: "
-          f"{ring['densified'] / ring['sparse']:.1f}x")
+    ratio = {k: float(np.median(ring["dense"] / ring[k])) for k in ring}
+    print(f"ring, sparse / dense: {ratio['sparse']:.1f}x (rounds: "
+          f"{', '.join(f'{r:.1f}' for r in ring['dense'] / ring['sparse'])}); events / dense: "
+          f"{ratio['events']:.1f}x; sparse / densified: "
+          f"{ratio['sparse'] / ratio['densified']:.0f}x; load average {os.getloadavg()[0]:.1f}")
+
+
+def timed(fn) -> float:
+    t0 = time.perf_counter()
+    fn()
+    return time.perf_counter() - t0
 
 
 if __name__ == "__main__":
