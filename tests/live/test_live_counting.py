@@ -117,3 +117,22 @@ def test_count_events_checks_its_inputs():
         CountEvents(background=50, xray=20)
     with pytest.raises(CountingError, match="dark"):
         CountEvents(background=5, dark=np.zeros(4))
+
+
+def test_a_stream_counted_by_fitting_equals_offline_fitting(tmp_path):
+    """method="fit" live: no background threshold needed, the same electrons (pile-ups
+    included, a pixel may repeat) as count_electrons(method="fit") on the same frames."""
+    ds = lowdose(scan=SCAN, det=DET, dose=0.1, seed=8)
+    dark = ds.dark_frames(32).mean(axis=0)
+    fit = {"method": "fit", "electron": 160.0, "blur": 0.7}
+    offline = count_electrons(ds.frames, dark=dark, xray_threshold=400.0, **fit)
+    assert np.any([np.diff(offline.events(i)).min(initial=1) == 0
+                   for i in range(offline.n_frames)])  # some pixel holds two electrons
+    udf = CountEvents(xray=400, dark=dark, out=tmp_path / "f.h5", **fit)
+    _, live = _count_live(ds, udf, protocol="native")
+    _same_events(load_counted(tmp_path / "f.h5"), offline)
+    np.testing.assert_array_equal(live["count"]["events"].values, offline.events_per_frame)
+    np.testing.assert_array_equal(live["count"]["counts"].values,
+                                  offline.to_dense().astype(np.float64).sum(axis=(0, 1)))
+    with pytest.raises(CountingError, match="CountEvents: method='fit' needs blur="):
+        CountEvents(method="fit", electron=160.0)

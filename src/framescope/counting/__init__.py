@@ -3,9 +3,12 @@
 At low dose a direct electron detector's frames are read as counted electrons: after the
 dark reference is subtracted, every pixel between a background threshold (above the read
 noise) and an X-ray threshold that is a local maximum of its neighbourhood is one electron.
-The result, :class:`CountedData`, keeps only the event pixels per frame (CSR-like), often
-10-300x smaller than the frames; :func:`save_counted` / :func:`load_counted` write and read
-stempy's sparse HDF5 layout.
+Above about 0.01 e-/px, where neighbouring electrons merge into one maximum,
+``count_electrons(..., method="fit", electron=..., blur=...)`` instead fits and subtracts
+charge clouds one electron at a time (far slower; it needs the mean signal and width of one
+electron). The result, :class:`CountedData`, keeps only the event pixels per frame
+(CSR-like), often 10-300x smaller than the frames; :func:`save_counted` /
+:func:`load_counted` write and read stempy's sparse HDF5 layout.
 
 >>> from framescope.datasets import lowdose
 >>> ds = lowdose(scan=(4, 4), det=(32, 32), dose=0.01, seed=0)

@@ -13,6 +13,7 @@ import numpy as np
 
 from framescope.counting._counted import CountedData, CountingError
 from framescope.counting._kernel import count_block
+from framescope.counting._peel import fit_response, peel_block
 from framescope.counting._thresholds import Thresholds, thresholds_from_values
 from framescope.io._lazy import ReaderArray, source_of
 
@@ -287,8 +288,12 @@ def count_electrons(
     n_samples: int = 40,
     centroids: bool = False,
     seed: int = 0,
+    method: Literal["maxima", "fit"] = "maxima",
+    electron: float | None = None,
+    blur: float | None = None,
 ) -> CountedData:
-    """Count electrons: events are local maxima between the background and X-ray thresholds.
+    """Count electrons: events are local maxima between the background and X-ray thresholds,
+    or (``method="fit"``) electrons fitted and subtracted one by one.
 
     Each frame is dark-subtracted (float32), and corrected by the gain and bad pixels of
     ``corrections``; a pixel whose value lies strictly between the thresholds and is a
@@ -324,9 +329,26 @@ def count_electrons(
     n_samples : int
         Frames sampled for the estimate.
     centroids : bool
-        Also compute each event's intensity-weighted centroid over its 3x3 neighbourhood.
+        Also compute each event's intensity-weighted centroid over its 3x3 neighbourhood
+        (``method="fit"``: its fitted position).
     seed : int
         Seed of the sampled frames.
+    method : {"maxima", "fit"}
+        ``"maxima"``: the local-maximum rule above. ``"fit"``: charge clouds of ``electron``
+        ADU and width ``blur`` are fitted and subtracted one at a time, so two electrons in
+        neighbouring pixels (or one pixel) are two events (see
+        :mod:`framescope.counting._peel`); a pixel may then appear twice in a frame. It
+        finds 98 % of the electrons at 0.1 e-/px where local maxima find about half, at
+        roughly 500 times the cost (docs/counting.md). It leaves out pixels above the X-ray
+        threshold and all within 2 px of them; the background threshold is estimated and
+        stored but not used.
+    electron : float, optional
+        Mean signal of one electron in ADU (of the corrected values); required by
+        ``method="fit"``. Measure it (and ``blur``) on low-dose frames (<= ~0.05 e-/px) of
+        the same detector.
+    blur : float, optional
+        Standard deviation of an electron's charge cloud, px; required by
+        ``method="fit"``.
 
     Returns
     -------
@@ -339,7 +361,9 @@ def count_electrons(
     CountingError
         Frames of the wrong rank or dtype, a dark reference of the wrong shape or with
         non-finite values, inverted thresholds, corrections that change the pixel grid or
-        threshold, a dark in both ``dark=`` and the corrections.
+        threshold, a dark in both ``dark=`` and the corrections, an unknown ``method``,
+        ``electron`` or ``blur`` missing or not a positive number with ``method="fit"`` (or
+        given without it).
     framescope.corrections.CorrectionsError
         Correction arrays of another shape than the frames.
     framescope.errors.DimensionError
@@ -353,6 +377,7 @@ def count_electrons(
     >>> counted.events_per_frame.shape
     (4, 4)
     """
+    response = fit_response("count_electrons", method, electron, blur)
     f = _Frames(frames)
     h, w = f.frame_shape
     if h * w > 2**32:
@@ -363,8 +388,13 @@ def count_electrons(
                              k_xray, n_samples, seed)
     counts, indices, cents = [], [], []
     for block in f.blocks():
-        c, i, xy = count_block(block, px.dark, thresholds.background, thresholds.xray,
-                               centroids, px.gain)
+        if response is None:
+            c, i, xy = count_block(block, px.dark, thresholds.background, thresholds.xray,
+                                   centroids, px.gain)
+        else:
+            c, i, xy = peel_block(block, px.dark, px.gain, electron=response[0],
+                                  blur=response[1], xray=thresholds.xray,
+                                  centroids=centroids)
         counts.append(c)
         indices.append(i)
         if xy is not None:

@@ -27,8 +27,9 @@ class CountedData:
 
     The layout is CSR-like: the events of flat (row-major) frame ``i`` are
     ``indices[offsets[i]:offsets[i + 1]]``, flat row-major pixel indices
-    ``det_y * frame_shape[1] + det_x``. A pixel may repeat within a frame only in data read
-    from a file that stores several frames per scan position.
+    ``det_y * frame_shape[1] + det_x``. A pixel may repeat within a frame: two electrons
+    found there by ``count_electrons(method="fit")``, or data read from a file that stores
+    several frames per scan position.
 
     Attributes
     ----------

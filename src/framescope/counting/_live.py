@@ -15,7 +15,7 @@ import hashlib
 import logging
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import h5py
 import numpy as np
@@ -23,6 +23,7 @@ import numpy as np
 from framescope.counting._counted import CountingError
 from framescope.counting._hdf5 import VERSION
 from framescope.counting._kernel import count_block
+from framescope.counting._peel import fit_response, peel_block
 from framescope.counting._thresholds import Thresholds
 from framescope.udf._base import UDF, Buffer, Meta, Tile
 
@@ -113,9 +114,11 @@ class CountedWriter:
 class CountEvents(UDF):
     """Count electrons in every frame the engine hands over (files or live streams).
 
-    The event rule is :func:`count_electrons`'s (the same kernel): a pixel whose value lies
+    The event rule is :func:`count_electrons`'s (the same kernels): a pixel whose value lies
     strictly between the background and X-ray thresholds and is a local maximum of its
-    8-neighbourhood (ties to the first in raster order). Values are those the UDF sees: on a
+    8-neighbourhood (ties to the first in raster order), or with ``method="fit"`` the
+    electrons of charge clouds fitted and subtracted one by one (pile-ups resolved; no
+    background threshold needed). Values are those the UDF sees: on a
     stream with a dark series (:meth:`framescope.live.ZMQSource.take_dark`), or with
     ``corrections=`` given to the run, the frames are already dark-subtracted and their bad
     pixels zeroed; ``dark=`` subtracts a dark here instead.
@@ -143,6 +146,11 @@ class CountEvents(UDF):
         without it a second series fails on the existing file unless ``overwrite``.
     overwrite : bool
         Replace existing files.
+    method : {"maxima", "fit"}
+        The event rule, as for :func:`count_electrons`.
+    electron, blur : float, optional
+        ``method="fit"`` only, and then required: the mean signal of one electron (ADU of
+        the values the UDF sees) and the standard deviation of its charge cloud (px).
 
     Notes
     -----
@@ -160,7 +168,11 @@ class CountEvents(UDF):
 
     def __init__(self, *, background: float | None = None, xray: float | None = None,
                  k_background: float = 4.0, dark: Any = None, masks: Any = None,
-                 out: str | os.PathLike[str] | None = None, overwrite: bool = False) -> None:
+                 out: str | os.PathLike[str] | None = None, overwrite: bool = False,
+                 method: Literal["maxima", "fit"] = "maxima", electron: float | None = None,
+                 blur: float | None = None) -> None:
+        self.method = method
+        self.response = fit_response("CountEvents", method, electron, blur)
         self.background = None if background is None else float(background)
         self.xray = NO_XRAY if xray is None else float(xray)
         self.k_background = float(k_background)
@@ -187,7 +199,8 @@ class CountEvents(UDF):
     def params(self) -> dict[str, Any]:
         dark = None if self.dark is None else hashlib.blake2b(
             self.dark.tobytes(), digest_size=8).hexdigest()
-        return {"background": self.background, "xray": self.xray,
+        return {"background": self.background, "xray": self.xray, "method": self.method,
+                "response": self.response,
                 "k_background": self.k_background, "dark": dark,
                 "masks": None if self.masks is None else self.masks.key, "out": self.out}
 
@@ -224,6 +237,8 @@ class CountEvents(UDF):
     def _current(self) -> Thresholds | None:
         if self.thresholds is not None:
             return self.thresholds
+        if self.response is not None and self.background is None:
+            return Thresholds(0.0, self.xray)  # the fit uses no background threshold
         if self.background is not None:
             return Thresholds(self.background, self.xray)
         return None
@@ -234,8 +249,13 @@ class CountEvents(UDF):
             self._unresolved = True
             return
         data = np.ascontiguousarray(tile.data)
-        counts, indices, _ = count_block(data, state["dark"], thresholds.background,
-                                         thresholds.xray)
+        if self.response is None:
+            counts, indices, _ = count_block(data, state["dark"], thresholds.background,
+                                             thresholds.xray)
+        else:
+            counts, indices, _ = peel_block(data, state["dark"], None,
+                                            electron=self.response[0],
+                                            blur=self.response[1], xray=thresholds.xray)
         results["events"][:] = counts
         results["counts"] += np.bincount(indices, minlength=results["counts"].size).reshape(
             results["counts"].shape)
@@ -262,10 +282,12 @@ class CountEvents(UDF):
         self.end_series(series, ended=False)  # a file left open by a series cut short
         self._unresolved = False
         self.thresholds = None
+        stats = getattr(series, "dark_stats", None)
         if self.background is not None:
             self.thresholds = Thresholds(self.background, self.xray)
+        elif stats is None and self.response is not None:
+            self.thresholds = Thresholds(0.0, self.xray)  # the fit uses no background
         else:
-            stats = getattr(series, "dark_stats", None)
             if stats is None:
                 raise CountingError(f"CountEvents, series {series.series}: no background "
                                     f"threshold: give background=, or take a dark series "
