@@ -106,3 +106,34 @@ def test_virtual_images_through_planes_equal_numpy(counted, kernel_calls, tmp_pa
     want = np.einsum("abij,ijk->abk", dense,
                      stack.dense(DET).reshape(*DET, -1)).astype(np.float32)
     np.testing.assert_array_equal(got.transpose("scan_y", "scan_x", "mask").values, want)
+
+
+def test_inline_tasks_of_counted_data_are_joined(counted, monkeypatch):
+    """Partitions sized for dense frames hold little work in events: on the inline pool
+    they are joined into about two tasks a thread, and the images stay exact."""
+    import framescope.engine._run as run_module
+    from framescope.engine._executor import inline_pool
+
+    path, data = counted
+    arr = fs.open(path, chunks=1)  # a partition per scan row: 5 partitions, 6 frames each
+    assert arr.data.npartitions == SCAN[0]
+    tasks = []
+    submit = run_module.run_source
+
+    def spy(udf, source, positions, meta, state=None):
+        tasks.append(positions.size)
+        return submit(udf, source, positions, meta, state)
+
+    monkeypatch.setattr(run_module, "run_source", spy)
+    monkeypatch.setattr(run_module, "_EVENT_TASK_BYTES", 1)  # little to join: as before
+    disk = fs.masks.disk(cy=10, cx=13, r=4)
+    got = arr.fs.virtual_image(disk, cache=False, client="inline")
+    assert sum(tasks) == data.n_frames
+    assert len(tasks) == SCAN[0]
+    tasks.clear()
+    monkeypatch.setattr(run_module, "_EVENT_TASK_BYTES", 2**40)
+    again = arr.fs.virtual_image(disk, cache=False, client="inline")
+    assert len(tasks) == min(2 * inline_pool()._max_workers, SCAN[0])
+    want = (data.to_dense().astype(np.float64) * disk.rasterize(DET)).sum(axis=(2, 3))
+    for res in (got, again):
+        np.testing.assert_array_equal(res.values.squeeze(), want.astype(np.float32))

@@ -130,6 +130,10 @@ def _sync(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list) -> Iterator[list[
             yield [run_block(udf, block(iy, ix), origin, pos, meta, state)]
 
 
+# counted data on the inline pool: events (4 bytes each) per task, at least
+_EVENT_TASK_BYTES = 64 * 2**20
+
+
 def _split(plan: list, pieces: int) -> list:
     """Cut file partitions into about ``pieces`` tasks so every thread has work."""
     if len(plan) >= pieces:
@@ -152,6 +156,14 @@ def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
     # a shared state is read-only by contract; any other UDF prepares per task, as on a cluster
     state = prepared(udf, meta) if udf.share_state else None
     tasks = _split(plan, 2 * pool._max_workers)
+    reader = getattr(source_of(arr), "reader", None)
+    if callable(getattr(reader, "read_events", None)) and len(tasks) > 2 * pool._max_workers:
+        # counted data: a partition sized for dense frames holds little work in events
+        # (a ring over 1024 frames at 0.05 e-/px: ~0.3 ms), about what a task's own Python
+        # costs; join them into tasks of ~_EVENT_TASK_BYTES of events, at least two a thread
+        work = 4 * getattr(reader, "n_events", 0) * len(
+            np.concatenate([pos for _, _, pos in tasks])) / max(1, reader.n_frames)
+        tasks = _coalesce(tasks, max(2 * pool._max_workers, int(work // _EVENT_TASK_BYTES)))
     block = _Blocks(arr) if any(kind == "block" for kind, _, _ in plan) else None
 
     def block_task(iy: int, ix: int, origin: tuple[int, int], pos: np.ndarray) -> Partial:
