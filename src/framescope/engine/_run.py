@@ -130,7 +130,7 @@ def _sync(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list) -> Iterator[list[
             yield [run_block(udf, block(iy, ix), origin, pos, meta, state)]
 
 
-# counted data on the inline pool: events (4 bytes each) per task, at least
+# counted data on the inline pool: at least this many bytes of events (4 each) per task
 _EVENT_TASK_BYTES = 64 * 2**20
 
 
@@ -161,8 +161,8 @@ def _threads(udf: UDF, arr: xr.DataArray, meta: Meta, plan: list):
         # counted data: a partition sized for dense frames holds little work in events
         # (a ring over 1024 frames at 0.05 e-/px: ~0.3 ms), about what a task's own Python
         # costs; join them into tasks of ~_EVENT_TASK_BYTES of events, at least two a thread
-        work = 4 * getattr(reader, "n_events", 0) * len(
-            np.concatenate([pos for _, _, pos in tasks])) / max(1, reader.n_frames)
+        positions = sum(pos.size for _, _, pos in tasks)
+        work = 4 * getattr(reader, "n_events", 0) * positions / max(1, reader.n_frames)
         tasks = _coalesce(tasks, max(2 * pool._max_workers, int(work // _EVENT_TASK_BYTES)))
     block = _Blocks(arr) if any(kind == "block" for kind, _, _ in plan) else None
 
