@@ -344,8 +344,8 @@ def count_electrons(
         stored but not used.
     electron : float, optional
         Mean signal of one electron in ADU (of the corrected values); required by
-        ``method="fit"``. Measure it (and ``blur``) on low-dose frames (<= ~0.05 e-/px) of
-        the same detector.
+        ``method="fit"``. :func:`~framescope.counting.estimate_response` measures it (and
+        ``blur``) on low-dose frames (<= ~0.05 e-/px) of the same detector.
     blur : float, optional
         Standard deviation of an electron's charge cloud, px; required by
         ``method="fit"``.
