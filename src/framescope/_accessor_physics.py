@@ -66,7 +66,8 @@ class PhysicsMixin:
         thresholds that are local maxima, stored sparse (see
         :func:`framescope.counting.count_electrons` for the options: ``dark=``,
         ``corrections=``, ``background_threshold=``, ``xray_threshold=``,
-        ``k_background=``, ``k_xray=``, ``centroids=``). The array's attached corrections
+        ``k_background=``, ``k_xray=``, ``centroids=``; ``method="fit"`` with ``electron=``
+        and ``blur=`` fits charge clouds and resolves pile-ups). The array's attached corrections
         (:meth:`with_corrections`) are applied unless ``corrections=`` says otherwise
         (False: none): dark, offset, gain, and bad pixels zeroed, which then hold no event;
         ones that crop, bin, FFT-downsample or threshold are refused.
