@@ -26,7 +26,6 @@ from typing import TYPE_CHECKING, Literal
 
 import numba
 import numpy as np
-from scipy import ndimage, optimize
 
 from framescope.counting._cloud import _R, _fit, _q, profile_table
 from framescope.counting._count import _Frames, _Pixels
@@ -115,6 +114,8 @@ def _singles(charge: np.ndarray) -> np.ndarray:
 
 def _fit_blur(win: np.ndarray) -> tuple[float, np.ndarray]:
     """The ``blur`` of least squared residual over the windows, and the amplitudes there."""
+    from scipy import optimize  # here: ~0.3 s to import, only for an estimate
+
     amps = np.empty(len(win))
     res = optimize.minimize_scalar(
         lambda b: _fit_windows(win, profile_table(b), amps), bounds=_BLUR_RANGE,
@@ -197,6 +198,8 @@ def estimate_response(
                                  False, px.gain)
     fi = np.repeat(np.arange(n), counts)
     y, x = np.divmod(idx.astype(np.int64), w)
+
+    from scipy import ndimage  # here, like optimize: importing the package stays light
 
     # isolated: alone in the (2 _ISOLATION + 1)^2 box, the window inside the frame
     events = np.zeros((n, h, w), np.float32)
