@@ -9,6 +9,7 @@ result then lacked its frames and the header's calibration).
 from __future__ import annotations
 
 import time
+import uuid
 
 import numpy as np
 import zmq
@@ -42,8 +43,11 @@ class FakeSource:
 def _pair():
     ctx = zmq.Context.instance()
     a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
-    a.bind("inproc://end-test")
-    b.connect("inproc://end-test")
+    # an address per pair: a closed socket leaves its inproc endpoint to libzmq's reaper
+    # thread, so the next test binding the same name could find it still taken (CI did)
+    address = f"inproc://end-test-{uuid.uuid4().hex}"
+    a.bind(address)
+    b.connect(address)
     return a, b
 
 
