@@ -10,8 +10,8 @@ import dask.array as da
 import numpy as np
 import pytest
 import xarray as xr
+from _truth import match
 from dask.callbacks import Callback
-from scipy.optimize import linear_sum_assignment
 
 from framescope.calibration import Calibration
 from framescope.counting import (
@@ -52,18 +52,6 @@ def reference_events(frames: np.ndarray, dark: np.ndarray, bg: float, xr_: float
         yy, xx = np.mgrid[max(yi - 1, 0):min(yi + 2, h), max(xi - 1, 0):min(xi + 2, w)]
         cents.append(((win * yy).sum() / win.sum(), (win * xx).sum() / win.sum()))
     return counts, (y * w + x).astype(np.uint32), np.array(cents).reshape(-1, 2)
-
-
-def match(truth: np.ndarray, found: np.ndarray, radius: float = 1.0) -> np.ndarray:
-    """One-to-one matching (Hungarian) of found events to true positions within ``radius``
-    px; returns a bool per true electron."""
-    hit = np.zeros(len(truth), dtype=bool)
-    if len(truth) and len(found):
-        d = np.hypot(*(truth[:, None, :] - found[None, :, :]).transpose(2, 0, 1))
-        cost = np.where(d <= radius, d, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        hit[rows[cost[rows, cols] <= radius]] = True
-    return hit
 
 
 def score(ds, counted: CountedData, isolation: float = 3.0):

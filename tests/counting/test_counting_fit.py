@@ -7,36 +7,12 @@ import math
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
+from _truth import recall_precision
 
-from framescope.counting import CountedData, CountingError, count_electrons
+from framescope.counting import CountingError, count_electrons
 from framescope.datasets import lowdose
 
 FIT = {"method": "fit", "electron": 160.0, "blur": 0.7}  # the simulation's defaults
-
-
-def match(truth: np.ndarray, found: np.ndarray, radius: float = 1.0) -> np.ndarray:
-    """One-to-one matching (Hungarian) of found events to true positions within ``radius``
-    px; a bool per true electron (as in test_counting.py)."""
-    hit = np.zeros(len(truth), dtype=bool)
-    if len(truth) and len(found):
-        d = np.hypot(*(truth[:, None, :] - found[None, :, :]).transpose(2, 0, 1))
-        cost = np.where(d <= radius, d, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        hit[rows[cost[rows, cols] <= radius]] = True
-    return hit
-
-
-def score(ds, counted: CountedData) -> tuple[float, float]:
-    """Recall and precision of the event pixels against the true positions."""
-    w = ds.frame_shape[1]
-    hits = []
-    for i in range(counted.n_frames):
-        truth = ds.positions[ds.offsets[i]:ds.offsets[i + 1]]
-        ev = counted.events(i).astype(np.int64)
-        hits.append(match(truth, np.stack([ev // w, ev % w], axis=1).astype(float)))
-    hit = np.concatenate(hits)
-    return hit.mean(), hit.sum() / counted.n_events
 
 
 @pytest.fixture(scope="module")
@@ -50,10 +26,10 @@ def test_dose_0p1_recall_and_precision(dose01):
     find about half of them, the fit nearly all."""
     ds, dark = dose01
     counted = count_electrons(ds.frames, dark=dark, **FIT)
-    recall, precision = score(ds, counted)
+    recall, precision = recall_precision(ds, counted)
     assert recall >= 0.98, recall
     assert precision >= 0.98, precision
-    maxima = score(ds, count_electrons(ds.frames, dark=dark))[0]
+    maxima = recall_precision(ds, count_electrons(ds.frames, dark=dark))[0]
     assert maxima < 0.7
     assert counted.thresholds.xray > 0  # estimated and stored as for the maxima
     ev = counted.indices
@@ -68,7 +44,7 @@ def test_dose_0p002_recall_and_precision():
     dark = ds.dark_frames(64).mean(axis=0)
     # at this dose an estimated X-ray threshold falls into the electron signal
     counted = count_electrons(ds.frames, dark=dark, xray_threshold=1000.0, **FIT)
-    recall, precision = score(ds, counted)
+    recall, precision = recall_precision(ds, counted)
     assert recall >= 0.98, recall
     assert precision >= 0.98, precision
 

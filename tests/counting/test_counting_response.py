@@ -5,40 +5,15 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.optimize import linear_sum_assignment
+from _truth import recall_precision
 
 from framescope.counting import (
-    CountedData,
     CountingError,
     Response,
     count_electrons,
     estimate_response,
 )
 from framescope.datasets import lowdose
-
-
-def match(truth: np.ndarray, found: np.ndarray, radius: float = 1.0) -> np.ndarray:
-    """One-to-one matching (Hungarian) of found events to true positions within ``radius``
-    px; a bool per true electron (as in test_counting_fit.py)."""
-    hit = np.zeros(len(truth), dtype=bool)
-    if len(truth) and len(found):
-        d = np.hypot(*(truth[:, None, :] - found[None, :, :]).transpose(2, 0, 1))
-        cost = np.where(d <= radius, d, 1e6)
-        rows, cols = linear_sum_assignment(cost)
-        hit[rows[cost[rows, cols] <= radius]] = True
-    return hit
-
-
-def score(ds, counted: CountedData) -> tuple[float, float]:
-    """Recall and precision of the event pixels against the true positions."""
-    w = ds.frame_shape[1]
-    hits = []
-    for i in range(counted.n_frames):
-        truth = ds.positions[ds.offsets[i]:ds.offsets[i + 1]]
-        ev = counted.events(i).astype(np.int64)
-        hits.append(match(truth, np.stack([ev // w, ev % w], axis=1).astype(float)))
-    hit = np.concatenate(hits)
-    return hit.mean(), hit.sum() / counted.n_events
 
 
 def _estimate(dose: float, seed: int, scan: int = 8, **params) -> Response:
@@ -81,7 +56,7 @@ def test_fit_counting_with_estimated_response():
     ds = lowdose(scan=(4, 4), det=(64, 64), dose=0.1, seed=5)
     counted = count_electrons(ds.frames, dark=ds.dark_frames(64).mean(axis=0), method="fit",
                               electron=r.electron, blur=r.blur)
-    recall, precision = score(ds, counted)
+    recall, precision = recall_precision(ds, counted)
     assert recall >= 0.97, recall
     assert precision >= 0.97, precision
 

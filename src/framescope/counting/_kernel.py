@@ -26,11 +26,13 @@ Measured on one core of a shared machine, 256 x 256 uint16 frames at 0.05 e-/px:
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numba
 import numpy as np
 from numba import prange
 
-__all__ = ["count_block"]
+__all__ = ["count_block", "in_groups"]
 
 _JIT = {"cache": True, "nogil": True}
 # scratch for the events of a group of frames (see count_block)
@@ -187,6 +189,20 @@ def count_block(
         raise ValueError(f"frames of {h}x{w} px do not fit uint32 pixel indices")
     bg, xr = np.float32(background), np.float32(xray)
     cap = ((h + 1) // 2) * ((w + 1) // 2)
+    return in_groups(n, cap, centroids, lambda g0, g1, scratch, scratch_c, counts: _scan_group(
+        frames[g0:g1], dark, gain, bg, xr, scratch, scratch_c, counts, bool(centroids)))
+
+
+def in_groups(
+    n: int, cap: int, centroids: bool, scan: Callable[..., None],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Events of ``n`` frames counted group by group into scratch rows, then gathered.
+
+    ``scan(g0, g1, scratch, scratch_c, counts)`` writes the events of frames ``g0:g1`` into
+    ``scratch[i, :counts[i]]`` (and their centroids into ``scratch_c``), at most ``cap`` per
+    frame; groups hold as many frames as keep the scratch within ``_GROUP_BYTES``. Returns
+    what :func:`count_block` returns.
+    """
     per_frame = cap * (4 + (8 if centroids else 0))
     group = max(1, min(n, _GROUP_BYTES // per_frame))
     scratch = np.empty((group, cap), dtype=np.uint32)
@@ -195,8 +211,7 @@ def count_block(
     parts, cparts = [], []
     for g0 in range(0, n, group):
         g1 = min(n, g0 + group)
-        _scan_group(frames[g0:g1], dark, gain, bg, xr, scratch, scratch_c, counts[g0:g1],
-                    bool(centroids))
+        scan(g0, g1, scratch, scratch_c, counts[g0:g1])
         offsets = np.zeros(g1 - g0 + 1, dtype=np.int64)
         np.cumsum(counts[g0:g1], out=offsets[1:])
         idx = np.empty(int(offsets[-1]), dtype=np.uint32)

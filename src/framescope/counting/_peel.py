@@ -37,7 +37,7 @@ from numba import prange
 
 from framescope.counting._cloud import _R, _add, _fit, _q, profile_table
 from framescope.counting._counted import CountingError
-from framescope.counting._kernel import _gather
+from framescope.counting._kernel import in_groups
 
 __all__ = ["fit_response", "peel_block"]
 
@@ -53,7 +53,6 @@ _MOVE = 0.03  # px: a smaller move does not disturb the neighbours' fits
 _MAX_PASSES = 6
 _SPLIT_ROUNDS = 2
 _MAX_REFITS = 12  # per electron and pass: coordinate descent of a close pair is slow
-_GROUP_BYTES = 16 * 2**20
 
 
 @numba.njit(**_JIT)
@@ -431,28 +430,10 @@ def peel_block(
     if h * w > 2**32:
         raise ValueError(f"frames of {h}x{w} px do not fit uint32 pixel indices")
     cap = h * w  # more electrons than pixels would need a far lower threshold
-    per_frame = cap * (4 + (8 if centroids else 0))
-    group = max(1, min(n, _GROUP_BYTES // per_frame))
-    scratch = np.empty((group, cap), dtype=np.uint32)
-    scratch_c = np.empty((group, cap if centroids else 0, 2), dtype=np.float32)
-    counts = np.empty(n, dtype=np.int64)
     tab = profile_table(float(blur))
-    parts, cparts = [], []
-    for g0 in range(0, n, group):
-        g1 = min(n, g0 + group)
-        _peel_group(frames[g0:g1], dark, gain_map, tab, float(electron), float(blur),
-                    float(xray), scratch, scratch_c, counts[g0:g1], bool(centroids))
-        offsets = np.zeros(g1 - g0 + 1, dtype=np.int64)
-        np.cumsum(counts[g0:g1], out=offsets[1:])
-        idx = np.empty(int(offsets[-1]), dtype=np.uint32)
-        cent = np.empty((len(idx) if centroids else 0, 2), dtype=np.float32)
-        _gather(scratch, scratch_c, offsets, idx, cent, bool(centroids))
-        parts.append(idx)
-        cparts.append(cent)
-    indices = parts[0] if len(parts) == 1 else np.concatenate(parts)
-    if not centroids:
-        return counts, indices, None
-    return counts, indices, cparts[0] if len(cparts) == 1 else np.concatenate(cparts)
+    return in_groups(n, cap, centroids, lambda g0, g1, scratch, scratch_c, counts: _peel_group(
+        frames[g0:g1], dark, gain_map, tab, float(electron), float(blur), float(xray),
+        scratch, scratch_c, counts, bool(centroids)))
 
 
 def fit_response(caller: str, method: str, electron: float | None,

@@ -191,6 +191,17 @@ def _image(m: int, sock: int, dest: int, expect: int, held: Any) -> tuple[int, i
 
 
 @numba.njit(nogil=True, cache=True)
+def _same(side: Any, at: int, ref: Any) -> bool:
+    """Whether ``side[at:at + len(ref)]`` holds ``ref``."""
+    if at + len(ref) > len(side):
+        return False
+    for k in range(len(ref)):  # noqa: SIM110 (a loop numba compiles)
+        if side[at + k] != ref[k]:
+            return False
+    return True
+
+
+@numba.njit(nogil=True, cache=True)
 def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first: int,
                    room: int, index: Any, sizes: Any, side: Any, held: Any
                    ) -> tuple[int, int]:
@@ -214,12 +225,7 @@ def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first:
         if why >= 0:
             return got, OK if why == TIMEOUT and got else why
         # the dimage_d part: the series' own, byte for byte
-        same = n1 == len(desc)
-        k = 0
-        while same and k < n1:
-            same = side[n0 + k] == desc[k]
-            k += 1
-        if not same:
+        if n1 != len(desc) or not _same(side, n0, desc):
             held[0], held[1], held[2] = 2, n0, n1
             return got, HELD
         # the image, into its slot
@@ -230,17 +236,6 @@ def receive_images(sock: int, msg: Any, series: int, desc: Any, out: Any, first:
         sizes[got] = n0 + n1 + n
         got += 1
     return got, OK
-
-
-@numba.njit(nogil=True, cache=True)
-def _same(side: Any, at: int, ref: Any) -> bool:
-    """Whether ``side[at:at + len(ref)]`` holds ``ref``."""
-    if at + len(ref) > len(side):
-        return False
-    for k in range(len(ref)):  # noqa: SIM110 (a loop numba compiles)
-        if side[at + k] != ref[k]:
-            return False
-    return True
 
 
 @numba.njit(nogil=True, cache=True)

@@ -25,6 +25,7 @@ from numba import prange, types
 from numba.extending import intrinsic
 
 from framescope.udf._fused import _JIT
+from framescope.udf._sparse import add_label
 
 __all__ = ["apply_masks_bits", "events_to_bits", "label_planes", "words_per_frame"]
 
@@ -131,8 +132,6 @@ def apply_masks_bits(
             c = np.uint64(0)
             for w in range(row.shape[0]):
                 c += _popcount(row[w] & plane[w])
-            total = np.float64(c)
-            for j in range(label_ptr[lab], label_ptr[lab + 1]):
-                res[f, label_mask[j]] += total * label_weight[j]
+            add_label(res[f], lab, np.float64(c), label_ptr, label_mask, label_weight)
         for q in range(k):
             out[f, q] = np.float32(res[f, q])

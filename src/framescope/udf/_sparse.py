@@ -85,6 +85,16 @@ def _slot_total(indices: np.ndarray, table: np.ndarray, a: int, b: int) -> int:
     return c0 + c1
 
 
+@numba.njit(inline="always", **_HELPER)
+def add_label(res: np.ndarray, lab: int, total: float, label_ptr: np.ndarray,
+              label_mask: np.ndarray, label_weight: np.ndarray) -> None:
+    """``res[mask] += total * weight`` for each mask of label ``lab``: how the label
+    kernels (events, bit planes) turn per-label sums into images, in one order, so that
+    they agree bit for bit."""
+    for j in range(label_ptr[lab], label_ptr[lab + 1]):
+        res[label_mask[j]] += total * label_weight[j]
+
+
 @numba.njit(**_JIT)
 def apply_masks_events_labels(
     offsets: np.ndarray, indices: np.ndarray, values: np.ndarray, pixel_slot: np.ndarray,
@@ -143,8 +153,7 @@ def apply_masks_events_labels(
                 sums[pixel_slot[indices[e]]] += np.float64(values[e])
         res = np.zeros(k, dtype=np.float64)
         for lab in range(n_labels):
-            for j in range(label_ptr[lab], label_ptr[lab + 1]):
-                res[label_mask[j]] += sums[lab + 1] * label_weight[j]
+            add_label(res, lab, sums[lab + 1], label_ptr, label_mask, label_weight)
         for q in range(k):
             out[f, q] = np.float32(res[q])
 
