@@ -183,7 +183,14 @@ def test_killed_worker_mid_job_still_gives_the_exact_result(cluster, data):
         for seen, snapshot in enumerate(iter_run(SlowSum(), arr), 1):
             last = snapshot
             if seen == 1:  # 3 of 4 tasks to go: both workers are busy
-                busy = [w for w, keys in client.processing().items() if keys]
+                # or about to be: a task queued on the scheduler is not yet "processing"
+                # in the moment between two tasks (CI once saw no worker busy here)
+                deadline = time.monotonic() + 5.0
+                busy = []
+                while not busy and time.monotonic() < deadline:
+                    busy = [w for w, keys in client.processing().items() if keys]
+                    if not busy:
+                        time.sleep(0.01)
                 assert busy, "no worker had a task when one was to be killed"
                 killed = busy[0]
                 os.kill(pids[killed], signal.SIGKILL)
